@@ -1,0 +1,75 @@
+// Loading one xsimd batch of f32 from weights stored as f32, bf16 or f16.
+//
+// Weights stay in their checkpoint dtype in memory (half the bytes for bf16/f16, and the big
+// products are memory-bound) and are widened to f32 in registers, right before the FMA.
+// bf16 -> f32 is exact (shift into the upper half); f16 -> f32 is exact too (F16C vcvtph2ps,
+// or calm::to_float where F16C is missing).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+#include "calm/core/dtype.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace calm::kernels::detail {
+
+template <class Arch>
+inline constexpr bool kIsAvx512 = std::is_base_of_v<xsimd::avx512f, Arch>;
+template <class Arch>
+inline constexpr bool kIsAvx2 = std::is_base_of_v<xsimd::avx2, Arch>;
+
+template <class Arch>
+using fbatch = xsimd::batch<float, Arch>;
+
+// n floats from p; bf16/f16 are widened exactly.
+template <class Arch, class T>
+inline fbatch<Arch> load_widened(const T* p) noexcept {
+  using B = fbatch<Arch>;
+  if constexpr (std::is_same_v<T, float>) {
+    return B::load_unaligned(p);
+  } else {
+#if defined(__AVX512F__)
+    if constexpr (kIsAvx512<Arch>) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+      if constexpr (std::is_same_v<T, bf16>) {
+        return B(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+      } else {
+        return B(_mm512_cvtph_ps(h));
+      }
+    }
+#endif
+#if defined(__AVX2__)
+    if constexpr (!kIsAvx512<Arch> && kIsAvx2<Arch>) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      if constexpr (std::is_same_v<T, bf16>) {
+        return B(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+      }
+#if defined(__F16C__)
+      if constexpr (std::is_same_v<T, f16>) return B(_mm256_cvtph_ps(h));
+#endif
+    }
+#endif
+    alignas(64) float tmp[B::size];
+    for (std::size_t i = 0; i < B::size; ++i) tmp[i] = to_float(p[i]);
+    return B::load_aligned(tmp);
+  }
+}
+
+// Largest of the lanes (xsimd 8.1 has no reduce_max).
+template <class Arch>
+inline float reduce_max(const fbatch<Arch>& b) noexcept {
+  alignas(64) float tmp[fbatch<Arch>::size];
+  b.store_aligned(tmp);
+  float m = tmp[0];
+  for (std::size_t i = 1; i < fbatch<Arch>::size; ++i) m = tmp[i] > m ? tmp[i] : m;
+  return m;
+}
+
+}  // namespace calm::kernels::detail
