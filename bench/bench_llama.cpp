@@ -1,0 +1,80 @@
+// End-to-end speed of the Llama backend with the full model (no early exit): decode time per
+// token against the memory-bandwidth bound (weight bytes read per token ÷ triad bandwidth, both
+// measured in this run), and prefill GFLOP/s. Models: TinyLlama-1.1B's shape and a small one,
+// random bf16 weights (bench/model_fixture.hpp).
+#include "bandwidth.hpp"
+#include "model_fixture.hpp"
+
+#include <calm/backends/llama/llama.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <numeric>
+#include <vector>
+
+namespace {
+
+constexpr std::size_t kPromptTokens = 64;
+
+// Decodes one token per iteration after a 64-token prompt (positions 64..64+iterations).
+void BM_Decode(benchmark::State& state, const calm::bench::ModelShape& shape) {
+  const auto threads = static_cast<std::size_t>(state.range(0));
+  calm::Llama model = calm::Llama::load(calm::bench::bench_model_dir(shape),
+                                        {.threads = threads, .max_context = 2048});
+  std::vector<int> prompt(kPromptTokens);
+  std::iota(prompt.begin(), prompt.end(), 3);
+  std::vector<float> x(model.hidden_size()), logits(model.vocab_size());
+  model.prefill(prompt, 0, x);
+  const double triad = calm::bench::measure_triad_bandwidth(threads);
+  std::size_t pos = kPromptTokens;
+  for (auto _ : state) {
+    if (pos == model.max_context()) pos = kPromptTokens;  // wrap: cache positions are reused
+    model.embed(static_cast<int>(pos % 1000), x);
+    for (std::size_t i = 0; i < model.num_layers(); ++i) model.run_layer(i, x, pos);
+    model.exit_head(x, logits);
+    benchmark::DoNotOptimize(logits.data());
+    ++pos;
+  }
+  const double bytes = static_cast<double>(model.weight_bytes_per_token());
+  state.counters["weight_GB_per_token"] = bytes / 1e9;
+  state.counters["triad_GB/s"] = triad / 1e9;
+  state.counters["weights_GB/s"] =
+      benchmark::Counter(bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  // (bytes per token / triad) / measured time per token: >= 1 means at or past the bound.
+  state.counters["bound_over_time"] = benchmark::Counter(
+      bytes / triad * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["tokens/s"] = benchmark::Counter(state.iterations(), benchmark::Counter::kIsRate);
+}
+
+// Prefill of a 64-token prompt: GFLOP/s of the matrix-matrix products (2 · params · tokens).
+void BM_Prefill(benchmark::State& state, const calm::bench::ModelShape& shape) {
+  const auto threads = static_cast<std::size_t>(state.range(0));
+  calm::Llama model = calm::Llama::load(calm::bench::bench_model_dir(shape),
+                                        {.threads = threads, .max_context = 2048});
+  std::vector<int> prompt(kPromptTokens);
+  std::iota(prompt.begin(), prompt.end(), 3);
+  std::vector<float> x(model.hidden_size());
+  for (auto _ : state) {
+    model.prefill(prompt, 0, x);
+    benchmark::DoNotOptimize(x.data());
+  }
+  const auto& w = model.weights();
+  double layer_params = 0;
+  for (const auto& l : w.layers)
+    layer_params += double(l.q.rows * l.q.cols + l.k.rows * l.k.cols + l.v.rows * l.v.cols +
+                           l.o.rows * l.o.cols + l.gate.rows * l.gate.cols +
+                           l.up.rows * l.up.cols + l.down.rows * l.down.cols);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * layer_params * kPromptTokens * state.iterations() / 1e9,
+                                                 benchmark::Counter::kIsRate);
+  state.counters["prompt_tokens/s"] =
+      benchmark::Counter(double(kPromptTokens) * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+BENCHMARK_CAPTURE(BM_Decode, tinyllama, calm::bench::kTinyLlama)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, small, calm::bench::kSmall)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Prefill, tinyllama, calm::bench::kTinyLlama)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Prefill, small, calm::bench::kSmall)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,125 @@
+// Typed views of the Llama weights inside the memory-mapped checkpoint. Linear weights stay in
+// their file dtype (F32/F16/BF16) and are widened inside the kernels; the small norm vectors are
+// widened to f32 once at load.
+#pragma once
+
+#include <calm/core/dtype.hpp>
+#include <calm/core/error.hpp>
+#include <calm/core/thread_pool.hpp>
+#include <calm/io/hf_config.hpp>
+#include <calm/io/safetensors.hpp>
+#include <calm/kernels/elementwise.hpp>
+#include <calm/kernels/matmul.hpp>
+#include <calm/kernels/matvec.hpp>
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace calm {
+
+// A linear layer's weight W (rows, cols), row-major, in its file dtype.
+struct Linear {
+  DType dtype = DType::f32;
+  const std::byte* data = nullptr;
+  std::size_t rows = 0, cols = 0;
+
+  std::size_t bytes() const noexcept { return rows * cols * dtype_size(dtype); }
+
+  template <class F>
+  decltype(auto) visit(F&& f) const {  // calls f(const T*) with the weight's element type
+    switch (dtype) {
+      case DType::f32: return f(reinterpret_cast<const float*>(data));
+      case DType::f16: return f(reinterpret_cast<const f16*>(data));
+      case DType::bf16: break;
+    }
+    return f(reinterpret_cast<const bf16*>(data));
+  }
+
+  // y(rows) = W x(cols)
+  void apply(float* y, const float* x, ThreadPool* pool) const {
+    visit([&](const auto* w) { kernels::matvec(y, w, x, rows, cols, pool); });
+  }
+  // Y(n, rows) = X(n, cols) W^T
+  void apply_batch(float* y, const float* x, std::size_t n, ThreadPool* pool) const {
+    visit([&](const auto* w) { kernels::matmul(y, w, x, n, rows, cols, pool); });
+  }
+  // out(cols) := row r of W, widened to f32 (the embedding lookup).
+  void row(std::size_t r, float* out) const {
+    visit([&](const auto* w) { kernels::widen(out, w + r * cols, cols); });
+  }
+};
+
+inline Linear linear_from(const io::Checkpoint& ckpt, const std::string& name, std::size_t rows,
+                          std::size_t cols) {
+  const io::TensorView& t = ckpt.get(name, {rows, cols});
+  return Linear{t.dtype, t.data, rows, cols};
+}
+
+inline std::vector<float> vector_from(const io::Checkpoint& ckpt, const std::string& name,
+                                      std::size_t n) {
+  const io::TensorView& t = ckpt.get(name, {n});
+  std::vector<float> out(n);
+  Linear{t.dtype, t.data, 1, n}.row(0, out.data());
+  return out;
+}
+
+struct LlamaLayerWeights {
+  std::vector<float> input_norm;          // (hidden)
+  Linear q, k, v;                         // (heads*head_dim, hidden), (kv_heads*head_dim, hidden) x2
+  Linear o;                               // (hidden, heads*head_dim)
+  std::vector<float> post_attention_norm; // (hidden)
+  Linear gate, up;                        // (intermediate, hidden)
+  Linear down;                            // (hidden, intermediate)
+};
+
+struct LlamaWeights {
+  Linear embed;                     // (vocab, hidden)
+  std::vector<LlamaLayerWeights> layers;
+  std::vector<float> final_norm;    // (hidden)
+  Linear lm_head;                   // (vocab, hidden); the embedding when tied
+
+  // Every tensor the config implies, with its shape checked against the file (errors name it).
+  static LlamaWeights load(const io::Checkpoint& ckpt, const LlamaConfig& c) {
+    const std::size_t h = c.hidden_size, q_dim = c.num_attention_heads * c.head_dim,
+                      kv_dim = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size;
+    LlamaWeights w;
+    w.embed = linear_from(ckpt, "model.embed_tokens.weight", c.vocab_size, h);
+    w.layers.reserve(c.num_hidden_layers);
+    for (std::size_t i = 0; i < c.num_hidden_layers; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      LlamaLayerWeights l;
+      l.input_norm = vector_from(ckpt, p + "input_layernorm.weight", h);
+      l.q = linear_from(ckpt, p + "self_attn.q_proj.weight", q_dim, h);
+      l.k = linear_from(ckpt, p + "self_attn.k_proj.weight", kv_dim, h);
+      l.v = linear_from(ckpt, p + "self_attn.v_proj.weight", kv_dim, h);
+      l.o = linear_from(ckpt, p + "self_attn.o_proj.weight", h, q_dim);
+      l.post_attention_norm = vector_from(ckpt, p + "post_attention_layernorm.weight", h);
+      l.gate = linear_from(ckpt, p + "mlp.gate_proj.weight", inter, h);
+      l.up = linear_from(ckpt, p + "mlp.up_proj.weight", inter, h);
+      l.down = linear_from(ckpt, p + "mlp.down_proj.weight", h, inter);
+      w.layers.push_back(std::move(l));
+    }
+    w.final_norm = vector_from(ckpt, "model.norm.weight", h);
+    if (c.tie_word_embeddings) {
+      if (ckpt.contains("lm_head.weight"))
+        throw Error("config says tie_word_embeddings = true but the checkpoint also has "
+                    "'lm_head.weight'; refusing to guess which head is meant");
+      w.lm_head = w.embed;
+    } else {
+      w.lm_head = linear_from(ckpt, "lm_head.weight", c.vocab_size, h);
+    }
+    return w;
+  }
+
+  // Bytes of weights one decode step reads through all layers and the head (memory-bound cost).
+  std::size_t bytes_per_token() const noexcept {
+    std::size_t b = lm_head.bytes() + embed.cols * dtype_size(embed.dtype);
+    for (const auto& l : layers)
+      b += l.q.bytes() + l.k.bytes() + l.v.bytes() + l.o.bytes() + l.gate.bytes() + l.up.bytes() +
+           l.down.bytes();
+    return b;
+  }
+};
+
+}  // namespace calm

@@ -1,0 +1,35 @@
+# Drives one consumer project: (install calm,) configure, build, run. Fails on any error.
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "command failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
+
+# The README's example is the consumer's main.cpp.
+file(READ ${CALM_SOURCE_DIR}/README.md readme)
+string(REGEX MATCH "<!-- example:begin -->[^`]*```cpp\n(.*)```[^`]*<!-- example:end -->" _ "${readme}")
+if(NOT CMAKE_MATCH_1)
+  message(FATAL_ERROR "README.md has no ```cpp block between <!-- example:begin --> and <!-- example:end -->")
+endif()
+file(WRITE ${WORK}/main.cpp "${CMAKE_MATCH_1}")
+
+set(configure_args -S ${CONSUMER} -B ${WORK}/build -DCMAKE_BUILD_TYPE=Release
+    -DCONSUMER_MAIN=${WORK}/main.cpp -DCALM_ARCH=${CALM_ARCH})
+if(MODE STREQUAL "find_package")
+  run(${CMAKE_COMMAND} --install ${CALM_BUILD_DIR} --prefix ${WORK}/prefix)
+  list(APPEND configure_args -DCMAKE_PREFIX_PATH=${WORK}/prefix)
+else()
+  list(APPEND configure_args -DCALM_SOURCE_DIR=${CALM_SOURCE_DIR})
+endif()
+run(${CMAKE_COMMAND} ${configure_args})
+run(${CMAKE_COMMAND} --build ${WORK}/build -j2)
+run(${WORK}/build/consumer ${FIXTURES}/tiny-gqa-f32-untied)
+message(STATUS "consumer output:\n${last_output}")
+if(NOT last_output MATCHES "generated [0-9]+ tokens")
+  message(FATAL_ERROR "consumer printed no 'generated N tokens' line:\n${last_output}")
+endif()

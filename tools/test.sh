@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds calm and runs its whole test suite (installs missing Debian packages first).
+# Usage: tools/test.sh [--sanitize]   (--sanitize: a separate ASan+UBSan build of the same tests)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/tools/install-deps.sh" --python
+jobs=$(nproc)
+if [[ "${1:-}" == "--sanitize" ]]; then
+  build="$root/build-sanitize"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCALM_SANITIZE=ON \
+        -DCALM_BUILD_BENCH=OFF -DCALM_BUILD_EXAMPLES=ON >/dev/null
+else
+  build="$root/build"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+cmake --build "$build" -j"$jobs"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ctest --test-dir "$build" -j"$jobs" --output-on-failure
