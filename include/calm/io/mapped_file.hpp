@@ -1,0 +1,90 @@
+// MappedFile: a whole file mapped read-only into memory (POSIX mmap), RAII and move-only.
+// Weights are used in place from the mapping, so a checkpoint costs no copy and no
+// allocation; the kernel pages them in on first touch.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <utility>
+
+#include "calm/core/error.hpp"
+
+namespace calm::io {
+
+class MappedFile {
+ public:
+  // Throws calm::Error naming the path if the file cannot be opened, is not a regular file,
+  // is empty (mmap cannot map zero bytes, and no calm file format is empty) or cannot be mapped.
+  explicit MappedFile(const std::filesystem::path& path) : path_(path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) Fail("cannot open", errno);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      Fail("cannot stat", err);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error("'" + path_.string() + "' is not a regular file");
+    }
+    if (st.st_size == 0) {
+      ::close(fd);
+      throw Error("'" + path_.string() + "' is empty");
+    }
+    size_ = static_cast<std::size_t>(st.st_size);
+    void* addr = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int err = errno;
+    ::close(fd);  // the mapping keeps its own reference to the file
+    if (addr == MAP_FAILED) Fail("cannot mmap", err);
+    data_ = static_cast<const std::byte*>(addr);
+  }
+
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  MappedFile(MappedFile&& other) noexcept
+      : path_(std::move(other.path_)),
+        data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)) {}
+  MappedFile& operator=(MappedFile&& other) noexcept {
+    if (this != &other) {
+      Unmap();
+      path_ = std::move(other.path_);
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+  }
+  ~MappedFile() { Unmap(); }
+
+  // The mapping starts on a page boundary, so offsets that are multiples of a dtype's size
+  // give pointers aligned for that dtype.
+  std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+  std::size_t size() const noexcept { return size_; }
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  [[noreturn]] void Fail(const char* what, int err) const {
+    throw Error(std::string(what) + " '" + path_.string() + "': " + std::strerror(err));
+  }
+  void Unmap() noexcept {
+    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+
+  std::filesystem::path path_;
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace calm::io
