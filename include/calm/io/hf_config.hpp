@@ -1,0 +1,251 @@
+// LlamaConfig: the model's blueprint, read from a Hugging Face config.json.
+//
+// Defaults follow transformers' LlamaConfig. calm refuses what it does not implement: every
+// key of config.json is either read and checked here or on an explicit list of metadata that
+// does not change the computation; any other key is an error naming it (SPEC section 1).
+#pragma once
+
+#include <climits>
+#include <cmath>
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "calm/core/error.hpp"
+#include "calm/io/json.hpp"
+#include "calm/io/mapped_file.hpp"
+
+namespace calm {
+
+struct LlamaConfig {
+  std::size_t hidden_size;              // d: width of the residual stream
+  std::size_t intermediate_size;        // width of the SwiGLU MLP
+  std::size_t num_hidden_layers;        // L
+  std::size_t num_attention_heads;      // query heads
+  std::size_t num_key_value_heads;      // key/value heads (GQA); divides num_attention_heads
+  std::size_t head_dim;                 // per head; q_proj is [heads * head_dim, hidden]
+  std::size_t vocab_size;
+  std::size_t max_position_embeddings;  // longest sequence the model was trained for
+  float rms_norm_eps;
+  float rope_theta;
+  bool tie_word_embeddings;  // lm_head.weight absent, the embedding is reused
+  int bos_token_id;
+  int eos_token_id;                // the first of eos_token_ids
+  std::vector<int> eos_token_ids;  // HF allows a list; generation stops at any of them
+};
+
+namespace detail {
+
+// Keys that describe the file, training or other frameworks, and leave inference unchanged.
+inline constexpr std::string_view kHarmlessConfigKeys[] = {
+    "_name_or_path", "transformers_version", "torch_dtype",        "initializer_range",
+    "use_cache",     "pad_token_id",         "attention_dropout",  "output_attentions",
+    "output_hidden_states", "return_dict",   "torchscript",        "tokenizer_class",
+};
+// Keys that parse_llama_config reads and checks.
+inline constexpr std::string_view kReadConfigKeys[] = {
+    "hidden_size",    "intermediate_size",       "num_hidden_layers",   "num_attention_heads",
+    "num_key_value_heads", "head_dim",           "vocab_size",          "max_position_embeddings",
+    "rms_norm_eps",   "rope_theta",              "tie_word_embeddings", "bos_token_id",
+    "eos_token_id",   "hidden_act",              "rope_scaling",        "attention_bias",
+    "mlp_bias",       "pretraining_tp",          "model_type",          "architectures",
+};
+
+class ConfigReader {
+ public:
+  ConfigReader(const nlohmann::json& j, std::string_view source) : j_(j), source_(source) {}
+
+  [[noreturn]] void fail(std::string_view key, const std::string& what) const {
+    throw Error("'" + source_ + "': key '" + std::string(key) + "' " + what);
+  }
+  [[noreturn]] void fail_type(std::string_view key, const char* expected,
+                              const nlohmann::json& v) const {
+    fail(key, std::string("must be ") + expected + ", found " + io::describe_json(v));
+  }
+
+  bool has(std::string_view key) const { return j_.contains(key); }
+  const nlohmann::json& at(std::string_view key) const { return j_.find(key).value(); }
+
+  // A JSON integer >= 1 (a float such as 4096.0 is refused: sizes are counts).
+  std::size_t positive_size(std::string_view key) const {
+    if (!has(key)) fail(key, "is required");
+    return positive_size_value(key, at(key));
+  }
+  std::size_t positive_size(std::string_view key, std::size_t fallback) const {
+    return has(key) ? positive_size_value(key, at(key)) : fallback;
+  }
+  std::size_t positive_size_value(std::string_view key, const nlohmann::json& v) const {
+    if (v.is_number_unsigned()) {
+      const auto n = v.get<std::uint64_t>();
+      if (n >= 1) return static_cast<std::size_t>(n);
+    } else if (v.is_number_integer()) {
+      const auto n = v.get<std::int64_t>();
+      if (n >= 1) return static_cast<std::size_t>(n);
+    } else {
+      fail_type(key, "a positive integer", v);
+    }
+    fail(key, "must be positive, found " + v.dump());
+  }
+
+  // A finite positive number that stays finite and positive as a float.
+  float positive_float(std::string_view key, float fallback) const {
+    if (!has(key)) return fallback;
+    const nlohmann::json& v = at(key);
+    if (!v.is_number()) fail_type(key, "a positive number", v);
+    const double d = v.get<double>();
+    const auto f = static_cast<float>(d);
+    if (!std::isfinite(d) || !(d > 0) || !std::isfinite(f) || !(f > 0)) {
+      fail(key, "must be a finite positive number representable as float, found " + v.dump());
+    }
+    return f;
+  }
+
+  bool boolean(std::string_view key, bool fallback) const {
+    if (!has(key)) return fallback;
+    const nlohmann::json& v = at(key);
+    if (!v.is_boolean()) fail_type(key, "true or false", v);
+    return v.get<bool>();
+  }
+
+  int token_id_value(std::string_view key, const nlohmann::json& v, std::size_t vocab) const {
+    if (!v.is_number_integer()) fail_type(key, "a token id (integer)", v);
+    if (v.is_number_unsigned() ? v.get<std::uint64_t>() >= vocab
+                               : (v.get<std::int64_t>() < 0 ||
+                                  static_cast<std::uint64_t>(v.get<std::int64_t>()) >= vocab)) {
+      fail(key, "must be a token id in [0, vocab_size = " + std::to_string(vocab) + "), found " +
+                    v.dump());
+    }
+    return static_cast<int>(v.get<std::int64_t>());
+  }
+
+ private:
+  const nlohmann::json& j_;
+  std::string source_;
+};
+
+}  // namespace detail
+
+inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view source) {
+  if (!j.is_object()) {
+    throw Error("'" + std::string(source) + "' is not a JSON object (found " + io::describe_json(j) + ")");
+  }
+  const detail::ConfigReader r(j, source);
+  for (const auto& [key, value] : j.items()) {
+    const auto known = [&](const auto& list) {
+      for (std::string_view k : list) {
+        if (k == key) return true;
+      }
+      return false;
+    };
+    if (!known(detail::kReadConfigKeys) && !known(detail::kHarmlessConfigKeys)) {
+      r.fail(key, "is not a setting calm implements or knows to be harmless; refusing to ignore it");
+    }
+  }
+
+  // Settings that would change the computation in ways calm does not implement.
+  if (r.has("model_type")) {
+    const nlohmann::json& v = r.at("model_type");
+    if (!v.is_string()) r.fail_type("model_type", "a string", v);
+    if (v.get<std::string>() != "llama") r.fail("model_type", "must be \"llama\", found " + v.dump());
+  }
+  if (r.has("architectures")) {
+    const nlohmann::json& v = r.at("architectures");
+    if (!v.is_array()) r.fail_type("architectures", "an array of strings", v);
+    bool llama = false;
+    for (const nlohmann::json& a : v) {
+      if (!a.is_string()) r.fail_type("architectures", "an array of strings", v);
+      llama = llama || a.get<std::string>() == "LlamaForCausalLM";
+    }
+    if (!llama) r.fail("architectures", "must contain \"LlamaForCausalLM\", found " + v.dump());
+  }
+  if (r.has("hidden_act")) {
+    const nlohmann::json& v = r.at("hidden_act");
+    if (!v.is_string()) r.fail_type("hidden_act", "a string", v);
+    if (v.get<std::string>() != "silu") {
+      r.fail("hidden_act", "must be \"silu\" (calm implements SwiGLU only), found " + v.dump());
+    }
+  }
+  if (r.has("rope_scaling") && !r.at("rope_scaling").is_null()) {
+    r.fail("rope_scaling", "is not supported (calm implements plain RoPE), found " +
+                               io::describe_json(r.at("rope_scaling")));
+  }
+  if (r.boolean("attention_bias", false)) r.fail("attention_bias", "= true is not supported");
+  if (r.boolean("mlp_bias", false)) r.fail("mlp_bias", "= true is not supported");
+  if (r.positive_size("pretraining_tp", 1) != 1) {
+    r.fail("pretraining_tp", "must be 1 (sliced tensor-parallel matmuls are not implemented)");
+  }
+
+  LlamaConfig c{};
+  c.hidden_size = r.positive_size("hidden_size");
+  c.intermediate_size = r.positive_size("intermediate_size");
+  c.num_hidden_layers = r.positive_size("num_hidden_layers");
+  c.num_attention_heads = r.positive_size("num_attention_heads");
+  c.vocab_size = r.positive_size("vocab_size");
+  c.num_key_value_heads = r.positive_size("num_key_value_heads", c.num_attention_heads);
+  c.max_position_embeddings = r.positive_size("max_position_embeddings", 2048);
+  c.rms_norm_eps = r.positive_float("rms_norm_eps", 1e-6f);
+  c.rope_theta = r.positive_float("rope_theta", 10000.0f);
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
+
+  if (c.vocab_size > static_cast<std::size_t>(INT_MAX)) {
+    r.fail("vocab_size", "is too large for int token ids");
+  }
+  if (c.num_attention_heads % c.num_key_value_heads != 0) {
+    r.fail("num_key_value_heads", "(" + std::to_string(c.num_key_value_heads) +
+                                      ") must divide num_attention_heads (" +
+                                      std::to_string(c.num_attention_heads) + ")");
+  }
+  if (r.has("head_dim")) {
+    c.head_dim = r.positive_size("head_dim");
+    if (c.head_dim % 2 != 0) {
+      r.fail("head_dim", "(" + std::to_string(c.head_dim) + ") must be even for rotary embeddings");
+    }
+  } else {
+    if (c.hidden_size % c.num_attention_heads != 0) {
+      r.fail("hidden_size", "(" + std::to_string(c.hidden_size) +
+                                ") must be divisible by num_attention_heads (" +
+                                std::to_string(c.num_attention_heads) + ")");
+    }
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+    if (c.head_dim % 2 != 0) {
+      r.fail("hidden_size", "/ num_attention_heads = " + std::to_string(c.head_dim) +
+                                " is the head dimension and must be even for rotary embeddings");
+    }
+  }
+
+  c.bos_token_id = r.has("bos_token_id")
+                       ? r.token_id_value("bos_token_id", r.at("bos_token_id"), c.vocab_size)
+                       : 1;
+  if (r.has("eos_token_id") && r.at("eos_token_id").is_array()) {
+    const nlohmann::json& list = r.at("eos_token_id");
+    if (list.empty()) r.fail("eos_token_id", "is an empty list");
+    for (const nlohmann::json& id : list) {
+      c.eos_token_ids.push_back(r.token_id_value("eos_token_id", id, c.vocab_size));
+    }
+  } else {
+    c.eos_token_ids.push_back(
+        r.has("eos_token_id") ? r.token_id_value("eos_token_id", r.at("eos_token_id"), c.vocab_size)
+                              : 2);
+  }
+  c.eos_token_id = c.eos_token_ids.front();
+  if (c.bos_token_id >= static_cast<int>(c.vocab_size) || c.eos_token_id >= static_cast<int>(c.vocab_size)) {
+    // Only reachable through the defaults (1 and 2) with a vocabulary of 1 or 2.
+    r.fail(c.bos_token_id >= static_cast<int>(c.vocab_size) ? "bos_token_id" : "eos_token_id",
+           "defaults past vocab_size = " + std::to_string(c.vocab_size));
+  }
+  return c;
+}
+
+// Reads and checks a config.json; errors name the file (and the key).
+inline LlamaConfig load_llama_config(const std::filesystem::path& config_json) {
+  const io::MappedFile file(config_json);
+  const nlohmann::json j =
+      io::parse_json_object(io::as_text(file.bytes()), "config", config_json.string());
+  return parse_llama_config(j, config_json.string());
+}
+
+}  // namespace calm

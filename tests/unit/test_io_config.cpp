@@ -1,0 +1,219 @@
+// parse_llama_config / load_llama_config: Hugging Face defaults, and every refused setting gives
+// a calm::Error naming the file and the key.
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <limits>
+#include <string>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include "calm/io/hf_config.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const calm::Error& e) {
+    return e.what();
+  }
+  return "<no calm::Error thrown>";
+}
+
+#define CHECK_ERROR_NAMES(expr, ...)                                                    \
+  do {                                                                                  \
+    const std::string calm_msg = error_of([&] { (void)(expr); });                       \
+    for (const std::string& needle : std::initializer_list<std::string>{__VA_ARGS__}) { \
+      CHECK_MESSAGE(calm_msg.find(needle) != std::string::npos,                         \
+                    "'" << needle << "' not in: " << calm_msg);                         \
+    }                                                                                   \
+  } while (0)
+
+// The smallest valid config: only the required keys.
+json minimal() {
+  return json{{"hidden_size", 64},
+              {"intermediate_size", 172},
+              {"num_hidden_layers", 4},
+              {"num_attention_heads", 8},
+              {"vocab_size", 320}};
+}
+
+// Parses minimal() with `key` set to `value`.
+calm::LlamaConfig with(const std::string& key, const json& value) {
+  json j = minimal();
+  j[key] = value;
+  return calm::parse_llama_config(j, "cfg.json");
+}
+
+}  // namespace
+
+TEST_CASE("config: Hugging Face LlamaConfig defaults") {
+  const calm::LlamaConfig c = calm::parse_llama_config(minimal(), "cfg.json");
+  CHECK(c.hidden_size == 64);
+  CHECK(c.intermediate_size == 172);
+  CHECK(c.num_hidden_layers == 4);
+  CHECK(c.num_attention_heads == 8);
+  CHECK(c.num_key_value_heads == 8);  // defaults to num_attention_heads
+  CHECK(c.head_dim == 8);             // hidden / heads
+  CHECK(c.vocab_size == 320);
+  CHECK(c.max_position_embeddings == 2048);
+  CHECK(c.rms_norm_eps == 1e-6f);
+  CHECK(c.rope_theta == 10000.0f);
+  CHECK_FALSE(c.tie_word_embeddings);
+  CHECK(c.bos_token_id == 1);
+  CHECK(c.eos_token_id == 2);
+  CHECK(c.eos_token_ids == std::vector<int>{2});
+}
+
+TEST_CASE("config: a full TinyLlama-style file") {
+  const fs::path p = fs::temp_directory_path() / ("calm_test_config_" + std::to_string(::getpid()) + ".json");
+  {
+    std::ofstream out(p);
+    out << R"({
+      "_name_or_path": "x", "architectures": ["LlamaForCausalLM"], "attention_bias": false,
+      "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": [2, 7], "hidden_act": "silu",
+      "hidden_size": 128, "head_dim": 32, "initializer_range": 0.02, "intermediate_size": 344,
+      "max_position_embeddings": 512, "mlp_bias": false, "model_type": "llama",
+      "num_attention_heads": 4, "num_hidden_layers": 6, "num_key_value_heads": 2,
+      "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 500000,
+      "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.40.0",
+      "use_cache": true, "vocab_size": 32000, "pad_token_id": null})";
+  }
+  const calm::LlamaConfig c = calm::load_llama_config(p);
+  fs::remove(p);
+  CHECK(c.num_key_value_heads == 2);
+  CHECK(c.head_dim == 32);
+  CHECK(c.max_position_embeddings == 512);
+  CHECK(c.rms_norm_eps == 1e-5f);
+  CHECK(c.rope_theta == 500000.0f);
+  CHECK(c.tie_word_embeddings);
+  CHECK(c.eos_token_id == 2);
+  CHECK(c.eos_token_ids == std::vector<int>{2, 7});
+}
+
+TEST_CASE("config: file errors name the file") {
+  const fs::path dir = fs::temp_directory_path() / ("calm_test_config_dir_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const fs::path p = dir / "config.json";
+  const auto write = [&](const std::string& text) {
+    std::ofstream out(p);
+    out << text;
+  };
+  CHECK_ERROR_NAMES(calm::load_llama_config(dir / "absent.json"), "absent.json");
+  write("");
+  CHECK_ERROR_NAMES(calm::load_llama_config(p), p.string(), "empty");
+  write("{\"hidden_size\": 64,");
+  CHECK_ERROR_NAMES(calm::load_llama_config(p), p.string(), "not valid JSON");
+  write("[64]");
+  CHECK_ERROR_NAMES(calm::load_llama_config(p), p.string(), "not a JSON object");
+  // JSON has no NaN or infinity literal; nlohmann refuses them and overflowing numbers.
+  write(minimal().dump().substr(0, minimal().dump().size() - 1) + ", \"rope_theta\": NaN}");
+  CHECK_ERROR_NAMES(calm::load_llama_config(p), p.string(), "not valid JSON");
+  write(minimal().dump().substr(0, minimal().dump().size() - 1) + ", \"rope_theta\": 1e400}");
+  CHECK_ERROR_NAMES(calm::load_llama_config(p), p.string(), "not valid JSON");
+  // A repeated key would silently keep the last value.
+  write(minimal().dump().substr(0, minimal().dump().size() - 1) + ", \"hidden_size\": 128}");
+  CHECK_ERROR_NAMES(calm::load_llama_config(p), p.string(), "'hidden_size' twice");
+  // Errors from the parse name the file too.
+  write(R"({"hidden_size": 64})");
+  CHECK_ERROR_NAMES(calm::load_llama_config(p), p.string(), "'intermediate_size'", "required");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("config: required keys") {
+  for (const char* key :
+       {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"}) {
+    json j = minimal();
+    j.erase(key);
+    CHECK_ERROR_NAMES(calm::parse_llama_config(j, "cfg.json"), "cfg.json", std::string("'") + key + "'",
+                      "required");
+  }
+  CHECK_ERROR_NAMES(calm::parse_llama_config(json::array(), "cfg.json"), "cfg.json", "not a JSON object");
+}
+
+TEST_CASE("config: wrong types name the key and the type found") {
+  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                          "vocab_size", "num_key_value_heads", "max_position_embeddings", "head_dim"}) {
+    CAPTURE(key);
+    CHECK_ERROR_NAMES(with(key, "64"), "cfg.json", std::string("'") + key + "'", "string");
+    CHECK_ERROR_NAMES(with(key, nullptr), std::string("'") + key + "'", "null");
+    CHECK_ERROR_NAMES(with(key, 64.0), std::string("'") + key + "'", "positive integer", "64.0");
+    CHECK_ERROR_NAMES(with(key, true), std::string("'") + key + "'", "boolean");
+    CHECK_ERROR_NAMES(with(key, 0), std::string("'") + key + "'", "positive");
+    CHECK_ERROR_NAMES(with(key, -8), std::string("'") + key + "'", "positive");
+  }
+  for (const char* key : {"rms_norm_eps", "rope_theta"}) {
+    CAPTURE(key);
+    CHECK_ERROR_NAMES(with(key, "1e-5"), std::string("'") + key + "'", "string");
+    CHECK_ERROR_NAMES(with(key, nullptr), std::string("'") + key + "'", "null");
+    CHECK_ERROR_NAMES(with(key, 0.0), std::string("'") + key + "'", "positive");
+    CHECK_ERROR_NAMES(with(key, -1.0), std::string("'") + key + "'", "positive");
+    // Built in code rather than parsed, a json can hold NaN and infinity.
+    CHECK_ERROR_NAMES(with(key, std::numeric_limits<double>::quiet_NaN()), std::string("'") + key + "'");
+    CHECK_ERROR_NAMES(with(key, std::numeric_limits<double>::infinity()), std::string("'") + key + "'");
+    CHECK_ERROR_NAMES(with(key, 1e300), std::string("'") + key + "'", "float");  // inf as float
+    CHECK_ERROR_NAMES(with(key, 1e-300), std::string("'") + key + "'", "float");  // 0 as float
+  }
+  CHECK(with("rope_theta", 10000).rope_theta == 10000.0f);  // an integer is a number
+  CHECK_ERROR_NAMES(with("tie_word_embeddings", 1), "'tie_word_embeddings'", "number");
+  CHECK_ERROR_NAMES(with("tie_word_embeddings", "true"), "'tie_word_embeddings'", "string");
+  CHECK_ERROR_NAMES(with("bos_token_id", "1"), "'bos_token_id'", "string");
+  CHECK_ERROR_NAMES(with("bos_token_id", nullptr), "'bos_token_id'", "null");
+  CHECK_ERROR_NAMES(with("bos_token_id", -1), "'bos_token_id'", "-1");
+  CHECK_ERROR_NAMES(with("bos_token_id", 320), "'bos_token_id'", "vocab_size = 320");
+  CHECK_ERROR_NAMES(with("eos_token_id", 1.5), "'eos_token_id'", "number");
+  CHECK_ERROR_NAMES(with("eos_token_id", json::array()), "'eos_token_id'", "empty");
+  CHECK_ERROR_NAMES(with("eos_token_id", json{2, "3"}), "'eos_token_id'", "string");
+  CHECK_ERROR_NAMES(with("eos_token_id", json{2, 999}), "'eos_token_id'", "999");
+  CHECK_ERROR_NAMES(with("model_type", 3), "'model_type'", "number");
+  CHECK_ERROR_NAMES(with("architectures", "LlamaForCausalLM"), "'architectures'", "string");
+  CHECK_ERROR_NAMES(with("hidden_act", nullptr), "'hidden_act'", "null");
+  CHECK_ERROR_NAMES(with("attention_bias", "no"), "'attention_bias'", "string");
+}
+
+TEST_CASE("config: divisibility") {
+  json j = minimal();
+  j["num_key_value_heads"] = 3;
+  CHECK_ERROR_NAMES(calm::parse_llama_config(j, "cfg.json"), "cfg.json", "'num_key_value_heads'", "(3)", "(8)");
+  j = minimal();
+  j["hidden_size"] = 60;  // 60 / 8 is not whole
+  CHECK_ERROR_NAMES(calm::parse_llama_config(j, "cfg.json"), "'hidden_size'", "(60)");
+  j = minimal();
+  j["hidden_size"] = 40;  // head_dim 5 is odd: RoPE pairs dimensions
+  CHECK_ERROR_NAMES(calm::parse_llama_config(j, "cfg.json"), "'hidden_size'", "even");
+  CHECK_ERROR_NAMES(with("head_dim", 7), "'head_dim'", "(7)", "even");
+  CHECK(with("num_key_value_heads", 2).num_key_value_heads == 2);
+  CHECK(with("head_dim", 16).head_dim == 16);  // HF allows head_dim != hidden / heads
+}
+
+TEST_CASE("config: unsupported settings are refused, naming the key") {
+  CHECK_ERROR_NAMES(with("model_type", "mistral"), "cfg.json", "'model_type'", "mistral");
+  CHECK_ERROR_NAMES(with("architectures", json{"MistralForCausalLM"}), "'architectures'", "MistralForCausalLM");
+  CHECK(with("architectures", json{"Other", "LlamaForCausalLM"}).hidden_size == 64);
+  CHECK_ERROR_NAMES(with("hidden_act", "gelu"), "'hidden_act'", "gelu");
+  CHECK_ERROR_NAMES(with("rope_scaling", json{{"type", "linear"}, {"factor", 2.0}}), "'rope_scaling'", "linear");
+  CHECK(with("rope_scaling", nullptr).hidden_size == 64);
+  CHECK_ERROR_NAMES(with("attention_bias", true), "'attention_bias'");
+  CHECK_ERROR_NAMES(with("mlp_bias", true), "'mlp_bias'");
+  CHECK_ERROR_NAMES(with("pretraining_tp", 2), "'pretraining_tp'");
+  CHECK(with("pretraining_tp", 1).hidden_size == 64);
+  // Unknown keys: neither read nor known to be harmless.
+  CHECK_ERROR_NAMES(with("sliding_window", 4096), "cfg.json", "'sliding_window'");
+  CHECK_ERROR_NAMES(with("rope_type", "llama3"), "'rope_type'");
+  CHECK_ERROR_NAMES(with("hidden_sise", 64), "'hidden_sise'");  // a typo is not ignored either
+  // Harmless metadata passes with any value.
+  for (const char* key : {"transformers_version", "torch_dtype", "initializer_range", "use_cache",
+                          "pad_token_id", "attention_dropout", "_name_or_path"}) {
+    CHECK(with(key, "anything").hidden_size == 64);
+  }
+}
