@@ -1,0 +1,151 @@
+// The three policy roles of calm::Decoder, one C++20 concept each:
+//
+//   TransformerBackend  a model that runs one layer at a time on a residual stream and owns the
+//                       KV cache (calm::Llama is the v1 backend).
+//   ConfidenceMeasure   c_t^i (SPEC 3): a score, higher = more confident. Publishes
+//                       `needs_logits` so the decoder runs the V x d vocabulary projection only
+//                       for measures that read it (checked with if constexpr).
+//   ExitSchedule        lambda_t (SPEC 4), or a fixed exit layer for the baselines.
+//
+// Each concept is the conjunction of small single-member concepts in calm::traits; Decoder
+// checks those one by one with static_asserts whose messages name the missing member, so a
+// policy that does not fit fails with one readable line rather than a concept dump.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <limits>
+#include <span>
+#include <type_traits>
+
+namespace calm {
+
+// What a confidence measure sees at an exit point (after layer `layer`, 1-based, < num_layers).
+struct ExitSignal {
+  std::size_t layer = 0;       // i, 1-based as in SPEC
+  std::size_t num_layers = 0;  // L
+  std::size_t step = 0;        // t, 1-based generation step
+  std::span<const float> state;           // d_t^i, pre-norm residual stream (hidden)
+  std::span<const float> previous_state;  // d_t at the previous exit point; empty at the first
+  // RMSNorm_final(d_t^i) (hidden): filled when the measure needs logits or declares
+  // `static constexpr bool needs_normed_state = true`; empty otherwise.
+  std::span<const float> normed_state;
+  // W_head . RMSNorm_final(d_t^i) (vocab): filled only when the measure's needs_logits is true.
+  std::span<const float> logits;
+};
+
+namespace traits {
+
+// --- ConfidenceMeasure members -------------------------------------------------------------
+template <class C>
+concept HasNeedsLogits = requires {
+  { C::needs_logits } -> std::convertible_to<bool>;
+  typename std::bool_constant<C::needs_logits>;  // must be a constant expression
+};
+template <class C>
+concept HasScore = requires(C& c, const ExitSignal& s) {
+  { c.score(s) } noexcept -> std::same_as<float>;
+};
+
+// Optional measure traits, with their defaults.
+template <class C>
+constexpr bool needs_normed_state() {
+  if constexpr (requires { typename std::bool_constant<C::needs_normed_state>; })
+    return C::needs_normed_state;
+  else
+    return false;
+}
+template <class C>
+constexpr bool needs_previous_state() {
+  if constexpr (requires { typename std::bool_constant<C::needs_previous_state>; })
+    return C::needs_previous_state;
+  else
+    return false;
+}
+// Upper bound on any score the measure can return: a threshold above it can never be met, so
+// the decoder skips the checks of that token altogether (exact, SPEC 8).
+template <class C>
+constexpr float max_score() {
+  if constexpr (requires { { C::max_score } -> std::convertible_to<float>; })
+    return C::max_score;
+  else
+    return std::numeric_limits<float>::infinity();
+}
+
+// --- ExitSchedule members ------------------------------------------------------------------
+template <class S>
+concept HasUsesConfidence = requires {
+  { S::uses_confidence } -> std::convertible_to<bool>;
+  typename std::bool_constant<S::uses_confidence>;
+};
+template <class S>
+concept HasThreshold = requires(const S& s, std::size_t step, std::size_t max_steps) {
+  { s.threshold(step, max_steps) } noexcept -> std::same_as<float>;
+};
+template <class S>
+concept HasFixedExitLayer = requires(const S& s, std::size_t num_layers) {
+  { s.fixed_exit_layer(num_layers) } noexcept -> std::convertible_to<std::size_t>;
+};
+// Schedules that compare against a threshold need threshold(); the others name their layer.
+template <class S>
+concept HasScheduleBody = HasUsesConfidence<S> &&
+                          (S::uses_confidence ? HasThreshold<S> : HasFixedExitLayer<S>);
+// Analysis mode: run the full model, exit at the first layer agreeing with the top (SPEC 7).
+template <class S>
+constexpr bool is_local_oracle() {
+  if constexpr (requires { typename std::bool_constant<S::local_oracle>; })
+    return S::local_oracle;
+  else
+    return false;
+}
+
+// --- TransformerBackend members ------------------------------------------------------------
+template <class B>
+concept HasDimensions = requires(const B& b) {
+  { b.num_layers() } -> std::convertible_to<std::size_t>;
+  { b.hidden_size() } -> std::convertible_to<std::size_t>;
+  { b.vocab_size() } -> std::convertible_to<std::size_t>;
+  { b.max_context() } -> std::convertible_to<std::size_t>;
+};
+template <class B>
+concept HasEmbed = requires(const B& b, int token, std::span<float> x) { b.embed(token, x); };
+template <class B>
+concept HasRunLayer = requires(B& b, std::size_t layer, std::span<float> x, std::size_t pos) {
+  b.run_layer(layer, x, pos);
+};
+template <class B>
+concept HasFinalNorm = requires(const B& b, std::span<const float> x, std::span<float> out) {
+  b.final_norm(x, out);
+};
+template <class B>
+concept HasLmHead = requires(B& b, std::span<const float> normed, std::span<float> logits) {
+  b.lm_head(normed, logits);
+};
+template <class B>
+concept HasPropagateKv = requires(B& b, std::size_t layer, std::span<const float> x,
+                                  std::size_t pos) { b.propagate_kv(layer, x, pos); };
+template <class B>
+concept HasPrefill = requires(B& b, std::span<const int> tokens, std::size_t pos0,
+                              std::span<float> x_last) { b.prefill(tokens, pos0, x_last); };
+
+}  // namespace traits
+
+template <class B>
+concept TransformerBackend = traits::HasDimensions<B> && traits::HasEmbed<B> &&
+                             traits::HasRunLayer<B> && traits::HasFinalNorm<B> &&
+                             traits::HasLmHead<B> && traits::HasPropagateKv<B> &&
+                             traits::HasPrefill<B>;
+
+template <class C>
+concept ConfidenceMeasure = traits::HasNeedsLogits<C> && traits::HasScore<C>;
+
+template <class S>
+concept ExitSchedule = traits::HasScheduleBody<S>;
+
+// Anything with `int sample(logits)`, e.g. calm::Sampler.
+template <class Sp>
+concept TokenSampler = requires(Sp& s, std::span<float> logits) {
+  { s.sample(logits) } -> std::convertible_to<int>;
+};
+
+}  // namespace calm

@@ -1,0 +1,193 @@
+// Early-exit classifier (SPEC 3c): c = softmax(W_c . RMSNorm_final(d_t^i) + b_c)[1], one
+// classifier shared by all layers, W_c (2, hidden), b_c (2), stored in calm.safetensors as
+// calm.exit_classifier.weight / calm.exit_classifier.bias. O(d) per check, no vocabulary
+// projection. Also here: the pieces of its training (labels, class-balanced loss) so that
+// calm-train-classifier and the tests share one definition.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "calm/concepts.hpp"
+#include "calm/core/error.hpp"
+#include "calm/io/safetensors.hpp"
+
+namespace calm {
+
+inline constexpr const char* kExitClassifierWeight = "calm.exit_classifier.weight";
+inline constexpr const char* kExitClassifierBias = "calm.exit_classifier.bias";
+
+class ExitClassifier {
+ public:
+  static constexpr bool needs_logits = false;
+  static constexpr bool needs_normed_state = true;
+  static constexpr float max_score = 1.0f;
+
+  ExitClassifier() = default;
+  // weight (2, hidden) row-major, bias (2).
+  ExitClassifier(std::vector<float> weight, std::span<const float, 2> bias)
+      : weight_(std::move(weight)), bias_{bias[0], bias[1]} {
+    if (weight_.empty() || weight_.size() % 2 != 0)
+      throw Error("ExitClassifier: weight must have shape (2, hidden), got " +
+                  std::to_string(weight_.size()) + " values");
+  }
+
+  // Reads calm.safetensors (F32, F16 or BF16); hidden is the model's hidden size.
+  static ExitClassifier load(const std::filesystem::path& file, std::size_t hidden) {
+    const io::SafeTensorsFile st = io::SafeTensorsFile::open(file);
+    const auto read = [&](const char* name, std::size_t rows, std::size_t cols) {
+      const io::TensorView* t = st.find(name);
+      if (t == nullptr) throw Error("'" + file.string() + "': no tensor '" + name + "'");
+      const bool ok = rows == 1 ? (t->shape.size() == 1 && t->shape[0] == cols)
+                                : (t->shape.size() == 2 && t->shape[0] == rows &&
+                                   t->shape[1] == cols);
+      if (!ok)
+        throw Error("tensor '" + std::string(name) + "' in '" + file.string() + "' has shape " +
+                    io::detail::shape_string(t->shape) + ", expected " +
+                    (rows == 1 ? "[" + std::to_string(cols) + "]"
+                               : "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]"));
+      std::vector<float> out(t->numel());
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        switch (t->dtype) {
+          case DType::f32: out[i] = t->as<float>()[i]; break;
+          case DType::f16: out[i] = to_float(t->as<f16>()[i]); break;
+          case DType::bf16: out[i] = to_float(t->as<bf16>()[i]); break;
+        }
+      }
+      return out;
+    };
+    std::vector<float> w = read(kExitClassifierWeight, 2, hidden);
+    const std::vector<float> b = read(kExitClassifierBias, 1, 2);
+    return ExitClassifier(std::move(w), std::span<const float, 2>(b.data(), 2));
+  }
+
+  std::size_t hidden_size() const noexcept { return weight_.size() / 2; }
+  std::span<const float> weight() const noexcept { return weight_; }  // (2, hidden)
+  std::span<const float, 2> bias() const noexcept { return bias_; }
+  std::span<float> weight() noexcept { return weight_; }  // for training
+  std::span<float, 2> bias() noexcept { return bias_; }
+
+  // Logits z (2) of the classifier on a normed state (hidden).
+  void logits(std::span<const float> normed, float z[2]) const noexcept {
+    const std::size_t h = hidden_size();
+    float z0 = bias_[0], z1 = bias_[1];
+    for (std::size_t j = 0; j < h; ++j) {
+      z0 += weight_[j] * normed[j];
+      z1 += weight_[h + j] * normed[j];
+    }
+    z[0] = z0;
+    z[1] = z1;
+  }
+
+  float score(const ExitSignal& s) const noexcept {
+    if (s.normed_state.size() != hidden_size()) return 0.0f;  // unconfigured: never exits
+    float z[2];
+    logits(s.normed_state, z);
+    // softmax(z)[1] = 1 / (1 + exp(z0 - z1)): exact for any finite z, no overflow to NaN.
+    return 1.0f / (1.0f + std::exp(z[0] - z[1]));
+  }
+
+  // Writes weight and bias as F32 to `file` atomically: a temporary file next to it, then a
+  // rename, so a reader never sees a half-written classifier.
+  void save(const std::filesystem::path& file) const {
+    const std::size_t h = hidden_size();
+    const std::size_t wbytes = weight_.size() * 4;
+    std::string header = "{\"" + std::string(kExitClassifierWeight) +
+                         "\":{\"dtype\":\"F32\",\"shape\":[2," + std::to_string(h) +
+                         "],\"data_offsets\":[0," + std::to_string(wbytes) + "]},\"" +
+                         kExitClassifierBias + "\":{\"dtype\":\"F32\",\"shape\":[2]," +
+                         "\"data_offsets\":[" + std::to_string(wbytes) + "," +
+                         std::to_string(wbytes + 8) + "]}}";
+    while ((8 + header.size()) % 8 != 0) header += ' ';  // keeps the floats 8-byte aligned
+    std::filesystem::path tmp = file;
+    tmp += ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      if (!out) throw Error("cannot write '" + tmp.string() + "'");
+      std::uint64_t n = header.size();
+      unsigned char len[8];
+      for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
+      out.write(reinterpret_cast<const char*>(len), 8);
+      out.write(header.data(), static_cast<std::streamsize>(header.size()));
+      out.write(reinterpret_cast<const char*>(weight_.data()), static_cast<std::streamsize>(wbytes));
+      out.write(reinterpret_cast<const char*>(bias_), 8);
+      out.flush();
+      if (!out) throw Error("writing '" + tmp.string() + "' failed");
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, file, ec);
+    if (ec) throw Error("cannot rename '" + tmp.string() + "' to '" + file.string() + "': " +
+                        ec.message());
+  }
+
+ private:
+  std::vector<float> weight_;  // (2, hidden)
+  float bias_[2] = {0.0f, 0.0f};
+};
+
+static_assert(ConfidenceMeasure<ExitClassifier>);
+
+// Training of the classifier (SPEC 3c), backbone frozen.
+namespace exit_classifier_training {
+
+// z_t^i = 1 iff the exit head's argmax at layer i equals the top layer's.
+inline int label(std::size_t argmax_at_layer, std::size_t argmax_at_top) noexcept {
+  return argmax_at_layer == argmax_at_top ? 1 : 0;
+}
+
+struct ClassWeights {
+  float positive = 0.5f;  // 1 - n_pos / n
+  float negative = 0.5f;  // 1 - n_neg / n
+};
+
+// Class-balanced weights; n_pos <= n, n > 0.
+inline ClassWeights balanced_weights(std::size_t n_pos, std::size_t n) {
+  if (n == 0 || n_pos > n) throw Error("exit classifier: need 0 <= n_pos <= n and n > 0");
+  const double p = static_cast<double>(n_pos) / static_cast<double>(n);
+  return {static_cast<float>(1.0 - p), static_cast<float>(p)};
+}
+
+// Mean weighted cross-entropy over samples (features: (n, hidden) rows of RMSNorm_final(d),
+// labels (n) in {0,1}), and its gradient (grad_w (2, hidden), grad_b (2)) — both averaged over
+// n. Accumulated in double: millions of small terms.
+inline double loss_and_gradient(const ExitClassifier& c, std::span<const float> features,
+                                std::span<const int> labels, ClassWeights w,
+                                std::span<float> grad_w, std::span<float> grad_b) {
+  const std::size_t h = c.hidden_size();
+  const std::size_t n = labels.size();
+  std::vector<double> gw(2 * h, 0.0);
+  double gb[2] = {0.0, 0.0};
+  double loss = 0.0;
+  for (std::size_t s = 0; s < n; ++s) {
+    const std::span<const float> x = features.subspan(s * h, h);
+    float z[2];
+    c.logits(x, z);
+    const double m = z[0] > z[1] ? z[0] : z[1];
+    const double lse = m + std::log(std::exp(z[0] - m) + std::exp(z[1] - m));
+    const int y = labels[s];
+    const double weight = y == 1 ? w.positive : w.negative;
+    loss += weight * (lse - z[y]);
+    for (int k = 0; k < 2; ++k) {
+      const double dz = weight * (std::exp(z[k] - lse) - (k == y ? 1.0 : 0.0));
+      gb[k] += dz;
+      for (std::size_t j = 0; j < h; ++j) gw[k * h + j] += dz * x[j];
+    }
+  }
+  const double inv = n > 0 ? 1.0 / static_cast<double>(n) : 0.0;
+  for (std::size_t j = 0; j < 2 * h; ++j) grad_w[j] = static_cast<float>(gw[j] * inv);
+  grad_b[0] = static_cast<float>(gb[0] * inv);
+  grad_b[1] = static_cast<float>(gb[1] * inv);
+  return loss * inv;
+}
+
+}  // namespace exit_classifier_training
+
+}  // namespace calm

@@ -1,0 +1,26 @@
+// Hidden-state saturation (SPEC 3b): c = cos(d_t^prev, d_t^i) between the pre-norm residual
+// states at consecutive exit points; 0 at the first exit point, which has no previous state.
+// O(d) per check and no vocabulary projection (needs_logits = false).
+#pragma once
+
+#include "calm/concepts.hpp"
+#include "calm/kernels/cosine.hpp"
+
+namespace calm {
+
+struct HiddenSaturation {
+  static constexpr bool needs_logits = false;
+  static constexpr bool needs_previous_state = true;
+  static constexpr float max_score = 1.0f;
+
+  float score(const ExitSignal& s) const noexcept {
+    if (s.previous_state.empty() || s.previous_state.size() != s.state.size()) return 0.0f;
+    const float c = kernels::cosine(s.previous_state.data(), s.state.data(), s.state.size());
+    return c < 1.0f ? c : 1.0f;  // rounding can overshoot 1 by an ulp; keep max_score a bound
+  }
+};
+
+static_assert(ConfidenceMeasure<HiddenSaturation>);
+static_assert(sizeof(HiddenSaturation) == 1 && std::is_empty_v<HiddenSaturation>);
+
+}  // namespace calm

@@ -1,0 +1,58 @@
+// What a decode reports (SPEC 7): per token, where it exited and why; per sequence, layers saved
+// next to time saved, since a layer skipped is not a second saved (SPEC 8).
+#pragma once
+
+#include <cstddef>
+#include <limits>
+#include <vector>
+
+namespace calm {
+
+struct TokenStats {
+  int token = -1;               // the generated token
+  std::size_t step = 0;         // t, 1-based
+  std::size_t exit_layer = 0;   // 1-based; L when the token ran the whole model
+  float confidence = std::numeric_limits<float>::quiet_NaN();  // c at the exit layer; NaN: no check
+  float threshold = std::numeric_limits<float>::quiet_NaN();   // lambda_t; NaN: schedule has none
+  std::size_t checks = 0;       // confidence checks run for this token
+};
+
+struct SequenceReport {
+  std::size_t num_layers = 0;     // L
+  std::size_t prompt_tokens = 0;
+  std::vector<TokenStats> tokens;
+
+  // Wall-clock seconds (std::steady_clock). Generation excludes the prefill.
+  double prefill_seconds = 0.0;
+  double generation_seconds = 0.0;
+  double layer_seconds = 0.0;        // embed + layers run for the output
+  double check_seconds = 0.0;        // confidence checks, including their vocabulary projections
+  double propagation_seconds = 0.0;  // K/V of skipped layers (or their full run in true_cache)
+  double head_seconds = 0.0;         // output projection and sampling at the exit layer
+
+  // Mean exit layer over generated tokens (the first one always runs all layers: it comes out of
+  // the prefill, SPEC 5).
+  double average_layers() const noexcept {
+    if (tokens.empty()) return 0.0;
+    double sum = 0.0;
+    for (const TokenStats& t : tokens) sum += static_cast<double>(t.exit_layer);
+    return sum / static_cast<double>(tokens.size());
+  }
+  // L / average layers: the speedup counted in layers.
+  double layer_speedup() const noexcept {
+    const double avg = average_layers();
+    return avg > 0.0 ? static_cast<double>(num_layers) / avg : 0.0;
+  }
+  double tokens_per_second() const noexcept {
+    return generation_seconds > 0.0 ? static_cast<double>(tokens.size()) / generation_seconds
+                                    : 0.0;
+  }
+  std::vector<int> token_ids() const {
+    std::vector<int> ids;
+    ids.reserve(tokens.size());
+    for (const TokenStats& t : tokens) ids.push_back(t.token);
+    return ids;
+  }
+};
+
+}  // namespace calm
