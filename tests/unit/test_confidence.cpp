@@ -1,0 +1,161 @@
+// Confidence measures on hand-made states and logits; values computed by hand or in double.
+#include <calm/confidence/exit_classifier.hpp>
+#include <calm/confidence/hidden_saturation.hpp>
+#include <calm/confidence/softmax_response.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+namespace {
+
+calm::ExitSignal with_logits(const std::vector<float>& l) {
+  calm::ExitSignal s;
+  s.logits = l;
+  return s;
+}
+
+std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float scale) {
+  std::vector<float> v(n);
+  for (float& e : v) {
+    seed = seed * 1664525u + 1013904223u;
+    e = scale * (float(seed >> 8) / float(1u << 24) * 2.0f - 1.0f);
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("softmax response on hand-computed logits") {
+  // softmax(2, 1, 0): Z = e^2 + e + 1 = 11.107338; p = 0.665241, 0.244728, 0.090031.
+  const std::vector<float> l = {1.0f, 2.0f, 0.0f};
+  CHECK(calm::SoftmaxResponse{}.score(with_logits(l)) == doctest::Approx(0.420513).epsilon(1e-5));
+  const calm::SoftmaxResponse top1(calm::SoftmaxResponse::Variant::top1);
+  CHECK(top1.score(with_logits(l)) == doctest::Approx(0.665241).epsilon(1e-5));
+  // A tie at the top: gap 0. One dominant logit: gap -> 1 but never above.
+  CHECK(calm::SoftmaxResponse{}.score(with_logits({3.0f, 3.0f, -1.0f})) == 0.0f);
+  const float near_one = calm::SoftmaxResponse{}.score(with_logits({100.0f, 0.0f, 0.0f}));
+  CHECK(near_one <= 1.0f);
+  CHECK(near_one == doctest::Approx(1.0f));
+}
+
+TEST_CASE("summarize_logits matches its scalar twin and a double-precision softmax") {
+  // Tolerance: xsimd's exp is within a few ulp of std::exp; sums of up to 1000 terms in f32
+  // reassociated -> relative 1e-5 on Z.
+  for (std::size_t n = 2; n <= 70; ++n) {
+    for (std::uint32_t seed : {1u, 7u, 99u}) {
+      CAPTURE(n);
+      const std::vector<float> l = random_vector(n, seed, 8.0f);
+      const calm::LogitSummary a = calm::summarize_logits(l);
+      const calm::LogitSummary b = calm::scalar::summarize_logits(l);
+      CHECK(a.top1 == b.top1);
+      CHECK(a.top2 == b.top2);
+      CHECK(a.partition == doctest::Approx(b.partition).epsilon(1e-5));
+      double z = 0, m = l[a.top1];
+      for (float e : l) z += std::exp(double(e) - m);
+      std::vector<double> p;
+      for (float e : l) p.push_back(std::exp(double(e) - m) / z);
+      std::vector<double> sorted = p;
+      std::sort(sorted.rbegin(), sorted.rend());
+      CHECK(a.top1_probability() == doctest::Approx(sorted[0]).epsilon(1e-5));
+      CHECK(a.probability_gap() == doctest::Approx(sorted[0] - sorted[1]).epsilon(1e-5));
+      CHECK(a.log_partition() == doctest::Approx(m + std::log(z)).epsilon(1e-5));
+    }
+  }
+}
+
+TEST_CASE("hidden saturation: cosine of consecutive exit states, 0 at the first") {
+  const std::vector<float> prev = {1.0f, 0.0f, 0.0f}, cur = {1.0f, 1.0f, 0.0f};
+  calm::ExitSignal s;
+  s.state = cur;
+  CHECK(calm::HiddenSaturation{}.score(s) == 0.0f);  // no previous exit point
+  s.previous_state = prev;
+  CHECK(calm::HiddenSaturation{}.score(s) == doctest::Approx(0.70710678));
+  s.previous_state = cur;
+  CHECK(calm::HiddenSaturation{}.score(s) <= 1.0f);
+  CHECK(calm::HiddenSaturation{}.score(s) == doctest::Approx(1.0));
+  const std::vector<float> opposite = {-1.0f, -1.0f, 0.0f};
+  s.previous_state = opposite;
+  CHECK(calm::HiddenSaturation{}.score(s) == doctest::Approx(-1.0));
+}
+
+TEST_CASE("exit classifier: softmax(W n + b)[1]") {
+  const float bias[2] = {0.0f, 0.5f};
+  const calm::ExitClassifier c({1.0f, 0.0f, 0.0f, 1.0f}, bias);  // W = I (2, 2)
+  const std::vector<float> normed = {0.2f, 0.4f};
+  calm::ExitSignal s;
+  s.normed_state = normed;
+  // z = (0.2, 0.9): softmax[1] = 1 / (1 + e^-0.7) = 0.668188
+  CHECK(c.score(s) == doctest::Approx(0.668188).epsilon(1e-5));
+  const std::vector<float> wrong = {0.2f, 0.4f, 0.1f};
+  s.normed_state = wrong;
+  CHECK(c.score(s) == 0.0f);  // a state of the wrong size never exits
+  CHECK_THROWS_AS(calm::ExitClassifier({1.0f, 2.0f, 3.0f}, bias), calm::Error);
+}
+
+TEST_CASE("exit classifier: save then load round-trips; bad files are named") {
+  const auto dir = std::filesystem::temp_directory_path() / "calm_test_exit_classifier";
+  std::filesystem::create_directories(dir);
+  const auto file = dir / "calm.safetensors";
+  const float bias[2] = {-0.25f, 0.75f};
+  const std::vector<float> w = {1.0f, -2.0f, 3.5f, 0.5f, 0.0f, -1.0f};  // (2, 3)
+  calm::ExitClassifier(w, bias).save(file);
+  CHECK(!std::filesystem::exists(file.string() + ".tmp"));
+  const calm::ExitClassifier c = calm::ExitClassifier::load(file, 3);
+  CHECK(std::vector<float>(c.weight().begin(), c.weight().end()) == w);
+  CHECK(c.bias()[0] == -0.25f);
+  CHECK(c.bias()[1] == 0.75f);
+  try {
+    calm::ExitClassifier::load(file, 4);
+    FAIL("expected a shape error");
+  } catch (const calm::Error& e) {
+    CHECK(std::string(e.what()).find("calm.exit_classifier.weight") != std::string::npos);
+    CHECK(std::string(e.what()).find("[2, 4]") != std::string::npos);
+  }
+  CHECK_THROWS_AS(calm::ExitClassifier::load(dir / "missing.safetensors", 3), calm::Error);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("classifier training: labels, class-balanced weights, loss and gradient") {
+  namespace tr = calm::exit_classifier_training;
+  CHECK(tr::label(4, 4) == 1);
+  CHECK(tr::label(3, 4) == 0);
+  const tr::ClassWeights w = tr::balanced_weights(1, 4);  // 1 positive of 4
+  CHECK(w.positive == doctest::Approx(0.75));
+  CHECK(w.negative == doctest::Approx(0.25));
+  CHECK_THROWS_AS(tr::balanced_weights(5, 4), calm::Error);
+
+  // Zero classifier: every sample costs ln 2, weighted: (0.75 ln2 + 3 * 0.25 ln2) / 4.
+  const float zero_b[2] = {0.0f, 0.0f};
+  calm::ExitClassifier c({0.0f, 0.0f}, zero_b);  // hidden 1
+  const std::vector<float> x = {1.0f, -2.0f, 0.5f, 3.0f};
+  const std::vector<int> y = {1, 0, 0, 0};
+  std::vector<float> gw(2), gb(2);
+  CHECK(tr::loss_and_gradient(c, x, y, w, gw, gb) == doctest::Approx(1.5 * std::log(2.0) / 4));
+  // Gradient against central differences on a non-trivial classifier (tolerance 1e-3: f32
+  // logits, h = 1e-3).
+  const float b2[2] = {0.3f, -0.2f};
+  calm::ExitClassifier c2({0.7f, -0.4f}, b2);
+  tr::loss_and_gradient(c2, x, y, w, gw, gb);
+  for (std::size_t j = 0; j < 2; ++j) {
+    const float h = 1e-3f;
+    calm::ExitClassifier p = c2, m = c2;
+    p.weight()[j] += h;
+    m.weight()[j] -= h;
+    std::vector<float> t1(2), t2(2);
+    const double num = (tr::loss_and_gradient(p, x, y, w, t1, t2) -
+                        tr::loss_and_gradient(m, x, y, w, t1, t2)) / (2 * h);
+    CHECK(gw[j] == doctest::Approx(num).epsilon(1e-3));
+    p = c2;
+    m = c2;
+    p.bias()[j] += h;
+    m.bias()[j] -= h;
+    const double numb = (tr::loss_and_gradient(p, x, y, w, t1, t2) -
+                         tr::loss_and_gradient(m, x, y, w, t1, t2)) / (2 * h);
+    CHECK(gb[j] == doctest::Approx(numb).epsilon(1e-3));
+  }
+}
