@@ -1,0 +1,167 @@
+// Tokenizer: the model's sentencepiece tokenizer.model (link calm::tokenizer), and
+// StreamDecoder, which turns generated ids into text one token at a time.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <sentencepiece_processor.h>
+
+#include "calm/core/error.hpp"
+#include "calm/io/mapped_file.hpp"
+
+namespace calm {
+
+class Tokenizer {
+ public:
+  // Missing, empty or corrupt files give a calm::Error naming the file.
+  static Tokenizer load(const std::filesystem::path& model_file) {
+    const io::MappedFile file(model_file);
+    auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    const auto status = sp->LoadFromSerializedProto(
+        {reinterpret_cast<const char*>(file.bytes().data()), file.bytes().size()});
+    if (!status.ok()) {
+      throw Error("'" + model_file.string() + "' is not a sentencepiece model: " + status.ToString());
+    }
+    if (sp->GetPieceSize() <= 0) throw Error("'" + model_file.string() + "' has an empty vocabulary");
+    return Tokenizer(std::move(sp), model_file);
+  }
+
+  // Token ids of `text`, with the BOS id first if add_bos.
+  std::vector<int> encode(std::string_view text, bool add_bos = true) const {
+    std::vector<int> ids;
+    const auto status = sp_->Encode(text, &ids);
+    if (!status.ok()) throw Error("encoding with '" + path_.string() + "' failed: " + status.ToString());
+    if (add_bos) {
+      if (bos_id() < 0) throw Error("'" + path_.string() + "' defines no BOS token");
+      ids.insert(ids.begin(), bos_id());
+    }
+    return ids;
+  }
+
+  // Text of `ids`. Control tokens (BOS, EOS) decode to nothing; byte pieces that do not form
+  // valid UTF-8 decode to U+FFFD. Ids outside the vocabulary are an error.
+  std::string decode(std::span<const int> ids) const {
+    for (int id : ids) check_id(id);
+    std::string text;
+    const auto status = sp_->Decode(std::vector<int>(ids.begin(), ids.end()), &text);
+    if (!status.ok()) throw Error("decoding with '" + path_.string() + "' failed: " + status.ToString());
+    return text;
+  }
+
+  int bos_id() const { return sp_->bos_id(); }  // -1 if the model defines none
+  int eos_id() const { return sp_->eos_id(); }
+  std::size_t vocab_size() const { return static_cast<std::size_t>(sp_->GetPieceSize()); }
+  std::string piece(int id) const {
+    check_id(id);
+    return sp_->IdToPiece(id);
+  }
+  bool is_byte(int id) const {
+    check_id(id);
+    return sp_->IsByte(id);
+  }
+  bool is_control(int id) const {
+    check_id(id);
+    return sp_->IsControl(id);
+  }
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+  void check_id(int id) const {
+    if (id < 0 || static_cast<std::size_t>(id) >= vocab_size()) {
+      throw Error("token id " + std::to_string(id) + " is outside the vocabulary of '" +
+                  path_.string() + "' (" + std::to_string(vocab_size()) + " pieces)");
+    }
+  }
+
+ private:
+  Tokenizer(std::unique_ptr<sentencepiece::SentencePieceProcessor> sp, std::filesystem::path path)
+      : sp_(std::move(sp)), path_(std::move(path)) {}
+
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;  // not movable itself
+  std::filesystem::path path_;
+};
+
+// Decodes a stream of generated ids. The concatenation of everything push() and flush() return
+// is exactly tokenizer.decode(all ids). Two things make naive per-token decoding wrong:
+//  - a character outside the vocabulary arrives as several byte pieces (<0xE6><0x97><0xA5>);
+//    until the last one arrives the decoder shows U+FFFD, so trailing U+FFFD is held back;
+//  - sentencepiece drops the leading space of the first piece of a text ("▁Hello" -> "Hello"),
+//    so a later piece decoded alone would lose its space.
+// Decoding everything each step would be O(n) per token; instead, once all text is out and the
+// last piece is not a byte, the window restarts, and later windows are decoded behind an
+// "anchor" piece so that their first space is kept (its text is then cut off again).
+// The tokenizer must outlive the decoder. Call flush() once, at the end of the stream.
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tokenizer) : tok_(&tokenizer) {
+    for (int id = 0; id < static_cast<int>(tok_->vocab_size()); ++id) {
+      if (tok_->is_byte(id) || tok_->is_control(id)) continue;
+      const int one[] = {id};
+      const std::string text = tok_->decode(one);
+      if (!text.empty() && text.find(kReplacement) == std::string::npos && text.find("\xE2\x81\x87") == std::string::npos) {
+        anchor_ = id;  // an ordinary piece whose text is not empty even at the start
+        anchor_text_ = text;
+        break;
+      }
+    }
+  }
+
+  // The text that `token` completes (possibly empty).
+  std::string push(int token) {
+    tok_->check_id(token);
+    window_.push_back(token);
+    const std::string text = window_text();
+    std::size_t stable = text.size();
+    while (stable >= kReplacement.size() && stable > emitted_ &&
+           std::string_view(text).substr(stable - kReplacement.size()) .starts_with(kReplacement)) {
+      stable -= kReplacement.size();
+    }
+    std::string out = stable > emitted_ ? text.substr(emitted_, stable - emitted_) : std::string();
+    emitted_ = std::max(emitted_, stable);
+    if (emitted_ == text.size() && !tok_->is_byte(token) && anchor_ >= 0 &&
+        (started_ || !text.empty())) {
+      // Everything is out and no byte sequence is open: later text does not depend on the window.
+      window_.clear();
+      emitted_ = 0;
+      started_ = true;
+    }
+    return out;
+  }
+
+  // Whatever is held back (an incomplete byte sequence, shown as U+FFFD as decode() does).
+  std::string flush() {
+    const std::string text = window_text();
+    std::string out = text.size() > emitted_ ? text.substr(emitted_) : std::string();
+    emitted_ = text.size();
+    return out;
+  }
+
+ private:
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD in UTF-8
+
+  // The window's text as it appears inside the decoding of the whole stream.
+  std::string window_text() const {
+    if (!started_) return tok_->decode(window_);
+    std::vector<int> anchored;
+    anchored.reserve(window_.size() + 1);
+    anchored.push_back(anchor_);
+    anchored.insert(anchored.end(), window_.begin(), window_.end());
+    std::string text = tok_->decode(anchored);
+    return text.substr(std::min(anchor_text_.size(), text.size()));
+  }
+
+  const Tokenizer* tok_;
+  int anchor_ = -1;  // -1: no usable anchor, so the window never restarts
+  std::string anchor_text_;
+  std::vector<int> window_;   // ids since the last restart
+  std::size_t emitted_ = 0;   // bytes of window_text() already returned
+  bool started_ = false;      // some text was emitted before the window: its first space is kept
+};
+
+}  // namespace calm
