@@ -1,0 +1,146 @@
+// calm::Decoder on calm::Llama with the fixture checkpoints (tests/fixtures/*/config.json):
+// implementation-independent properties of SPEC 4-5, checked against plain loops over the
+// backend's per-layer API. Extra model folders can be added with CALM_TEST_MODELS=dir1:dir2.
+#include <calm/backends/llama/llama.hpp>
+#include <calm/confidence/hidden_saturation.hpp>
+#include <calm/confidence/softmax_response.hpp>
+#include <calm/decoder.hpp>
+#include <calm/kernels/argmax.hpp>
+#include <calm/schedule/constant.hpp>
+#include <calm/schedule/never.hpp>
+#include <calm/schedule/static_exit.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+namespace fs = std::filesystem;
+
+static_assert(calm::TransformerBackend<calm::Llama>);
+
+namespace {
+
+std::vector<fs::path> models() {
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::directory_iterator(CALM_FIXTURES))
+    if (fs::exists(e.path() / "config.json")) dirs.push_back(e.path());
+  if (const char* extra = std::getenv("CALM_TEST_MODELS")) {
+    std::string s = extra;
+    for (std::size_t a = 0, b; a <= s.size(); a = b + 1) {
+      b = s.find(':', a);
+      if (b == std::string::npos) b = s.size();
+      if (b > a) dirs.emplace_back(s.substr(a, b - a));
+    }
+  }
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+const std::vector<int> kPrompt = {1, 17, 42, 7, 99, 3};
+
+// Greedy decode where every fed token runs layers 1..exit (1-based) and the skipped layers are
+// filled per SPEC 5 by hand. Returns tokens; exit_states[t] = state of the t-th fed token.
+std::vector<int> plain_decode(calm::Llama& m, std::size_t n, std::size_t exit, bool true_cache,
+                              std::vector<std::vector<float>>* exit_states = nullptr) {
+  std::vector<float> x(m.hidden_size()), logits(m.vocab_size());
+  m.prefill(kPrompt, 0, x);
+  m.exit_head(x, logits);
+  std::vector<int> tokens{int(calm::kernels::scalar::argmax(logits.data(), logits.size()))};
+  for (std::size_t pos = kPrompt.size(); tokens.size() < n; ++pos) {
+    m.embed(tokens.back(), x);
+    for (std::size_t i = 0; i < exit; ++i) m.run_layer(i, x, pos);
+    if (true_cache) {
+      std::vector<float> copy = x;
+      for (std::size_t k = exit; k < m.num_layers(); ++k) m.run_layer(k, copy, pos);
+    } else {
+      for (std::size_t k = exit; k < m.num_layers(); ++k) m.propagate_kv(k, x, pos);
+    }
+    if (exit_states) exit_states->push_back(x);
+    m.exit_head(x, logits);
+    tokens.push_back(int(calm::kernels::scalar::argmax(logits.data(), logits.size())));
+  }
+  return tokens;
+}
+
+bool same_cache(const calm::Llama& a, const calm::Llama& b, std::size_t positions) {
+  for (std::size_t l = 0; l < a.num_layers(); ++l)
+    for (std::size_t p = 0; p < positions; ++p) {
+      const auto ka = a.k_at(l, p), kb = b.k_at(l, p), va = a.v_at(l, p), vb = b.v_at(l, p);
+      if (!std::equal(ka.begin(), ka.end(), kb.begin()) ||
+          !std::equal(va.begin(), va.end(), vb.begin()))
+        return false;
+    }
+  return true;
+}
+
+template <class C, class S>
+std::vector<int> decode(calm::Llama& m, C c, S s, std::size_t n, calm::DecoderOptions o = {}) {
+  calm::Decoder<calm::Llama, C, S> dec(m, c, s, o);
+  return dec.generate(kPrompt, n).tokens;
+}
+
+}  // namespace
+
+TEST_CASE("fixture models exist") { CHECK(!models().empty()); }
+
+TEST_CASE("Never, unreachable thresholds and static exit at L are the full model") {
+  for (const fs::path& dir : models()) {
+    CAPTURE(dir.string());
+    calm::Llama ref = calm::Llama::load(dir);
+    const std::size_t L = ref.num_layers();
+    const std::vector<int> full = plain_decode(ref, 12, L, false);
+    calm::Llama m = calm::Llama::load(dir);
+    CHECK(decode(m, calm::SoftmaxResponse{}, calm::Never{}, 12) == full);
+    CHECK(same_cache(m, ref, kPrompt.size() + 11));
+    CHECK(decode(m, calm::SoftmaxResponse{}, calm::ConstantThreshold{1.01f}, 12) == full);
+    CHECK(decode(m, calm::HiddenSaturation{}, calm::ConstantThreshold{1.5f}, 12) == full);
+    CHECK(decode(m, calm::SoftmaxResponse{}, calm::StaticExit{L}, 12) == full);
+    CHECK(same_cache(m, ref, kPrompt.size() + 11));
+  }
+}
+
+TEST_CASE("after an exit at layer i, each skipped layer's K/V is what it computes from d^i") {
+  for (const fs::path& dir : models()) {
+    CAPTURE(dir.string());
+    calm::Llama m = calm::Llama::load(dir), ref = calm::Llama::load(dir),
+                direct = calm::Llama::load(dir);
+    const std::size_t exit = 1;
+    std::vector<std::vector<float>> states;
+    CHECK(decode(m, calm::SoftmaxResponse{}, calm::StaticExit{exit}, 8) ==
+          plain_decode(ref, 8, exit, false, &states));
+    for (std::size_t t = 0; t < states.size(); ++t) {
+      const std::size_t pos = kPrompt.size() + t;
+      for (std::size_t k = exit; k < m.num_layers(); ++k) {
+        // run_layer writes layer k's K/V at pos from its input before anything else.
+        std::vector<float> x = states[t];
+        direct.run_layer(k, x, pos);
+        const auto a = m.k_at(k, pos), b = direct.k_at(k, pos);
+        const auto va = m.v_at(k, pos), vb = direct.v_at(k, pos);
+        CHECK(std::equal(a.begin(), a.end(), b.begin()));
+        CHECK(std::equal(va.begin(), va.end(), vb.begin()));
+      }
+    }
+  }
+}
+
+TEST_CASE("true_cache fills the same cache as the full model over the same tokens") {
+  for (const fs::path& dir : models()) {
+    CAPTURE(dir.string());
+    calm::Llama m = calm::Llama::load(dir), full = calm::Llama::load(dir);
+    calm::DecoderOptions o;
+    o.propagation = calm::Propagation::true_cache;
+    const std::vector<int> out = decode(m, calm::SoftmaxResponse{}, calm::StaticExit{2}, 8, o);
+    std::vector<float> x(full.hidden_size());
+    full.prefill(kPrompt, 0, x);
+    for (std::size_t t = 0; t + 1 < out.size(); ++t) {
+      full.embed(out[t], x);
+      for (std::size_t i = 0; i < full.num_layers(); ++i)
+        full.run_layer(i, x, kPrompt.size() + t);
+    }
+    CHECK(same_cache(m, full, kPrompt.size() + out.size() - 1));
+  }
+}
