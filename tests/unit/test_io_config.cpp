@@ -76,7 +76,8 @@ TEST_CASE("config: Hugging Face LlamaConfig defaults") {
 }
 
 TEST_CASE("config: a full TinyLlama-style file") {
-  const fs::path p = fs::temp_directory_path() / ("calm_test_config_" + std::to_string(::getpid()) + ".json");
+  const fs::path p =
+      fs::temp_directory_path() / ("calm_test_config_" + std::to_string(::getpid()) + ".json");
   {
     std::ofstream out(p);
     out << R"({
@@ -102,7 +103,8 @@ TEST_CASE("config: a full TinyLlama-style file") {
 }
 
 TEST_CASE("config: file errors name the file") {
-  const fs::path dir = fs::temp_directory_path() / ("calm_test_config_dir_" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("calm_test_config_dir_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const fs::path p = dir / "config.json";
   const auto write = [&](const std::string& text) {
@@ -131,19 +133,21 @@ TEST_CASE("config: file errors name the file") {
 }
 
 TEST_CASE("config: required keys") {
-  for (const char* key :
-       {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"}) {
+  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "vocab_size"}) {
     json j = minimal();
     j.erase(key);
-    CHECK_ERROR_NAMES(calm::parse_llama_config(j, "cfg.json"), "cfg.json", std::string("'") + key + "'",
-                      "required");
+    CHECK_ERROR_NAMES(calm::parse_llama_config(j, "cfg.json"), "cfg.json",
+                      std::string("'") + key + "'", "required");
   }
-  CHECK_ERROR_NAMES(calm::parse_llama_config(json::array(), "cfg.json"), "cfg.json", "not a JSON object");
+  CHECK_ERROR_NAMES(calm::parse_llama_config(json::array(), "cfg.json"), "cfg.json",
+                    "not a JSON object");
 }
 
 TEST_CASE("config: wrong types name the key and the type found") {
-  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                          "vocab_size", "num_key_value_heads", "max_position_embeddings", "head_dim"}) {
+  for (const char* key :
+       {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "vocab_size", "num_key_value_heads", "max_position_embeddings", "head_dim"}) {
     CAPTURE(key);
     CHECK_ERROR_NAMES(with(key, "64"), "cfg.json", std::string("'") + key + "'", "string");
     CHECK_ERROR_NAMES(with(key, nullptr), std::string("'") + key + "'", "null");
@@ -159,9 +163,11 @@ TEST_CASE("config: wrong types name the key and the type found") {
     CHECK_ERROR_NAMES(with(key, 0.0), std::string("'") + key + "'", "positive");
     CHECK_ERROR_NAMES(with(key, -1.0), std::string("'") + key + "'", "positive");
     // Built in code rather than parsed, a json can hold NaN and infinity.
-    CHECK_ERROR_NAMES(with(key, std::numeric_limits<double>::quiet_NaN()), std::string("'") + key + "'");
-    CHECK_ERROR_NAMES(with(key, std::numeric_limits<double>::infinity()), std::string("'") + key + "'");
-    CHECK_ERROR_NAMES(with(key, 1e300), std::string("'") + key + "'", "float");  // inf as float
+    CHECK_ERROR_NAMES(with(key, std::numeric_limits<double>::quiet_NaN()),
+                      std::string("'") + key + "'");
+    CHECK_ERROR_NAMES(with(key, std::numeric_limits<double>::infinity()),
+                      std::string("'") + key + "'");
+    CHECK_ERROR_NAMES(with(key, 1e300), std::string("'") + key + "'", "float");   // inf as float
     CHECK_ERROR_NAMES(with(key, 1e-300), std::string("'") + key + "'", "float");  // 0 as float
   }
   CHECK(with("rope_theta", 10000).rope_theta == 10000.0f);  // an integer is a number
@@ -184,7 +190,8 @@ TEST_CASE("config: wrong types name the key and the type found") {
 TEST_CASE("config: divisibility") {
   json j = minimal();
   j["num_key_value_heads"] = 3;
-  CHECK_ERROR_NAMES(calm::parse_llama_config(j, "cfg.json"), "cfg.json", "'num_key_value_heads'", "(3)", "(8)");
+  CHECK_ERROR_NAMES(calm::parse_llama_config(j, "cfg.json"), "cfg.json", "'num_key_value_heads'",
+                    "(3)", "(8)");
   j = minimal();
   j["hidden_size"] = 60;  // 60 / 8 is not whole
   CHECK_ERROR_NAMES(calm::parse_llama_config(j, "cfg.json"), "'hidden_size'", "(60)");
@@ -198,10 +205,12 @@ TEST_CASE("config: divisibility") {
 
 TEST_CASE("config: unsupported settings are refused, naming the key") {
   CHECK_ERROR_NAMES(with("model_type", "mistral"), "cfg.json", "'model_type'", "mistral");
-  CHECK_ERROR_NAMES(with("architectures", json{"MistralForCausalLM"}), "'architectures'", "MistralForCausalLM");
+  CHECK_ERROR_NAMES(with("architectures", json{"MistralForCausalLM"}), "'architectures'",
+                    "MistralForCausalLM");
   CHECK(with("architectures", json{"Other", "LlamaForCausalLM"}).hidden_size == 64);
   CHECK_ERROR_NAMES(with("hidden_act", "gelu"), "'hidden_act'", "gelu");
-  CHECK_ERROR_NAMES(with("rope_scaling", json{{"type", "linear"}, {"factor", 2.0}}), "'rope_scaling'", "linear");
+  CHECK_ERROR_NAMES(with("rope_scaling", json{{"type", "linear"}, {"factor", 2.0}}),
+                    "'rope_scaling'", "linear");
   CHECK(with("rope_scaling", nullptr).hidden_size == 64);
   CHECK_ERROR_NAMES(with("attention_bias", true), "'attention_bias'");
   CHECK_ERROR_NAMES(with("mlp_bias", true), "'mlp_bias'");

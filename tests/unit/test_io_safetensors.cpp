@@ -81,13 +81,13 @@ std::string error_of(F&& f) {
 }
 
 // Every needle must occur in the message of the calm::Error that expr throws.
-#define CHECK_ERROR_NAMES(expr, ...)                                             \
-  do {                                                                           \
-    const std::string calm_msg = error_of([&] { (void)(expr); });                \
+#define CHECK_ERROR_NAMES(expr, ...)                                                    \
+  do {                                                                                  \
+    const std::string calm_msg = error_of([&] { (void)(expr); });                       \
     for (const std::string& needle : std::initializer_list<std::string>{__VA_ARGS__}) { \
-      CHECK_MESSAGE(calm_msg.find(needle) != std::string::npos,                  \
-                    "'" << needle << "' not in: " << calm_msg);     \
-    }                                                                            \
+      CHECK_MESSAGE(calm_msg.find(needle) != std::string::npos,                         \
+                    "'" << needle << "' not in: " << calm_msg);                         \
+    }                                                                                   \
   } while (0)
 
 // A file with a single tensor "w" whose header is `entry`, and `data` as the data section.
@@ -124,15 +124,14 @@ TEST_CASE("SafeTensorsFile reads F32, F16 and BF16 tensors and metadata") {
   // Data section: a (F32, [2, 3], bytes 0..24), b (BF16, [2], 24..28), c (F16, [2], 28..32),
   // e (F32, [0, 5], empty, at 32).
   std::string data = floats_bytes({0, 1, 2, 3, 4, 5});
-  const std::uint16_t halves[] = {0x3FC0 /* bf16 1.5 */, 0xC000 /* bf16 -2 */,
-                                  0x3C00 /* f16 1 */, 0xC500 /* f16 -5 */};
+  const std::uint16_t halves[] = {0x3FC0 /* bf16 1.5 */, 0xC000 /* bf16 -2 */, 0x3C00 /* f16 1 */,
+                                  0xC500 /* f16 -5 */};
   data.append(reinterpret_cast<const char*>(halves), sizeof halves);
-  const std::string header =
-      R"({"__metadata__":{"format":"pt"},)"
-      R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)"
-      R"("c":{"dtype":"F16","shape":[2],"data_offsets":[28,32]},)"
-      R"("b":{"dtype":"BF16","shape":[2],"data_offsets":[24,28]},)"
-      R"("e":{"dtype":"F32","shape":[0,5],"data_offsets":[32,32]}})";
+  const std::string header = R"({"__metadata__":{"format":"pt"},)"
+                             R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)"
+                             R"("c":{"dtype":"F16","shape":[2],"data_offsets":[28,32]},)"
+                             R"("b":{"dtype":"BF16","shape":[2],"data_offsets":[24,28]},)"
+                             R"("e":{"dtype":"F32","shape":[0,5],"data_offsets":[32,32]}})";
   const fs::path p = dir.path / "good.safetensors";
   write_file(p, safetensors_bytes(header, data));
 
@@ -241,19 +240,22 @@ TEST_CASE("SafeTensorsFile: bad tensor entries name the file and the tensor") {
   const std::string file = (dir.path / "entry.safetensors").string();
 
   CHECK_ERROR_NAMES(open_entry("5"), file, name, "not an object");
-  CHECK_ERROR_NAMES(open_entry(R"({"shape":[1],"data_offsets":[0,4]})", four), file, name, "'dtype'");
-  CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","data_offsets":[0,4]})", four), file, name, "'shape'");
-  CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","shape":[1]})", four), file, name, "'data_offsets'");
+  CHECK_ERROR_NAMES(open_entry(R"({"shape":[1],"data_offsets":[0,4]})", four), file, name,
+                    "'dtype'");
+  CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","data_offsets":[0,4]})", four), file, name,
+                    "'shape'");
+  CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","shape":[1]})", four), file, name,
+                    "'data_offsets'");
   CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1})", four),
                     file, name, "unknown key 'x'");
-  CHECK_ERROR_NAMES(open_entry(R"({"dtype":32,"shape":[1],"data_offsets":[0,4]})", four), file, name,
-                    "dtype is not a string");
+  CHECK_ERROR_NAMES(open_entry(R"({"dtype":32,"shape":[1],"data_offsets":[0,4]})", four), file,
+                    name, "dtype is not a string");
   CHECK_ERROR_NAMES(open_entry(R"({"dtype":"I64","shape":[1],"data_offsets":[0,8]})", four + four),
                     file, name, "unsupported dtype 'I64'");
-  CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","shape":"1","data_offsets":[0,4]})", four), file, name,
-                    "shape is not an array");
-  CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","shape":[2,-1],"data_offsets":[0,4]})", four), file,
-                    name, "shape[1]", "-1");
+  CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","shape":"1","data_offsets":[0,4]})", four), file,
+                    name, "shape is not an array");
+  CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","shape":[2,-1],"data_offsets":[0,4]})", four),
+                    file, name, "shape[1]", "-1");
   CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","shape":[1.5],"data_offsets":[0,4]})", four), file,
                     name, "shape[0]");
   CHECK_ERROR_NAMES(open_entry(R"({"dtype":"F32","shape":[1],"data_offsets":[0,4,8]})", four), file,
@@ -291,10 +293,12 @@ TEST_CASE("SafeTensorsFile: tensors must tile the data section") {
                                   eight));
   CHECK_ERROR_NAMES(SafeTensorsFile::open(p), p.string(), "'b'", "overlap", "'a'");
 
-  write_file(p, safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight));
+  write_file(p,
+             safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight));
   CHECK_ERROR_NAMES(SafeTensorsFile::open(p), p.string(), "'a'", "[0, 4)", "no tensor");
 
-  write_file(p, safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", eight));
+  write_file(p,
+             safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", eight));
   CHECK_ERROR_NAMES(SafeTensorsFile::open(p), p.string(), "trailing");
 }
 
@@ -326,8 +330,8 @@ TEST_CASE("Checkpoint: single file, lookups and shape checks") {
   CHECK(ck.get("model.norm.weight", {2}).as<float>()[1] == 10.0f);
   CHECK(ck.names().size() == 2);
 
-  CHECK_ERROR_NAMES(ck.get("model.embed_tokens.weight"), "missing tensor 'model.embed_tokens.weight'",
-                    dir.path.string());
+  CHECK_ERROR_NAMES(ck.get("model.embed_tokens.weight"),
+                    "missing tensor 'model.embed_tokens.weight'", dir.path.string());
   CHECK_ERROR_NAMES(ck.get("model.norm.weight", {2, 4}), "'model.norm.weight'",
                     (dir.path / "model.safetensors").string(), "shape [2]", "expected [2, 4]");
 
@@ -341,7 +345,8 @@ TEST_CASE("Checkpoint: directory errors") {
   CHECK_ERROR_NAMES(Checkpoint::open(dir.path / "nope"), "nope", "not a directory");
   CHECK_ERROR_NAMES(Checkpoint::open(dir.path), dir.path.string(), "no model.safetensors");
   write_shard(dir.path / "model.safetensors", {"a"}, 0);
-  write_file(dir.path / "model.safetensors.index.json", R"({"weight_map": {"a": "model.safetensors"}})");
+  write_file(dir.path / "model.safetensors.index.json",
+             R"({"weight_map": {"a": "model.safetensors"}})");
   CHECK_ERROR_NAMES(Checkpoint::open(dir.path), dir.path.string(), "both");
   fs::remove(dir.path / "model.safetensors.index.json");
   write_file(dir.path / "model.safetensors", "garbage!garbage");
@@ -369,7 +374,8 @@ TEST_CASE("Checkpoint: sharded") {
     CHECK(ck.get("model.norm.weight").file == dir.path / s2);
   }
   SUBCASE("shard names must stay inside the directory") {
-    for (const std::string bad : {"../model.safetensors", "sub/x.safetensors", "/etc/passwd", "..", ""}) {
+    for (const std::string bad :
+         {"../model.safetensors", "sub/x.safetensors", "/etc/passwd", "..", ""}) {
       write_file(index, "{\"weight_map\": {\"model.norm.weight\": \"" + bad + "\"}}");
       CHECK_ERROR_NAMES(Checkpoint::open(dir.path), index.string(), "'model.norm.weight'",
                         "'" + bad + "'");
@@ -404,7 +410,8 @@ TEST_CASE("Checkpoint: sharded") {
     write_file(index, "{\"weight_map\": [1]}");
     CHECK_ERROR_NAMES(Checkpoint::open(dir.path), index.string(), "weight_map is not an object");
     write_file(index, "{\"weight_map\": {\"model.norm.weight\": 2}}");
-    CHECK_ERROR_NAMES(Checkpoint::open(dir.path), index.string(), "'model.norm.weight'", "not a string");
+    CHECK_ERROR_NAMES(Checkpoint::open(dir.path), index.string(), "'model.norm.weight'",
+                      "not a string");
     write_file(index, "{\"weight_map\": " + good_map + ", \"extra\": 1}");
     CHECK_ERROR_NAMES(Checkpoint::open(dir.path), index.string(), "unknown key 'extra'");
   }

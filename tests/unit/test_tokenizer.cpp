@@ -49,11 +49,20 @@ bool valid_utf8(std::string_view s) {
     const auto c = static_cast<unsigned char>(s[i]);
     std::size_t n;
     std::uint32_t cp;
-    if (c < 0x80) { n = 1; cp = c; }
-    else if ((c & 0xE0) == 0xC0) { n = 2; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { n = 3; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { n = 4; cp = c & 0x07; }
-    else return false;
+    if (c < 0x80) {
+      n = 1;
+      cp = c;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 4;
+      cp = c & 0x07;
+    } else
+      return false;
     if (i + n > s.size()) return false;
     for (std::size_t k = 1; k < n; ++k) {
       const auto cc = static_cast<unsigned char>(s[i + k]);
@@ -106,7 +115,7 @@ TEST_CASE("Tokenizer: encode/decode round trip, BOS, byte fallback") {
   CHECK(with_bos[0] == 1);
   CHECK(std::vector<int>(with_bos.begin() + 1, with_bos.end()) == without);
   CHECK(tok.piece(without[0]).starts_with("\xE2\x96\x81"));  // "▁": the dummy prefix space
-  CHECK(tok.decode(with_bos) == text);  // BOS decodes to nothing
+  CHECK(tok.decode(with_bos) == text);                       // BOS decodes to nothing
 
   // '日' is not in the vocabulary: three byte pieces E6 97 A5.
   const std::vector<int> ids = tok.encode("日", false);
@@ -128,7 +137,8 @@ TEST_CASE("Tokenizer: encode/decode round trip, BOS, byte fallback") {
 }
 
 TEST_CASE("Tokenizer: missing or corrupt model files name the file") {
-  const fs::path dir = fs::temp_directory_path() / ("calm_test_tokenizer_" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("calm_test_tokenizer_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const auto write = [&](const std::string& name, const std::string& bytes) {
     std::ofstream out(dir / name, std::ios::binary);
@@ -138,7 +148,8 @@ TEST_CASE("Tokenizer: missing or corrupt model files name the file") {
   CHECK_ERROR_NAMES(calm::Tokenizer::load(dir / "absent.model"), "absent.model");
   CHECK_ERROR_NAMES(calm::Tokenizer::load(write("empty.model", "")), "empty.model");
   CHECK_ERROR_NAMES(calm::Tokenizer::load(dir), dir.string());
-  CHECK_ERROR_NAMES(calm::Tokenizer::load(write("text.model", "this is not a protobuf")), "text.model");
+  CHECK_ERROR_NAMES(calm::Tokenizer::load(write("text.model", "this is not a protobuf")),
+                    "text.model");
 
   std::ifstream in(kModel, std::ios::binary);
   const std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -154,10 +165,10 @@ TEST_CASE("Tokenizer: missing or corrupt model files name the file") {
 
 TEST_CASE("StreamDecoder: concatenated output equals decode(all ids)") {
   const calm::Tokenizer tok = calm::Tokenizer::load(kModel);
-  for (const std::string text : {"First Citizen:\nBefore we proceed any further, hear me speak.",
-                                  " leading space", "  two leading spaces and trailing  ",
-                                  "héllo wörld \xE2\x80\x94 日本語", "日本語", "🙂🙂 x 🙂", "€20 — naïve",
-                                  "\n\nnewlines\n", "a"}) {
+  for (const std::string text :
+       {"First Citizen:\nBefore we proceed any further, hear me speak.", " leading space",
+        "  two leading spaces and trailing  ", "héllo wörld \xE2\x80\x94 日本語", "日本語",
+        "🙂🙂 x 🙂", "€20 — naïve", "\n\nnewlines\n", "a"}) {
     CAPTURE(text);
     std::vector<int> ids = tok.encode(text);
     ids.push_back(tok.eos_id());
@@ -192,11 +203,21 @@ TEST_CASE("StreamDecoder: random id sequences, including stray bytes and control
     std::vector<int> ids(rng() % 24);
     for (int& id : ids) {
       switch (rng() % 5) {
-        case 0: id = 3 + static_cast<int>(rng() % 256); break;           // any byte piece
-        case 1: id = 3 + 0xE0 + static_cast<int>(rng() % 32); break;     // lead bytes
-        case 2: id = static_cast<int>(rng() % 3); break;                 // unk, bos, eos
-        case 3: id = space_like[rng() % space_like.size()]; break;
-        default: id = static_cast<int>(rng() % tok.vocab_size()); break;
+        case 0:
+          id = 3 + static_cast<int>(rng() % 256);
+          break;  // any byte piece
+        case 1:
+          id = 3 + 0xE0 + static_cast<int>(rng() % 32);
+          break;  // lead bytes
+        case 2:
+          id = static_cast<int>(rng() % 3);
+          break;  // unk, bos, eos
+        case 3:
+          id = space_like[rng() % space_like.size()];
+          break;
+        default:
+          id = static_cast<int>(rng() % tok.vocab_size());
+          break;
       }
     }
     CAPTURE(trial);

@@ -22,12 +22,12 @@
 namespace calm {
 
 struct LlamaConfig {
-  std::size_t hidden_size;              // d: width of the residual stream
-  std::size_t intermediate_size;        // width of the SwiGLU MLP
-  std::size_t num_hidden_layers;        // L
-  std::size_t num_attention_heads;      // query heads
-  std::size_t num_key_value_heads;      // key/value heads (GQA); divides num_attention_heads
-  std::size_t head_dim;                 // per head; q_proj is [heads * head_dim, hidden]
+  std::size_t hidden_size;          // d: width of the residual stream
+  std::size_t intermediate_size;    // width of the SwiGLU MLP
+  std::size_t num_hidden_layers;    // L
+  std::size_t num_attention_heads;  // query heads
+  std::size_t num_key_value_heads;  // key/value heads (GQA); divides num_attention_heads
+  std::size_t head_dim;             // per head; q_proj is [heads * head_dim, hidden]
   std::size_t vocab_size;
   std::size_t max_position_embeddings;  // longest sequence the model was trained for
   float rms_norm_eps;
@@ -42,17 +42,41 @@ namespace detail {
 
 // Keys that describe the file, training or other frameworks, and leave inference unchanged.
 inline constexpr std::string_view kHarmlessConfigKeys[] = {
-    "_name_or_path", "transformers_version", "torch_dtype",        "initializer_range",
-    "use_cache",     "pad_token_id",         "attention_dropout",  "output_attentions",
-    "output_hidden_states", "return_dict",   "torchscript",        "tokenizer_class",
+    "_name_or_path",
+    "transformers_version",
+    "torch_dtype",
+    "initializer_range",
+    "use_cache",
+    "pad_token_id",
+    "attention_dropout",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "torchscript",
+    "tokenizer_class",
 };
 // Keys that parse_llama_config reads and checks.
 inline constexpr std::string_view kReadConfigKeys[] = {
-    "hidden_size",    "intermediate_size",       "num_hidden_layers",   "num_attention_heads",
-    "num_key_value_heads", "head_dim",           "vocab_size",          "max_position_embeddings",
-    "rms_norm_eps",   "rope_theta",              "tie_word_embeddings", "bos_token_id",
-    "eos_token_id",   "hidden_act",              "rope_scaling",        "attention_bias",
-    "mlp_bias",       "pretraining_tp",          "model_type",          "architectures",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+    "hidden_act",
+    "rope_scaling",
+    "attention_bias",
+    "mlp_bias",
+    "pretraining_tp",
+    "model_type",
+    "architectures",
 };
 
 class ConfigReader {
@@ -131,7 +155,8 @@ class ConfigReader {
 
 inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view source) {
   if (!j.is_object()) {
-    throw Error("'" + std::string(source) + "' is not a JSON object (found " + io::describe_json(j) + ")");
+    throw Error("'" + std::string(source) + "' is not a JSON object (found " +
+                io::describe_json(j) + ")");
   }
   const detail::ConfigReader r(j, source);
   for (const auto& [key, value] : j.items()) {
@@ -142,7 +167,8 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
       return false;
     };
     if (!known(detail::kReadConfigKeys) && !known(detail::kHarmlessConfigKeys)) {
-      r.fail(key, "is not a setting calm implements or knows to be harmless; refusing to ignore it");
+      r.fail(key,
+             "is not a setting calm implements or knows to be harmless; refusing to ignore it");
     }
   }
 
@@ -150,7 +176,8 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
   if (r.has("model_type")) {
     const nlohmann::json& v = r.at("model_type");
     if (!v.is_string()) r.fail_type("model_type", "a string", v);
-    if (v.get<std::string>() != "llama") r.fail("model_type", "must be \"llama\", found " + v.dump());
+    if (v.get<std::string>() != "llama")
+      r.fail("model_type", "must be \"llama\", found " + v.dump());
   }
   if (r.has("architectures")) {
     const nlohmann::json& v = r.at("architectures");
@@ -232,7 +259,8 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
                               : 2);
   }
   c.eos_token_id = c.eos_token_ids.front();
-  if (c.bos_token_id >= static_cast<int>(c.vocab_size) || c.eos_token_id >= static_cast<int>(c.vocab_size)) {
+  if (c.bos_token_id >= static_cast<int>(c.vocab_size) ||
+      c.eos_token_id >= static_cast<int>(c.vocab_size)) {
     // Only reachable through the defaults (1 and 2) with a vocabulary of 1 or 2.
     r.fail(c.bos_token_id >= static_cast<int>(c.vocab_size) ? "bos_token_id" : "eos_token_id",
            "defaults past vocab_size = " + std::to_string(c.vocab_size));

@@ -31,16 +31,16 @@ inline nlohmann::json parse_json_object(std::string_view text, std::string_view 
   try {
     j = nlohmann::json::parse(text.begin(), text.end(), on_event);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string(what) + " of '" + std::string(source) + "' is not valid JSON: " +
-                e.what());
+    throw Error(std::string(what) + " of '" + std::string(source) +
+                "' is not valid JSON: " + e.what());
   }
   if (!j.is_object()) {
     throw Error(std::string(what) + " of '" + std::string(source) +
                 "' is not a JSON object (found " + j.type_name() + ")");
   }
   if (!duplicate.empty()) {
-    throw Error(std::string(what) + " of '" + std::string(source) + "' has the key '" +
-                duplicate + "' twice");
+    throw Error(std::string(what) + " of '" + std::string(source) + "' has the key '" + duplicate +
+                "' twice");
   }
   return j;
 }

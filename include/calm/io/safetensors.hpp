@@ -134,14 +134,14 @@ class SafeTensorsFile {
            " bytes, the header length alone takes 8)");
     }
     std::uint64_t header_len = 0;
-    for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | std::to_integer<std::uint64_t>(bytes[i]);
+    for (int i = 7; i >= 0; --i)
+      header_len = (header_len << 8) | std::to_integer<std::uint64_t>(bytes[i]);
     if (header_len > bytes.size() - 8) {
       fail("header length " + std::to_string(header_len) + " runs past the end of the file (" +
            std::to_string(bytes.size()) + " bytes)");
     }
-    const nlohmann::json header =
-        parse_json_object(as_text(bytes.subspan(8, header_len)), "safetensors header",
-                          path().string());
+    const nlohmann::json header = parse_json_object(as_text(bytes.subspan(8, header_len)),
+                                                    "safetensors header", path().string());
     const std::span<const std::byte> data = bytes.subspan(8 + header_len);
 
     for (const auto& [key, value] : header.items()) {
@@ -157,7 +157,8 @@ class SafeTensorsFile {
   }
 
   void parse_metadata(const nlohmann::json& value) {
-    if (!value.is_object()) fail("__metadata__ is not an object (found " + describe_json(value) + ")");
+    if (!value.is_object())
+      fail("__metadata__ is not an object (found " + describe_json(value) + ")");
     for (const auto& [k, v] : value.items()) {
       if (!v.is_string()) {
         fail("__metadata__ key '" + k + "' is not a string (found " + describe_json(v) + ")");
@@ -168,19 +169,23 @@ class SafeTensorsFile {
 
   TensorView parse_entry(const std::string& name, const nlohmann::json& entry,
                          std::span<const std::byte> data) const {
-    if (!entry.is_object()) fail_tensor(name, "entry is not an object (found " + describe_json(entry) + ")");
+    if (!entry.is_object())
+      fail_tensor(name, "entry is not an object (found " + describe_json(entry) + ")");
     for (const auto& [k, v] : entry.items()) {
-      if (k != "dtype" && k != "shape" && k != "data_offsets") fail_tensor(name, "unknown key '" + k + "'");
+      if (k != "dtype" && k != "shape" && k != "data_offsets")
+        fail_tensor(name, "unknown key '" + k + "'");
     }
     for (const char* k : {"dtype", "shape", "data_offsets"}) {
       if (!entry.contains(k)) fail_tensor(name, std::string("missing key '") + k + "'");
     }
 
     const nlohmann::json& dtype_json = entry["dtype"];
-    if (!dtype_json.is_string()) fail_tensor(name, "dtype is not a string (found " + describe_json(dtype_json) + ")");
+    if (!dtype_json.is_string())
+      fail_tensor(name, "dtype is not a string (found " + describe_json(dtype_json) + ")");
     const std::string dtype_str = dtype_json.get<std::string>();
     const std::optional<DType> dtype = detail::parse_dtype(dtype_str);
-    if (!dtype) fail_tensor(name, "unsupported dtype '" + dtype_str + "' (calm reads F32, F16 and BF16)");
+    if (!dtype)
+      fail_tensor(name, "unsupported dtype '" + dtype_str + "' (calm reads F32, F16 and BF16)");
 
     const auto read_sizes = [&](const char* key) {
       const nlohmann::json& arr = entry[key];
@@ -192,7 +197,8 @@ class SafeTensorsFile {
         // Non-negative JSON integers parse as unsigned; negatives and fractions do not.
         if (!arr[i].is_number_unsigned()) {
           fail_tensor(name, std::string(key) + "[" + std::to_string(i) +
-                                "] is not a non-negative integer (found " + describe_json(arr[i]) + ")");
+                                "] is not a non-negative integer (found " + describe_json(arr[i]) +
+                                ")");
         }
         out.push_back(arr[i].get<std::size_t>());
       }
@@ -211,14 +217,16 @@ class SafeTensorsFile {
     for (std::size_t d : shape) {
       if (nbytes) nbytes = detail::checked_mul(*nbytes, d);
     }
-    if (!nbytes) fail_tensor(name, "shape " + detail::shape_string(shape) + " overflows the address space");
+    if (!nbytes)
+      fail_tensor(name, "shape " + detail::shape_string(shape) + " overflows the address space");
     if (begin > end) {
       fail_tensor(name, "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
                             ") begin after they end");
     }
     if (end > data.size()) {
       fail_tensor(name, "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                            ") run past the data section (" + std::to_string(data.size()) + " bytes)");
+                            ") run past the data section (" + std::to_string(data.size()) +
+                            " bytes)");
     }
     if (end - begin != *nbytes) {
       fail_tensor(name, "shape " + detail::shape_string(shape) + " of " + dtype_str + " needs " +
@@ -242,7 +250,8 @@ class SafeTensorsFile {
       const auto offset = [&](const std::byte* p) { return std::to_string(p - data.data()); };
       if (t->data < covered) {
         fail_tensor(t->name, "its bytes overlap tensor '" + previous->name + "' (from offset " +
-                                 offset(t->data) + ", which already ends at " + offset(covered) + ")");
+                                 offset(t->data) + ", which already ends at " + offset(covered) +
+                                 ")");
       }
       if (t->data > covered) {
         fail_tensor(t->name, "bytes [" + offset(covered) + ", " + offset(t->data) +
@@ -252,8 +261,9 @@ class SafeTensorsFile {
       previous = t;
     }
     if (covered != data.data() + data.size()) {
-      fail("the tensors cover " + std::to_string(covered - data.data()) + " bytes but the data section has " +
-           std::to_string(data.size()) + " (trailing bytes are not allowed)");
+      fail("the tensors cover " + std::to_string(covered - data.data()) +
+           " bytes but the data section has " + std::to_string(data.size()) +
+           " (trailing bytes are not allowed)");
     }
   }
 
@@ -270,7 +280,8 @@ class Checkpoint {
     namespace fs = std::filesystem;
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) {
-      throw Error("checkpoint directory '" + dir.string() + "' does not exist or is not a directory");
+      throw Error("checkpoint directory '" + dir.string() +
+                  "' does not exist or is not a directory");
     }
     const fs::path single = dir / "model.safetensors";
     const fs::path index = dir / "model.safetensors.index.json";
@@ -303,7 +314,8 @@ class Checkpoint {
 
   const TensorView& get(std::string_view name) const {
     const TensorView* t = find(name);
-    if (t == nullptr) throw Error("missing tensor '" + std::string(name) + "' in '" + dir_.string() + "'");
+    if (t == nullptr)
+      throw Error("missing tensor '" + std::string(name) + "' in '" + dir_.string() + "'");
     return *t;
   }
 
@@ -336,12 +348,14 @@ class Checkpoint {
         parse_json_object(as_text(index_file.bytes()), "index", index_path.string());
     const std::string where = "'" + index_path.string() + "'";
     for (const auto& [key, value] : index.items()) {
-      if (key != "weight_map" && key != "metadata") throw Error(where + ": unknown key '" + key + "'");
+      if (key != "weight_map" && key != "metadata")
+        throw Error(where + ": unknown key '" + key + "'");
     }
     if (!index.contains("weight_map")) throw Error(where + ": missing key 'weight_map'");
     const nlohmann::json& weight_map = index["weight_map"];
     if (!weight_map.is_object()) {
-      throw Error(where + ": weight_map is not an object (found " + describe_json(weight_map) + ")");
+      throw Error(where + ": weight_map is not an object (found " + describe_json(weight_map) +
+                  ")");
     }
 
     std::map<std::string, std::vector<std::string>> names_by_shard;
@@ -361,7 +375,8 @@ class Checkpoint {
       names_by_shard[file].push_back(name);
     }
 
-    for (const auto& [shard, names] : names_by_shard) files_.push_back(SafeTensorsFile::open(dir_ / shard));
+    for (const auto& [shard, names] : names_by_shard)
+      files_.push_back(SafeTensorsFile::open(dir_ / shard));
 
     for (const SafeTensorsFile& f : files_) {
       for (const TensorView& t : f.tensors()) {
@@ -370,12 +385,11 @@ class Checkpoint {
           throw Error("tensor '" + t.name + "' is in two shards: '" + it->second->file.string() +
                       "' and '" + t.file.string() + "'");
         }
-        const std::string listed = weight_map.contains(t.name)
-                                       ? weight_map[t.name].get<std::string>()
-                                       : std::string();
+        const std::string listed =
+            weight_map.contains(t.name) ? weight_map[t.name].get<std::string>() : std::string();
         if (listed != t.file.filename().string()) {
-          throw Error("tensor '" + t.name + "' in '" + t.file.string() + "' is not listed for that shard in " +
-                      where);
+          throw Error("tensor '" + t.name + "' in '" + t.file.string() +
+                      "' is not listed for that shard in " + where);
         }
       }
     }

@@ -27,9 +27,11 @@ class Tokenizer {
     const auto status = sp->LoadFromSerializedProto(
         {reinterpret_cast<const char*>(file.bytes().data()), file.bytes().size()});
     if (!status.ok()) {
-      throw Error("'" + model_file.string() + "' is not a sentencepiece model: " + status.ToString());
+      throw Error("'" + model_file.string() +
+                  "' is not a sentencepiece model: " + status.ToString());
     }
-    if (sp->GetPieceSize() <= 0) throw Error("'" + model_file.string() + "' has an empty vocabulary");
+    if (sp->GetPieceSize() <= 0)
+      throw Error("'" + model_file.string() + "' has an empty vocabulary");
     return Tokenizer(std::move(sp), model_file);
   }
 
@@ -37,7 +39,8 @@ class Tokenizer {
   std::vector<int> encode(std::string_view text, bool add_bos = true) const {
     std::vector<int> ids;
     const auto status = sp_->Encode(text, &ids);
-    if (!status.ok()) throw Error("encoding with '" + path_.string() + "' failed: " + status.ToString());
+    if (!status.ok())
+      throw Error("encoding with '" + path_.string() + "' failed: " + status.ToString());
     if (add_bos) {
       if (bos_id() < 0) throw Error("'" + path_.string() + "' defines no BOS token");
       ids.insert(ids.begin(), bos_id());
@@ -51,7 +54,8 @@ class Tokenizer {
     for (int id : ids) check_id(id);
     std::string text;
     const auto status = sp_->Decode(std::vector<int>(ids.begin(), ids.end()), &text);
-    if (!status.ok()) throw Error("decoding with '" + path_.string() + "' failed: " + status.ToString());
+    if (!status.ok())
+      throw Error("decoding with '" + path_.string() + "' failed: " + status.ToString());
     return text;
   }
 
@@ -104,7 +108,8 @@ class StreamDecoder {
       if (tok_->is_byte(id) || tok_->is_control(id)) continue;
       const int one[] = {id};
       const std::string text = tok_->decode(one);
-      if (!text.empty() && text.find(kReplacement) == std::string::npos && text.find("\xE2\x81\x87") == std::string::npos) {
+      if (!text.empty() && text.find(kReplacement) == std::string::npos &&
+          text.find("\xE2\x81\x87") == std::string::npos) {
         anchor_ = id;  // an ordinary piece whose text is not empty even at the start
         anchor_text_ = text;
         break;
@@ -119,7 +124,7 @@ class StreamDecoder {
     const std::string text = window_text();
     std::size_t stable = text.size();
     while (stable >= kReplacement.size() && stable > emitted_ &&
-           std::string_view(text).substr(stable - kReplacement.size()) .starts_with(kReplacement)) {
+           std::string_view(text).substr(stable - kReplacement.size()).starts_with(kReplacement)) {
       stable -= kReplacement.size();
     }
     std::string out = stable > emitted_ ? text.substr(emitted_, stable - emitted_) : std::string();
@@ -159,9 +164,9 @@ class StreamDecoder {
   const Tokenizer* tok_;
   int anchor_ = -1;  // -1: no usable anchor, so the window never restarts
   std::string anchor_text_;
-  std::vector<int> window_;   // ids since the last restart
-  std::size_t emitted_ = 0;   // bytes of window_text() already returned
-  bool started_ = false;      // some text was emitted before the window: its first space is kept
+  std::vector<int> window_;  // ids since the last restart
+  std::size_t emitted_ = 0;  // bytes of window_text() already returned
+  bool started_ = false;     // some text was emitted before the window: its first space is kept
 };
 
 }  // namespace calm
