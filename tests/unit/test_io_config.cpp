@@ -199,6 +199,10 @@ TEST_CASE("config: divisibility") {
   j["hidden_size"] = 40;  // head_dim 5 is odd: RoPE pairs dimensions
   CHECK_ERROR_NAMES(calm::parse_llama_config(j, "cfg.json"), "'hidden_size'", "even");
   CHECK_ERROR_NAMES(with("head_dim", 7), "'head_dim'", "(7)", "even");
+  // Products that wrap around size_t could match a small tensor: refused.
+  CHECK_ERROR_NAMES(with("intermediate_size", std::uint64_t{1} << 60), "'intermediate_size'",
+                    "overflows");
+  CHECK_ERROR_NAMES(with("head_dim", std::uint64_t{1} << 58), "'num_attention_heads'", "overflows");
   CHECK(with("num_key_value_heads", 2).num_key_value_heads == 2);
   CHECK(with("head_dim", 16).head_dim == 16);  // HF allows head_dim != hidden / heads
 }

@@ -244,6 +244,26 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
     }
   }
 
+  // Weight sizes are computed from these numbers; a product that wraps around could match a
+  // small tensor in the file, so every matrix size must fit in size_t.
+  const auto fits = [](std::size_t a, std::size_t b, std::size_t c2 = 1) {
+    std::size_t ab, abc;
+    return !__builtin_mul_overflow(a, b, &ab) && !__builtin_mul_overflow(ab, c2, &abc) &&
+           !__builtin_mul_overflow(abc, sizeof(float), &abc);
+  };
+  if (!fits(c.num_attention_heads, c.head_dim, c.hidden_size)) {
+    r.fail("num_attention_heads", "* head_dim * hidden_size overflows the address space");
+  }
+  if (!fits(c.intermediate_size, c.hidden_size)) {
+    r.fail("intermediate_size", "* hidden_size overflows the address space");
+  }
+  if (!fits(c.vocab_size, c.hidden_size))
+    r.fail("vocab_size", "* hidden_size overflows the address space");
+  if (!fits(c.max_position_embeddings, c.num_key_value_heads, c.head_dim)) {
+    r.fail("max_position_embeddings",
+           "* num_key_value_heads * head_dim overflows the address space");
+  }
+
   c.bos_token_id = r.has("bos_token_id")
                        ? r.token_id_value("bos_token_id", r.at("bos_token_id"), c.vocab_size)
                        : 1;
