@@ -65,10 +65,11 @@ def parse_args(argv=None):
     return args
 
 
-ARGS = parse_args()
-# OpenBLAS reads its thread count when the library loads, so set it before importing torch.
-os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.threads if ARGS.thread_mode == "blas" else 1)
-os.environ["OMP_NUM_THREADS"] = str(ARGS.threads if ARGS.thread_mode == "torch" else 1)
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    # OpenBLAS reads its thread count when the library loads, so set it before importing torch.
+    os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.threads if ARGS.thread_mode == "blas" else 1)
+    os.environ["OMP_NUM_THREADS"] = str(ARGS.threads if ARGS.thread_mode == "torch" else 1)
 
 import hashlib  # noqa: E402
 import json  # noqa: E402
@@ -85,7 +86,8 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hf_llama as H  # noqa: E402
 
-torch.set_num_threads(ARGS.threads if ARGS.thread_mode == "torch" else 1)
+if ARGS is not None:
+    torch.set_num_threads(ARGS.threads if ARGS.thread_mode == "torch" else 1)
 
 # ----------------------------------------------------------------------------
 # Deterministic splits (documented in tools/README.md)
