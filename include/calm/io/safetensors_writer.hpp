@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -27,10 +28,18 @@ struct TensorToWrite {
 
 inline void write_safetensors(const std::filesystem::path& path, std::span<const TensorToWrite> tensors,
                               const std::map<std::string, std::string>& metadata = {}) {
+  // Wider dtypes first (stable), as Hugging Face does, so every tensor's data stays aligned to
+  // its element size after the 8-byte-aligned header.
+  std::vector<const TensorToWrite*> order;
+  for (const TensorToWrite& t : tensors) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(), [](const TensorToWrite* a, const TensorToWrite* b) {
+    return dtype_size(a->dtype) > dtype_size(b->dtype);
+  });
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::size_t offset = 0;
-  for (const TensorToWrite& t : tensors) {
+  for (const TensorToWrite* tp : order) {
+    const TensorToWrite& t = *tp;
     std::size_t numel = 1;
     for (std::size_t d : t.shape) numel *= d;
     if (numel * dtype_size(t.dtype) != t.bytes.size())
@@ -50,7 +59,7 @@ inline void write_safetensors(const std::filesystem::path& path, std::span<const
   write_atomically(path, [&](std::FILE* f) {
     write_all(f, len, 8, path);
     write_all(f, text.data(), text.size(), path);
-    for (const TensorToWrite& t : tensors) write_all(f, t.bytes.data(), t.bytes.size(), path);
+    for (const TensorToWrite* t : order) write_all(f, t->bytes.data(), t->bytes.size(), path);
   });
 }
 
