@@ -94,6 +94,7 @@ if ARGS is not None:
 
 SPLIT_BUCKETS = (("train", 900), ("validation", 950), ("calibration", 975), ("test", 1000))
 PROMPT_REFERENCE_LINES = 4
+PROMPT_CONTEXT_LINES = 4  # keeps prompt + a generation well inside a 256-token context
 
 
 def split_blocks(text: str):
@@ -123,14 +124,16 @@ def split_text(blocks, splits, name) -> str:
 
 def make_prompts(blocks, splits, name):
     """One prompt per block of split `name` that has >= 2 lines and a predecessor:
-    prompt = previous block + blank line + first line of the block + newline,
-    reference = the block's next lines (at most PROMPT_REFERENCE_LINES)."""
+    prompt = last PROMPT_CONTEXT_LINES lines of the previous block + blank line + first
+    line of the block + newline, reference = the block's next lines (at most
+    PROMPT_REFERENCE_LINES)."""
     out = []
     for k, (b, s) in enumerate(zip(blocks, splits)):
         lines = b.split("\n")
         if s != name or k == 0 or len(lines) < 2:
             continue
-        out.append({"prompt": blocks[k - 1] + "\n\n" + lines[0] + "\n",
+        context = "\n".join(blocks[k - 1].split("\n")[-PROMPT_CONTEXT_LINES:])
+        out.append({"prompt": context + "\n\n" + lines[0] + "\n",
                     "reference": "\n".join(lines[1:1 + PROMPT_REFERENCE_LINES]),
                     "block": k})
     return out
@@ -251,6 +254,26 @@ def export(model, args, work_dir, meta):
     print(f"exported {out}", flush=True)
 
 
+def write_split_files(text, source_path, out_dir):
+    """calibration.jsonl, test.jsonl and splits.json into out_dir; returns blocks per split."""
+    blocks, splits = make_splits(text)
+    for name in ("calibration", "test"):
+        write_jsonl(make_prompts(blocks, splits, name), os.path.join(out_dir, f"{name}.jsonl"))
+    counts = {name: splits.count(name) for name, _ in SPLIT_BUCKETS}
+    with open(os.path.join(out_dir, "splits.json"), "w") as f:
+        json.dump({"source": os.path.basename(source_path),
+                   "source_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                   "rule": "blocks separated by blank lines; sha256(block)[:8 hex] mod 1000: "
+                           "<900 train, <950 validation, <975 calibration, else test",
+                   "prompt_rule": f"last {PROMPT_CONTEXT_LINES} lines of the previous block + blank line + "
+                                  f"first line of the block; reference = next {PROMPT_REFERENCE_LINES} lines",
+                   "blocks": counts,
+                   "prompts": {n: len(make_prompts(blocks, splits, n)) for n in ("calibration", "test")}},
+                  f, indent=2)
+        f.write("\n")
+    return counts
+
+
 def prepare_data(args, work_dir):
     """Splits, tokenizer (trained on the train split), prompt files. Deterministic."""
     with open(args.data, encoding="utf-8") as f:
@@ -263,18 +286,7 @@ def prepare_data(args, work_dir):
     tok_path = os.path.join(work_dir, "tokenizer.model")
     if not os.path.exists(tok_path):
         H.train_tokenizer(train_txt, os.path.join(work_dir, "tokenizer"), args.vocab)
-    for name in ("calibration", "test"):
-        write_jsonl(make_prompts(blocks, splits, name), os.path.join(work_dir, f"{name}.jsonl"))
-    counts = {name: splits.count(name) for name, _ in SPLIT_BUCKETS}
-    with open(os.path.join(work_dir, "splits.json"), "w") as f:
-        json.dump({"source": os.path.basename(args.data),
-                   "source_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                   "rule": "blocks separated by blank lines; sha256(block)[:8 hex] mod 1000: "
-                           "<900 train, <950 validation, <975 calibration, else test",
-                   "blocks": counts,
-                   "prompts": {n: len(make_prompts(blocks, splits, n)) for n in ("calibration", "test")}},
-                  f, indent=2)
-        f.write("\n")
+    counts = write_split_files(text, args.data, work_dir)
     sp = H.load_tokenizer(tok_path)
     streams = {name: encode_stream(sp, split_text(blocks, splits, name)) for name in ("train", "validation")}
     return sp, streams, counts

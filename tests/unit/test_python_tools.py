@@ -162,8 +162,9 @@ class SplitTest(unittest.TestCase):
         self.assertEqual(blocks, ["A:\nx", "B:\ny\nz", "C:\nw"])
         self.assertEqual(splits, [train.block_split(b) for b in blocks])
         self.assertEqual(train.layer_weights("weighted", 3), [1 / 6, 2 / 6, 3 / 6])
+        blocks[0] = "A:\n1\n2\n3\n4"
         prompts = train.make_prompts(blocks, ["train", "test", "test"], "test")
-        self.assertEqual(prompts[0]["prompt"], "A:\nx\n\nB:\n")
+        self.assertEqual(prompts[0]["prompt"], "1\n2\n3\n4\n\nB:\n")  # last 4 lines of the previous block
         self.assertEqual(prompts[0]["reference"], "y\nz")
 
 
