@@ -1,0 +1,118 @@
+// Turns command-line flags into a compile-time Decoder: the programs (generate, calibrate, eval)
+// share these flags and this one dispatch, which instantiates Decoder<Llama, Measure, Schedule>
+// for each measure x schedule the user can name, then calls a generic lambda with it.
+#pragma once
+
+#include <calm/backends/llama/llama.hpp>
+#include <calm/confidence/exit_classifier.hpp>
+#include <calm/confidence/hidden_saturation.hpp>
+#include <calm/confidence/softmax_response.hpp>
+#include <calm/decoder.hpp>
+#include <calm/schedule/constant.hpp>
+#include <calm/schedule/decaying.hpp>
+#include <calm/schedule/local_oracle.hpp>
+#include <calm/schedule/never.hpp>
+#include <calm/schedule/static_exit.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <string>
+
+namespace calm::cli {
+
+struct PolicyFlags {
+  std::string measure = "softmax";  // softmax | softmax-top1 | saturation | classifier | oracle | static | full
+  float threshold = 0.9f;           // lambda
+  float tau = 4.0f;                 // decay temperature; with --schedule constant it is unused
+  std::string schedule = "decaying";  // decaying | decaying-scaled | constant
+  std::size_t first_exit = 1;
+  std::size_t interval = 1;
+  std::size_t static_layer = 1;       // for --measure static
+  std::string propagation = "propagate";
+  std::filesystem::path classifier;   // default: <model>/calm.safetensors
+
+  DecoderOptions decoder_options() const {
+    DecoderOptions o;
+    o.first_exit = first_exit;
+    o.interval = interval;
+    o.propagation = propagation == "true_cache" ? Propagation::true_cache : Propagation::propagate;
+    return o;
+  }
+  // True when the measure has a threshold to calibrate.
+  bool thresholded() const {
+    return measure == "softmax" || measure == "softmax-top1" || measure == "saturation" ||
+           measure == "classifier";
+  }
+  std::string schedule_description() const {
+    if (!thresholded()) return measure;
+    return schedule + (schedule == "constant" ? "" : "(tau=" + std::to_string(tau) + ")") +
+           ", first_exit=" + std::to_string(first_exit) + ", interval=" + std::to_string(interval) +
+           ", propagation=" + propagation;
+  }
+};
+
+inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
+  app.add_option("--measure", f.measure, "confidence measure")
+      ->check(CLI::IsMember({"softmax", "softmax-top1", "saturation", "classifier", "oracle",
+                             "static", "full"}));
+  app.add_option("--threshold", f.threshold, "exit threshold lambda")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--tau", f.tau, "decay temperature tau >= 0 (SPEC 4)")->check(CLI::Range(0.0, 1000.0));
+  app.add_option("--schedule", f.schedule, "threshold over steps: decaying (paper form), "
+                 "decaying-scaled (original code form), constant")
+      ->check(CLI::IsMember({"decaying", "decaying-scaled", "constant"}));
+  app.add_option("--first-exit", f.first_exit, "first exit point, 1-based layer")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--interval", f.interval, "layers between exit points")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--static-layer", f.static_layer, "exit layer for --measure static (1-based)")
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--propagation", f.propagation, "K/V of skipped layers: propagate | true_cache")
+      ->check(CLI::IsMember({"propagate", "true_cache"}));
+  app.add_option("--classifier", f.classifier, "calm.safetensors for --measure classifier "
+                 "(default: next to the model)");
+}
+
+namespace detail {
+template <class Measure, class F>
+decltype(auto) with_threshold_schedule(Llama& model, Measure measure, float lambda,
+                                       const PolicyFlags& flags, const DecoderOptions& opts, F&& f) {
+  if (flags.schedule == "constant")
+    return f(Decoder<Llama, Measure, ConstantThreshold>(model, std::move(measure),
+                                                        ConstantThreshold{lambda}, opts));
+  const auto form = flags.schedule == "decaying-scaled" ? DecayingThreshold::Form::scaled
+                                                        : DecayingThreshold::Form::paper;
+  return f(Decoder<Llama, Measure, DecayingThreshold>(
+      model, std::move(measure), DecayingThreshold{lambda, flags.tau, form}, opts));
+}
+}  // namespace detail
+
+// Calls f(decoder) with the Decoder the flags describe, at threshold `lambda`. f must return the
+// same type for every decoder type.
+template <class F>
+decltype(auto) with_decoder(Llama& model, const std::filesystem::path& model_dir,
+                            const PolicyFlags& flags, float lambda, F&& f) {
+  const DecoderOptions opts = flags.decoder_options();
+  if (flags.measure == "softmax")
+    return detail::with_threshold_schedule(model, SoftmaxResponse{}, lambda, flags, opts, f);
+  if (flags.measure == "softmax-top1")
+    return detail::with_threshold_schedule(model, SoftmaxResponse{SoftmaxResponse::Variant::top1},
+                                           lambda, flags, opts, f);
+  if (flags.measure == "saturation")
+    return detail::with_threshold_schedule(model, HiddenSaturation{}, lambda, flags, opts, f);
+  if (flags.measure == "classifier") {
+    const auto file = flags.classifier.empty() ? model_dir / "calm.safetensors" : flags.classifier;
+    if (!std::filesystem::exists(file))
+      throw Error("--measure classifier needs '" + file.string() +
+                  "': train it with calm-train-classifier --model " + model_dir.string());
+    return detail::with_threshold_schedule(model, ExitClassifier::load(file, model.hidden_size()),
+                                           lambda, flags, opts, f);
+  }
+  if (flags.measure == "oracle")
+    return f(Decoder<Llama, HiddenSaturation, LocalOracle>(model, {}, {}, opts));
+  if (flags.measure == "static")
+    return f(Decoder<Llama, HiddenSaturation, StaticExit>(model, {}, StaticExit{flags.static_layer}, opts));
+  return f(Decoder<Llama, HiddenSaturation, Never>(model, {}, {}, opts));
+}
+
+}  // namespace calm::cli
