@@ -7,8 +7,8 @@
 // NUMERICS: that path rounds the activations X to bf16 (round to nearest even) once per call,
 // a relative error <= 2^-9 per product that the f32 paths do not have; prefill results then
 // differ slightly from decode's matvec, which widens the weights and keeps X in f32. Without
-// __AVX512BF16__ (and for f32/f16 weights) matmul widens weights to f32 and every element is
-// computed exactly as matvec computes it.
+// __AVX512BF16__ (and for f32/f16 weights) matmul widens weights to f32 and accumulates in f32
+// like matvec (for f32/f16 weights in exactly matvec's order).
 #pragma once
 
 #include <cstddef>
@@ -40,7 +40,7 @@ void matmul(float* y, const T* w, const float* x, std::size_t n, std::size_t row
 namespace detail {
 
 // Rows [r0, r1) of Y for all n tokens; a group of 4 weight rows stays in L1 while the tokens
-// stream past it. Each element is computed as matvec computes it (same order).
+// stream past it. f32 accumulation, in dot_rows' order.
 template <class Arch, class T>
 inline void matmul_rows_f32(float* y, const T* w, const float* x, std::size_t n, std::size_t r0,
                             std::size_t r1, std::size_t rows, std::size_t cols) noexcept {
