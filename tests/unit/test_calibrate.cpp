@@ -41,7 +41,8 @@ bool contains(const std::string& text, const std::string& part) {
 TEST_CASE("token mismatch counts differing positions up to the longer length") {
   // a = 1 2 3 . .
   // b = 1 5 3 4 4   -> positions 1, 3, 4 differ: 3/5
-  CHECK(cc::token_mismatch_distance(Tokens{1, 2, 3}, Tokens{1, 5, 3, 4, 4}) == doctest::Approx(0.6));
+  CHECK(cc::token_mismatch_distance(Tokens{1, 2, 3}, Tokens{1, 5, 3, 4, 4}) ==
+        doctest::Approx(0.6));
   CHECK(cc::token_mismatch_distance(Tokens{}, Tokens{}) == 0.0);
   CHECK(cc::token_mismatch_distance(Tokens{}, Tokens{4}) == 1.0);
   CHECK(cc::token_mismatch_distance(Tokens{1, 2}, Tokens{1, 2}) == 0.0);
@@ -74,7 +75,8 @@ TEST_CASE("LCS and ROUGE-L F1 on hand-checked pairs") {
 TEST_CASE("LCS against a brute-force twin on small random sequences") {
   // Twin: full (|a|+1)·(|b|+1) DP table, the textbook recurrence.
   auto reference = [](const Tokens& a, const Tokens& b) {
-    std::vector<std::vector<std::size_t>> table(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+    std::vector<std::vector<std::size_t>> table(a.size() + 1,
+                                                std::vector<std::size_t>(b.size() + 1));
     for (std::size_t i = 1; i <= a.size(); ++i)
       for (std::size_t j = 1; j <= b.size(); ++j)
         table[i][j] = a[i - 1] == b[j - 1] ? table[i - 1][j - 1] + 1
@@ -142,8 +144,9 @@ TEST_CASE("distance and method names parse, and bad names are named in the error
 TEST_CASE("binomial CDF, small n, summed by hand") {
   // n = 10, p = 0.1:
   //   P[X <= 0] = 0.9^10                                = 0.3486784401
-  //   P[X <= 1] = 0.3486784401 + 10·0.1·0.9^9           = 0.3486784401 + 0.387420489  = 0.7360989291
-  //   P[X <= 2] = 0.7360989291 + 45·0.01·0.9^8          = 0.7360989291 + 0.1937102445 = 0.9298091736
+  //   P[X <= 1] = 0.3486784401 + 10·0.1·0.9^9           = 0.3486784401 + 0.387420489  =
+  //   0.7360989291 P[X <= 2] = 0.7360989291 + 45·0.01·0.9^8          = 0.7360989291 + 0.1937102445
+  //   = 0.9298091736
   // Tolerance 1e-14 relative: a dozen roundings on terms of size ~1.
   CHECK(cc::binomial_cdf(0, 10, 0.1) == doctest::Approx(0.3486784401).epsilon(1e-14));
   CHECK(cc::binomial_cdf(1, 10, 0.1) == doctest::Approx(0.7360989291).epsilon(1e-14));
@@ -194,7 +197,8 @@ TEST_CASE("binomial CDF, large n and far tail, against exact big-integer sums") 
 
 TEST_CASE("Hoeffding p-value closed forms") {
   // n = 100, Ê = 0.05, δ = 0.1: exp(-2·100·0.05²) = exp(-0.5).
-  CHECK(cc::hoeffding_p_value(100, 0.05, 0.1) == doctest::Approx(0.6065306597126334).epsilon(1e-14));
+  CHECK(cc::hoeffding_p_value(100, 0.05, 0.1) ==
+        doctest::Approx(0.6065306597126334).epsilon(1e-14));
   // n = 10, Ê = 0.1, δ = 0.5: exp(-20·0.16) = exp(-3.2).
   CHECK(cc::hoeffding_p_value(10, 0.1, 0.5) == doctest::Approx(0.04076220397836621).epsilon(1e-14));
   CHECK(cc::hoeffding_p_value(100, 0.1, 0.1) == 1.0);  // Ê >= δ: no evidence at all
@@ -208,7 +212,8 @@ TEST_CASE("Bentkus and Hoeffding-Bentkus p-values") {
   // Ê = 0.1: ⌈10·0.1⌉ = 1, e·0.7360989291 > 1 -> clamped to 1.
   CHECK(cc::bentkus_p_value(10, 0.1, 0.1) == 1.0);
   // Hoeffding-Bentkus at Ê = 0: h1(0, 0.1) = -ln 0.9, so exp(-10·h1) = 0.9^10 < e·0.9^10.
-  CHECK(cc::hoeffding_bentkus_p_value(10, 0.0, 0.1) == doctest::Approx(0.3486784401).epsilon(1e-14));
+  CHECK(cc::hoeffding_bentkus_p_value(10, 0.0, 0.1) ==
+        doctest::Approx(0.3486784401).epsilon(1e-14));
   // n = 1e5, δ = 0.1, Ê = 0.09: Bentkus e·P[Bin <= 9000] = e·5.23522353182928166e-27 = 1.4231e-26;
   // Hoeffding part exp(-1e5·h1(0.09, 0.1)) = 1.3154e-25 (python, 50-digit Decimal).
   // The minimum is the Bentkus term.
@@ -349,10 +354,8 @@ TEST_CASE("fixed-sequence testing: none valid, all valid, table form") {
   // Table form: a mixed row (mean 0.15 = (0.1 + 0.2)/2 per pair) passes; the row with one loss
   // of 1 among zeros (mean 0.1) passes; mean 0.2 fails.
   const std::vector<std::vector<double>> table = {
-      std::vector<double>(10, 0.0),
-      {0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2},
-      {1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-      std::vector<double>(10, 0.2),
+      std::vector<double>(10, 0.0),   {0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2},
+      {1, 0, 0, 0, 0, 0, 0, 0, 0, 0}, std::vector<double>(10, 0.2),
       std::vector<double>(10, 0.0),
   };
   const auto from_table = cc::learn_then_test(table, hand_options());
@@ -388,10 +391,12 @@ TEST_CASE("learn-then-test rejects bad input with a clear message") {
   CHECK(contains(nan_message, "prompt 1"));
   CHECK(contains(nan_message, "lambda = 1"));
   CHECK(contains(nan_message, "nan"));
-  CHECK(contains(error_of([&] { cc::calibrate([](double) { return std::vector<double>{1.5}; }, options); }),
-                 "1.5"));
-  CHECK(contains(error_of([&] { cc::calibrate([](double) { return std::vector<double>{}; }, options); }),
-                 "no losses"));
+  CHECK(contains(
+      error_of([&] { cc::calibrate([](double) { return std::vector<double>{1.5}; }, options); }),
+      "1.5"));
+  CHECK(contains(
+      error_of([&] { cc::calibrate([](double) { return std::vector<double>{}; }, options); }),
+      "no losses"));
   // Every lambda must score the same prompts.
   const std::string size_message = error_of([&] {
     cc::calibrate([](double lambda) { return std::vector<double>(lambda == 1.0 ? 20 : 19, 0.0); },

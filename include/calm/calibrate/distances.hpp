@@ -88,9 +88,12 @@ inline constexpr std::string_view kAcceptedDistances = "token-mismatch, rouge-l,
 
 inline std::string_view to_string(Distance distance) noexcept {
   switch (distance) {
-    case Distance::token_mismatch: return "token-mismatch";
-    case Distance::rouge_l: return "rouge-l";
-    case Distance::token_f1: return "token-f1";
+    case Distance::token_mismatch:
+      return "token-mismatch";
+    case Distance::rouge_l:
+      return "rouge-l";
+    case Distance::token_f1:
+      return "token-f1";
   }
   return "unknown";
 }
@@ -99,16 +102,19 @@ inline Distance parse_distance(std::string_view name) {
   if (name == "token-mismatch") return Distance::token_mismatch;
   if (name == "rouge-l") return Distance::rouge_l;
   if (name == "token-f1") return Distance::token_f1;
-  throw Error("unknown distance '" + std::string(name) + "' (accepted: " +
-              std::string(kAcceptedDistances) + ")");
+  throw Error("unknown distance '" + std::string(name) +
+              "' (accepted: " + std::string(kAcceptedDistances) + ")");
 }
 
 // D(a, b) in [0, 1] for the chosen distance.
 inline double distance(Distance kind, TokenSequence a, TokenSequence b) {
   switch (kind) {
-    case Distance::token_mismatch: return token_mismatch_distance(a, b);
-    case Distance::rouge_l: return rouge_l_distance(a, b);
-    case Distance::token_f1: return token_f1_distance(a, b);
+    case Distance::token_mismatch:
+      return token_mismatch_distance(a, b);
+    case Distance::rouge_l:
+      return rouge_l_distance(a, b);
+    case Distance::token_f1:
+      return token_f1_distance(a, b);
   }
   throw Error("distance: invalid Distance value " + std::to_string(static_cast<int>(kind)));
 }

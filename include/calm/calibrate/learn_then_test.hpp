@@ -183,9 +183,9 @@ CalibrationResult fixed_sequence_test(LossesOf&& losses_of, const LearnThenTestO
 // A callable that returns the n losses (each in [0, 1]) of the calibration prompts at threshold λ:
 // a std::vector<double>, std::array, or anything else a std::span<const double> views.
 template <class F>
-concept LossesAtLambda = std::invocable<F&, double> &&
-                         std::constructible_from<std::span<const double>,
-                                                 const std::invoke_result_t<F&, double>&>;
+concept LossesAtLambda =
+    std::invocable<F&, double> && std::constructible_from < std::span<const double>,
+const std::invoke_result_t<F&, double>& > ;
 
 // Calls losses_at(λ_j) for λ_j = grid[0], grid[1], ... and stops at the first failing λ: later
 // λs are never evaluated, so a decoder-based caller never decodes them.

@@ -28,7 +28,8 @@ namespace detail {
 inline double stirling_error(double n) {
   if (n <= 15.0) {
     // lgamma is accurate to a few ulp of ln(n!) <= 28 here: ~1e-15 absolute.
-    return std::lgamma(n + 1.0) - (n + 0.5) * std::log(n) + n - 0.5 * std::log(2.0 * std::numbers::pi);
+    return std::lgamma(n + 1.0) - (n + 0.5) * std::log(n) + n -
+           0.5 * std::log(2.0 * std::numbers::pi);
   }
   // Asymptotic series; for n > 15 the first omitted term is < 1e-16.
   constexpr double s0 = 1.0 / 12.0, s1 = 1.0 / 360.0, s2 = 1.0 / 1260.0, s3 = 1.0 / 1680.0,
@@ -119,9 +120,12 @@ inline constexpr std::string_view kAcceptedPValueMethods = "hoeffding, bentkus, 
 
 inline std::string_view to_string(PValueMethod method) noexcept {
   switch (method) {
-    case PValueMethod::hoeffding: return "hoeffding";
-    case PValueMethod::bentkus: return "bentkus";
-    case PValueMethod::hoeffding_bentkus: return "hoeffding-bentkus";
+    case PValueMethod::hoeffding:
+      return "hoeffding";
+    case PValueMethod::bentkus:
+      return "bentkus";
+    case PValueMethod::hoeffding_bentkus:
+      return "hoeffding-bentkus";
   }
   return "unknown";
 }
@@ -130,8 +134,8 @@ inline PValueMethod parse_p_value_method(std::string_view name) {
   if (name == "hoeffding") return PValueMethod::hoeffding;
   if (name == "bentkus") return PValueMethod::bentkus;
   if (name == "hoeffding-bentkus") return PValueMethod::hoeffding_bentkus;
-  throw Error("unknown p-value method '" + std::string(name) + "' (accepted: " +
-              std::string(kAcceptedPValueMethods) + ")");
+  throw Error("unknown p-value method '" + std::string(name) +
+              "' (accepted: " + std::string(kAcceptedPValueMethods) + ")");
 }
 
 // Absolute tolerance when rounding n·Ê up to an integer count: n·Ê = 3.0000000004 is 3 (the
@@ -199,9 +203,12 @@ inline double hoeffding_bentkus_p_value(std::size_t n, double mean_loss, double 
 
 inline double p_value(PValueMethod method, std::size_t n, double mean_loss, double delta) {
   switch (method) {
-    case PValueMethod::hoeffding: return hoeffding_p_value(n, mean_loss, delta);
-    case PValueMethod::bentkus: return bentkus_p_value(n, mean_loss, delta);
-    case PValueMethod::hoeffding_bentkus: return hoeffding_bentkus_p_value(n, mean_loss, delta);
+    case PValueMethod::hoeffding:
+      return hoeffding_p_value(n, mean_loss, delta);
+    case PValueMethod::bentkus:
+      return bentkus_p_value(n, mean_loss, delta);
+    case PValueMethod::hoeffding_bentkus:
+      return hoeffding_bentkus_p_value(n, mean_loss, delta);
   }
   throw Error("p_value: invalid PValueMethod value " + std::to_string(static_cast<int>(method)));
 }

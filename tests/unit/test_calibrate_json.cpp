@@ -1,0 +1,300 @@
+// calm_calibration.json (write, read, validation, atomic replacement) and the model fingerprint.
+#include <doctest/doctest.h>
+
+#include <calm/calibrate/calibration_json.hpp>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace cc = calm::calibrate;
+namespace fs = std::filesystem;
+
+namespace {
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const calm::Error& error) {
+    return error.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// A fresh directory under the system temp dir, removed with everything in it at scope exit.
+struct ScratchDir {
+  fs::path path;
+  explicit ScratchDir(const std::string& name) {
+    static int counter = 0;
+    path =
+        fs::temp_directory_path() / ("calm_test_calibrate_" + name + "_" +
+                                     std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+};
+
+void write_text(const fs::path& file, const std::string& text) {
+  std::ofstream out(file, std::ios::binary);
+  out << text;
+}
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Names in `dir` other than `keep`: leftovers such as temp files.
+std::vector<std::string> other_entries(const fs::path& dir, const std::string& keep) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().filename() != keep) names.push_back(entry.path().filename().string());
+  }
+  return names;
+}
+
+// A record from a real fixed-sequence run: Hoeffding, n = 10, δ = 0.5, ε = 0.1 (pass iff mean
+// <= 0.16); by default means 0, 0.1, 0.3 at λ = 1.0, 0.9, 0.8 -> λ* = 0.9, 0.7 and 0.6 untested.
+cc::CalibrationRecord sample_record(std::vector<double> means = {0.0, 0.1, 0.3, 0.0, 0.0}) {
+  cc::LearnThenTestOptions options;
+  options.delta = 0.5;
+  options.epsilon = 0.1;
+  options.method = cc::PValueMethod::hoeffding;
+  options.grid = {1.0, 0.9, 0.8, 0.7, 0.6};
+  std::size_t j = 0;
+  cc::CalibrationRecord record;
+  record.result =
+      cc::calibrate([&](double) { return std::vector<double>(10, means[j++]); }, options);
+  record.measure = "softmax-response";
+  record.schedule = {{"schedule", "decaying"}, {"tau", 4.0}, {"first_exit", 1}, {"interval", 1}};
+  record.consistency = cc::Consistency::textual;
+  record.distance = cc::Distance::rouge_l;
+  record.model_fingerprint = "fnv1a64:0123456789abcdef";
+  return record;
+}
+
+// The sample record's JSON with one key replaced, written to `file`.
+void write_modified(const fs::path& file, const std::string& key, const nlohmann::json& value) {
+  nlohmann::json document = cc::to_json(sample_record());
+  document[key] = value;
+  write_text(file, document.dump());
+}
+
+}  // namespace
+
+TEST_CASE("calibration JSON round-trips every field") {
+  ScratchDir dir("roundtrip");
+  const fs::path file = dir.path / "calm_calibration.json";
+  const cc::CalibrationRecord written = sample_record();
+  REQUIRE(written.result.lambda_star == 0.9);
+  cc::write_calibration_json(file, written);
+  const cc::CalibrationRecord read = cc::read_calibration_json(file);
+
+  CHECK(read.measure == written.measure);
+  CHECK(read.schedule == written.schedule);
+  CHECK(read.consistency == written.consistency);
+  CHECK(read.distance == written.distance);
+  CHECK(read.model_fingerprint == written.model_fingerprint);
+  CHECK(read.result.delta == written.result.delta);
+  CHECK(read.result.epsilon == written.result.epsilon);
+  CHECK(read.result.n == 10);
+  CHECK(read.result.method == cc::PValueMethod::hoeffding);
+  CHECK(read.result.lambda_star == written.result.lambda_star);
+  REQUIRE(read.result.table.size() == written.result.table.size());
+  for (std::size_t j = 0; j < read.result.table.size(); ++j) {
+    CAPTURE(j);
+    const cc::GridRow &a = read.result.table[j], &b = written.result.table[j];
+    CHECK(a.lambda == b.lambda);  // nlohmann writes shortest round-trip decimals: exact
+    CHECK(a.mean_loss == b.mean_loss);
+    CHECK(a.p_value == b.p_value);
+    CHECK(a.tested == b.tested);
+    CHECK(a.passed == b.passed);
+  }
+  // The file itself: untested rows and the names are as documented.
+  const nlohmann::json document = nlohmann::json::parse(read_text(file));
+  CHECK(document["distance"] == "rouge-l");
+  CHECK(document["method"] == "hoeffding");
+  CHECK(document["table"][3]["p_value"].is_null());
+  CHECK(document["lambda_star"] == 0.9);
+  CHECK(other_entries(dir.path, "calm_calibration.json").empty());
+
+  // No certified threshold: lambda_star is null and reads back empty; schedule as a string.
+  cc::CalibrationRecord none = sample_record({0.5, 0.0, 0.0, 0.0, 0.0});
+  REQUIRE(!none.result.lambda_star.has_value());
+  none.schedule = "constant";
+  cc::write_calibration_json(file, none);  // replaces the first file
+  const cc::CalibrationRecord none_read = cc::read_calibration_json(file);
+  CHECK(!none_read.result.lambda_star.has_value());
+  CHECK(none_read.schedule == "constant");
+  CHECK(nlohmann::json::parse(read_text(file))["lambda_star"].is_null());
+}
+
+TEST_CASE("a failing write leaves neither a new file nor a temp file") {
+  ScratchDir dir("atomic");
+  // 1. The rename fails (the target is a directory): the temp file is removed again.
+  const fs::path blocked = dir.path / "calm_calibration.json";
+  fs::create_directory(blocked);
+  CHECK(!error_of([&] { cc::write_calibration_json(blocked, sample_record()); }).empty());
+  CHECK(fs::is_directory(blocked));
+  CHECK(other_entries(dir.path, "calm_calibration.json").empty());
+
+  // 2. An invalid record is refused before any file is touched; the old file stays intact.
+  const fs::path file = dir.path / "calibration.json";
+  cc::write_calibration_json(file, sample_record());
+  const std::string before = read_text(file);
+  cc::CalibrationRecord bad = sample_record();
+  bad.result.delta = 1.5;
+  const std::string message = error_of([&] { cc::write_calibration_json(file, bad); });
+  CHECK(contains(message, "key 'delta'"));
+  CHECK(read_text(file) == before);
+  const auto leftovers = other_entries(dir.path, "calibration.json");
+  CHECK(leftovers == std::vector<std::string>{"calm_calibration.json"});  // only the directory
+
+  // 3. A directory that does not exist: error, nothing created.
+  CHECK(!error_of([&] {
+           cc::write_calibration_json(dir.path / "missing" / "c.json", sample_record());
+         }).empty());
+  CHECK(!fs::exists(dir.path / "missing"));
+}
+
+TEST_CASE("reading rejects unreadable, malformed and invalid files, naming file and key") {
+  ScratchDir dir("read");
+  const fs::path file = dir.path / "calm_calibration.json";
+  const std::string name = file.string();
+
+  std::string message = error_of([&] { cc::read_calibration_json(dir.path / "absent.json"); });
+  CHECK(contains(message, "absent.json"));
+  CHECK(contains(message, "cannot open"));
+
+  write_text(file, "{ \"measure\": ");
+  message = error_of([&] { cc::read_calibration_json(file); });
+  CHECK(contains(message, name));
+  CHECK(contains(message, "malformed JSON"));
+
+  write_text(file, "[1, 2]");
+  CHECK(contains(error_of([&] { cc::read_calibration_json(file); }), "expected an object"));
+
+  nlohmann::json document = cc::to_json(sample_record());
+  document.erase("epsilon");
+  write_text(file, document.dump());
+  message = error_of([&] { cc::read_calibration_json(file); });
+  CHECK(contains(message, name));
+  CHECK(contains(message, "key 'epsilon': missing"));
+
+  struct Case {
+    std::string key;
+    nlohmann::json value;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {"delta", "0.1", "key 'delta': expected a number, got string"},
+      {"delta", 0.0, "key 'delta': value 0 is outside (0, 1)"},
+      {"epsilon", 1.0, "key 'epsilon': value 1 is outside (0, 1)"},
+      {"n", 0, "key 'n': expected a positive integer"},
+      {"n", -3, "key 'n'"},
+      {"distance", "levenshtein", "key 'distance': unknown distance 'levenshtein'"},
+      {"method", "clopper-pearson", "key 'method': unknown p-value method 'clopper-pearson'"},
+      {"consistency", "global", "key 'consistency'"},
+      {"schedule", 3, "key 'schedule': expected a string or an object"},
+      {"measure", "", "key 'measure': is empty"},
+      {"lambda_star", 0.8, "key 'lambda_star': must be the lambda of the last passing table row"},
+      {"lambda_star", nullptr, "key 'lambda_star'"},
+      {"version", 2, "key 'version'"},
+      {"format", "other", "key 'format'"},
+      {"table", nlohmann::json::array(), "key 'table': expected a non-empty array"},
+      {"model_fingerprint", 42, "key 'model_fingerprint': expected a string"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.key);
+    write_modified(file, c.key, c.value);
+    message = error_of([&] { cc::read_calibration_json(file); });
+    CAPTURE(message);
+    CHECK(contains(message, name));
+    CHECK(contains(message, c.expected));
+  }
+
+  // Table rows: each inconsistency names the row.
+  auto with_row = [&](std::size_t j, const std::string& key, const nlohmann::json& value) {
+    nlohmann::json doc = cc::to_json(sample_record());
+    doc["table"][j][key] = value;
+    write_text(file, doc.dump());
+    return error_of([&] { cc::read_calibration_json(file); });
+  };
+  CHECK(contains(with_row(1, "p_value", nullptr), "table[1]"));
+  CHECK(contains(with_row(1, "p_value", 0.5), "key 'table[1].passed': disagrees"));
+  CHECK(contains(with_row(1, "mean_loss", 1.5), "key 'table[1].mean_loss': value 1.5"));
+  CHECK(contains(with_row(1, "lambda", 1.0), "key 'table[1].lambda': lambdas must be strictly"));
+  CHECK(contains(with_row(3, "passed", true), "key 'table[3].passed'"));
+  CHECK(contains(with_row(0, "tested", "yes"), "key 'table[0].tested': expected true/false"));
+}
+
+TEST_CASE("FNV-1a 64 matches the published test vectors") {
+  // Vectors from the FNV reference (Fowler/Noll/Vo): "", "a", "foobar".
+  auto hash = [](const std::string& text) {
+    cc::detail::Fnv1a64 h;
+    h.update(text.data(), text.size());
+    return h.value();
+  };
+  CHECK(hash("") == 0xcbf29ce484222325ULL);
+  CHECK(hash("a") == 0xaf63dc4c8601ec8cULL);
+  CHECK(hash("foobar") == 0x85944171f73967e8ULL);
+}
+
+TEST_CASE("model fingerprint depends on the content of config, weights and tokenizer") {
+  ScratchDir dir("fingerprint");
+  const fs::path model = dir.path;
+  write_text(model / "config.json", "{\"hidden_size\": 8}");
+  write_text(model / "model.safetensors", std::string(1000, '\x01'));
+  write_text(model / "tokenizer.model", "spm");
+  const std::string first = cc::model_fingerprint(model);
+  CHECK(first.size() == 8 + 16);
+  CHECK(first.rfind("fnv1a64:", 0) == 0);
+  CHECK(cc::model_fingerprint(model) == first);  // deterministic
+
+  // Unrelated files do not matter; a one-byte change in the weights does.
+  write_text(model / "README.md", "notes");
+  CHECK(cc::model_fingerprint(model) == first);
+  std::string weights(1000, '\x01');
+  weights[500] = '\x02';
+  write_text(model / "model.safetensors", weights);
+  const std::string changed = cc::model_fingerprint(model);
+  CHECK(changed != first);
+  write_text(model / "tokenizer.model", "spn");
+  CHECK(cc::model_fingerprint(model) != changed);
+
+  // Missing files are named.
+  fs::remove(model / "tokenizer.model");
+  CHECK(contains(error_of([&] { cc::model_fingerprint(model); }), "tokenizer.model"));
+  write_text(model / "tokenizer.model", "spm");
+  fs::remove(model / "model.safetensors");
+  CHECK(contains(error_of([&] { cc::model_fingerprint(model); }), "model.safetensors.index.json"));
+
+  // Sharded weights: the index and every shard it names.
+  write_text(model / "model-00001-of-00002.safetensors", "shard one");
+  write_text(model / "model-00002-of-00002.safetensors", "shard two");
+  write_text(model / "model.safetensors.index.json",
+             R"({"weight_map": {"a.weight": "model-00001-of-00002.safetensors",
+                                "b.weight": "model-00002-of-00002.safetensors",
+                                "c.weight": "model-00001-of-00002.safetensors"}})");
+  const std::string sharded = cc::model_fingerprint(model);
+  write_text(model / "model-00002-of-00002.safetensors", "shard 2");
+  CHECK(cc::model_fingerprint(model) != sharded);
+  fs::remove(model / "model-00001-of-00002.safetensors");
+  CHECK(contains(error_of([&] { cc::model_fingerprint(model); }),
+                 "model-00001-of-00002.safetensors"));
+  write_text(model / "model.safetensors.index.json",
+             R"({"weight_map": {"a": "../x.safetensors"}})");
+  CHECK(contains(error_of([&] { cc::model_fingerprint(model); }), "weight_map.a"));
+}
