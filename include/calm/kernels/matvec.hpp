@@ -171,6 +171,7 @@ template <class Arch = xsimd::default_arch, class T>
 void matvec(float* y, const T* w, const float* x, std::size_t rows, std::size_t cols,
             ThreadPool* pool = nullptr) {
   const float* x_split = nullptr;
+#if defined(__AVX512F__)
   if constexpr (detail::kSplitBf16<Arch, T>) {
     // Reused across calls; tasks get the plain pointer (in a worker, the name would refer to
     // that thread's own, empty, buffer).
@@ -179,6 +180,7 @@ void matvec(float* y, const T* w, const float* x, std::size_t rows, std::size_t 
     detail::split_even_odd(buffer.data(), x, cols);
     x_split = buffer.data();
   }
+#endif
   if (pool == nullptr || pool->size() == 1) {
     detail::matvec_range<Arch>(y, w, x, x_split, 0, rows, cols);
     return;
