@@ -281,6 +281,7 @@ TEST_CASE("default lambda grid is 1.00, 0.95, ..., 0.05 without drift") {
   CHECK(cc::lambda_grid(0.9, 0.3, 0.3) == std::vector<double>{0.9, 0.6, 0.3});
   CHECK(contains(error_of([] { cc::lambda_grid(1.0, 0.05, 0.07); }), "not a multiple of step"));
   CHECK(contains(error_of([] { cc::lambda_grid(1.0, 0.05, 0.0); }), "step = 0"));
+  CHECK(contains(error_of([] { cc::lambda_grid(1.0, 0.05, 0.0500001); }), "multiple of 1e-6"));
 }
 
 namespace {

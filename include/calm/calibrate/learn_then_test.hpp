@@ -44,6 +44,12 @@ inline std::vector<double> lambda_grid(double highest, double lowest, double ste
     throw Error(problem.str());
   }
   const long long high_units = units(highest), low_units = units(lowest), step_units = units(step);
+  for (double value : {highest, lowest, step}) {
+    if (std::abs(value - static_cast<double>(units(value)) * kGridUnit) > 1e-12) {
+      problem << "lambda grid: " << value << " is not a multiple of 1e-6";
+      throw Error(problem.str());
+    }
+  }
   if (step_units == 0 || (high_units - low_units) % step_units != 0) {
     problem << "lambda grid: (highest - lowest) = " << (highest - lowest)
             << " is not a multiple of step = " << step << " (in units of 1e-6)";
