@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Independent float64 reference forward of a Hugging Face Llama checkpoint.
 
-  reference.py --model DIR (--prompt TEXT | --tokens 1,5,9) --out FILE.safetensors
+  reference.py --model DIR (--prompt TEXT | --tokens 1,5,9 | --prompt-jsonl FILE:K) --out FILE.safetensors
                [--greedy N] [--no-bos] [--compute f64|f32]
 
 Weights are widened from their file dtype to the compute dtype (float64 by default,
@@ -53,6 +53,7 @@ def main(argv=None):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="text, encoded with the model's tokenizer.model")
     src.add_argument("--tokens", help="comma-separated token ids, used as given")
+    src.add_argument("--prompt-jsonl", help="FILE:K = the \"prompt\" of line K (0-based) of a prompt file")
     p.add_argument("--no-bos", action="store_true", help="do not prepend BOS to --prompt")
     p.add_argument("--out", required=True)
     p.add_argument("--greedy", type=int, default=0)
@@ -61,6 +62,10 @@ def main(argv=None):
 
     compute = torch.float64 if args.compute == "f64" else torch.float32
     model = H.load_checkpoint(args.model, compute)
+    if args.prompt_jsonl:
+        path, _, index = args.prompt_jsonl.rpartition(":")
+        with open(path, encoding="utf-8") as f:
+            args.prompt = json.loads(f.readlines()[int(index)])["prompt"]
     if args.tokens:
         tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
     else:
