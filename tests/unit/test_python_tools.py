@@ -155,6 +155,26 @@ class FixtureTest(unittest.TestCase):
             self.assertEqual([model.cfg.bos_token_id] + sp.encode(meta["prompt"]), tokens)
 
 
+class BundledModelTest(unittest.TestCase):
+    def test_reference_and_prompt_files(self):
+        d = os.path.join(ROOT, "models", "shakespeare-8l")
+        if not os.path.exists(os.path.join(d, "model.safetensors")):
+            self.skipTest("no bundled model")
+        dump, meta = H.load_safetensors(os.path.join(d, "reference.safetensors"))
+        model = H.load_checkpoint(d, torch.float64)
+        sp = H.load_tokenizer(os.path.join(d, "tokenizer.model"))
+        with open(os.path.join(d, "data", "test.jsonl"), encoding="utf-8") as f:
+            prompt = json.loads(f.readline())["prompt"]
+        tokens = json.loads(meta["prompt_tokens"])
+        self.assertEqual([1] + sp.encode(prompt), tokens)
+        with torch.no_grad():
+            states = model.hidden_states(torch.tensor([tokens]))
+            logits = model.exit_head(states[-1])[0]
+        self.assertLess((states[-1][0] - dump["hidden.8"].double()).abs().max().item(), 1e-5)
+        self.assertLess((logits - dump["logits.8"].double()).abs().max().item(), 1e-5)
+        self.assertEqual(int(logits[-1].argmax()), json.loads(meta["greedy_tokens"])[0])
+
+
 class SplitTest(unittest.TestCase):
     def test_blocks_and_buckets(self):
         text = "A:\nx\n\nB:\ny\nz\n \n\nC:\nw\n"
