@@ -214,7 +214,9 @@ int run(Flags& f) {
   const auto measure_config = [&](std::size_t m, std::size_t j) { return 1 + m * grid.size() + j; };
 
   // Decode. Prompts outside, configurations inside: a slow spell of a shared machine then slows
-  // the full model and the early exits alike, and the wall-clock ratios stay fair.
+  // the full model and the early exits alike, and the wall-clock ratios stay fair. The order of
+  // the configurations is shuffled per prompt: whichever decode came first after a new prompt was
+  // measured up to 20% slower (static exit at layer L against the identical full model).
   std::vector<std::vector<Outcome>> outcomes(configs.size(), std::vector<Outcome>(n));  // [c][i]
   std::vector<std::vector<int>> full_tokens(n);
   const auto decode = [&](const Config& c, const std::vector<int>& prompt) {
@@ -230,9 +232,13 @@ int run(Flags& f) {
   {
     calm::cli::Progress progress(fmt::format("decoding {} prompts x {} configurations", n,
                                              configs.size()), n * configs.size());
+    std::mt19937_64 order_rng(f.seed + 1);
+    std::vector<std::size_t> config_order(configs.size());
+    std::iota(config_order.begin(), config_order.end(), std::size_t{0});
     for (std::size_t i = 0; i < n; ++i) {
       std::vector<std::vector<int>> tokens(configs.size());
-      for (std::size_t c = 0; c < configs.size(); ++c) {
+      std::shuffle(config_order.begin(), config_order.end(), order_rng);
+      for (std::size_t c : config_order) {
         calm::GenerationResult r = decode(configs[c], encoded.prompts[i]);
         Outcome& o = outcomes[c][i];
         o.tokens = r.report.tokens.size();

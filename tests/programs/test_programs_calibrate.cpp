@@ -1,0 +1,358 @@
+// calm-calibrate and calm-eval: the prompt-file reader they share (examples/prompts.hpp), bad
+// input given to the built programs, and an end-to-end calibration on the tiny f32 fixture whose
+// table is checked against decodes done here, independently of the program.
+#include <doctest/doctest.h>
+
+#include "prompts.hpp"
+
+#include <calm/backends/llama/llama.hpp>
+#include <calm/calibrate/calibration_json.hpp>
+#include <calm/calibrate/distances.hpp>
+#include <calm/confidence/softmax_response.hpp>
+#include <calm/decoder.hpp>
+#include <calm/io/tokenizer.hpp>
+#include <calm/schedule/decaying.hpp>
+#include <calm/schedule/never.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+namespace cc = calm::calibrate;
+
+namespace {
+
+const fs::path kModel = fs::path(CALM_FIXTURES) / "tiny-gqa-f32-untied";
+const fs::path kPrompts = fs::path(CALM_PROGRAM_FIXTURES) / "prompts.jsonl";
+const fs::path kPlainPrompts = fs::path(CALM_PROGRAM_FIXTURES) / "prompts.txt";
+const fs::path kReferences = fs::path(CALM_PROGRAM_FIXTURES) / "references.txt";
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const calm::Error& error) {
+    return error.what();
+  }
+  return "";
+}
+
+// A fresh directory, removed with its contents at scope exit.
+struct ScratchDir {
+  fs::path path;
+  explicit ScratchDir(const std::string& name) {
+    static int counter = 0;
+    path = fs::temp_directory_path() / ("calm_test_programs_" + name + "_" +
+                                        std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  fs::path write(const std::string& name, const std::string& text) const {
+    std::ofstream(path / name, std::ios::binary) << text;
+    return path / name;
+  }
+};
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
+
+struct ProgramRun {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs `program args` with stdout and stderr captured.
+ProgramRun run_program(const std::string& program, const std::string& args) {
+  const ScratchDir dir("run");
+  const std::string command = "'" + program + "' " + args + " >" + quote(dir.path / "out") +
+                              " 2>" + quote(dir.path / "err") + " </dev/null";
+  const int raw = std::system(command.c_str());
+  ProgramRun run;
+  run.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  run.out = read_text(dir.path / "out");
+  run.err = read_text(dir.path / "err");
+  return run;
+}
+
+ProgramRun calibrate(const std::string& args) { return run_program(CALM_CALIBRATE_EXE, args); }
+ProgramRun eval(const std::string& args) { return run_program(CALM_EVAL_EXE, args); }
+
+const std::string kBase = "--model " + quote(kModel) + " --max-new-tokens 4 ";
+
+}  // namespace
+
+TEST_CASE("prompt files: JSON lines with references and plain text with blank lines skipped") {
+  const ScratchDir dir("reader");
+  const fs::path jsonl = dir.write(
+      "p.jsonl", "{\"prompt\": \"a\\nb\", \"reference\": \"r1\", \"block\": 7}\n\n"
+                 "{\"prompt\": \"c\"}\r\n");
+  const calm::cli::PromptFile file = calm::cli::read_prompt_file(jsonl);
+  REQUIRE(file.prompts.size() == 2);
+  CHECK(file.prompts[0].prompt == "a\nb");
+  CHECK(file.prompts[0].reference.value_or("") == "r1");
+  CHECK(file.prompts[1].prompt == "c");
+  CHECK_FALSE(file.prompts[1].reference.has_value());
+  CHECK(file.where(1) == jsonl.string() + ":3");  // line numbers count the blank line
+
+  // Plain text: every non-blank line is a prompt, taken verbatim (a '{' is not special).
+  const fs::path txt = dir.write("p.txt", "first prompt\n   \n{not json}\n");
+  const calm::cli::PromptFile plain = calm::cli::read_prompt_file(txt);
+  REQUIRE(plain.prompts.size() == 2);
+  CHECK(plain.prompts[1].prompt == "{not json}");
+
+  // References replace the JSON ones, line k for prompt k; a final newline is not a reference.
+  calm::cli::PromptFile with_refs = calm::cli::read_prompt_file(jsonl);
+  calm::cli::attach_references(with_refs, dir.write("r.txt", "x\n\n"));
+  CHECK(with_refs.prompts[0].reference.value_or("?") == "x");
+  CHECK(with_refs.prompts[1].reference.value_or("?") == "");
+}
+
+TEST_CASE("prompt files: bad input names the file and the line") {
+  const ScratchDir dir("reader_bad");
+  const auto error_for = [&](const std::string& text) {
+    const fs::path p = dir.write("bad.jsonl", text);
+    return error_of([&] { calm::cli::read_prompt_file(p); });
+  };
+  const std::string where = (dir.path / "bad.jsonl").string();
+  CHECK(contains(error_for("{\"prompt\": \"ok\"}\n{\"prompt\": \"x\"\n"), where + ":2: not a JSON object"));
+  CHECK(contains(error_for("[1, 2]\n"), where + ":1: expected a JSON object"));
+  CHECK(contains(error_for("{\"text\": \"x\"}\n"), where + ":1: no \"prompt\" key"));
+  CHECK(contains(error_for("{\"prompt\": 3}\n"), where + ":1: \"prompt\" must be a string"));
+  CHECK(contains(error_for("{\"prompt\": \"\"}\n"), where + ":1: \"prompt\" is empty"));
+  CHECK(contains(error_for("{\"prompt\": \"a\", \"reference\": null}\n"),
+                 where + ":1: \"reference\" must be a string"));
+  CHECK(contains(error_for(""), "holds no prompts"));
+  CHECK(contains(error_for("\n  \n"), "holds no prompts"));
+  CHECK(contains(error_of([&] { calm::cli::read_prompt_file(dir.path / "missing.jsonl"); }),
+                 "cannot read prompt file"));
+  CHECK(contains(error_of([&] { calm::cli::read_prompt_file(dir.path); }), "is a directory"));
+
+  // References: count mismatch names both files; a missing file is named.
+  calm::cli::PromptFile file = calm::cli::read_prompt_file(kPrompts);
+  const fs::path three = dir.write("three.txt", "a\nb\nc\n");
+  const std::string mismatch = error_of([&] { calm::cli::attach_references(file, three); });
+  CHECK(contains(mismatch, three.string()));
+  CHECK(contains(mismatch, kPrompts.string()));
+  CHECK(contains(mismatch, "has 3 lines"));
+  CHECK(contains(error_of([&] { calm::cli::attach_references(file, dir.path / "none.txt"); }),
+                 "cannot read references file"));
+  // Risk consistency: a prompt without a reference is named by file and line.
+  const calm::cli::PromptFile plain = calm::cli::read_prompt_file(kPlainPrompts);
+  CHECK(contains(error_of([&] { calm::cli::require_references(plain); }),
+                 kPlainPrompts.string() + ":1: no reference"));
+}
+
+TEST_CASE("calm-calibrate: bad input is a clear error, not a crash") {
+  const ScratchDir dir("calibrate_bad");
+  const std::string good = kBase + "--prompts " + quote(kPrompts) + " --measure softmax ";
+  const std::string out = "--output " + quote(dir.path / "c.json") + " ";
+  struct Case {
+    std::string args, message;
+  };
+  const fs::path empty = dir.write("empty.jsonl", "");
+  const fs::path malformed = dir.write("m.jsonl", "{\"prompt\": \"a\"}\n{\"prompt\": \n");
+  const std::vector<Case> cases{
+      {good + out + "--delta 1.5 --epsilon 0.1", "--delta 1.5 must be in (0, 1)"},
+      {good + out + "--delta 0 --epsilon 0.1", "--delta 0 must be in (0, 1)"},
+      {good + out + "--delta 0.1 --epsilon 1", "--epsilon 1 must be in (0, 1)"},
+      {good + out + "--delta 0.1 --epsilon -0.5", "--epsilon -0.5 must be in (0, 1)"},
+      {kBase + out + "--prompts " + quote(empty) + " --measure softmax --delta 0.1 --epsilon 0.1",
+       "holds no prompts"},
+      {kBase + out + "--prompts " + quote(malformed) + " --measure softmax --delta 0.1 --epsilon 0.1",
+       malformed.string() + ":2: not a JSON object"},
+      {good + out + "--delta 0.1 --epsilon 0.1 --references " + quote(dir.path / "nope.txt"),
+       "cannot read references file"},
+      {good + out + "--delta 0.1 --epsilon 0.1 --references " + quote(dir.write("r.txt", "one\n")),
+       "has 1 lines but prompt file"},
+      {kBase + out + "--prompts " + quote(kPlainPrompts) +
+           " --measure softmax --delta 0.1 --epsilon 0.1 --consistency risk",
+       kPlainPrompts.string() + ":1: no reference"},
+      {kBase + out + "--prompts " + quote(kPrompts) + " --measure entropy --delta 0.1 --epsilon 0.1",
+       "--measure"},
+      {kBase + out + "--prompts " + quote(kPrompts) + " --measure static --delta 0.1 --epsilon 0.1",
+       "--measure static has no threshold to calibrate"},
+      {kBase + out + "--prompts " + quote(kPrompts) + " --measure classifier --delta 0.1 --epsilon 0.1",
+       "calm-train-classifier"},
+      {"--model " + quote(kModel) + " --prompts " + quote(kPrompts) + " --measure softmax " + out +
+           "--delta 0.1 --epsilon 0.1 --max-new-tokens 120",
+       "exceeds the context length 128"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.args);
+    const ProgramRun r = calibrate(c.args);
+    CHECK(r.status != 0);
+    CHECK(r.status != -1);  // exited, not killed by a signal
+    CHECK(contains(r.err, c.message));
+    CHECK_FALSE(fs::exists(dir.path / "c.json"));  // nothing written on error
+  }
+}
+
+// The tiny fixture is a random model, so thresholds fail quickly: at delta = epsilon = 0.3 on the
+// 8 prompts with 8 tokens, lambda* = 0.70 and 0.65 fails (measured when this test was written;
+// the test checks the rule, not these values).
+TEST_CASE("calm-calibrate end to end: the table matches independent decodes and lambda* follows "
+          "the fixed-sequence rule and the JSON round-trips") {
+  const ScratchDir dir("calibrate_e2e");
+  const fs::path output = dir.path / "calm_calibration.json";
+  constexpr double kDelta = 0.3, kEpsilon = 0.3;
+  constexpr std::size_t kMaxNew = 8;
+  const ProgramRun r = calibrate("--model " + quote(kModel) + " --prompts " + quote(kPrompts) +
+                                 " --measure softmax --delta 0.3 --epsilon 0.3 --max-new-tokens 8 "
+                                 "--distance rouge-l --output " + quote(output));
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  REQUIRE(fs::exists(output));
+  CHECK(contains(r.out, "lambda*"));
+
+  const cc::CalibrationRecord record = cc::read_calibration_json(output);
+  // Round trip: the record written back is the same document.
+  CHECK(cc::to_json(record) == nlohmann::json::parse(read_text(output)));
+  CHECK(record.measure == "softmax");
+  CHECK(record.schedule == nlohmann::json{{"schedule", "decaying"}, {"tau", 4.0}, {"first_exit", 1},
+                                          {"interval", 1}, {"propagation", "propagate"}});
+  CHECK(record.model_fingerprint == cc::model_fingerprint(kModel));
+  const cc::CalibrationResult& result = record.result;
+  CHECK(result.n == 8);
+  CHECK(result.delta == kDelta);
+  CHECK(result.epsilon == kEpsilon);
+  REQUIRE(result.table.size() == 20);
+
+  // Fixed sequence: a prefix of passing rows, then at most one tested failing row, then untested
+  // rows; lambda* is the last passing lambda.
+  std::size_t passing = 0;
+  while (passing < result.table.size() && result.table[passing].passed) ++passing;
+  for (std::size_t j = 0; j < result.table.size(); ++j) {
+    CAPTURE(j);
+    const cc::GridRow& row = result.table[j];
+    CHECK(row.tested == (j <= passing));
+    CHECK(row.passed == (j < passing));
+    if (row.tested) {
+      CHECK(row.passed == (*row.p_value <= kEpsilon));
+      // Hoeffding-Bentkus is at most the Hoeffding bound exp(-2n max(0, delta - E)^2).
+      const double gap = std::max(0.0, kDelta - *row.mean_loss);
+      CHECK(*row.p_value <= std::exp(-2.0 * 8 * gap * gap) + 1e-12);
+    }
+  }
+  REQUIRE(passing > 0);                     // this fixture certifies something ...
+  REQUIRE(passing < result.table.size());   // ... and stops at a failing threshold
+  REQUIRE(result.lambda_star.has_value());
+  CHECK(*result.lambda_star == result.table[passing - 1].lambda);
+
+  // Independent decodes: full model and each tested lambda, greedy, stopping after EOS.
+  calm::Llama model = calm::Llama::load(kModel);
+  const calm::Tokenizer tokenizer = calm::Tokenizer::load(kModel / "tokenizer.model");
+  const calm::cli::PromptFile prompts = calm::cli::read_prompt_file(kPrompts);
+  const auto decode = [&](auto&& decoder, const std::string& text) {
+    const std::vector<int> prompt = tokenizer.encode(text, true);
+    decoder.start(prompt, kMaxNew);
+    std::vector<int> tokens;
+    calm::ArgmaxSampler greedy;
+    while (!decoder.done()) {
+      const int t = decoder.step(greedy).token;
+      if (t == tokenizer.eos_id()) break;
+      tokens.push_back(t);
+    }
+    return tokens;
+  };
+  std::vector<std::vector<int>> full;
+  for (const auto& p : prompts.prompts)
+    full.push_back(decode(calm::Decoder<calm::Llama, calm::SoftmaxResponse, calm::Never>(model), p.prompt));
+  for (std::size_t j = 0; j <= passing; ++j) {
+    const double lambda = result.table[j].lambda;
+    CAPTURE(lambda);
+    double sum = 0.0;
+    for (std::size_t i = 0; i < prompts.prompts.size(); ++i) {
+      calm::Decoder<calm::Llama, calm::SoftmaxResponse, calm::DecayingThreshold> early(
+          model, {}, calm::DecayingThreshold{static_cast<float>(lambda), 4.0f});
+      const std::vector<int> tokens = decode(early, prompts.prompts[i].prompt);
+      sum += 1.0 - cc::rouge_l_f1(tokens, full[i]);
+    }
+    CHECK(*result.table[j].mean_loss == doctest::Approx(sum / 8).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("calm-calibrate: risk consistency with a references file and no threshold certified") {
+  const ScratchDir dir("calibrate_risk");
+  const fs::path output = dir.path / "c.json";
+  // delta 0.01 with 8 prompts: even zero loss gives p = (1 - 0.01)^8 ~ 0.92 > epsilon.
+  const ProgramRun r = calibrate(kBase + "--prompts " + quote(kPlainPrompts) + " --references " +
+                                 quote(kReferences) + " --consistency risk --distance token-f1 "
+                                 "--measure saturation --delta 0.01 --epsilon 0.1 --output " +
+                                 quote(output));
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(contains(r.out, "no threshold could be certified"));
+  const cc::CalibrationRecord record = cc::read_calibration_json(output);
+  CHECK(record.consistency == cc::Consistency::risk);
+  CHECK(record.distance == cc::Distance::token_f1);
+  CHECK_FALSE(record.result.lambda_star.has_value());
+  CHECK(record.result.table[0].tested);
+  CHECK_FALSE(record.result.table[0].passed);
+  CHECK_FALSE(record.result.table[1].tested);
+}
+
+TEST_CASE("calm-eval: tables and CSV on the tiny fixture and bad input") {
+  const ScratchDir dir("eval");
+  const fs::path csv = dir.path / "e.csv";
+  const std::string files = kBase + "--calibration-prompts " + quote(kPrompts) +
+                            " --test-prompts " + quote(kPlainPrompts) + " ";
+  const ProgramRun r =
+      eval(files + "--measures softmax,saturation --deltas 0.2,0.3 --epsilon 0.3 --splits 20 "
+                   "--csv " + quote(csv));
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(contains(r.out, "16 prompts (8 + 8), 8 calibration / 8 test per split, 20 splits"));
+  const std::string text = read_text(csv);
+  std::vector<std::string> lines;
+  std::stringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  // Header, 2 measures x 2 deltas, full, oracle, static 1..2 (the fixture has 2 layers).
+  REQUIRE(lines.size() == 1 + 4 + 1 + 1 + 2);
+  CHECK(contains(lines[0], "kind,measure,delta,epsilon"));
+  CHECK(contains(lines[1], "calibrated,softmax,0.2,0.3,"));
+  CHECK(contains(lines[5], "full,full,"));
+  CHECK(contains(lines[6], "oracle,oracle,"));
+  CHECK(contains(lines[8], "static,static,,,2,2,"));
+
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> cases{
+      {files + "--measures softmax,entropy", "unknown or unthresholded measure 'entropy'"},
+      {files + "--measures oracle", "unknown or unthresholded measure 'oracle'"},
+      {files + "--deltas 0.1,1.2", "--deltas: 1.2 must be in (0, 1)"},
+      {files + "--deltas 0.1,x", "--deltas: 'x' is not a number"},
+      {files + "--epsilon 0", "--epsilon 0 must be in (0, 1)"},
+      {files + "--measures classifier", "calm-train-classifier"},
+      {kBase + "--calibration-prompts " + quote(dir.write("e.jsonl", "")) + " --test-prompts " +
+           quote(kPrompts) + " --measures softmax", "holds no prompts"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.args);
+    const ProgramRun bad = eval(c.args);
+    CHECK(bad.status == 1);
+    CHECK(contains(bad.err, c.message));
+  }
+}
