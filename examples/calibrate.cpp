@@ -39,6 +39,7 @@ struct Flags {
   std::string distance = "rouge-l";
   std::string consistency = "textual";
   std::string method = "hoeffding-bentkus";
+  std::string grid = "1,0.05,0.05";
   std::size_t max_new_tokens = 32;
   std::size_t threads = 1;
   calm::cli::PolicyFlags policy;
@@ -64,6 +65,7 @@ int run(Flags& f) {
   const cal::Distance distance = cal::parse_distance(f.distance);
   const cal::Consistency consistency = cal::parse_consistency(f.consistency);
   const cal::PValueMethod method = cal::parse_p_value_method(f.method);
+  const std::vector<double> grid = calm::cli::parse_lambda_grid(f.grid);
 
   calm::cli::PromptFile file = calm::cli::read_prompt_file(f.prompts);
   if (!f.references.empty()) calm::cli::attach_references(file, f.references);
@@ -126,7 +128,8 @@ int run(Flags& f) {
     progress.finish();
     return losses;
   };
-  const cal::LearnThenTestOptions options{.delta = f.delta, .epsilon = f.epsilon, .method = method};
+  const cal::LearnThenTestOptions options{.delta = f.delta, .epsilon = f.epsilon, .method = method,
+                                              .grid = grid};
   cal::CalibrationRecord record{.measure = f.policy.measure,
                                 .schedule = schedule_json(f.policy),
                                 .consistency = consistency,
@@ -189,6 +192,8 @@ int main(int argc, char** argv) {
                  "(extra risk against the references)")->check(CLI::IsMember({"textual", "risk"}));
   app.add_option("--method", f.method, "p-values: hoeffding-bentkus | hoeffding | bentkus")
       ->check(CLI::IsMember({"hoeffding-bentkus", "hoeffding", "bentkus"}));
+  app.add_option("--grid", f.grid, "thresholds tested: HIGH,LOW,STEP, descending (saturation "
+                 "needs a fine grid near 1, e.g. 1,0.9,0.005)");
   app.add_option("--max-new-tokens", f.max_new_tokens, "tokens generated per prompt")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--output", f.output, "where to write calm_calibration.json (default: in the model directory)");

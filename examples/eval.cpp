@@ -55,6 +55,7 @@ struct Flags {
   std::string distance = "rouge-l";
   std::string consistency = "textual";
   std::string method = "hoeffding-bentkus";
+  std::string grid = "1,0.05,0.05";
   std::filesystem::path csv;
   std::size_t threads = 1;
   std::uint64_t seed = 1;
@@ -164,6 +165,7 @@ int run(Flags& f) {
                         "softmax-top1, saturation, classifier; the oracle and static exits are "
                         "always evaluated)");
   }
+  const std::vector<double> grid = calm::cli::parse_lambda_grid(f.grid);
   const bool wants_classifier =
       std::find(f.measures.begin(), f.measures.end(), "classifier") != f.measures.end();
   const auto classifier_file =
@@ -203,7 +205,6 @@ int run(Flags& f) {
   const int eos = tokenizer.eos_id();
 
   // Configurations: 0 = full model, then each measure x grid, the oracle, static 1..L.
-  const std::vector<double> grid = cal::default_lambda_grid();
   std::vector<Config> configs{{"full", 1.0, 0}};
   for (const std::string& m : f.measures)
     for (double lambda : grid) configs.push_back({m, lambda, 0});
@@ -378,6 +379,19 @@ int run(Flags& f) {
     fmt::print("{:<12} {:>6} {:>10.2f} {:>9.2f}x {:>13.2f}x {:>10.4f}\n", name, delta,
                r.average_layers, r.layer_speedup, r.wall_clock_speedup, r.test_loss);
   }
+  fmt::print("\nover all {} prompts at each threshold: mean loss / average layers / wall-clock "
+             "speedup\n{:>7}", n, "lambda");
+  for (const std::string& m : f.measures) fmt::print("  {:>24}", m);
+  fmt::print("\n");
+  for (std::size_t j = 0; j < grid.size(); ++j) {
+    fmt::print("{:>7.4g}", grid[j]);
+    for (std::size_t m = 0; m < f.measures.size(); ++m) {
+      const Totals t = totals(measure_config(m, j), everyone);
+      fmt::print("  {:>8.4f} {:>6.2f} {:>7.2f}x", t.loss / static_cast<double>(n),
+                 t.layers / std::max(t.tokens, 1.0), full_all.seconds / std::max(t.seconds, 1e-12));
+    }
+    fmt::print("\n");
+  }
   if (!f.csv.empty()) {
     write_csv(f.csv, rows, f, L);
     fmt::print("\nwrote {}\n", f.csv.string());
@@ -413,6 +427,8 @@ int main(int argc, char** argv) {
   app.add_option("--epsilon", f.epsilon, "risk level, in (0, 1)");
   app.add_option("--calibration-share", f.calibration_share, "share of the pool that calibrates in "
                  "each split");
+  app.add_option("--grid", f.grid, "thresholds: HIGH,LOW,STEP, descending (saturation needs a "
+                 "fine grid near 1, e.g. 1,0.9,0.005)");
   app.add_option("--max-new-tokens", f.max_new_tokens, "tokens generated per prompt")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--max-prompts", f.max_prompts, "use at most this many prompts of each file (0 = all)");

@@ -8,6 +8,7 @@
 // k is the reference of prompt k.
 #pragma once
 
+#include <calm/calibrate/learn_then_test.hpp>
 #include <calm/core/error.hpp>
 #include <calm/decoder.hpp>
 #include <calm/report.hpp>
@@ -20,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -170,6 +172,35 @@ auto greedy_decode(DecoderT& decoder, const std::vector<int>& prompt, std::size_
                                  [eos](const TokenStats& ts) { return ts.token != eos; });
   if (!result.tokens.empty() && result.tokens.back() == eos) result.tokens.pop_back();
   return result;
+}
+
+// --grid HIGH,LOW,STEP: the descending lambda grid HIGH, HIGH - STEP, ..., LOW (SPEC default
+// 1,0.05,0.05). Measures whose scores crowd near 1 (hidden-state saturation) need a fine grid
+// there, e.g. 1,0.9,0.005.
+inline std::vector<double> parse_lambda_grid(const std::string& text) {
+  std::vector<double> v;
+  std::size_t begin = 0;
+  while (begin <= text.size()) {
+    const std::size_t end = std::min(text.find(',', begin), text.size());
+    const std::string item = text.substr(begin, end - begin);
+    std::size_t used = 0;
+    double value = 0.0;
+    try {
+      value = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size())
+      throw Error("--grid '" + text + "': '" + item + "' is not a number (expected HIGH,LOW,STEP)");
+    v.push_back(value);
+    begin = end + 1;
+  }
+  if (v.size() != 3) throw Error("--grid '" + text + "': expected three numbers HIGH,LOW,STEP");
+  try {
+    return calibrate::lambda_grid(v[0], v[1], v[2]);
+  } catch (const Error& e) {
+    throw Error("--grid '" + text + "': " + e.what());
+  }
 }
 
 // A one-line progress bar with rate and ETA on stderr, redrawn at most 10 times a second. When

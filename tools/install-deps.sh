@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(g++ cmake make pkg-config xtl-dev libxsimd-dev xtensor-dev libsentencepiece-dev sentencepiece
       doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev)
 if [[ "${1:-}" == "--python" ]]; then
-  pkgs+=(python3 python3-numpy python3-torch python3-sentencepiece libopenblas0-pthread)
+  pkgs+=(python3 python3-numpy python3-torch python3-sentencepiece libopenblas0-pthread python3-matplotlib)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -195,6 +195,9 @@ TEST_CASE("calm-calibrate: bad input is a clear error, not a crash") {
        "--measure static has no threshold to calibrate"},
       {kBase + out + "--prompts " + quote(kPrompts) + " --measure classifier --delta 0.1 --epsilon 0.1",
        "calm-train-classifier"},
+      {good + out + "--delta 0.1 --epsilon 0.1 --grid 1,0.9,0.03", "is not a multiple of step"},
+      {good + out + "--delta 0.1 --epsilon 0.1 --grid 1,0.9", "expected three numbers HIGH,LOW,STEP"},
+      {good + out + "--delta 0.1 --epsilon 0.1 --grid 0.5,0.9,0.1", "lowest <= highest"},
       {"--model " + quote(kModel) + " --prompts " + quote(kPrompts) + " --measure softmax " + out +
            "--delta 0.1 --epsilon 0.1 --max-new-tokens 120",
        "exceeds the context length 128"},
@@ -299,8 +302,8 @@ TEST_CASE("calm-calibrate: risk consistency with a references file and no thresh
   // delta 0.01 with 8 prompts: even zero loss gives p = (1 - 0.01)^8 ~ 0.92 > epsilon.
   const ProgramRun r = calibrate(kBase + "--prompts " + quote(kPlainPrompts) + " --references " +
                                  quote(kReferences) + " --consistency risk --distance token-f1 "
-                                 "--measure saturation --delta 0.01 --epsilon 0.1 --output " +
-                                 quote(output));
+                                 "--measure saturation --delta 0.01 --epsilon 0.1 --grid 1,0.9,0.01 "
+                                 "--output " + quote(output));
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(contains(r.out, "no threshold could be certified"));
@@ -308,6 +311,8 @@ TEST_CASE("calm-calibrate: risk consistency with a references file and no thresh
   CHECK(record.consistency == cc::Consistency::risk);
   CHECK(record.distance == cc::Distance::token_f1);
   CHECK_FALSE(record.result.lambda_star.has_value());
+  REQUIRE(record.result.table.size() == 11);  // --grid 1,0.9,0.01
+  CHECK(record.result.table[10].lambda == 0.9);
   CHECK(record.result.table[0].tested);
   CHECK_FALSE(record.result.table[0].passed);
   CHECK_FALSE(record.result.table[1].tested);
