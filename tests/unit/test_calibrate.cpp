@@ -1,6 +1,7 @@
 // Calibration math (SPEC section 6): distances, p-values, fixed-sequence Learn-then-Test.
 // Expected values are computed by hand (written out below) or by exact big-integer arithmetic in
 // Python (/work/notes/calibrate_ref/binom_ref.py), never by the code under test.
+#include "test_support.hpp"
 #include <doctest/doctest.h>
 
 #include <calm/calibrate/distances.hpp>
@@ -18,20 +19,8 @@ using Tokens = std::vector<std::int32_t>;
 
 namespace {
 
-// Error message of the calm::Error that `f` throws, or "" if it throws none.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const calm::Error& error) {
-    return error.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using calm::test::error_of;
+using calm::test::contains;
 
 }  // namespace
 

@@ -1,4 +1,5 @@
 // calm_calibration.json (write, read, validation, atomic replacement) and the model fingerprint.
+#include "test_support.hpp"
 #include <doctest/doctest.h>
 
 #include <calm/calibrate/calibration_json.hpp>
@@ -15,19 +16,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const calm::Error& error) {
-    return error.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using calm::test::error_of;
+using calm::test::contains;
 
 // A fresh directory under the system temp dir, removed with everything in it at scope exit.
 struct ScratchDir {

@@ -1,5 +1,6 @@
 // parse_llama_config / load_llama_config: Hugging Face defaults, and every refused setting gives
 // a calm::Error naming the file and the key.
+#include "test_support.hpp"
 #include <unistd.h>
 
 #include <atomic>
@@ -20,24 +21,8 @@ using nlohmann::json;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const calm::Error& e) {
-    return e.what();
-  }
-  return "<no calm::Error thrown>";
-}
-
-#define CHECK_ERROR_NAMES(expr, ...)                                                    \
-  do {                                                                                  \
-    const std::string calm_msg = error_of([&] { (void)(expr); });                       \
-    for (const std::string& needle : std::initializer_list<std::string>{__VA_ARGS__}) { \
-      CHECK_MESSAGE(calm_msg.find(needle) != std::string::npos,                         \
-                    "'" << needle << "' not in: " << calm_msg);                         \
-    }                                                                                   \
-  } while (0)
+using calm::test::error_of;
+using calm::test::contains;
 
 // The smallest valid config: only the required keys.
 json minimal() {

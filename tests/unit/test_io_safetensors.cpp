@@ -2,6 +2,7 @@
 // of bad file gives a calm::Error that names the file and the tensor. The files are written by
 // hand here (the format is 8 bytes of header length, a JSON header, raw data), not by the code
 // under test.
+#include "test_support.hpp"
 #include <unistd.h>
 
 #include <atomic>
@@ -25,6 +26,9 @@ using calm::io::MappedFile;
 using calm::io::SafeTensorsFile;
 
 namespace {
+
+using calm::test::error_of;
+using calm::test::contains;
 
 struct TempDir {
   fs::path path;
@@ -68,27 +72,6 @@ std::string floats_bytes(std::initializer_list<float> values) {
   for (float v : values) s.append(reinterpret_cast<const char*>(&v), sizeof v);
   return s;
 }
-
-// Runs f and returns the calm::Error message, or a marker that matches no check.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const calm::Error& e) {
-    return e.what();
-  }
-  return "<no calm::Error thrown>";
-}
-
-// Every needle must occur in the message of the calm::Error that expr throws.
-#define CHECK_ERROR_NAMES(expr, ...)                                                    \
-  do {                                                                                  \
-    const std::string calm_msg = error_of([&] { (void)(expr); });                       \
-    for (const std::string& needle : std::initializer_list<std::string>{__VA_ARGS__}) { \
-      CHECK_MESSAGE(calm_msg.find(needle) != std::string::npos,                         \
-                    "'" << needle << "' not in: " << calm_msg);                         \
-    }                                                                                   \
-  } while (0)
 
 // A file with a single tensor "w" whose header is `entry`, and `data` as the data section.
 fs::path one_tensor_file(const TempDir& dir, const std::string& entry, std::string_view data,

@@ -1,6 +1,7 @@
 // Tokenizer and StreamDecoder on a tiny sentencepiece model trained for these tests
 // (tests/fixtures/io/tokenizer.model; how it was made: tests/fixtures/io/README.md). Its corpus
 // lacks characters such as '日' and '€', so they go through byte-fallback pieces.
+#include "test_support.hpp"
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,26 +21,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using calm::test::error_of;
+using calm::test::contains;
+
 const fs::path kModel = fs::path(CALM_FIXTURES) / "io" / "tokenizer.model";
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const calm::Error& e) {
-    return e.what();
-  }
-  return "<no calm::Error thrown>";
-}
-
-#define CHECK_ERROR_NAMES(expr, ...)                                                    \
-  do {                                                                                  \
-    const std::string calm_msg = error_of([&] { (void)(expr); });                       \
-    for (const std::string& needle : std::initializer_list<std::string>{__VA_ARGS__}) { \
-      CHECK_MESSAGE(calm_msg.find(needle) != std::string::npos,                         \
-                    "'" << needle << "' not in: " << calm_msg);                         \
-    }                                                                                   \
-  } while (0)
 
 // Strict UTF-8 check (no overlongs, surrogates or truncated sequences), written independently
 // of sentencepiece.
