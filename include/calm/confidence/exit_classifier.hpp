@@ -19,6 +19,7 @@
 #include "calm/concepts.hpp"
 #include "calm/core/error.hpp"
 #include "calm/io/safetensors.hpp"
+#include "calm/io/safetensors_writer.hpp"
 
 namespace calm {
 
@@ -97,35 +98,12 @@ class ExitClassifier {
 
   // Writes weight and bias as F32 to `file` atomically: a temporary file next to it, then a
   // rename, so a reader never sees a half-written classifier.
+  // Writes calm.safetensors (F32) atomically: readers see the old file or the whole new one.
   void save(const std::filesystem::path& file) const {
-    const std::size_t h = hidden_size();
-    const std::size_t wbytes = weight_.size() * 4;
-    std::string header = "{\"" + std::string(kExitClassifierWeight) +
-                         "\":{\"dtype\":\"F32\",\"shape\":[2," + std::to_string(h) +
-                         "],\"data_offsets\":[0," + std::to_string(wbytes) + "]},\"" +
-                         kExitClassifierBias + "\":{\"dtype\":\"F32\",\"shape\":[2]," +
-                         "\"data_offsets\":[" + std::to_string(wbytes) + "," +
-                         std::to_string(wbytes + 8) + "]}}";
-    while ((8 + header.size()) % 8 != 0) header += ' ';  // keeps the floats 8-byte aligned
-    std::filesystem::path tmp = file;
-    tmp += ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      if (!out) throw Error("cannot write '" + tmp.string() + "'");
-      std::uint64_t n = header.size();
-      unsigned char len[8];
-      for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
-      out.write(reinterpret_cast<const char*>(len), 8);
-      out.write(header.data(), static_cast<std::streamsize>(header.size()));
-      out.write(reinterpret_cast<const char*>(weight_.data()), static_cast<std::streamsize>(wbytes));
-      out.write(reinterpret_cast<const char*>(bias_), 8);
-      out.flush();
-      if (!out) throw Error("writing '" + tmp.string() + "' failed");
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, file, ec);
-    if (ec) throw Error("cannot rename '" + tmp.string() + "' to '" + file.string() + "': " +
-                        ec.message());
+    const io::TensorToWrite tensors[] = {
+        {kExitClassifierWeight, DType::f32, {2, hidden_size()}, std::as_bytes(std::span(weight_))},
+        {kExitClassifierBias, DType::f32, {2}, std::as_bytes(std::span(bias_))}};
+    io::write_safetensors(file, tensors);
   }
 
  private:
