@@ -89,6 +89,9 @@ int run(Flags& f) {
     full_flags.measure = "full";
     calm::cli::Progress progress("full model", n);
     calm::cli::with_decoder(model, f.model, full_flags, 1.0f, [&](auto&& decoder) {
+      // Warm-up, not timed: the first decodes of a fresh process run slower (page faults, caches).
+      for (std::size_t i = 0; i < std::min<std::size_t>(n, 8); ++i)
+        calm::cli::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
       for (std::size_t i = 0; i < n; ++i) {
         auto r = calm::cli::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
         full[i] = std::move(r.tokens);
