@@ -8,7 +8,7 @@ jobs=$(nproc)
 if [[ "${1:-}" == "--sanitize" ]]; then
   build="$root/build-sanitize"
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCALM_SANITIZE=ON \
-        -DCALM_BUILD_BENCH=OFF -DCALM_BUILD_EXAMPLES=ON -DCALM_BUILD_COMPILE_TESTS=OFF >/dev/null
+        -DCALM_BUILD_BENCH=OFF -DCALM_BUILD_EXAMPLES=ON -DCALM_BUILD_COMPILE_TESTS=OFF -DCALM_PYTHON_TESTS=OFF >/dev/null
 else
   build="$root/build"
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null

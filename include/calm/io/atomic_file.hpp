@@ -13,6 +13,7 @@
 #include <system_error>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace calm::io {
@@ -27,6 +28,10 @@ inline void write_atomically(const std::filesystem::path& path,
   const int fd = ::mkstemp(tmpl.data());
   if (fd < 0)
     throw Error("cannot create a temporary file in '" + dir.string() + "': " + std::strerror(errno));
+  // mkstemp creates 0600; give the file the mode an ordinary create would (0666 less umask).
+  const ::mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd, 0666 & ~mask);
   std::FILE* f = ::fdopen(fd, "wb");
   if (!f) {
     ::close(fd);
