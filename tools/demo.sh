@@ -16,4 +16,8 @@ prompt="ROMEO:"
 args=("$@")
 for a in "${args[@]}"; do [[ "$a" == "--prompt" ]] && prompt=""; done
 if [[ -n "$prompt" ]]; then args=(--prompt "$prompt" "${args[@]}"); fi
-exec "$build/examples/calm-generate" --model "$model" --max-new-tokens 120 "${args[@]}"
+# Early exit at the threshold certified by calm-calibrate (classifier measure, delta 0.2,
+# epsilon 0.1), tokens coloured by exit layer, the full model run alongside for the speedup.
+exec "$build/examples/calm-generate" --model "$model" --max-new-tokens 120 \
+  --calibration "$model/calm_calibration.json" --show-exits --compare-full \
+  --temperature 0.8 --top-k 40 --seed 7 "${args[@]}"
