@@ -17,10 +17,12 @@ namespace {
 constexpr std::size_t kPromptTokens = 64;
 
 // Decodes one token per iteration after a 64-token prompt (positions 64..64+iterations).
+// Args: threads, weights copied to huge-page memory (1) or read from the file mapping (0).
 void BM_Decode(benchmark::State& state, const calm::bench::ModelShape& shape) {
   const auto threads = static_cast<std::size_t>(state.range(0));
-  calm::Llama model = calm::Llama::load(calm::bench::bench_model_dir(shape),
-                                        {.threads = threads, .max_context = 2048});
+  calm::Llama model = calm::Llama::load(
+      calm::bench::bench_model_dir(shape),
+      {.threads = threads, .max_context = 2048, .copy_weights = state.range(1) != 0});
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
   std::vector<float> x(model.hidden_size()), logits(model.vocab_size());
@@ -70,10 +72,12 @@ void BM_Prefill(benchmark::State& state, const calm::bench::ModelShape& shape) {
       benchmark::Counter(double(kPromptTokens) * state.iterations(), benchmark::Counter::kIsRate);
 }
 
-BENCHMARK_CAPTURE(BM_Decode, tinyllama, calm::bench::kTinyLlama)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_Decode, small, calm::bench::kSmall)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_Prefill, tinyllama, calm::bench::kTinyLlama)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_Prefill, small, calm::bench::kSmall)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, tinyllama, calm::bench::kTinyLlama)
+    ->ArgsProduct({{1, 2}, {1, 0}})->ArgNames({"threads", "copy"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, small, calm::bench::kSmall)
+    ->ArgsProduct({{1, 2}, {1, 0}})->ArgNames({"threads", "copy"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Prefill, tinyllama, calm::bench::kTinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Prefill, small, calm::bench::kSmall)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

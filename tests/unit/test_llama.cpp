@@ -173,3 +173,26 @@ TEST_CASE("bad use is refused with a clear error") {
   CHECK_THROWS_AS(calm::Llama::load(dir, {.max_context = 1u << 30}), calm::Error);
   CHECK_THROWS_AS(calm::Llama::load(fs::path(CALM_FIXTURES) / "no-such-model"), calm::Error);
 }
+
+TEST_CASE("weights copied to huge-page memory and weights read from the file mapping agree bit for bit") {
+  for (const fs::path& dir : fixture_models()) {
+    CAPTURE(dir.filename().string());
+    calm::Llama copied = calm::Llama::load(dir, {.copy_weights = true});
+    calm::Llama mapped = calm::Llama::load(dir, {.copy_weights = false});
+    CHECK(copied.weights().embed.data != mapped.weights().embed.data);
+    std::vector<float> a(copied.hidden_size()), b(a.size());
+    std::vector<float> la(copied.vocab_size()), lb(la.size());
+    for (std::size_t pos = 0; pos < 4; ++pos) {
+      copied.embed(int(7 + pos), a);
+      mapped.embed(int(7 + pos), b);
+      for (std::size_t i = 0; i < copied.num_layers(); ++i) {
+        copied.run_layer(i, a, pos);
+        mapped.run_layer(i, b, pos);
+      }
+      copied.exit_head(a, la);
+      mapped.exit_head(b, lb);
+      CHECK(a == b);
+      CHECK(la == lb);
+    }
+  }
+}

@@ -31,6 +31,9 @@ namespace calm {
 struct LlamaOptions {
   std::size_t threads = 1;      // threads for the big products (the caller's thread included)
   std::size_t max_context = 0;  // KV cache length; 0 = min(config max_position_embeddings, 4096)
+  // Copy the weights out of the file mapping into huge-page memory (faster decode; costs the
+  // copy at load and the weights' size in anonymous memory). false: use the mapping in place.
+  bool copy_weights = true;
 };
 
 class Llama {
@@ -46,6 +49,7 @@ class Llama {
         ckpt_(std::make_unique<io::Checkpoint>(std::move(ckpt))),
         weights_(LlamaWeights::load(*ckpt_, config_)),
         pool_(std::make_unique<ThreadPool>(std::max<std::size_t>(1, opts.threads))) {
+    if (opts.copy_weights) arena_ = weights_.copy_to_arena();
     const std::size_t cfg_max = config_.max_position_embeddings;
     max_context_ = opts.max_context ? opts.max_context : std::min<std::size_t>(cfg_max, 4096);
     if (max_context_ > cfg_max)
@@ -259,6 +263,7 @@ class Llama {
   LlamaConfig config_;
   std::unique_ptr<io::Checkpoint> ckpt_;  // owns the mmaps the weights point into
   LlamaWeights weights_;
+  WeightArena arena_;  // the weights' copy when LlamaOptions::copy_weights
   std::unique_ptr<ThreadPool> pool_;
   std::size_t max_context_ = 0;
   KvCache cache_;

@@ -13,6 +13,10 @@
 #include <calm/kernels/matvec.hpp>
 
 #include <cstddef>
+#include <cstring>
+#include <utility>
+
+#include <sys/mman.h>
 #include <string>
 #include <vector>
 
@@ -73,6 +77,35 @@ struct LlamaLayerWeights {
   Linear down;                            // (hidden, intermediate)
 };
 
+// Anonymous memory that holds a copy of the linear weights, advised to use transparent huge
+// pages: decode streams every weight once per token, and with 4 KiB pages of the file mapping a
+// TLB miss interrupts each row's stream every 4 KiB (measured: see bench/README.md).
+class WeightArena {
+ public:
+  WeightArena() = default;
+  explicit WeightArena(std::size_t bytes) : size_(bytes) {
+    if (bytes == 0) return;
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw Error("cannot allocate " + std::to_string(bytes) + " bytes for the weights");
+    ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only: without THP it is plain memory
+    data_ = static_cast<std::byte*>(p);
+  }
+  WeightArena(WeightArena&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(o.size_) {}
+  WeightArena& operator=(WeightArena&& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+    return *this;
+  }
+  ~WeightArena() {
+    if (data_) ::munmap(data_, size_);
+  }
+  std::byte* data() const noexcept { return data_; }
+
+ private:
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
 struct LlamaWeights {
   Linear embed;                     // (vocab, hidden)
   std::vector<LlamaLayerWeights> layers;
@@ -110,6 +143,33 @@ struct LlamaWeights {
       w.lm_head = linear_from(ckpt, "lm_head.weight", c.vocab_size, h);
     }
     return w;
+  }
+
+  // Every linear weight, once (a tied head is the embedding).
+  std::vector<Linear*> linears() {
+    std::vector<Linear*> out{&embed};
+    for (auto& l : layers)
+      for (Linear* w : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) out.push_back(w);
+    if (lm_head.data != embed.data) out.push_back(&lm_head);
+    return out;
+  }
+
+  // Copies every linear weight into one arena (64-byte aligned each) and points at the copies.
+  WeightArena copy_to_arena() {
+    const auto all = linears();
+    const auto padded = [](std::size_t b) { return (b + 63) / 64 * 64; };
+    std::size_t total = 0;
+    for (const Linear* w : all) total += padded(w->bytes());
+    WeightArena arena(total);
+    std::size_t offset = 0;
+    const std::byte* old_embed = embed.data;
+    for (Linear* w : all) {
+      std::memcpy(arena.data() + offset, w->data, w->bytes());
+      w->data = arena.data() + offset;
+      offset += padded(w->bytes());
+    }
+    if (lm_head.data == old_embed) lm_head.data = embed.data;
+    return arena;
   }
 
   // Bytes of weights one decode step reads through all layers and the head (memory-bound cost).
