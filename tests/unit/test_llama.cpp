@@ -8,7 +8,9 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -60,11 +62,25 @@ double relative_error(const std::vector<float>& got, const std::vector<float>& w
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
+// The committed fixtures, plus the model directories listed (':'-separated) in
+// $CALM_REFERENCE_MODELS, e.g. the checkpoint the training smoke test exports.
 std::vector<fs::path> fixture_models() {
   std::vector<fs::path> dirs;
   for (const auto& e : fs::directory_iterator(CALM_FIXTURES))
     if (fs::exists(e.path() / "reference.safetensors")) dirs.push_back(e.path());
   std::sort(dirs.begin(), dirs.end());
+  if (const char* extra = std::getenv("CALM_REFERENCE_MODELS")) {
+    std::string list = extra;
+    for (std::size_t start = 0; start <= list.size();) {
+      const std::size_t end = std::min(list.find(':', start), list.size());
+      if (end > start) {
+        const fs::path dir = list.substr(start, end - start);
+        REQUIRE_MESSAGE(fs::exists(dir / "reference.safetensors"), "no reference dump in " << dir);
+        dirs.push_back(dir);
+      }
+      start = end + 1;
+    }
+  }
   return dirs;
 }
 
