@@ -5,8 +5,15 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <initializer_list>
 #include <string>
+#include <string_view>
+#include <system_error>
+
+#include <unistd.h>
 
 namespace calm::test {
 
@@ -25,6 +32,30 @@ std::string error_of(F&& f) {
 inline bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
+
+// A fresh directory under the system temp dir, removed with everything in it at scope exit.
+struct ScratchDir {
+  std::filesystem::path path;
+  explicit ScratchDir(const std::string& name = "scratch") {
+    static std::atomic<int> counter{0};
+    path = std::filesystem::temp_directory_path() /
+           ("calm_test_" + name + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  // Writes `bytes` to path/name and returns that path.
+  std::filesystem::path write(const std::string& name, std::string_view bytes) const {
+    std::ofstream(path / name, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+    return path / name;
+  }
+};
 
 }  // namespace calm::test
 

@@ -1,6 +1,7 @@
 // calm-calibrate and calm-eval: the prompt-file reader they share (examples/prompts.hpp), bad
 // input given to the built programs, and an end-to-end calibration on the tiny f32 fixture whose
 // table is checked against decodes done here, independently of the program.
+#include "test_support.hpp"
 #include <doctest/doctest.h>
 
 #include "prompts.hpp"
@@ -35,39 +36,9 @@ const fs::path kPrompts = fs::path(CALM_PROGRAM_FIXTURES) / "prompts.jsonl";
 const fs::path kPlainPrompts = fs::path(CALM_PROGRAM_FIXTURES) / "prompts.txt";
 const fs::path kReferences = fs::path(CALM_PROGRAM_FIXTURES) / "references.txt";
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const calm::Error& error) {
-    return error.what();
-  }
-  return "";
-}
-
-// A fresh directory, removed with its contents at scope exit.
-struct ScratchDir {
-  fs::path path;
-  explicit ScratchDir(const std::string& name) {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("calm_test_programs_" + name + "_" +
-                                        std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path write(const std::string& name, const std::string& text) const {
-    std::ofstream(path / name, std::ios::binary) << text;
-    return path / name;
-  }
-};
+using calm::test::contains;
+using calm::test::error_of;
+using calm::test::ScratchDir;
 
 std::string read_text(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

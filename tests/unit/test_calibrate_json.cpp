@@ -19,22 +19,7 @@ namespace {
 using calm::test::error_of;
 using calm::test::contains;
 
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-struct ScratchDir {
-  fs::path path;
-  explicit ScratchDir(const std::string& name) {
-    static int counter = 0;
-    path =
-        fs::temp_directory_path() / ("calm_test_calibrate_" + name + "_" +
-                                     std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-};
+using calm::test::ScratchDir;
 
 void write_text(const fs::path& file, const std::string& text) {
   std::ofstream out(file, std::ios::binary);

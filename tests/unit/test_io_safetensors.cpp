@@ -30,10 +30,7 @@ namespace {
 using calm::test::error_of;
 using calm::test::contains;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
+using TempDir = calm::test::ScratchDir;
     path = fs::temp_directory_path() /
            ("calm_test_io_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::create_directories(path);
