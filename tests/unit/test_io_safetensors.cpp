@@ -31,17 +31,6 @@ using calm::test::error_of;
 using calm::test::contains;
 
 using TempDir = calm::test::ScratchDir;
-    path = fs::temp_directory_path() /
-           ("calm_test_io_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-};
 
 void write_file(const fs::path& p, std::string_view bytes) {
   std::ofstream out(p, std::ios::binary);
