@@ -173,6 +173,7 @@ int run(Flags& f) {
     const std::string tail = stream.flush();
     if (!tail.empty() && !pieces.empty()) pieces.back().text += tail;
     if (stream_text) fmt::print("{}\n", tail);
+    std::fflush(stdout);  // before the legend and summary on stderr
     report = std::move(result.report);
     tokens = std::move(result.tokens);
     return 0;
