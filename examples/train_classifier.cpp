@@ -52,7 +52,7 @@ int run(const std::filesystem::path& dir, const std::filesystem::path& text_file
   std::vector<float> x(h), normed(h), logits(model.vocab_size());
   std::vector<float> states((L - 1) * h);
   std::vector<std::size_t> argmaxes(L);
-  const int bos = 1;
+  const int bos = model.config().bos_token_id;
   for (std::size_t start = 0; start < tokens.size(); start += window) {
     const std::size_t end = std::min(tokens.size(), start + window);
     for (std::size_t j = start; j < end; ++j) {
