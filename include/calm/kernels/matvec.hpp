@@ -6,11 +6,17 @@
 // bf16 on AVX-512 widens without shuffles (see dot_rows_bf16_split).
 // Each row's sum is computed in the same order whatever the grouping or thread count, so y is
 // bitwise identical for any ThreadPool size.
+//
+// Several matrices that multiply the same x (q/k/v, gate/up) can go through one call as
+// segments: one pool wake-up, one x de-interleave, and the prefetch stream of each row group
+// runs on into the next group's rows (the next segment's, at a segment's end), so the streams
+// never restart cold between row groups or matrices.
 #pragma once
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
@@ -38,6 +44,25 @@ void matvec(float* y, const T* w, const float* x, std::size_t rows, std::size_t 
 
 }  // namespace scalar
 
+// One matrix of a segmented matvec: y(rows) = W(rows, cols) x; all segments of a call share
+// x and cols.
+template <class T>
+struct MatvecSegment {
+  float* y;
+  const T* w;
+  std::size_t rows;
+};
+
+namespace scalar {
+
+template <class T>
+void matvec(std::span<const MatvecSegment<T>> segments, const float* x, std::size_t cols,
+            ThreadPool* /*pool*/ = nullptr) {
+  for (const MatvecSegment<T>& s : segments) matvec(s.y, s.w, x, s.rows, cols);
+}
+
+}  // namespace scalar
+
 namespace detail {
 
 // Software prefetch 2 KiB ahead in each row stream. Measured on Zen 4 (bf16 4096x4096, 1
@@ -46,33 +71,53 @@ namespace detail {
 // worse. Prefetching past the end of W is harmless (prefetches never fault).
 inline constexpr std::size_t kPrefetchBytes = 2048;
 
-inline void prefetch_ahead(const void* p) noexcept {
+inline void prefetch_line(const void* p) noexcept {
 #if defined(__x86_64__) || defined(__i386__)
-  _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
 #else
-  __builtin_prefetch(static_cast<const char*>(p) + kPrefetchBytes);
+  __builtin_prefetch(p);
 #endif
 }
+
+// Where each row's prefetch stream runs once it is within kPrefetchBytes of the row's end: the
+// same row of the next group (rows of a group are cols apart in both). Column c of a row
+// prefetches own + c + ahead while that is inside the row, then next + (c + ahead - cols).
+template <class T>
+struct PrefetchPlan {
+  static constexpr std::size_t ahead = kPrefetchBytes / sizeof(T);  // in elements
+  std::size_t own_end;  // columns below this prefetch in their own row
+
+  explicit PrefetchPlan(std::size_t cols) noexcept : own_end(cols > ahead ? cols - ahead : 0) {}
+};
 
 // Rows per group in matvec (and the unit of work handed to threads).
 inline constexpr std::size_t kMatvecRows = 4;
 
-// y(R) = W(R rows, stride cols) x(cols). The per-row arithmetic does not depend on R.
+// y(R) = W(R rows, stride cols) x(cols); next: the first row of the group that follows (for
+// the prefetch stream only). The per-row arithmetic does not depend on R or next.
 template <class Arch, std::size_t R, class T>
-inline void dot_rows(float* y, const T* w, const float* x, std::size_t cols) noexcept {
+inline void dot_rows(float* y, const T* w, const T* next, const float* x,
+                     std::size_t cols) noexcept {
   using B = fbatch<Arch>;
   constexpr std::size_t N = B::size;
+  constexpr bool kTwoLines = 2 * N * sizeof(T) > 64;
+  const PrefetchPlan<T> plan(cols);
   B acc0[R], acc1[R];
   for (std::size_t r = 0; r < R; ++r) acc0[r] = acc1[r] = B(0.0f);
-  std::size_t i = 0;
-  for (; i + 2 * N <= cols; i += 2 * N) {
-    const B x0 = B::load_unaligned(x + i), x1 = B::load_unaligned(x + i + N);
+  const auto step = [&](std::size_t i, const B& x0, const B& x1, const T* pf) {
     for (std::size_t r = 0; r < R; ++r) {
-      prefetch_ahead(w + r * cols + i);
-      if constexpr (2 * N * sizeof(T) > 64) prefetch_ahead(w + r * cols + i + N);  // 2nd line
+      prefetch_line(pf + r * cols);
+      if constexpr (kTwoLines) prefetch_line(pf + r * cols + N);
       acc0[r] = xsimd::fma(load_widened<Arch>(w + r * cols + i), x0, acc0[r]);
       acc1[r] = xsimd::fma(load_widened<Arch>(w + r * cols + i + N), x1, acc1[r]);
     }
+  };
+  std::size_t i = 0;
+  for (; i + 2 * N <= cols && i < plan.own_end; i += 2 * N) {
+    step(i, B::load_unaligned(x + i), B::load_unaligned(x + i + N), w + i + plan.ahead);
+  }
+  for (; i + 2 * N <= cols; i += 2 * N) {
+    step(i, B::load_unaligned(x + i), B::load_unaligned(x + i + N), next + (i + plan.ahead - cols));
   }
   if (i + N <= cols) {
     const B x0 = B::load_unaligned(x + i);
@@ -86,6 +131,12 @@ inline void dot_rows(float* y, const T* w, const float* x, std::size_t cols) noe
     for (std::size_t c = i; c < cols; ++c) s = std::fma(to_float(w[r * cols + c]), x[c], s);
     y[r] = s;
   }
+}
+
+// The same without a following group (matmul): the stream runs on past the group's end.
+template <class Arch, std::size_t R, class T>
+inline void dot_rows(float* y, const T* w, const float* x, std::size_t cols) noexcept {
+  dot_rows<Arch, R>(y, w, w + R * cols, x, cols);
 }
 
 #if defined(__AVX512F__)
@@ -105,25 +156,30 @@ inline void split_even_odd(float* x_split, const float* x, std::size_t cols) noe
   }
 }
 
-// y(R) = W(R rows of bf16, stride cols) x(cols), x_split from split_even_odd. The per-row
-// arithmetic does not depend on R (two accumulators per row: even and odd columns).
+// y(R) = W(R rows of bf16, stride cols) x(cols), x_split from split_even_odd; next as in
+// dot_rows. The per-row arithmetic does not depend on R or next (two accumulators per row:
+// even and odd columns).
 template <std::size_t R>
-inline void dot_rows_bf16_split(float* y, const bf16* w, const float* x_split, const float* x,
-                                std::size_t cols) noexcept {
+inline void dot_rows_bf16_split(float* y, const bf16* w, const bf16* next, const float* x_split,
+                                const float* x, std::size_t cols) noexcept {
   const auto* wb = reinterpret_cast<const std::uint16_t*>(w);
+  const auto* nb = reinterpret_cast<const std::uint16_t*>(next);
+  const PrefetchPlan<bf16> plan(cols);
   const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   __m512 acc_even[R], acc_odd[R];
   for (std::size_t r = 0; r < R; ++r) acc_even[r] = acc_odd[r] = _mm512_setzero_ps();
-  std::size_t c = 0;
-  for (; c + 32 <= cols; c += 32) {
+  const auto step = [&](std::size_t c, const std::uint16_t* pf) {
     const __m512 xe = _mm512_loadu_ps(x_split + c), xo = _mm512_loadu_ps(x_split + c + 16);
     for (std::size_t r = 0; r < R; ++r) {
-      prefetch_ahead(wb + r * cols + c);
+      prefetch_line(pf + r * cols);
       const __m512i pairs = _mm512_loadu_si512(wb + r * cols + c);
       acc_even[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16)), xe, acc_even[r]);
       acc_odd[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(pairs, high)), xo, acc_odd[r]);
     }
-  }
+  };
+  std::size_t c = 0;
+  for (; c + 32 <= cols && c < plan.own_end; c += 32) step(c, wb + c + plan.ahead);
+  for (; c + 32 <= cols; c += 32) step(c, nb + (c + plan.ahead - cols));
   for (std::size_t r = 0; r < R; ++r) {
     float s = _mm512_reduce_add_ps(_mm512_add_ps(acc_even[r], acc_odd[r]));
     for (std::size_t k = c; k < cols; ++k) s = std::fma(to_float(w[r * cols + k]), x[k], s);
@@ -142,33 +198,62 @@ inline constexpr bool kSplitBf16 =
     false;
 #endif
 
-// y[r0, r1) for one token; x_split only for kSplitBf16.
-template <class Arch, class T>
-inline void matvec_range(float* y, const T* w, const float* x, const float* x_split,
-                         std::size_t r0, std::size_t r1, std::size_t cols) noexcept {
+template <class Arch, std::size_t R, class T>
+inline void dot_rows_any(float* y, const T* w, const T* next, const float* x,
+                         const float* x_split, std::size_t cols) noexcept {
 #if defined(__AVX512F__)
   if constexpr (kSplitBf16<Arch, T>) {
-    std::size_t r = r0;
-    for (; r + kMatvecRows <= r1; r += kMatvecRows) {
-      dot_rows_bf16_split<kMatvecRows>(y + r, w + r * cols, x_split, x, cols);
-    }
-    for (; r < r1; ++r) dot_rows_bf16_split<1>(y + r, w + r * cols, x_split, x, cols);
+    dot_rows_bf16_split<R>(y, w, next, x_split, x, cols);
     return;
   }
 #endif
   (void)x_split;
-  std::size_t r = r0;
-  for (; r + kMatvecRows <= r1; r += kMatvecRows) {
-    dot_rows<Arch, kMatvecRows>(y + r, w + r * cols, x, cols);
+  dot_rows<Arch, R>(y, w, next, x, cols);
+}
+
+inline std::size_t row_groups(std::size_t rows) noexcept {
+  return (rows + kMatvecRows - 1) / kMatvecRows;
+}
+
+// Row groups [g0, g1) of the segments' concatenated groups (a segment's last group may be
+// short); x_split only for kSplitBf16.
+template <class Arch, class T>
+inline void matvec_groups(std::span<const MatvecSegment<T>> segments, const float* x,
+                          const float* x_split, std::size_t cols, std::size_t g0,
+                          std::size_t g1) noexcept {
+  constexpr std::size_t R = kMatvecRows;
+  std::size_t base = 0;  // first global group of segment s
+  for (std::size_t s = 0; s < segments.size() && base < g1; ++s) {
+    const MatvecSegment<T>& seg = segments[s];
+    const std::size_t groups = row_groups(seg.rows);
+    const std::size_t lo = g0 > base ? g0 - base : 0;
+    const std::size_t hi = g1 - base < groups ? g1 - base : groups;
+    // Where the stream goes after this segment's last group.
+    const T* after = s + 1 < segments.size() ? segments[s + 1].w : seg.w + seg.rows * cols;
+    for (std::size_t g = lo; g < hi; ++g) {
+      std::size_t r = g * R;
+      const T* w = seg.w + r * cols;
+      if (r + R <= seg.rows) {
+        const T* next = r + R < seg.rows ? w + R * cols : after;
+        dot_rows_any<Arch, R>(seg.y + r, w, next, x, x_split, cols);
+      } else {
+        for (; r < seg.rows; ++r) {
+          const T* row = seg.w + r * cols;
+          dot_rows_any<Arch, 1>(seg.y + r, row, r + 1 < seg.rows ? row + cols : after, x,
+                                x_split, cols);
+        }
+      }
+    }
+    base += groups;
   }
-  for (; r < r1; ++r) dot_rows<Arch, 1>(y + r, w + r * cols, x, cols);
 }
 
 }  // namespace detail
 
-// y(rows) = W(rows, cols) x(cols). With a pool, row groups are split statically over threads.
+// For each segment, y(rows) = W(rows, cols) x(cols): one pass over all segments' rows. With a
+// pool, the concatenated row groups are split statically into one contiguous run per thread.
 template <class Arch = xsimd::default_arch, class T>
-void matvec(float* y, const T* w, const float* x, std::size_t rows, std::size_t cols,
+void matvec(std::span<const MatvecSegment<T>> segments, const float* x, std::size_t cols,
             ThreadPool* pool = nullptr) {
   const float* x_split = nullptr;
 #if defined(__AVX512F__)
@@ -181,20 +266,27 @@ void matvec(float* y, const T* w, const float* x, std::size_t rows, std::size_t 
     x_split = buffer.data();
   }
 #endif
+  std::size_t groups = 0;
+  for (const MatvecSegment<T>& s : segments) groups += detail::row_groups(s.rows);
   if (pool == nullptr || pool->size() == 1) {
-    detail::matvec_range<Arch>(y, w, x, x_split, 0, rows, cols);
+    detail::matvec_groups<Arch>(segments, x, x_split, cols, 0, groups);
     return;
   }
-  // One task per thread, each a contiguous run of whole row groups: fewest calls, and
-  // each thread streams one contiguous slab of W.
-  const std::size_t groups = (rows + detail::kMatvecRows - 1) / detail::kMatvecRows;
+  // One task per thread, each a contiguous run of whole row groups: fewest calls, and each
+  // thread streams one contiguous slab of the weights.
   const std::size_t n_tasks = pool->size() < groups ? pool->size() : groups;
   pool->parallel_for(n_tasks, [&](std::size_t task) {
-    const std::size_t g0 = groups * task / n_tasks, g1 = groups * (task + 1) / n_tasks;
-    const std::size_t r0 = g0 * detail::kMatvecRows;
-    const std::size_t r1 = g1 * detail::kMatvecRows < rows ? g1 * detail::kMatvecRows : rows;
-    detail::matvec_range<Arch>(y, w, x, x_split, r0, r1, cols);
+    detail::matvec_groups<Arch>(segments, x, x_split, cols, groups * task / n_tasks,
+                                groups * (task + 1) / n_tasks);
   });
+}
+
+// y(rows) = W(rows, cols) x(cols).
+template <class Arch = xsimd::default_arch, class T>
+void matvec(float* y, const T* w, const float* x, std::size_t rows, std::size_t cols,
+            ThreadPool* pool = nullptr) {
+  const MatvecSegment<T> segment{y, w, rows};
+  matvec<Arch>(std::span<const MatvecSegment<T>>(&segment, 1), x, cols, pool);
 }
 
 }  // namespace calm::kernels

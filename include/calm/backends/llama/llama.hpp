@@ -90,11 +90,9 @@ class Llama {
     s.reserve(1, c);
     float* xn = s.xn.data();
     kernels::rmsnorm(xn, x.data(), w.input_norm.data(), c.hidden_size, c.rms_norm_eps);
-    w.q.apply(s.q.data(), xn, pool());
     float* k = cache_.k(layer, pos);
     float* v = cache_.v(layer, pos);
-    w.k.apply(k, xn, pool());
-    w.v.apply(v, xn, pool());
+    apply_shared_input({{w.q, s.q.data()}, {w.k, k}, {w.v, v}}, xn, pool());
     kernels::rope(s.q.data(), c.num_attention_heads, c.head_dim, cos_at(pos), sin_at(pos));
     kernels::rope(k, c.num_key_value_heads, c.head_dim, cos_at(pos), sin_at(pos));
     kernels::attention(s.att.data(), s.q.data(), cache_.k(layer, 0), cache_.v(layer, 0), pos + 1,
@@ -115,8 +113,7 @@ class Llama {
     s.reserve(1, c);
     kernels::rmsnorm(s.xn.data(), x.data(), w.input_norm.data(), c.hidden_size, c.rms_norm_eps);
     float* k = cache_.k(layer, pos);
-    w.k.apply(k, s.xn.data(), pool());
-    w.v.apply(cache_.v(layer, pos), s.xn.data(), pool());
+    apply_shared_input({{w.k, k}, {w.v, cache_.v(layer, pos)}}, s.xn.data(), pool());
     kernels::rope(k, c.num_key_value_heads, c.head_dim, cos_at(pos), sin_at(pos));
   }
 
@@ -230,8 +227,7 @@ class Llama {
       kernels::rmsnorm(s.xn.data() + t * h, x + t * h, w.post_attention_norm.data(), h,
                        c.rms_norm_eps);
     if (n == 1) {
-      w.gate.apply(s.gate.data(), s.xn.data(), pool());
-      w.up.apply(s.up.data(), s.xn.data(), pool());
+      apply_shared_input({{w.gate, s.gate.data()}, {w.up, s.up.data()}}, s.xn.data(), pool());
       kernels::swiglu(s.gate.data(), s.up.data(), c.intermediate_size);
       w.down.apply(s.proj.data(), s.gate.data(), pool());
     } else {

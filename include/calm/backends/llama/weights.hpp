@@ -12,12 +12,17 @@
 #include <calm/kernels/matmul.hpp>
 #include <calm/kernels/matvec.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstring>
+#include <initializer_list>
 #include <utility>
 
-#include <sys/mman.h>
+#include <span>
 #include <string>
+#include <type_traits>
+
+#include <sys/mman.h>
 #include <vector>
 
 namespace calm {
@@ -53,6 +58,37 @@ struct Linear {
     visit([&](const auto* w) { kernels::widen(out, w + r * cols, cols); });
   }
 };
+
+// One output of apply_shared_input: y(w.rows) = w x.
+struct LinearOutput {
+  const Linear& w;
+  float* y;
+};
+
+// Every y = W x for linears that multiply the same x(cols) (q/k/v, gate/up): one matvec pass over
+// all their rows when they share dtype and cols (one pool call; the prefetch stream runs from one
+// matrix into the next), else one apply each. The results are the same bits either way.
+inline void apply_shared_input(std::initializer_list<LinearOutput> outputs, const float* x,
+                               ThreadPool* pool) {
+  constexpr std::size_t kMaxSegments = 4;
+  const LinearOutput& first = *outputs.begin();
+  bool together = outputs.size() <= kMaxSegments;
+  for (const LinearOutput& o : outputs)
+    together = together && o.w.dtype == first.w.dtype && o.w.cols == first.w.cols;
+  if (!together) {
+    for (const LinearOutput& o : outputs) o.w.apply(o.y, x, pool);
+    return;
+  }
+  first.w.visit([&](const auto* first_w) {
+    using T = std::remove_cv_t<std::remove_pointer_t<decltype(first_w)>>;
+    std::array<kernels::MatvecSegment<T>, kMaxSegments> segments{};
+    std::size_t n = 0;
+    for (const LinearOutput& o : outputs)
+      segments[n++] = {o.y, reinterpret_cast<const T*>(o.w.data), o.w.rows};
+    kernels::matvec(std::span<const kernels::MatvecSegment<T>>(segments.data(), n), x,
+                    first.w.cols, pool);
+  });
+}
 
 inline Linear linear_from(const io::Checkpoint& ckpt, const std::string& name, std::size_t rows,
                           std::size_t cols) {
