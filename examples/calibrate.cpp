@@ -73,6 +73,7 @@ int run(Flags& f) {
 
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
   calm::Llama model = calm::Llama::load(f.model, {.threads = f.threads});
+  if (f.policy.measure == "classifier") f.policy.load_classifier(f.model, model.hidden_size());  // once, not per decoder
   const calm::cli::EncodedPrompts encoded =
       calm::cli::encode_prompts(file, tokenizer, f.max_new_tokens, model.max_context());
   const std::size_t n = encoded.prompts.size();

@@ -168,8 +168,7 @@ int run(Flags& f) {
   const std::vector<double> grid = calm::cli::parse_lambda_grid(f.grid);
   const bool wants_classifier =
       std::find(f.measures.begin(), f.measures.end(), "classifier") != f.measures.end();
-  const auto classifier_file =
-      f.policy.classifier.empty() ? f.model / "calm.safetensors" : f.policy.classifier;
+  const auto classifier_file = f.policy.classifier_file(f.model);
   if (wants_classifier && !std::filesystem::exists(classifier_file))
     throw calm::Error("--measures classifier needs '" + classifier_file.string() +
                       "': train it with calm-train-classifier --model " + f.model.string() +
@@ -199,6 +198,7 @@ int run(Flags& f) {
 
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
   calm::Llama model = calm::Llama::load(f.model, {.threads = f.threads});
+  if (wants_classifier) f.policy.load_classifier(f.model, model.hidden_size());  // once, not per decoder
   const std::size_t L = model.num_layers();
   const calm::cli::EncodedPrompts encoded =
       calm::cli::encode_prompts(pool, tokenizer, f.max_new_tokens, model.max_context());

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 
 namespace calm::cli {
@@ -33,6 +34,20 @@ struct PolicyFlags {
   std::size_t static_layer = 1;       // for --measure static
   std::string propagation = "propagate";
   std::filesystem::path classifier;   // default: <model>/calm.safetensors
+  // The exit classifier once load_classifier() has read it; with_decoder then copies it instead
+  // of reading the file again for every decoder (calm-eval builds thousands).
+  std::shared_ptr<const ExitClassifier> exit_classifier;
+
+  std::filesystem::path classifier_file(const std::filesystem::path& model_dir) const {
+    return classifier.empty() ? model_dir / "calm.safetensors" : classifier;
+  }
+  void load_classifier(const std::filesystem::path& model_dir, std::size_t hidden) {
+    const auto file = classifier_file(model_dir);
+    if (!std::filesystem::exists(file))
+      throw Error("--measure classifier needs '" + file.string() +
+                  "': train it with calm-train-classifier --model " + model_dir.string());
+    exit_classifier = std::make_shared<const ExitClassifier>(ExitClassifier::load(file, hidden));
+  }
 
   DecoderOptions decoder_options() const {
     DecoderOptions o;
@@ -101,12 +116,11 @@ decltype(auto) with_decoder(Llama& model, const std::filesystem::path& model_dir
   if (flags.measure == "saturation")
     return detail::with_threshold_schedule(model, HiddenSaturation{}, lambda, flags, opts, f);
   if (flags.measure == "classifier") {
-    const auto file = flags.classifier.empty() ? model_dir / "calm.safetensors" : flags.classifier;
-    if (!std::filesystem::exists(file))
-      throw Error("--measure classifier needs '" + file.string() +
-                  "': train it with calm-train-classifier --model " + model_dir.string());
-    return detail::with_threshold_schedule(model, ExitClassifier::load(file, model.hidden_size()),
-                                           lambda, flags, opts, f);
+    if (flags.exit_classifier)
+      return detail::with_threshold_schedule(model, *flags.exit_classifier, lambda, flags, opts, f);
+    PolicyFlags loaded = flags;
+    loaded.load_classifier(model_dir, model.hidden_size());
+    return detail::with_threshold_schedule(model, *loaded.exit_classifier, lambda, flags, opts, f);
   }
   if (flags.measure == "oracle")
     return f(Decoder<Llama, HiddenSaturation, LocalOracle>(model, {}, {}, opts));
