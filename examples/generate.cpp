@@ -146,8 +146,6 @@ int run(Flags& f) {
         "--prompt is {} tokens; with --max-new-tokens {} that exceeds the context length {}",
         prompt.size(), f.max_new_tokens, model.max_context()));
   const bool stream_text = !f.json;
-  if (stream_text) fmt::print("{}", f.prompt);
-  std::fflush(stdout);
 
   std::vector<Piece> pieces;
   calm::SequenceReport report;
@@ -155,6 +153,8 @@ int run(Flags& f) {
   calm::cli::with_decoder(model, f.model, f.policy, lambda, [&](auto&& decoder) {
     calm::Sampler sampler(f.sampling);
     calm::StreamDecoder stream(tokenizer);
+    if (stream_text) fmt::print("{}", f.prompt);  // once the decoder exists: errors come first
+    std::fflush(stdout);
     auto result = decoder.generate(prompt, f.max_new_tokens, sampler, [&](const calm::TokenStats& ts) {
       if (ts.token == tokenizer.eos_id()) return false;
       Piece p{stream.push(ts.token), ts};
