@@ -3,6 +3,7 @@
 #pragma once
 
 #include <calm/core/error.hpp>
+#include <calm/kernels/argmax.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -43,7 +44,7 @@ class Sampler {
   // whose algorithm differs between standard libraries.
   int sample(std::span<const float> logits) {
     if (logits.empty()) throw Error("sampling: empty logits");
-    if (greedy()) return argmax(logits);
+    if (greedy()) return static_cast<int>(kernels::argmax(logits.data(), logits.size()));
     candidates_.clear();
     for (std::size_t i = 0; i < logits.size(); ++i)
       candidates_.push_back({logits[i] / opts_.temperature, static_cast<int>(i)});
@@ -80,13 +81,6 @@ class Sampler {
       if (u < acc) return candidates_[i].id;
     }
     return candidates_[keep - 1].id;  // u rounded up to total
-  }
-
-  static int argmax(std::span<const float> logits) noexcept {
-    std::size_t best = 0;
-    for (std::size_t i = 1; i < logits.size(); ++i)
-      if (logits[i] > logits[best]) best = i;
-    return static_cast<int>(best);
   }
 
  private:
