@@ -1,5 +1,5 @@
 // Decoder costs, measured side by side in one run:
-//  - zero overhead: Decoder<Llama, SoftmaxResponse, Never> against a plain loop over the
+//  - zero overhead: Decoder<LlamaSession&, NoConfidence, Never> against a plain loop over the
 //    backend's layers (BM_NeverOverhead interleaves the two and reports decoder / plain);
 //  - what early exit costs and saves per policy (layers used, checks, tokens/s);
 //  - softmax-response check strategies on a vocabulary-sized logit vector.
@@ -28,14 +28,14 @@ namespace {
 constexpr std::size_t kNewTokens = 32;
 const std::vector<int> kPrompt = {1, 306, 1658, 278, 593, 310, 834, 338};  // < vocab 2048
 
-calm::Llama& model(const calm::bench::ModelShape& shape) {
-  static calm::Llama small = calm::Llama::load(calm::bench::bench_model_dir(calm::bench::kSmall));
+calm::LlamaSession& model(const calm::bench::ModelShape& shape) {
+  static calm::LlamaSession small = calm::LlamaSession::load(calm::bench::bench_model_dir(calm::bench::kSmall));
   (void)shape;
   return small;
 }
 
 // The baseline: prefill, then greedy tokens with a hand-written loop over the layers.
-int plain_generate(calm::Llama& m, std::vector<float>& x, std::vector<float>& normed,
+int plain_generate(calm::LlamaSession& m, std::vector<float>& x, std::vector<float>& normed,
                    std::vector<float>& logits) {
   m.prefill(kPrompt, 0, x);
   m.final_norm(x, normed);
@@ -52,7 +52,7 @@ int plain_generate(calm::Llama& m, std::vector<float>& x, std::vector<float>& no
 }
 
 void BM_PlainLoop(benchmark::State& state) {
-  calm::Llama& m = model(calm::bench::kSmall);
+  calm::LlamaSession& m = model(calm::bench::kSmall);
   std::vector<float> x(m.hidden_size()), normed(m.hidden_size()), logits(m.vocab_size());
   for (auto _ : state) benchmark::DoNotOptimize(plain_generate(m, x, normed, logits));
   state.counters["tokens/s"] =
@@ -61,8 +61,8 @@ void BM_PlainLoop(benchmark::State& state) {
 
 template <class C, class S>
 void BM_Decoder(benchmark::State& state, C measure, S schedule) {
-  calm::Llama& m = model(calm::bench::kSmall);
-  calm::Decoder<calm::Llama, C, S> dec(m, measure, schedule);
+  calm::LlamaSession& m = model(calm::bench::kSmall);
+  calm::Decoder<calm::LlamaSession&, C, S> dec(m, measure, schedule);
   calm::GenerationResult r;
   for (auto _ : state) {
     r = dec.generate(kPrompt, kNewTokens);
@@ -89,9 +89,9 @@ double thread_cpu_seconds() {
 }
 
 void BM_NeverOverhead(benchmark::State& state) {
-  calm::Llama& m = model(calm::bench::kSmall);
+  calm::LlamaSession& m = model(calm::bench::kSmall);
   std::vector<float> x(m.hidden_size()), normed(m.hidden_size()), logits(m.vocab_size());
-  calm::Decoder<calm::Llama, calm::SoftmaxResponse, calm::Never> dec(m);
+  calm::Decoder<calm::LlamaSession&, calm::NoConfidence, calm::Never> dec(m);
   using Clock = std::chrono::steady_clock;
   double wall[2] = {1e30, 1e30}, cpu[2] = {1e30, 1e30};  // [plain, decoder]
   const auto run = [&](int which) {
@@ -151,7 +151,7 @@ void BM_SoftmaxResponseMaterialised(benchmark::State& state) {
 }
 // The projection the check needs: W_head . normed, for the same model.
 void BM_LmHead(benchmark::State& state) {
-  calm::Llama& m = model(calm::bench::kSmall);
+  calm::LlamaSession& m = model(calm::bench::kSmall);
   std::vector<float> normed(m.hidden_size(), 0.1f), logits(m.vocab_size());
   for (auto _ : state) {
     m.lm_head(normed, logits);
@@ -159,7 +159,7 @@ void BM_LmHead(benchmark::State& state) {
   }
 }
 void BM_OneLayer(benchmark::State& state) {
-  calm::Llama& m = model(calm::bench::kSmall);
+  calm::LlamaSession& m = model(calm::bench::kSmall);
   std::vector<float> x(m.hidden_size(), 0.1f);
   for (auto _ : state) {
     m.run_layer(3, x, 8);

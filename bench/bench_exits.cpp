@@ -1,4 +1,4 @@
-// What early exit buys in time, next to what it saves in layers (SPEC 8), measured side by side:
+// What early exit buys in time, next to what it saves in layers (docs/design.md §8), measured side by side:
 // each iteration decodes the same prompts with the early-exit decoder and with the full model
 // (Never), alternately, so machine noise hits both alike.
 //  - the bundled model (models/shakespeare-8l, trained to exit early): each measure at several
@@ -33,8 +33,8 @@ namespace {
 constexpr std::size_t kNewTokens = 32;
 const std::filesystem::path kBundled = std::filesystem::path(CALM_MODELS) / "shakespeare-8l";
 
-calm::Llama& bundled() {
-  static calm::Llama m = calm::Llama::load(kBundled);
+calm::LlamaSession& bundled() {
+  static calm::LlamaSession m = calm::LlamaSession::load(kBundled);
   return m;
 }
 
@@ -52,9 +52,9 @@ const std::vector<std::vector<int>>& bundled_prompts() {
 }
 
 template <class Early>
-void measure(benchmark::State& state, calm::Llama& model, Early& early,
+void measure(benchmark::State& state, calm::LlamaSession& model, Early& early,
              const std::vector<std::vector<int>>& prompts) {
-  calm::Decoder<calm::Llama, calm::HiddenSaturation, calm::Never> full(model);
+  calm::Decoder<calm::LlamaSession&, calm::HiddenSaturation, calm::Never> full(model);
   double early_s = 0, full_s = 0, layers = 0, tokens = 0, layer_s = 0, check_s = 0, prop_s = 0,
          head_s = 0;
   for (auto _ : state) {
@@ -86,7 +86,7 @@ void measure(benchmark::State& state, calm::Llama& model, Early& early,
 template <class Measure>
 void BM_Bundled(benchmark::State& state, Measure m) {
   const float lambda = float(state.range(0)) / 100.0f;
-  calm::Decoder<calm::Llama, Measure, calm::DecayingThreshold> early(bundled(), m, {lambda, 4.0f});
+  calm::Decoder<calm::LlamaSession&, Measure, calm::DecayingThreshold> early(bundled(), m, {lambda, 4.0f});
   measure(state, bundled(), early, bundled_prompts());
 }
 
@@ -97,9 +97,9 @@ void BM_BundledClassifier(benchmark::State& state) {
 
 // Args: static exit layer (1-based), threads.
 void BM_TinyLlamaStatic(benchmark::State& state) {
-  static calm::Llama m = calm::Llama::load(calm::bench::bench_model_dir(calm::bench::kTinyLlama),
-                                           {.threads = 1, .max_context = 256});
-  calm::Decoder<calm::Llama, calm::HiddenSaturation, calm::StaticExit> early(
+  static calm::LlamaSession m = calm::LlamaSession::load(
+      calm::bench::bench_model_dir(calm::bench::kTinyLlama), 1, {.max_context = 256});
+  calm::Decoder<calm::LlamaSession&, calm::HiddenSaturation, calm::StaticExit> early(
       m, {}, calm::StaticExit{std::size_t(state.range(0))});
   const std::vector<std::vector<int>> prompts = {{1, 306, 1658, 278, 593, 310, 834, 338}};
   measure(state, m, early, prompts);

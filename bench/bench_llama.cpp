@@ -20,9 +20,9 @@ constexpr std::size_t kPromptTokens = 64;
 // Args: threads, weights copied to huge-page memory (1) or read from the file mapping (0).
 void BM_Decode(benchmark::State& state, const calm::bench::ModelShape& shape) {
   const auto threads = static_cast<std::size_t>(state.range(0));
-  calm::Llama model = calm::Llama::load(
-      calm::bench::bench_model_dir(shape),
-      {.threads = threads, .max_context = 2048, .copy_weights = state.range(1) != 0});
+  calm::LlamaSession model = calm::LlamaSession::load(
+      calm::bench::bench_model_dir(shape), threads,
+      {.max_context = 2048, .copy_weights = state.range(1) != 0});
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
   std::vector<float> x(model.hidden_size()), logits(model.vocab_size());
@@ -56,8 +56,8 @@ void BM_Decode(benchmark::State& state, const calm::bench::ModelShape& shape) {
 // Prefill of a 64-token prompt: GFLOP/s of the matrix-matrix products (2 · params · tokens).
 void BM_Prefill(benchmark::State& state, const calm::bench::ModelShape& shape) {
   const auto threads = static_cast<std::size_t>(state.range(0));
-  calm::Llama model = calm::Llama::load(calm::bench::bench_model_dir(shape),
-                                        {.threads = threads, .max_context = 2048});
+  calm::LlamaSession model = calm::LlamaSession::load(calm::bench::bench_model_dir(shape), threads,
+                                                       {.max_context = 2048});
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
   std::vector<float> x(model.hidden_size());

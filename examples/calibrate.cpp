@@ -1,4 +1,4 @@
-// calm-calibrate: certify an early-exit threshold by Learn-then-Test (SPEC 6).
+// calm-calibrate: certify an early-exit threshold by Learn-then-Test (docs/design.md §6).
 //   calm-calibrate --model DIR --prompts FILE [--references FILE] --measure softmax|softmax-top1|
 //                  saturation|classifier --delta D --epsilon E [--distance token-mismatch|rouge-l|
 //                  token-f1] [--consistency textual|risk] [--method hoeffding-bentkus|hoeffding|
@@ -72,10 +72,11 @@ int run(Flags& f) {
   if (consistency == cal::Consistency::risk) calm::cli::require_references(file);
 
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
-  calm::Llama model = calm::Llama::load(f.model, {.threads = f.threads});
-  if (f.policy.measure == "classifier") f.policy.load_classifier(f.model, model.hidden_size());  // once, not per decoder
+  const auto model = calm::LlamaModel::load(f.model);
+  const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
+  if (f.policy.measure == "classifier") f.policy.load_classifier(f.model, model->hidden_size());  // once, not per decoder
   const calm::cli::EncodedPrompts encoded =
-      calm::cli::encode_prompts(file, tokenizer, f.max_new_tokens, model.max_context());
+      calm::cli::encode_prompts(file, tokenizer, f.max_new_tokens, model->max_context());
   const std::size_t n = encoded.prompts.size();
   const int eos = tokenizer.eos_id();
   const std::filesystem::path output =
@@ -89,7 +90,7 @@ int run(Flags& f) {
     calm::cli::PolicyFlags full_flags = f.policy;
     full_flags.measure = "full";
     calm::cli::Progress progress("full model", n);
-    calm::cli::with_decoder(model, f.model, full_flags, 1.0f, [&](auto&& decoder) {
+    calm::cli::with_decoder(model, sessions, f.model, full_flags, 1.0f, [&](auto&& decoder) {
       // Warm-up, not timed: the first decodes of a fresh process run slower (page faults, caches).
       for (std::size_t i = 0; i < std::min<std::size_t>(n, 8); ++i)
         calm::cli::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
@@ -115,7 +116,7 @@ int run(Flags& f) {
     std::vector<double> losses(n);
     Efficiency& e = efficiency[lambda];
     calm::cli::Progress progress(fmt::format("lambda {:.2f}", lambda), n);
-    calm::cli::with_decoder(model, f.model, f.policy, static_cast<float>(lambda), [&](auto&& decoder) {
+    calm::cli::with_decoder(model, sessions, f.model, f.policy, static_cast<float>(lambda), [&](auto&& decoder) {
       for (std::size_t i = 0; i < n; ++i) {
         auto r = calm::cli::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
         losses[i] = consistency == cal::Consistency::textual
@@ -149,7 +150,7 @@ int run(Flags& f) {
              cal::to_string(consistency), cal::to_string(distance), f.delta, f.epsilon,
              cal::to_string(method));
   fmt::print("{:>7}  {:>10}  {:>10}  {:>8}  {}\n", "lambda", "mean loss", "p-value", "layers", "");
-  const std::size_t L = model.num_layers();
+  const std::size_t L = model->num_layers();
   for (const cal::GridRow& row : result.table) {
     if (!row.tested) {
       fmt::print("{:>7.2f}  {:>10}  {:>10}  {:>8}  not tested (fixed sequence stopped)\n",
@@ -180,7 +181,8 @@ int run(Flags& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"calm-calibrate: certify an early-exit threshold with Learn-then-Test (SPEC 6)"};
+  CLI::App app{"calm-calibrate: certify an early-exit threshold with Learn-then-Test "
+               "(docs/design.md §6)"};
   Flags f;
   app.add_option("--model", f.model, "checkpoint directory (config.json, model.safetensors, tokenizer.model)")
       ->required()->check(CLI::ExistingDirectory);

@@ -40,11 +40,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     const calm::Tokenizer tok = calm::Tokenizer::load(std::filesystem::path(model_dir) / "tokenizer.model");
-    calm::Llama model = calm::Llama::load(model_dir, {.threads = threads});
     calm::DecoderOptions opts;
     opts.stop_tokens = {tok.eos_id()};
-    calm::Decoder<calm::Llama, EntropyConfidence, calm::ConstantThreshold> dec(
-        model, {}, calm::ConstantThreshold{lambda}, opts);
+    calm::Decoder<calm::LlamaSession, EntropyConfidence, calm::ConstantThreshold> dec(
+        calm::LlamaSession::load(model_dir, threads), {}, calm::ConstantThreshold{lambda}, opts);
     const auto out = dec.generate(tok.encode(prompt), max_new);
     fmt::print("{}{}\n", prompt, tok.decode(out.tokens));
     for (const calm::TokenStats& t : out.report.tokens)

@@ -1,4 +1,5 @@
-// calm-eval: checks the calibration guarantee empirically and measures what it buys (SPEC 6, 7).
+// calm-eval: checks the calibration guarantee empirically and measures what it buys
+// (docs/design.md §6, §7).
 //   calm-eval --model DIR --calibration-prompts FILE --test-prompts FILE [--splits 100]
 //             [--measures softmax,saturation,classifier] [--deltas 0.05,0.1,0.2,0.3,0.4]
 //             [--epsilon 0.1] [--max-new-tokens 32] [--csv out.csv] [--threads N] [--seed S]
@@ -73,7 +74,7 @@ struct Config {
 struct Outcome {
   double layer_sum = 0.0;  // sum of exit layers over the generated tokens
   std::size_t tokens = 0;
-  double seconds = 0.0;    // generation only (SPEC 7 timings), prefill excluded
+  double seconds = 0.0;    // generation only (docs/design.md §7 timings), prefill excluded
   double loss = 0.0;
 };
 
@@ -197,11 +198,12 @@ int run(Flags& f) {
                                   100 * (1 - f.calibration_share)));
 
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
-  calm::Llama model = calm::Llama::load(f.model, {.threads = f.threads});
-  if (wants_classifier) f.policy.load_classifier(f.model, model.hidden_size());  // once, not per decoder
-  const std::size_t L = model.num_layers();
+  const auto model = calm::LlamaModel::load(f.model);
+  const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
+  if (wants_classifier) f.policy.load_classifier(f.model, model->hidden_size());  // once, not per decoder
+  const std::size_t L = model->num_layers();
   const calm::cli::EncodedPrompts encoded =
-      calm::cli::encode_prompts(pool, tokenizer, f.max_new_tokens, model.max_context());
+      calm::cli::encode_prompts(pool, tokenizer, f.max_new_tokens, model->max_context());
   const int eos = tokenizer.eos_id();
 
   // Configurations: 0 = full model, then each measure x grid, the oracle, static 1..L.
@@ -224,7 +226,7 @@ int run(Flags& f) {
     calm::cli::PolicyFlags p = f.policy;
     p.measure = c.measure;
     p.static_layer = std::max<std::size_t>(c.static_layer, 1);
-    return calm::cli::with_decoder(model, f.model, p, static_cast<float>(c.lambda),
+    return calm::cli::with_decoder(model, sessions, f.model, p, static_cast<float>(c.lambda),
                                    [&](auto&& decoder) {
       return calm::cli::greedy_decode(decoder, prompt, f.max_new_tokens, eos);
     });

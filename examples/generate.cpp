@@ -138,19 +138,20 @@ float apply_calibration(Flags& f) {
 
 int run(Flags& f) {
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
-  calm::Llama model = calm::Llama::load(f.model, {.threads = f.threads, .max_context = f.context});
+  const auto model = calm::LlamaModel::load(f.model, {.max_context = f.context});
+  const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
   const float lambda = f.calibration.empty() ? f.policy.threshold : apply_calibration(f);
   const std::vector<int> prompt = tokenizer.encode(f.prompt, /*add_bos=*/true);
-  if (prompt.size() + f.max_new_tokens > model.max_context())
+  if (prompt.size() + f.max_new_tokens > model->max_context())
     throw calm::Error(fmt::format(
         "--prompt is {} tokens; with --max-new-tokens {} that exceeds the context length {}",
-        prompt.size(), f.max_new_tokens, model.max_context()));
+        prompt.size(), f.max_new_tokens, model->max_context()));
   const bool stream_text = !f.json;
 
   std::vector<Piece> pieces;
   calm::SequenceReport report;
   std::vector<int> tokens;
-  calm::cli::with_decoder(model, f.model, f.policy, lambda, [&](auto&& decoder) {
+  calm::cli::with_decoder(model, sessions, f.model, f.policy, lambda, [&](auto&& decoder) {
     calm::Sampler sampler(f.sampling);
     calm::StreamDecoder stream(tokenizer);
     if (stream_text) fmt::print("{}", f.prompt);  // once the decoder exists: errors come first
@@ -160,7 +161,7 @@ int run(Flags& f) {
       Piece p{stream.push(ts.token), ts};
       if (stream_text) {
         if (f.show_exits) {
-          const bool low = exits_low(ts.exit_layer, model.num_layers());
+          const bool low = exits_low(ts.exit_layer, model->num_layers());
           fmt::print("\x1b[{}m{}\x1b[0m", low ? 32 : 31, p.text);
         } else {
           fmt::print("{}", p.text);
@@ -179,7 +180,7 @@ int run(Flags& f) {
     return 0;
   });
 
-  const std::size_t L = model.num_layers();
+  const std::size_t L = model->num_layers();
   if (f.show_exits && stream_text)
     fmt::print(stderr, "legend: \x1b[32mexited in layers 1..{}\x1b[0m, \x1b[31mexited in layers {}..{}\x1b[0m\n",
                L / 2, L / 2 + 1, L);
@@ -201,7 +202,7 @@ int run(Flags& f) {
     full.measure = "full";
     calm::SequenceReport full_report;
     std::vector<int> full_tokens;
-    calm::cli::with_decoder(model, f.model, full, 1.0f, [&](auto&& decoder) {
+    calm::cli::with_decoder(model, sessions, f.model, full, 1.0f, [&](auto&& decoder) {
       calm::Sampler sampler(f.sampling);
       auto r = decoder.generate(prompt, tokens.size(), sampler);
       full_report = std::move(r.report);

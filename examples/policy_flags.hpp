@@ -1,5 +1,5 @@
 // Turns command-line flags into a compile-time Decoder: the programs (generate, calibrate, eval)
-// share these flags and this one dispatch, which instantiates Decoder<Llama, Measure, Schedule>
+// share these flags and this one dispatch, which instantiates Decoder<LlamaSession, Measure, Schedule>
 // for each measure x schedule the user can name, then calls a generic lambda with it.
 #pragma once
 
@@ -74,7 +74,8 @@ inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
       ->check(CLI::IsMember({"softmax", "softmax-top1", "saturation", "classifier", "oracle",
                              "static", "full"}));
   app.add_option("--threshold", f.threshold, "exit threshold lambda")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--tau", f.tau, "decay temperature tau >= 0 (SPEC 4)")->check(CLI::Range(0.0, 1000.0));
+  app.add_option("--tau", f.tau, "decay temperature tau >= 0 (docs/design.md §4)")
+      ->check(CLI::Range(0.0, 1000.0));
   app.add_option("--schedule", f.schedule, "threshold over steps: decaying (paper form), "
                  "decaying-scaled (original code form), constant")
       ->check(CLI::IsMember({"decaying", "decaying-scaled", "constant"}));
@@ -90,43 +91,52 @@ inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
 
 namespace detail {
 template <class Measure, class F>
-decltype(auto) with_threshold_schedule(Llama& model, Measure measure, float lambda,
+decltype(auto) with_threshold_schedule(LlamaSession&& session, Measure measure, float lambda,
                                        const PolicyFlags& flags, const DecoderOptions& opts, F&& f) {
   if (flags.schedule == "constant")
-    return f(Decoder<Llama, Measure, ConstantThreshold>(model, std::move(measure),
-                                                        ConstantThreshold{lambda}, opts));
+    return f(Decoder<LlamaSession, Measure, ConstantThreshold>(
+        std::move(session), std::move(measure), ConstantThreshold{lambda}, opts));
   const auto form = flags.schedule == "decaying-scaled" ? DecayingThreshold::Form::scaled
                                                         : DecayingThreshold::Form::paper;
-  return f(Decoder<Llama, Measure, DecayingThreshold>(
-      model, std::move(measure), DecayingThreshold{lambda, flags.tau, form}, opts));
+  return f(Decoder<LlamaSession, Measure, DecayingThreshold>(
+      std::move(session), std::move(measure), DecayingThreshold{lambda, flags.tau, form}, opts));
 }
 }  // namespace detail
 
-// Calls f(decoder) with the Decoder the flags describe, at threshold `lambda`. f must return the
-// same type for every decoder type.
+// A pool for --threads (none for 1: the caller runs everything).
+inline std::shared_ptr<ThreadPool> make_pool(std::size_t threads) {
+  return threads > 1 ? std::make_shared<ThreadPool>(threads) : nullptr;
+}
+
+// Calls f(decoder) with the Decoder the flags describe, at threshold `lambda`, on a new session
+// of `model`. f must return the same type for every decoder type.
 template <class F>
-decltype(auto) with_decoder(Llama& model, const std::filesystem::path& model_dir,
-                            const PolicyFlags& flags, float lambda, F&& f) {
+decltype(auto) with_decoder(const std::shared_ptr<const LlamaModel>& model,
+                            const SessionOptions& session_options,
+                            const std::filesystem::path& model_dir, const PolicyFlags& flags,
+                            float lambda, F&& f) {
   const DecoderOptions opts = flags.decoder_options();
+  LlamaSession session(model, session_options);
   if (flags.measure == "softmax")
-    return detail::with_threshold_schedule(model, SoftmaxResponse{}, lambda, flags, opts, f);
+    return detail::with_threshold_schedule(std::move(session), SoftmaxResponse{}, lambda, flags, opts, f);
   if (flags.measure == "softmax-top1")
-    return detail::with_threshold_schedule(model, SoftmaxResponse{SoftmaxResponse::Variant::top1},
+    return detail::with_threshold_schedule(std::move(session), SoftmaxResponse{SoftmaxResponse::Variant::top1},
                                            lambda, flags, opts, f);
   if (flags.measure == "saturation")
-    return detail::with_threshold_schedule(model, HiddenSaturation{}, lambda, flags, opts, f);
+    return detail::with_threshold_schedule(std::move(session), HiddenSaturation{}, lambda, flags, opts, f);
   if (flags.measure == "classifier") {
     if (flags.exit_classifier)
-      return detail::with_threshold_schedule(model, *flags.exit_classifier, lambda, flags, opts, f);
+      return detail::with_threshold_schedule(std::move(session), *flags.exit_classifier, lambda, flags, opts, f);
     PolicyFlags loaded = flags;
-    loaded.load_classifier(model_dir, model.hidden_size());
-    return detail::with_threshold_schedule(model, *loaded.exit_classifier, lambda, flags, opts, f);
+    loaded.load_classifier(model_dir, model->hidden_size());
+    return detail::with_threshold_schedule(std::move(session), *loaded.exit_classifier, lambda, flags, opts, f);
   }
   if (flags.measure == "oracle")
-    return f(Decoder<Llama, HiddenSaturation, LocalOracle>(model, {}, {}, opts));
+    return f(Decoder<LlamaSession, NoConfidence, LocalOracle>(std::move(session), {}, {}, opts));
   if (flags.measure == "static")
-    return f(Decoder<Llama, HiddenSaturation, StaticExit>(model, {}, StaticExit{flags.static_layer}, opts));
-  return f(Decoder<Llama, HiddenSaturation, Never>(model, {}, {}, opts));
+    return f(Decoder<LlamaSession, NoConfidence, StaticExit>(std::move(session), {},
+                                                             StaticExit{flags.static_layer}, opts));
+  return f(Decoder<LlamaSession, NoConfidence, Never>(std::move(session), {}, {}, opts));
 }
 
 }  // namespace calm::cli

@@ -174,9 +174,9 @@ auto greedy_decode(DecoderT& decoder, const std::vector<int>& prompt, std::size_
   return result;
 }
 
-// --grid HIGH,LOW,STEP: the descending lambda grid HIGH, HIGH - STEP, ..., LOW (SPEC default
-// 1,0.05,0.05). Measures whose scores crowd near 1 (hidden-state saturation) need a fine grid
-// there, e.g. 1,0.9,0.005.
+// --grid HIGH,LOW,STEP: the descending lambda grid HIGH, HIGH - STEP, ..., LOW (default
+// 1,0.05,0.05, docs/design.md §6). Measures whose scores crowd near 1 (hidden-state saturation)
+// need a fine grid there, e.g. 1,0.9,0.005.
 inline std::vector<double> parse_lambda_grid(const std::string& text) {
   std::vector<double> v;
   std::size_t begin = 0;

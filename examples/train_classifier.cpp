@@ -1,4 +1,4 @@
-// calm-train-classifier: trains the early-exit classifier of SPEC 3c with the backbone frozen.
+// calm-train-classifier: trains the early-exit classifier (docs/design.md §3c), backbone frozen.
 //   calm-train-classifier --model DIR --text FILE [--max-tokens 4096] [--epochs 200]
 //                         [--lr 0.01] [--threads 1] [--window 128]
 // Teacher forcing over windows of the text: at every position and layer i = 1..L-1 it records
@@ -41,7 +41,7 @@ int run(const std::filesystem::path& dir, const std::filesystem::path& text_file
   if (tokens.size() < 10)
     throw calm::Error("--text: '" + text_file.string() + "' has only " +
                       std::to_string(tokens.size()) + " tokens; need at least 10");
-  calm::Llama model = calm::Llama::load(dir, {.threads = threads});
+  calm::LlamaSession model = calm::LlamaSession::load(dir, threads);
   const std::size_t L = model.num_layers(), h = model.hidden_size();
   if (L < 2) throw calm::Error("the model has one layer: nothing to exit early from");
   window = std::min(window, model.max_context() - 1);
@@ -125,7 +125,7 @@ int run(const std::filesystem::path& dir, const std::filesystem::path& text_file
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"calm-train-classifier: train the early-exit classifier (SPEC 3c)"};
+  CLI::App app{"calm-train-classifier: train the early-exit classifier (docs/design.md §3c)"};
   std::string model, text;
   std::size_t max_tokens = 4096, epochs = 200, threads = 1, window = 128;
   float lr = 0.01f;

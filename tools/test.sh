@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Builds calm and runs its whole test suite (installs missing Debian packages first).
-# Usage: tools/test.sh [--sanitize]   (--sanitize: a separate ASan+UBSan build of the same tests)
+# Usage: tools/test.sh [--sanitize | --tsan]
+#   --sanitize: a separate ASan+UBSan build of the same tests
+#   --tsan:     a ThreadSanitizer build of the tests that share a model between threads
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/tools/install-deps.sh" --python
 jobs=$(nproc)
-if [[ "${1:-}" == "--sanitize" ]]; then
+if [[ "${1:-}" == "--tsan" ]]; then
+  build="$root/build-tsan"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCALM_TSAN=ON \
+        -DCALM_BUILD_BENCH=OFF -DCALM_BUILD_EXAMPLES=OFF -DCALM_BUILD_COMPILE_TESTS=OFF -DCALM_PYTHON_TESTS=OFF >/dev/null
+  cmake --build "$build" -j"$jobs" --target test_session test_decoder
+  export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+  ctest --test-dir "$build" -j"$jobs" --output-on-failure -R '^test_(session|decoder)/'
+  exit 0
+elif [[ "${1:-}" == "--sanitize" ]]; then
   build="$root/build-sanitize"
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCALM_SANITIZE=ON \
         -DCALM_BUILD_BENCH=OFF -DCALM_BUILD_EXAMPLES=ON -DCALM_BUILD_COMPILE_TESTS=OFF -DCALM_PYTHON_TESTS=OFF >/dev/null

@@ -2,7 +2,7 @@
 """Train a Llama-architecture model for early exit (CALM) on a UTF-8 text file.
 
 Every layer's residual goes through the shared exit head (final norm + lm_head);
-the loss is sum_i w_i * CE_i with w_i = i / sum_j j (weighted, SPEC section 2),
+the loss is sum_i w_i * CE_i with w_i = i / sum_j j (weighted, docs/design.md §2),
 1/L (uniform), or only the last layer (last = an ordinary LM).
 
 Outputs a Hugging Face checkpoint dir (config.json, model.safetensors, tokenizer.model)

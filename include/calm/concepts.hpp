@@ -1,11 +1,11 @@
 // The three policy roles of calm::Decoder, one C++20 concept each:
 //
-//   TransformerBackend  a model that runs one layer at a time on a residual stream and owns the
-//                       KV cache (calm::Llama is the v1 backend).
-//   ConfidenceMeasure   c_t^i (SPEC 3): a score, higher = more confident. Publishes
+//   TransformerBackend  one sequence of a model: runs one layer at a time on a residual stream,
+//                       owns that sequence's KV cache, can rewind it (calm::LlamaSession).
+//   ConfidenceMeasure   c_t^i (docs/design.md §3): a score, higher = more confident. Publishes
 //                       `needs_logits` so the decoder runs the V x d vocabulary projection only
 //                       for measures that read it (checked with if constexpr).
-//   ExitSchedule        lambda_t (SPEC 4), or a fixed exit layer for the baselines.
+//   ExitSchedule        lambda_t (docs/design.md §4), or a fixed exit layer for the baselines.
 //
 // Each concept is the conjunction of small single-member concepts in calm::traits; Decoder
 // checks those one by one with static_asserts whose messages name the missing member, so a
@@ -22,7 +22,7 @@ namespace calm {
 
 // What a confidence measure sees at an exit point (after layer `layer`, 1-based, < num_layers).
 struct ExitSignal {
-  std::size_t layer = 0;       // i, 1-based as in SPEC
+  std::size_t layer = 0;       // i, 1-based as in the paper
   std::size_t num_layers = 0;  // L
   std::size_t step = 0;        // t, 1-based generation step
   std::span<const float> state;           // d_t^i, pre-norm residual stream (hidden)
@@ -63,7 +63,7 @@ constexpr bool needs_previous_state() {
     return false;
 }
 // Upper bound on any score the measure can return: a threshold above it can never be met, so
-// the decoder skips the checks of that token altogether (exact, SPEC 8).
+// the decoder skips the checks of that token altogether (exact, docs/design.md §8).
 template <class C>
 constexpr float max_score() {
   if constexpr (requires { { C::max_score } -> std::convertible_to<float>; })
@@ -90,7 +90,7 @@ concept HasFixedExitLayer = requires(const S& s, std::size_t num_layers) {
 template <class S>
 concept HasScheduleBody = HasUsesConfidence<S> &&
                           (S::uses_confidence ? HasThreshold<S> : HasFixedExitLayer<S>);
-// Analysis mode: run the full model, exit at the first layer agreeing with the top (SPEC 7).
+// Analysis mode: run the full model, exit at the first layer agreeing with the top (§7).
 template <class S>
 constexpr bool is_local_oracle() {
   if constexpr (requires { typename std::bool_constant<S::local_oracle>; })
@@ -128,13 +128,21 @@ template <class B>
 concept HasPrefill = requires(B& b, std::span<const int> tokens, std::size_t pos0,
                               std::span<float> x_last) { b.prefill(tokens, pos0, x_last); };
 
+// length(): positions cached; truncate(n): rewind to the first n (a new sequence is truncate(0)).
+template <class B>
+concept HasSequence = requires(B& b, const B& cb, std::size_t n) {
+  { cb.length() } -> std::convertible_to<std::size_t>;
+  b.truncate(n);
+};
+
 }  // namespace traits
 
 template <class B>
 concept TransformerBackend = traits::HasDimensions<B> && traits::HasEmbed<B> &&
                              traits::HasRunLayer<B> && traits::HasFinalNorm<B> &&
                              traits::HasLmHead<B> && traits::HasPropagateKv<B> &&
-                             traits::HasPrefill<B>;
+                             traits::HasPrefill<B> && traits::HasSequence<B> &&
+                             std::move_constructible<B>;
 
 template <class C>
 concept ConfidenceMeasure = traits::HasNeedsLogits<C> && traits::HasScore<C>;

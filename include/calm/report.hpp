@@ -1,5 +1,5 @@
-// What a decode reports (SPEC 7): per token, where it exited and why; per sequence, layers saved
-// next to time saved, since a layer skipped is not a second saved (SPEC 8).
+// What a decode reports (docs/design.md §7): per token, where it exited and why; per sequence,
+// layers saved next to time saved, since a layer skipped is not a second saved (§8).
 #pragma once
 
 #include <cstddef>
@@ -31,7 +31,7 @@ struct SequenceReport {
   double head_seconds = 0.0;         // output projection and sampling at the exit layer
 
   // Mean exit layer over generated tokens (the first one always runs all layers: it comes out of
-  // the prefill, SPEC 5).
+  // the prefill, docs/design.md §5).
   double average_layers() const noexcept {
     if (tokens.empty()) return 0.0;
     double sum = 0.0;

@@ -1,4 +1,4 @@
-// Must not compile: a backend that cannot fill the K/V of skipped layers (SPEC 5).
+// Must not compile: a backend that cannot fill the K/V of skipped layers (docs/design.md §5).
 #include <calm/confidence/softmax_response.hpp>
 #include <calm/decoder.hpp>
 #include <calm/schedule/constant.hpp>
@@ -18,6 +18,8 @@ struct Backend {
   void prefill(std::span<const int> t, std::size_t p, std::span<float> x) {
     inner.prefill(t, p, x);
   }
+  std::size_t length() const noexcept { return inner.length(); }
+  void truncate(std::size_t n) { inner.truncate(n); }
 };
 
 int main() {

@@ -20,7 +20,7 @@ file(WRITE ${WORK}/main.cpp "${CMAKE_MATCH_1}")
 
 set(configure_args -S ${CONSUMER} -B ${WORK}/build -DCMAKE_BUILD_TYPE=Release
     -DCONSUMER_MAIN=${WORK}/main.cpp -DCALM_ARCH=${CALM_ARCH})
-if(MODE STREQUAL "find_package")
+if(MODE STREQUAL "find_package" OR MODE STREQUAL "core_only")
   run(${CMAKE_COMMAND} --install ${CALM_BUILD_DIR} --prefix ${WORK}/prefix)
   list(APPEND configure_args -DCMAKE_PREFIX_PATH=${WORK}/prefix)
 else()

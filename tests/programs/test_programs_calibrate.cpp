@@ -235,7 +235,7 @@ TEST_CASE("calm-calibrate end to end: the table matches independent decodes and 
   CHECK(*result.lambda_star == result.table[passing - 1].lambda);
 
   // Independent decodes: full model and each tested lambda, greedy, stopping after EOS.
-  calm::Llama model = calm::Llama::load(kModel);
+  calm::LlamaSession model = calm::LlamaSession::load(kModel);
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(kModel / "tokenizer.model");
   const calm::cli::PromptFile prompts = calm::cli::read_prompt_file(kPrompts);
   const auto decode = [&](auto&& decoder, const std::string& text) {
@@ -252,13 +252,13 @@ TEST_CASE("calm-calibrate end to end: the table matches independent decodes and 
   };
   std::vector<std::vector<int>> full;
   for (const auto& p : prompts.prompts)
-    full.push_back(decode(calm::Decoder<calm::Llama, calm::SoftmaxResponse, calm::Never>(model), p.prompt));
+    full.push_back(decode(calm::Decoder<calm::LlamaSession&, calm::SoftmaxResponse, calm::Never>(model), p.prompt));
   for (std::size_t j = 0; j <= passing; ++j) {
     const double lambda = result.table[j].lambda;
     CAPTURE(lambda);
     double sum = 0.0;
     for (std::size_t i = 0; i < prompts.prompts.size(); ++i) {
-      calm::Decoder<calm::Llama, calm::SoftmaxResponse, calm::DecayingThreshold> early(
+      calm::Decoder<calm::LlamaSession&, calm::SoftmaxResponse, calm::DecayingThreshold> early(
           model, {}, calm::DecayingThreshold{static_cast<float>(lambda), 4.0f});
       const std::vector<int> tokens = decode(early, prompts.prompts[i].prompt);
       sum += 1.0 - cc::rouge_l_f1(tokens, full[i]);

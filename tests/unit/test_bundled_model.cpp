@@ -53,14 +53,14 @@ TEST_CASE("the bundled model's files are present and within the size budget") {
   }
   for (const auto& e : fs::recursive_directory_iterator(kModel))
     if (e.is_regular_file()) total += e.file_size();
-  CHECK(total <= 16u * 1024 * 1024);  // issue 3: at most 16 MB in the repo
+  CHECK(total <= 16u * 1024 * 1024);  // the bundled model stays at most 16 MB in the repo
 }
 
 TEST_CASE("the committed calibration and classifier belong to these weights") {
   const auto record = calm::calibrate::read_calibration_json(kModel / "calm_calibration.json");
   CHECK(record.model_fingerprint == calm::calibrate::model_fingerprint(kModel));
   CHECK(record.result.lambda_star.has_value());
-  const calm::Llama model = calm::Llama::load(kModel);
+  const calm::LlamaSession model = calm::LlamaSession::load(kModel);
   CHECK_NOTHROW(calm::ExitClassifier::load(kModel / "calm.safetensors", model.hidden_size()));
 }
 
@@ -71,7 +71,7 @@ TEST_CASE("every layer of the bundled model matches its float64 reference, and g
   const auto meta = ref.metadata();
   const auto prompt = nlohmann::json::parse(meta.at("prompt_tokens")).get<std::vector<int>>();
   const auto greedy = nlohmann::json::parse(meta.at("greedy_tokens")).get<std::vector<int>>();
-  calm::Llama model = calm::Llama::load(kModel);
+  calm::LlamaSession model = calm::LlamaSession::load(kModel);
   const std::size_t h = model.hidden_size(), V = model.vocab_size(), L = model.num_layers();
   std::vector<float> x(h), logits(V);
   std::size_t pos = 0;
@@ -104,7 +104,7 @@ TEST_CASE("every layer of the bundled model matches its float64 reference, and g
 // model that did not learn (a uniform one scores 1024) or a broken backend fails it.
 TEST_CASE("the bundled model's perplexity on the test split is below the stated bound") {
   const calm::Tokenizer tok = calm::Tokenizer::load(kModel / "tokenizer.model");
-  calm::Llama model = calm::Llama::load(kModel);
+  calm::LlamaSession model = calm::LlamaSession::load(kModel);
   std::vector<float> x(model.hidden_size()), logits(model.vocab_size());
   double nll = 0;
   std::size_t count = 0;
@@ -133,10 +133,10 @@ TEST_CASE("the bundled model's perplexity on the test split is below the stated 
 
 TEST_CASE("decoding at the calibrated threshold exits early and yields text") {
   const calm::Tokenizer tok = calm::Tokenizer::load(kModel / "tokenizer.model");
-  calm::Llama model = calm::Llama::load(kModel);
+  calm::LlamaSession model = calm::LlamaSession::load(kModel);
   const auto record = calm::calibrate::read_calibration_json(kModel / "calm_calibration.json");
   REQUIRE(record.measure == "classifier");
-  calm::Decoder<calm::Llama, calm::ExitClassifier, calm::DecayingThreshold> decoder(
+  calm::Decoder<calm::LlamaSession&, calm::ExitClassifier, calm::DecayingThreshold> decoder(
       model, calm::ExitClassifier::load(kModel / "calm.safetensors", model.hidden_size()),
       {float(*record.result.lambda_star), 4.0f});
   const auto result = decoder.generate(tok.encode("ROMEO:\n"), 48);

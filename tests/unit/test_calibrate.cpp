@@ -1,6 +1,7 @@
-// Calibration math (SPEC section 6): distances, p-values, fixed-sequence Learn-then-Test.
+// Calibration math (docs/design.md §6): distances, p-values, fixed-sequence Learn-then-Test.
 // Expected values are computed by hand (written out below) or by exact big-integer arithmetic in
-// Python (/work/notes/calibrate_ref/binom_ref.py), never by the code under test.
+// Python (a one-off script, not kept; its method is described where its values are used), never
+// by the code under test.
 #include "test_support.hpp"
 #include <doctest/doctest.h>
 
@@ -153,8 +154,8 @@ TEST_CASE("binomial CDF, small n, summed by hand") {
 }
 
 TEST_CASE("binomial CDF, large n and far tail, against exact big-integer sums") {
-  // Reference: /work/notes/calibrate_ref/binom_ref.py sums C(n,i)·a^i·(b-a)^(n-i) / b^n over
-  // Python integers (p = a/b exactly) and rounds once. Relative tolerance 1e-11: the code uses
+  // Reference values: a Python script summed C(n,i)·a^i·(b-a)^(n-i) / b^n over
+  // Python integers (p = a/b exactly) and rounded once. Relative tolerance 1e-11: the code uses
   // p = 0.1 as a double (relative error 5e-17, amplified by |k - np|/(pq) <= 4e4 in the log) and
   // its log-space mass has an absolute error ~1e-16·|ln P| (~1e-13 near 1e-300). Measured
   // worst: 5e-13 (k = 6650), 7e-15 elsewhere.

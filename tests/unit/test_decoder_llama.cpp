@@ -1,5 +1,5 @@
-// calm::Decoder on calm::Llama with the fixture checkpoints (tests/fixtures/*/config.json):
-// implementation-independent properties of SPEC 4-5, checked against plain loops over the
+// calm::Decoder on calm::LlamaSession with the fixture checkpoints (tests/fixtures/*/config.json):
+// implementation-independent properties of docs/design.md §4-§5, checked against plain loops over the
 // backend's per-layer API. Extra model folders can be added with CALM_TEST_MODELS=dir1:dir2.
 #include <calm/backends/llama/llama.hpp>
 #include <calm/confidence/hidden_saturation.hpp>
@@ -20,7 +20,7 @@
 
 namespace fs = std::filesystem;
 
-static_assert(calm::TransformerBackend<calm::Llama>);
+static_assert(calm::TransformerBackend<calm::LlamaSession>);
 
 namespace {
 
@@ -43,8 +43,8 @@ std::vector<fs::path> models() {
 const std::vector<int> kPrompt = {1, 17, 42, 7, 99, 3};
 
 // Greedy decode where every fed token runs layers 1..exit (1-based) and the skipped layers are
-// filled per SPEC 5 by hand. Returns tokens; exit_states[t] = state of the t-th fed token.
-std::vector<int> plain_decode(calm::Llama& m, std::size_t n, std::size_t exit, bool true_cache,
+// filled per docs/design.md §5 by hand. Returns tokens; exit_states[t] = state of the t-th fed token.
+std::vector<int> plain_decode(calm::LlamaSession& m, std::size_t n, std::size_t exit, bool true_cache,
                               std::vector<std::vector<float>>* exit_states = nullptr) {
   std::vector<float> x(m.hidden_size()), logits(m.vocab_size());
   m.prefill(kPrompt, 0, x);
@@ -66,7 +66,7 @@ std::vector<int> plain_decode(calm::Llama& m, std::size_t n, std::size_t exit, b
   return tokens;
 }
 
-bool same_cache(const calm::Llama& a, const calm::Llama& b, std::size_t positions) {
+bool same_cache(const calm::LlamaSession& a, const calm::LlamaSession& b, std::size_t positions) {
   for (std::size_t l = 0; l < a.num_layers(); ++l)
     for (std::size_t p = 0; p < positions; ++p) {
       const auto ka = a.k_at(l, p), kb = b.k_at(l, p), va = a.v_at(l, p), vb = b.v_at(l, p);
@@ -78,8 +78,8 @@ bool same_cache(const calm::Llama& a, const calm::Llama& b, std::size_t position
 }
 
 template <class C, class S>
-std::vector<int> decode(calm::Llama& m, C c, S s, std::size_t n, calm::DecoderOptions o = {}) {
-  calm::Decoder<calm::Llama, C, S> dec(m, c, s, o);
+std::vector<int> decode(calm::LlamaSession& m, C c, S s, std::size_t n, calm::DecoderOptions o = {}) {
+  calm::Decoder<calm::LlamaSession&, C, S> dec(m, c, s, o);
   return dec.generate(kPrompt, n).tokens;
 }
 
@@ -90,10 +90,10 @@ TEST_CASE("fixture models exist") { CHECK(!models().empty()); }
 TEST_CASE("Never, unreachable thresholds and static exit at L are the full model") {
   for (const fs::path& dir : models()) {
     CAPTURE(dir.string());
-    calm::Llama ref = calm::Llama::load(dir);
+    calm::LlamaSession ref = calm::LlamaSession::load(dir);
     const std::size_t L = ref.num_layers();
     const std::vector<int> full = plain_decode(ref, 12, L, false);
-    calm::Llama m = calm::Llama::load(dir);
+    calm::LlamaSession m = calm::LlamaSession::load(dir);
     CHECK(decode(m, calm::SoftmaxResponse{}, calm::Never{}, 12) == full);
     CHECK(same_cache(m, ref, kPrompt.size() + 11));
     CHECK(decode(m, calm::SoftmaxResponse{}, calm::ConstantThreshold{1.01f}, 12) == full);
@@ -106,12 +106,16 @@ TEST_CASE("Never, unreachable thresholds and static exit at L are the full model
 TEST_CASE("after an exit at layer i, each skipped layer's K/V is what it computes from d^i") {
   for (const fs::path& dir : models()) {
     CAPTURE(dir.string());
-    calm::Llama m = calm::Llama::load(dir), ref = calm::Llama::load(dir),
-                direct = calm::Llama::load(dir);
+    calm::LlamaSession m = calm::LlamaSession::load(dir), ref = calm::LlamaSession::load(dir),
+                direct = calm::LlamaSession::load(dir);
     const std::size_t exit = 1;
     std::vector<std::vector<float>> states;
     CHECK(decode(m, calm::SoftmaxResponse{}, calm::StaticExit{exit}, 8) ==
           plain_decode(ref, 8, exit, false, &states));
+    // A layer's K/V at pos depend only on its input there; `direct` just needs cache entries
+    // before pos to attend to (any tokens will do), and writing layer k at pos keeps pos + 1.
+    std::vector<float> scratch(direct.hidden_size());
+    direct.prefill(std::vector<int>(kPrompt.size() + states.size(), 1), 0, scratch);
     for (std::size_t t = 0; t < states.size(); ++t) {
       const std::size_t pos = kPrompt.size() + t;
       for (std::size_t k = exit; k < m.num_layers(); ++k) {
@@ -130,7 +134,7 @@ TEST_CASE("after an exit at layer i, each skipped layer's K/V is what it compute
 TEST_CASE("true_cache fills the same cache as the full model over the same tokens") {
   for (const fs::path& dir : models()) {
     CAPTURE(dir.string());
-    calm::Llama m = calm::Llama::load(dir), full = calm::Llama::load(dir);
+    calm::LlamaSession m = calm::LlamaSession::load(dir), full = calm::LlamaSession::load(dir);
     calm::DecoderOptions o;
     o.propagation = calm::Propagation::true_cache;
     const std::vector<int> out = decode(m, calm::SoftmaxResponse{}, calm::StaticExit{2}, 8, o);

@@ -3,7 +3,10 @@
 // Scalar code written for clarity; it shares nothing with calm::Llama or calm's kernels.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -25,6 +28,7 @@ class Backend {
       wv_.push_back(random(d * d, 1.0f / std::sqrt(float(d))));
     }
     k_.assign(layers * max_context * d, 0.0f);
+    filled_.assign(layers, 0);
     v_.assign(layers * max_context * d, 0.0f);
   }
 
@@ -102,6 +106,13 @@ class Backend {
       for (std::size_t i = 0; i < layers_; ++i) run_layer(i, x_last, pos0 + t);
     }
   }
+  // Positions cached in every layer; truncate(n) rewinds to the first n.
+  std::size_t length() const noexcept {
+    return *std::min_element(filled_.begin(), filled_.end());
+  }
+  void truncate(std::size_t n) {
+    for (std::size_t& f : filled_) f = std::min(f, n);
+  }
   std::span<const float> k_at(std::size_t layer, std::size_t pos) const {
     return {k_.data() + idx(layer, pos), d_};
   }
@@ -137,6 +148,10 @@ class Backend {
   }
   void store(std::size_t layer, std::size_t pos, const std::vector<float>& k,
              const std::vector<float>& v) {
+    if (pos > filled_[layer] || pos >= max_context_)
+      throw std::logic_error("toy backend: layer " + std::to_string(layer) + " written at " +
+                             std::to_string(pos) + " past its end");
+    filled_[layer] = pos + 1;
     for (std::size_t j = 0; j < d_; ++j) {
       k_[idx(layer, pos) + j] = k[j];
       v_[idx(layer, pos) + j] = v[j];
@@ -156,6 +171,7 @@ class Backend {
   std::vector<float> embed_, head_;
   std::vector<std::vector<float>> a_, wk_, wv_;  // per layer (d, d)
   std::vector<float> k_, v_;                     // (layers, max_context, d)
+  std::vector<std::size_t> filled_;              // (layers) positions written per layer
 };
 
 }  // namespace toy

@@ -94,7 +94,7 @@ TEST_CASE("every layer and every exit head match the PyTorch reference, token by
       CAPTURE(dir.filename().string());
       CAPTURE(threads);
       const Reference ref(dir / "reference.safetensors");
-      calm::Llama model = calm::Llama::load(dir, {.threads = threads});
+      calm::LlamaSession model = calm::LlamaSession::load(dir, threads);
       const std::size_t L = model.num_layers();
       std::vector<float> x(model.hidden_size()), logits(model.vocab_size());
       for (std::size_t t = 0; t < ref.prompt.size(); ++t) {
@@ -118,8 +118,8 @@ TEST_CASE("prefill matches the reference and fills the same cache as token-by-to
   for (const fs::path& dir : fixture_models()) {
     CAPTURE(dir.filename().string());
     const Reference ref(dir / "reference.safetensors");
-    calm::Llama stepwise = calm::Llama::load(dir);
-    calm::Llama batched = calm::Llama::load(dir);
+    calm::LlamaSession stepwise = calm::LlamaSession::load(dir);
+    calm::LlamaSession batched = calm::LlamaSession::load(dir);
     const std::size_t L = stepwise.num_layers(), n = ref.prompt.size();
     std::vector<float> x(stepwise.hidden_size());
     for (std::size_t t = 0; t < n; ++t) {
@@ -143,7 +143,7 @@ TEST_CASE("greedy generation reproduces the reference token for token") {
   for (const fs::path& dir : fixture_models()) {
     CAPTURE(dir.filename().string());
     const Reference ref(dir / "reference.safetensors");
-    calm::Llama model = calm::Llama::load(dir);
+    calm::LlamaSession model = calm::LlamaSession::load(dir);
     std::vector<float> x(model.hidden_size()), logits(model.vocab_size());
     // Token by token (no prefill), so bf16 rounding of prefill activations cannot flip a choice.
     std::size_t pos = 0;
@@ -166,7 +166,7 @@ TEST_CASE("greedy generation reproduces the reference token for token") {
 
 TEST_CASE("propagate_kv writes exactly the K/V that run_layer computes from the same state") {
   const fs::path dir = fixture_models().front();
-  calm::Llama a = calm::Llama::load(dir), b = calm::Llama::load(dir);
+  calm::LlamaSession a = calm::LlamaSession::load(dir), b = calm::LlamaSession::load(dir);
   std::vector<float> x(a.hidden_size()), y(a.hidden_size());
   a.embed(5, x);
   y = x;
@@ -179,23 +179,23 @@ TEST_CASE("propagate_kv writes exactly the K/V that run_layer computes from the 
 
 TEST_CASE("bad use is refused with a clear error") {
   const fs::path dir = fixture_models().front();
-  calm::Llama model = calm::Llama::load(dir, {.max_context = 8});
+  calm::LlamaSession model = calm::LlamaSession::load(dir, 1, {.max_context = 8});
   std::vector<float> x(model.hidden_size());
   CHECK_THROWS_WITH_AS(model.embed(-1, x), doctest::Contains("outside the vocabulary"), calm::Error);
   CHECK_THROWS_WITH_AS(model.embed(int(model.vocab_size()), x), doctest::Contains("outside the vocabulary"), calm::Error);
   CHECK_THROWS_WITH_AS(model.run_layer(0, x, 8), doctest::Contains("context length"), calm::Error);
   std::vector<int> long_prompt(9, 1);
   CHECK_THROWS_WITH_AS(model.prefill(long_prompt, 0, x), doctest::Contains("exceeds the context"), calm::Error);
-  CHECK_THROWS_AS(calm::Llama::load(dir, {.max_context = 1u << 30}), calm::Error);
-  CHECK_THROWS_AS(calm::Llama::load(fs::path(CALM_FIXTURES) / "no-such-model"), calm::Error);
+  CHECK_THROWS_AS(calm::LlamaSession::load(dir, 1, {.max_context = 1u << 30}), calm::Error);
+  CHECK_THROWS_AS(calm::LlamaSession::load(fs::path(CALM_FIXTURES) / "no-such-model"), calm::Error);
 }
 
 TEST_CASE("weights copied to huge-page memory and weights read from the file mapping agree bit for bit") {
   for (const fs::path& dir : fixture_models()) {
     CAPTURE(dir.filename().string());
-    calm::Llama copied = calm::Llama::load(dir, {.copy_weights = true});
-    calm::Llama mapped = calm::Llama::load(dir, {.copy_weights = false});
-    CHECK(copied.weights().embed.data != mapped.weights().embed.data);
+    calm::LlamaSession copied = calm::LlamaSession::load(dir, 1, {.copy_weights = true});
+    calm::LlamaSession mapped = calm::LlamaSession::load(dir, 1, {.copy_weights = false});
+    CHECK(copied.model().weights().embed.data != mapped.model().weights().embed.data);
     std::vector<float> a(copied.hidden_size()), b(a.size());
     std::vector<float> la(copied.vocab_size()), lb(la.size());
     for (std::size_t pos = 0; pos < 4; ++pos) {

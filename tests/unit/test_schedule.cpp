@@ -1,4 +1,4 @@
-// Exit schedules against hand-computed values (SPEC 4).
+// Exit schedules against hand-computed values (docs/design.md §4).
 #include <calm/schedule/constant.hpp>
 #include <calm/schedule/decaying.hpp>
 #include <calm/schedule/local_oracle.hpp>

@@ -1,5 +1,5 @@
-// calm_calibration.json: the outcome of a calibration, written next to the model (SPEC section 6),
-// and a content fingerprint of the model files it was computed for.
+// calm_calibration.json: the outcome of a calibration, written next to the model
+// (docs/design.md §6), and a content fingerprint of the model files it was computed for.
 //
 // Layout (version 1):
 //   { "format": "calm-calibration", "version": 1,

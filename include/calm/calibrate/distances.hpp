@@ -1,4 +1,4 @@
-// Distances between token sequences and the calibration losses built on them (SPEC section 6).
+// Distances between token sequences and the calibration losses built on them (docs/design.md §6).
 //
 // Every similarity here is in [0, 1] and every distance is 1 - similarity, so the losses that
 // Learn-then-Test consumes are bounded in [0, 1] as its p-values require.
@@ -119,7 +119,7 @@ inline double distance(Distance kind, TokenSequence a, TokenSequence b) {
   throw Error("distance: invalid Distance value " + std::to_string(static_cast<int>(kind)));
 }
 
-// Which global consistency the calibration certifies (SPEC section 6).
+// Which global consistency the calibration certifies (docs/design.md §6).
 enum class Consistency {
   textual,  // loss = D(Y_early, Y_full)
   risk,     // loss = max(0, R(Y_early, Z) - R(Y_full, Z)) against a reference Z

@@ -1,4 +1,4 @@
-// Learn-then-Test with fixed-sequence testing (SPEC section 6, steps 2-4).
+// Learn-then-Test with fixed-sequence testing (docs/design.md §6, steps 2-4).
 //
 // Thresholds are tested from the most conservative (λ = 1: almost never exit) downwards; the
 // first λ whose p-value exceeds ε ends the walk, so the family-wise error stays <= ε without any
@@ -62,7 +62,7 @@ inline std::vector<double> lambda_grid(double highest, double lowest, double ste
   return grid;
 }
 
-// The SPEC default: 1.00, 0.95, ..., 0.05 (20 points).
+// The default grid (docs/design.md §6): 1.00, 0.95, ..., 0.05 (20 points).
 inline std::vector<double> default_lambda_grid() { return lambda_grid(1.0, 0.05, 0.05); }
 
 struct LearnThenTestOptions {

@@ -1,5 +1,5 @@
-// p-values for the Learn-then-Test null hypothesis H: "E[loss] > delta" (SPEC section 6, step 3),
-// given the mean Ê of n losses in [0, 1]. Small p = strong evidence that the risk is <= delta.
+// p-values for the Learn-then-Test null hypothesis H: "E[loss] > delta" (docs/design.md §6,
+// step 3), given the mean Ê of n losses in [0, 1]. Small p = strong evidence that the risk is <= delta.
 //
 // Numerics: the binomial CDF is summed exactly term by term, anchored on one probability mass
 // computed in log space with Loader's saddle-point form (Stirling error + deviance, as R's

@@ -1,4 +1,4 @@
-// Early-exit classifier (SPEC 3c): c = softmax(W_c . RMSNorm_final(d_t^i) + b_c)[1], one
+// Early-exit classifier (docs/design.md §3c): c = softmax(W_c . RMSNorm_final(d_t^i) + b_c)[1], one
 // classifier shared by all layers, W_c (2, hidden), b_c (2), stored in calm.safetensors as
 // calm.exit_classifier.weight / calm.exit_classifier.bias. O(d) per check, no vocabulary
 // projection. Also here: the pieces of its training (labels, class-balanced loss) so that
@@ -113,7 +113,7 @@ class ExitClassifier {
 
 static_assert(ConfidenceMeasure<ExitClassifier>);
 
-// Training of the classifier (SPEC 3c), backbone frozen.
+// Training of the classifier (docs/design.md §3c), backbone frozen.
 namespace exit_classifier_training {
 
 // z_t^i = 1 iff the exit head's argmax at layer i equals the top layer's.

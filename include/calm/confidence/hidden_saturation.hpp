@@ -1,5 +1,6 @@
-// Hidden-state saturation (SPEC 3b): c = cos(d_t^prev, d_t^i) between the pre-norm residual
-// states at consecutive exit points; 0 at the first exit point, which has no previous state.
+// Hidden-state saturation (docs/design.md §3b): c = cos(d_t^prev, d_t^i) between the pre-norm
+// residual states at consecutive exit points; 0 at the first exit point, which has no previous
+// state.
 // O(d) per check and no vocabulary projection (needs_logits = false).
 #pragma once
 

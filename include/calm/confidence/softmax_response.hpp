@@ -1,4 +1,5 @@
-// Softmax response (SPEC 3a): c = p_(1) - p_(2) of softmax(logits), or p_(1) alone (a variant).
+// Softmax response (docs/design.md §3a): c = p_(1) - p_(2) of softmax(logits), or p_(1) alone
+// (a variant).
 //
 // Exact without a probability vector: with v1 >= v2 the two largest logits and
 // Z = sum_j exp(l_j - v1) (>= 1),
@@ -84,7 +85,7 @@ LogitSummary summarize_logits(std::span<const float> logits) {
 class SoftmaxResponse {
  public:
   enum class Variant : unsigned char {
-    gap,         // p_(1) - p_(2) (SPEC default)
+    gap,         // p_(1) - p_(2) (the default, docs/design.md §3a)
     top1,        // p_(1)
   };
   static constexpr bool needs_logits = true;

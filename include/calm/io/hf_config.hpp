@@ -2,7 +2,7 @@
 //
 // Defaults follow transformers' LlamaConfig. calm refuses what it does not implement: every
 // key of config.json is either read and checked here or on an explicit list of metadata that
-// does not change the computation; any other key is an error naming it (SPEC section 1).
+// does not change the computation; any other key is an error naming it (docs/design.md §1).
 #pragma once
 
 #include <climits>

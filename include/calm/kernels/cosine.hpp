@@ -1,4 +1,4 @@
-// Cosine similarity (hidden-state saturation confidence, SPEC 3b).
+// Cosine similarity (hidden-state saturation confidence, docs/design.md §3b).
 #pragma once
 
 #include <cmath>

@@ -1,4 +1,4 @@
-// Constant threshold: exit at the first exit point where c >= lambda (SPEC 4 baseline).
+// Constant threshold: exit at the first exit point where c >= lambda (docs/design.md §4 baseline).
 #pragma once
 
 #include <cstddef>

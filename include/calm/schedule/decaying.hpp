@@ -1,4 +1,5 @@
-// Threshold decaying over generation steps t = 1..N (SPEC 4): later tokens exit more easily.
+// Threshold decaying over generation steps t = 1..N (docs/design.md §4): later tokens exit more
+// easily.
 //   paper form (default):  lambda_t = clip_[0,1](0.9 lambda + 0.1 exp(-tau t / N))
 //   original-code form:    lambda_t = lambda (0.9 + 0.1 exp(-tau t / N))
 #pragma once

@@ -1,5 +1,5 @@
-// Local oracle (SPEC 7): run the whole model, then report the token as exiting at the first exit
-// point whose exit-head argmax equals the top layer's. Needs the full forward plus one
+// Local oracle (docs/design.md §7): run the whole model, then report the token as exiting at the
+// first exit point whose exit-head argmax equals the top layer's. Needs the full forward plus one
 // vocabulary projection per exit point: an analysis tool, not a speedup. The KV cache is the
 // full model's; the output logits are those of the oracle exit layer.
 #pragma once

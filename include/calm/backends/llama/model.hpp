@@ -1,0 +1,107 @@
+// calm::LlamaModel — what every sequence of a Llama-family checkpoint shares: the config, the
+// weights (memory-mapped, or copied into huge-page memory) and the RoPE tables. It is immutable
+// once loaded, so any number of sessions on any number of threads may read it at once; it is
+// held through std::shared_ptr<const LlamaModel>, and each LlamaSession keeps its model alive.
+#pragma once
+
+#include <calm/backends/llama/weights.hpp>
+#include <calm/core/error.hpp>
+#include <calm/io/hf_config.hpp>
+#include <calm/io/safetensors.hpp>
+#include <calm/kernels/rope.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace calm {
+
+struct LlamaOptions {
+  // Longest sequence any session may hold (RoPE tables are built for it); 0 = min(config's
+  // max_position_embeddings, 4096).
+  std::size_t max_context = 0;
+  // Copy the weights out of the file mapping into huge-page memory (faster decode; costs the
+  // copy at load and the weights' size in anonymous memory). false: use the mapping in place.
+  bool copy_weights = true;
+};
+
+class LlamaModel {
+  struct Private {};  // construction goes through load()/create(): the model is always shared
+
+ public:
+  // Reads dir/config.json and the safetensors checkpoint (single file or sharded) of dir.
+  static std::shared_ptr<const LlamaModel> load(const std::filesystem::path& dir,
+                                                LlamaOptions opts = {}) {
+    LlamaConfig config = load_llama_config(dir / "config.json");
+    return create(std::move(config), io::Checkpoint::open(dir), opts);
+  }
+  static std::shared_ptr<const LlamaModel> create(LlamaConfig config, io::Checkpoint ckpt,
+                                                  LlamaOptions opts = {}) {
+    return std::make_shared<const LlamaModel>(Private{}, std::move(config), std::move(ckpt), opts);
+  }
+
+  LlamaModel(Private, LlamaConfig config, io::Checkpoint ckpt, LlamaOptions opts)
+      : config_(std::move(config)),
+        ckpt_(std::move(ckpt)),
+        weights_(LlamaWeights::load(ckpt_, config_)) {
+    if (opts.copy_weights) arena_ = weights_.copy_to_arena();
+    const std::size_t cfg_max = config_.max_position_embeddings;
+    max_context_ = opts.max_context ? opts.max_context : std::min<std::size_t>(cfg_max, 4096);
+    if (max_context_ > cfg_max)
+      throw Error("max_context " + std::to_string(max_context_) +
+                  " exceeds the model's max_position_embeddings " + std::to_string(cfg_max));
+    const std::size_t half = config_.head_dim / 2;
+    rope_cos_.resize(max_context_ * half);
+    rope_sin_.resize(rope_cos_.size());
+    for (std::size_t p = 0; p < max_context_; ++p)
+      kernels::rope_table(rope_cos_.data() + p * half, rope_sin_.data() + p * half,
+                          config_.head_dim, p, config_.rope_theta);
+  }
+  // The weights point into ckpt_'s mappings or arena_: the object never moves.
+  LlamaModel(const LlamaModel&) = delete;
+  LlamaModel& operator=(const LlamaModel&) = delete;
+
+  const LlamaConfig& config() const noexcept { return config_; }
+  const LlamaWeights& weights() const noexcept { return weights_; }
+  std::size_t num_layers() const noexcept { return config_.num_hidden_layers; }
+  std::size_t hidden_size() const noexcept { return config_.hidden_size; }
+  std::size_t vocab_size() const noexcept { return config_.vocab_size; }
+  std::size_t max_context() const noexcept { return max_context_; }
+  std::size_t q_dim() const noexcept { return config_.num_attention_heads * config_.head_dim; }
+  std::size_t kv_dim() const noexcept { return config_.num_key_value_heads * config_.head_dim; }
+
+  // RoPE cos/sin of position pos (head_dim/2 each).
+  const float* cos_at(std::size_t pos) const noexcept {
+    return rope_cos_.data() + pos * (config_.head_dim / 2);
+  }
+  const float* sin_at(std::size_t pos) const noexcept {
+    return rope_sin_.data() + pos * (config_.head_dim / 2);
+  }
+
+  // x(hidden) := embedding row of token.
+  void embed(int token, float* x) const {
+    check_token(token);
+    weights_.embed.row(static_cast<std::size_t>(token), x);
+  }
+  void check_token(int token) const {
+    if (token < 0 || static_cast<std::size_t>(token) >= config_.vocab_size)
+      throw Error("token id " + std::to_string(token) + " is outside the vocabulary [0, " +
+                  std::to_string(config_.vocab_size) + ")");
+  }
+
+  // Bytes of weights one generated token reads with the full model (the memory-bound cost).
+  std::size_t weight_bytes_per_token() const noexcept { return weights_.bytes_per_token(); }
+
+ private:
+  LlamaConfig config_;
+  io::Checkpoint ckpt_;  // owns the mmaps the weights point into
+  LlamaWeights weights_;
+  WeightArena arena_;    // the weights' copy when LlamaOptions::copy_weights
+  std::size_t max_context_ = 0;
+  std::vector<float> rope_cos_, rope_sin_;  // (max_context, head_dim/2)
+};
+
+}  // namespace calm

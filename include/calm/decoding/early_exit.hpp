@@ -1,0 +1,133 @@
+// CALM's decoding (Schuster et al. 2022, §3; docs/design.md §3-§5): a confidence measure scored
+// at each exit point against a thresholded schedule.
+//
+// Per generated token t (after the prompt, which always runs all layers):
+//   x := embed(previous token)
+//   for layer i = 1..L:  x := layer_i(x)            (writes layer i's K/V at position pos)
+//     at an exit point i < L:  c := measure(x, ...);  exit if c >= lambda_t
+//   skipped layers k > i get K/V from x (propagate) or run fully on a copy (true_cache)
+//   token := sampler(W_head . RMSNorm_final(x))
+//
+// Policies are stored with [[no_unique_address]]: an empty policy adds no bytes, and what a
+// measure does not need is compiled out (`if constexpr`): a measure with needs_logits = false
+// never triggers the V x d projection at exit points.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <span>
+#include <utility>
+
+#include "calm/decoding/common.hpp"
+
+namespace calm {
+
+template <class Backend, class Confidence, class Schedule>
+  requires TransformerBackend<Backend> && ConfidenceMeasure<Confidence> &&
+           ExitSchedule<Schedule> && (Schedule::uses_confidence) &&
+           (!traits::is_local_oracle<Schedule>())
+class Decoder<Backend, Confidence, Schedule>
+    : public detail::DecoderLoop<Decoder<Backend, Confidence, Schedule>, Backend> {
+  using Loop = detail::DecoderLoop<Decoder, Backend>;
+  friend Loop;
+
+  static constexpr bool kNeedsLogits = Confidence::needs_logits;
+  static constexpr bool kNeedsNormed = kNeedsLogits || traits::needs_normed_state<Confidence>();
+  static constexpr bool kNeedsPrevious = traits::needs_previous_state<Confidence>();
+
+ public:
+  using confidence_type = Confidence;
+  using schedule_type = Schedule;
+
+  explicit Decoder(Backend backend, Confidence measure = {}, Schedule schedule = {},
+                   DecoderOptions options = {})
+      : Loop(std::forward<Backend>(backend), std::move(options)),
+        measure_(std::move(measure)),
+        schedule_(std::move(schedule)) {
+    if constexpr (kNeedsPrevious) previous_ = AlignedBuffer<float>(this->hidden_);
+  }
+
+  Confidence& measure() noexcept { return measure_; }
+  const Confidence& measure() const noexcept { return measure_; }
+  Schedule& schedule() noexcept { return schedule_; }
+  const Schedule& schedule() const noexcept { return schedule_; }
+
+ private:
+  void on_first_token(TokenStats& ts) noexcept {
+    ts.threshold = schedule_.threshold(1, this->max_new_);
+  }
+
+  void forward(int token, std::size_t pos, TokenStats& ts, detail::StepTimes& times) {
+    auto& b = this->backend_;
+    const std::size_t L = this->num_layers_;
+    const std::span<float> x = Loop::span(this->x_);
+    const auto e0 = detail::now();
+    b.embed(token, x);
+    const float lambda = schedule_.threshold(ts.step, this->max_new_);
+    ts.threshold = lambda;
+    // A threshold above every reachable score cannot be met: skip all checks (exact, §8).
+    const bool may_exit = !(lambda > traits::max_score<Confidence>());
+    bool have_previous = false, logits_ready = false;
+    std::size_t layer = 1;  // 1-based, as in the paper
+    auto l0 = e0;
+    for (;; ++layer) {
+      b.run_layer(layer - 1, x, pos);
+      if (layer == L) break;
+      if (!may_exit || !this->is_exit_point_[layer]) continue;
+      const auto c0 = detail::now();
+      times.layers += detail::seconds(l0, c0);
+      const float c = check(layer, ts.step, have_previous);
+      ++ts.checks;
+      l0 = detail::now();
+      times.checks += detail::seconds(c0, l0);
+      if (c >= lambda) {
+        ts.confidence = c;
+        logits_ready = kNeedsLogits;  // the check's projection is the output's
+        break;
+      }
+      if constexpr (kNeedsPrevious) {
+        std::copy(x.begin(), x.end(), previous_.data());
+        have_previous = true;
+      }
+    }
+    const auto p0 = detail::now();
+    times.layers += detail::seconds(l0, p0);
+    ts.exit_layer = layer;
+    if (layer < L) {
+      this->propagate(layer, pos);
+      times.propagation += detail::seconds(p0, detail::now());
+    }
+    if (!logits_ready) {
+      const auto h0 = detail::now();
+      this->head(std::span<const float>(x));
+      times.head += detail::seconds(h0, detail::now());
+    }
+  }
+
+  float check(std::size_t layer, std::size_t step, bool have_previous) {
+    auto& b = this->backend_;
+    ExitSignal s;
+    s.layer = layer;
+    s.num_layers = this->num_layers_;
+    s.step = step;
+    s.state = Loop::cspan(this->x_);
+    if constexpr (kNeedsPrevious) {
+      if (have_previous) s.previous_state = Loop::cspan(previous_);
+    }
+    if constexpr (kNeedsNormed) {
+      b.final_norm(s.state, Loop::span(this->normed_));
+      s.normed_state = Loop::cspan(this->normed_);
+    }
+    if constexpr (kNeedsLogits) {
+      b.lm_head(Loop::cspan(this->normed_), Loop::span(this->logits_));
+      s.logits = Loop::cspan(this->logits_);
+    }
+    return measure_.score(s);
+  }
+
+  [[no_unique_address]] Confidence measure_;
+  [[no_unique_address]] Schedule schedule_;
+  AlignedBuffer<float> previous_;  // (hidden) state at the previous exit point
+};
+
+}  // namespace calm
