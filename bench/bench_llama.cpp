@@ -65,7 +65,7 @@ void BM_Prefill(benchmark::State& state, const calm::bench::ModelShape& shape) {
     model.prefill(prompt, 0, x);
     benchmark::DoNotOptimize(x.data());
   }
-  const auto& w = model.weights();
+  const auto& w = model.model().weights();
   double layer_params = 0;
   for (const auto& l : w.layers)
     layer_params += double(l.q.rows * l.q.cols + l.k.rows * l.k.cols + l.v.rows * l.v.cols +

@@ -116,15 +116,20 @@ float apply_calibration(Flags& f) {
   if (rec.model_fingerprint != fingerprint)
     throw calm::Error("'" + f.calibration.string() + "' was calibrated for another model "
                       "(fingerprint " + rec.model_fingerprint + ", this model " + fingerprint + ")");
-  f.policy.measure = rec.measure;
-  if (rec.schedule.is_object()) {
-    const auto& s = rec.schedule;
-    f.policy.schedule = s.value("schedule", f.policy.schedule);
-    f.policy.tau = s.value("tau", f.policy.tau);
-    f.policy.first_exit = s.value("first_exit", f.policy.first_exit);
-    f.policy.interval = s.value("interval", f.policy.interval);
-    f.policy.propagation = s.value("propagation", f.policy.propagation);
-  }
+  calm::calibrate::CalibratedPolicy defaults;
+  defaults.schedule = f.policy.schedule;
+  defaults.tau = f.policy.tau;
+  defaults.first_exit = f.policy.first_exit;
+  defaults.interval = f.policy.interval;
+  defaults.propagation = f.policy.propagation;
+  const calm::calibrate::CalibratedPolicy p =
+      calm::calibrate::calibrated_policy(rec, defaults, f.calibration.string());
+  f.policy.measure = p.measure;
+  f.policy.schedule = p.schedule;
+  f.policy.tau = p.tau;
+  f.policy.first_exit = p.first_exit;
+  f.policy.interval = p.interval;
+  f.policy.propagation = p.propagation;
   if (!rec.result.lambda_star) {
     fmt::print(stderr, "calm-generate: {} certifies no threshold (delta {}, epsilon {}): "
                "running the full model\n", f.calibration.string(), rec.result.delta, rec.result.epsilon);

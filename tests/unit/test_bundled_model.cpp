@@ -134,11 +134,20 @@ TEST_CASE("the bundled model's perplexity on the test split is below the stated 
 TEST_CASE("decoding at the calibrated threshold exits early and yields text") {
   const calm::Tokenizer tok = calm::Tokenizer::load(kModel / "tokenizer.model");
   calm::LlamaSession model = calm::LlamaSession::load(kModel);
+  // The policy the shipped calibration certifies, as calm-generate --calibration reads it.
   const auto record = calm::calibrate::read_calibration_json(kModel / "calm_calibration.json");
-  REQUIRE(record.measure == "classifier");
+  const calm::calibrate::CalibratedPolicy policy = calm::calibrate::calibrated_policy(record);
+  REQUIRE(policy.lambda.has_value());
+  REQUIRE_MESSAGE(policy.measure == "classifier", "this test composes the classifier's decoder");
+  REQUIRE(policy.schedule == "decaying");
+  calm::DecoderOptions options;
+  options.first_exit = policy.first_exit;
+  options.interval = policy.interval;
+  options.propagation = policy.propagation == "true_cache" ? calm::Propagation::true_cache
+                                                           : calm::Propagation::propagate;
   calm::Decoder<calm::LlamaSession&, calm::ExitClassifier, calm::DecayingThreshold> decoder(
       model, calm::ExitClassifier::load(kModel / "calm.safetensors", model.hidden_size()),
-      {float(*record.result.lambda_star), 4.0f});
+      {*policy.lambda, policy.tau}, options);
   const auto result = decoder.generate(tok.encode("ROMEO:\n"), 48);
   CHECK(result.tokens.size() == 48);
   CHECK(result.report.average_layers() < double(model.num_layers()));
