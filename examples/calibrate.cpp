@@ -7,11 +7,13 @@
 // prompt, stopping at the first threshold whose p-value exceeds epsilon, and writes
 // calm_calibration.json (next to the model unless --output) with the smallest certified lambda*.
 #include "policy_flags.hpp"
-#include "prompts.hpp"
+#include "progress.hpp"
 
 #include <calm/calibrate/calibration_json.hpp>
 #include <calm/calibrate/distances.hpp>
 #include <calm/calibrate/learn_then_test.hpp>
+#include <calm/calibrate/parse_grid.hpp>
+#include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
 
 #include <CLI/CLI.hpp>
@@ -65,18 +67,18 @@ int run(Flags& f) {
   const cal::Distance distance = cal::parse_distance(f.distance);
   const cal::Consistency consistency = cal::parse_consistency(f.consistency);
   const cal::PValueMethod method = cal::parse_p_value_method(f.method);
-  const std::vector<double> grid = calm::cli::parse_lambda_grid(f.grid);
+  const std::vector<double> grid = cal::parse_lambda_grid(f.grid, "--grid");
 
-  calm::cli::PromptFile file = calm::cli::read_prompt_file(f.prompts);
-  if (!f.references.empty()) calm::cli::attach_references(file, f.references);
-  if (consistency == cal::Consistency::risk) calm::cli::require_references(file);
+  calm::io::PromptFile file = calm::io::read_prompt_file(f.prompts);
+  if (!f.references.empty()) calm::io::attach_references(file, f.references);
+  if (consistency == cal::Consistency::risk) calm::io::require_references(file);
 
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
   const auto model = calm::LlamaModel::load(f.model);
   const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
   if (f.policy.measure == "classifier") f.policy.load_classifier(f.model, model->hidden_size());  // once, not per decoder
-  const calm::cli::EncodedPrompts encoded =
-      calm::cli::encode_prompts(file, tokenizer, f.max_new_tokens, model->max_context());
+  const calm::io::EncodedPrompts encoded =
+      calm::io::encode_prompts(file, tokenizer, f.max_new_tokens, model->max_context());
   const std::size_t n = encoded.prompts.size();
   const int eos = tokenizer.eos_id();
   const std::filesystem::path output =
@@ -93,9 +95,9 @@ int run(Flags& f) {
     calm::cli::with_decoder(model, sessions, f.model, full_flags, 1.0f, [&](auto&& decoder) {
       // Warm-up, not timed: the first decodes of a fresh process run slower (page faults, caches).
       for (std::size_t i = 0; i < std::min<std::size_t>(n, 8); ++i)
-        calm::cli::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
+        calm::io::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
       for (std::size_t i = 0; i < n; ++i) {
-        auto r = calm::cli::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
+        auto r = calm::io::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
         full[i] = std::move(r.tokens);
         full_seconds += r.report.generation_seconds;
         progress.tick();
@@ -118,7 +120,7 @@ int run(Flags& f) {
     calm::cli::Progress progress(fmt::format("lambda {:.2f}", lambda), n);
     calm::cli::with_decoder(model, sessions, f.model, f.policy, static_cast<float>(lambda), [&](auto&& decoder) {
       for (std::size_t i = 0; i < n; ++i) {
-        auto r = calm::cli::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
+        auto r = calm::io::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
         losses[i] = consistency == cal::Consistency::textual
                         ? cal::textual_consistency_loss(distance, r.tokens, full[i])
                         : cal::risk_consistency_loss(distance, r.tokens, full[i],

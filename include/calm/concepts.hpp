@@ -20,6 +20,14 @@
 
 namespace calm {
 
+// How run_layers multiplies n > 1 tokens by the weights.
+enum class Products : unsigned char {
+  matmul,  // matrix-matrix products: fastest for long prompts; rounds differently from decoding
+  matvec,  // each token bitwise as run_layer computes it alone (kernels::matvec_batch), every
+           // weight still read once: speculative verification, which must equal decoding
+};
+
+
 // What a confidence measure sees at an exit point (after layer `layer`, 1-based, < num_layers).
 struct ExitSignal {
   std::size_t layer = 0;       // i, 1-based as in the paper
@@ -143,6 +151,16 @@ concept TransformerBackend = traits::HasDimensions<B> && traits::HasEmbed<B> &&
                              traits::HasLmHead<B> && traits::HasPropagateKv<B> &&
                              traits::HasPrefill<B> && traits::HasSequence<B> &&
                              std::move_constructible<B>;
+
+// A backend that also runs layers over several consecutive tokens at once and applies the exit
+// head to several states: what speculative verification needs (calm::LlamaSession).
+template <class B>
+concept BatchedBackend = TransformerBackend<B> &&
+    requires(B& b, std::size_t layer, std::span<float> x, std::span<const float> cx,
+             std::size_t pos) {
+      b.run_layers(layer, layer, x, pos, Products::matvec);
+      b.exit_heads(cx, x);
+    };
 
 template <class C>
 concept ConfidenceMeasure = traits::HasNeedsLogits<C> && traits::HasScore<C>;

@@ -4,6 +4,8 @@
 //   Decoder<B, C, ConstantThreshold | DecayingThreshold>  CALM  (calm/decoding/early_exit.hpp)
 //   Decoder<B, NoConfidence, Never | StaticExit>           fixed exits (calm/decoding/fixed_exit.hpp)
 //   Decoder<B, NoConfidence, LocalOracle>                  analysis (calm/decoding/oracle.hpp)
+// and, lossless, SpeculativeDecoder<B, C, S>: the early-exit decoder drafts, the full model
+// verifies (calm/decoding/speculative.hpp).
 #pragma once
 
 #include "calm/confidence/none.hpp"
@@ -11,6 +13,7 @@
 #include "calm/decoding/early_exit.hpp"
 #include "calm/decoding/fixed_exit.hpp"
 #include "calm/decoding/oracle.hpp"
+#include "calm/decoding/speculative.hpp"
 #include "calm/schedule/never.hpp"
 
 namespace calm {

@@ -1,16 +1,15 @@
-// calm-calibrate and calm-eval: the prompt-file reader they share (examples/prompts.hpp), bad
+// calm-calibrate and calm-eval: the prompt-file reader they share (calm/io/prompts.hpp), bad
 // input given to the built programs, and an end-to-end calibration on the tiny f32 fixture whose
 // table is checked against decodes done here, independently of the program.
 #include "test_support.hpp"
 #include <doctest/doctest.h>
-
-#include "prompts.hpp"
 
 #include <calm/backends/llama/llama.hpp>
 #include <calm/calibrate/calibration_json.hpp>
 #include <calm/calibrate/distances.hpp>
 #include <calm/confidence/softmax_response.hpp>
 #include <calm/decoder.hpp>
+#include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
 #include <calm/schedule/decaying.hpp>
 #include <calm/schedule/never.hpp>
@@ -79,7 +78,7 @@ TEST_CASE("prompt files: JSON lines with references and plain text with blank li
   const fs::path jsonl = dir.write(
       "p.jsonl", "{\"prompt\": \"a\\nb\", \"reference\": \"r1\", \"block\": 7}\n\n"
                  "{\"prompt\": \"c\"}\r\n");
-  const calm::cli::PromptFile file = calm::cli::read_prompt_file(jsonl);
+  const calm::io::PromptFile file = calm::io::read_prompt_file(jsonl);
   REQUIRE(file.prompts.size() == 2);
   CHECK(file.prompts[0].prompt == "a\nb");
   CHECK(file.prompts[0].reference.value_or("") == "r1");
@@ -89,22 +88,32 @@ TEST_CASE("prompt files: JSON lines with references and plain text with blank li
 
   // Plain text: every non-blank line is a prompt, taken verbatim (a '{' is not special).
   const fs::path txt = dir.write("p.txt", "first prompt\n   \n{not json}\n");
-  const calm::cli::PromptFile plain = calm::cli::read_prompt_file(txt);
+  const calm::io::PromptFile plain = calm::io::read_prompt_file(txt);
   REQUIRE(plain.prompts.size() == 2);
   CHECK(plain.prompts[1].prompt == "{not json}");
 
   // References replace the JSON ones, line k for prompt k; a final newline is not a reference.
-  calm::cli::PromptFile with_refs = calm::cli::read_prompt_file(jsonl);
-  calm::cli::attach_references(with_refs, dir.write("r.txt", "x\n\n"));
+  calm::io::PromptFile with_refs = calm::io::read_prompt_file(jsonl);
+  calm::io::attach_references(with_refs, dir.write("r.txt", "x\n\n"));
   CHECK(with_refs.prompts[0].reference.value_or("?") == "x");
   CHECK(with_refs.prompts[1].reference.value_or("?") == "");
+
+  // Pooling keeps each prompt's own file and line, and takes at most `limit` of a file.
+  calm::io::PromptFile pool{jsonl, {}};
+  CHECK(calm::io::append_prompts(pool, file) == 2);
+  CHECK(calm::io::append_prompts(pool, plain, 1) == 1);
+  CHECK(calm::io::append_prompts(pool, plain, 5) == 2);
+  REQUIRE(pool.prompts.size() == 5);
+  CHECK(pool.where(1) == jsonl.string() + ":3");
+  CHECK(pool.where(2) == txt.string() + ":1");
+  CHECK(pool.where(4) == txt.string() + ":3");
 }
 
 TEST_CASE("prompt files: bad input names the file and the line") {
   const ScratchDir dir("reader_bad");
   const auto error_for = [&](const std::string& text) {
     const fs::path p = dir.write("bad.jsonl", text);
-    return error_of([&] { calm::cli::read_prompt_file(p); });
+    return error_of([&] { calm::io::read_prompt_file(p); });
   };
   const std::string where = (dir.path / "bad.jsonl").string();
   CHECK(contains(error_for("{\"prompt\": \"ok\"}\n{\"prompt\": \"x\"\n"), where + ":2: not a JSON object"));
@@ -116,22 +125,22 @@ TEST_CASE("prompt files: bad input names the file and the line") {
                  where + ":1: \"reference\" must be a string"));
   CHECK(contains(error_for(""), "holds no prompts"));
   CHECK(contains(error_for("\n  \n"), "holds no prompts"));
-  CHECK(contains(error_of([&] { calm::cli::read_prompt_file(dir.path / "missing.jsonl"); }),
+  CHECK(contains(error_of([&] { calm::io::read_prompt_file(dir.path / "missing.jsonl"); }),
                  "cannot read prompt file"));
-  CHECK(contains(error_of([&] { calm::cli::read_prompt_file(dir.path); }), "is a directory"));
+  CHECK(contains(error_of([&] { calm::io::read_prompt_file(dir.path); }), "is a directory"));
 
   // References: count mismatch names both files; a missing file is named.
-  calm::cli::PromptFile file = calm::cli::read_prompt_file(kPrompts);
+  calm::io::PromptFile file = calm::io::read_prompt_file(kPrompts);
   const fs::path three = dir.write("three.txt", "a\nb\nc\n");
-  const std::string mismatch = error_of([&] { calm::cli::attach_references(file, three); });
+  const std::string mismatch = error_of([&] { calm::io::attach_references(file, three); });
   CHECK(contains(mismatch, three.string()));
   CHECK(contains(mismatch, kPrompts.string()));
   CHECK(contains(mismatch, "has 3 lines"));
-  CHECK(contains(error_of([&] { calm::cli::attach_references(file, dir.path / "none.txt"); }),
+  CHECK(contains(error_of([&] { calm::io::attach_references(file, dir.path / "none.txt"); }),
                  "cannot read references file"));
   // Risk consistency: a prompt without a reference is named by file and line.
-  const calm::cli::PromptFile plain = calm::cli::read_prompt_file(kPlainPrompts);
-  CHECK(contains(error_of([&] { calm::cli::require_references(plain); }),
+  const calm::io::PromptFile plain = calm::io::read_prompt_file(kPlainPrompts);
+  CHECK(contains(error_of([&] { calm::io::require_references(plain); }),
                  kPlainPrompts.string() + ":1: no reference"));
 }
 
@@ -237,7 +246,7 @@ TEST_CASE("calm-calibrate end to end: the table matches independent decodes and 
   // Independent decodes: full model and each tested lambda, greedy, stopping after EOS.
   calm::LlamaSession model = calm::LlamaSession::load(kModel);
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(kModel / "tokenizer.model");
-  const calm::cli::PromptFile prompts = calm::cli::read_prompt_file(kPrompts);
+  const calm::io::PromptFile prompts = calm::io::read_prompt_file(kPrompts);
   const auto decode = [&](auto&& decoder, const std::string& text) {
     const std::vector<int> prompt = tokenizer.encode(text, true);
     decoder.start(prompt, kMaxNew);

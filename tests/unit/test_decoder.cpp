@@ -355,7 +355,7 @@ TEST_CASE("streaming: the callback sees each token and can stop; stop tokens; co
   CHECK_THROWS_AS(d2.start(std::vector<int>{1, 12}, 1), calm::Error);
 }
 
-TEST_CASE("report: thresholds follow the schedule; parts timed on their own") {
+TEST_CASE("report: thresholds follow the schedule, parts timed on their own") {
   Backend b;
   calm::DecayingThreshold s{0.5f, 2.0f, calm::DecayingThreshold::Form::paper};
   const auto out = decode(b, calm::HiddenSaturation{}, s, 8);

@@ -451,3 +451,57 @@ TEST_CASE("attention with grouped-query heads") {
   CHECK(out[3] == doctest::Approx(30.0));
   CHECK_THROWS_AS(k::attention(out, q, kc, vc, 2, 3, 2, 1, sc), calm::Error);
 }
+
+namespace {
+
+// matvec_batch against per-token matvec, both on architecture Arch: bitwise, for 1 and 2 threads.
+template <class Arch, class T>
+void check_matvec_batch_bits(std::mt19937& rng, calm::ThreadPool& pool) {
+  for (std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{4},
+                        std::size_t{5}, std::size_t{8}, std::size_t{9}}) {
+    for (std::size_t rows = 0; rows <= 9; ++rows) {
+      for (std::size_t cols : {std::size_t{0}, std::size_t{1}, std::size_t{7}, kWidth,
+                               2 * kWidth + 3, std::size_t{33}, std::size_t{64}, kMaxLen,
+                               std::size_t{1100}}) {
+        Unaligned<T> w(rows * cols);
+        Unaligned<float> x(n * cols), y(n * rows), y2(n * rows), want(rows);
+        fill(w.data(), rows * cols, rng);
+        fill(x.data(), n * cols, rng);
+        k::matvec_batch<Arch>(y.data(), w.data(), x.data(), n, rows, cols);
+        k::matvec_batch<Arch>(y2.data(), w.data(), x.data(), n, rows, cols, &pool);
+        for (std::size_t t = 0; t < n; ++t) {
+          k::matvec<Arch>(want.data(), w.data(), x.data() + t * cols, rows, cols);
+          for (std::size_t r = 0; r < rows; ++r) {
+            CAPTURE(n);
+            CAPTURE(rows);
+            CAPTURE(cols);
+            CAPTURE(t);
+            CAPTURE(r);
+            REQUIRE(same_bits(y[t * rows + r], want[r]));
+            REQUIRE(same_bits(y2[t * rows + r], want[r]));
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("matvec_batch gives each token the bits of its own matvec, 1 and 2 threads", T, float, bf16, f16) {
+  std::mt19937 rng(13);
+  calm::ThreadPool pool(2);
+  check_matvec_batch_bits<xsimd::default_arch, T>(rng, pool);
+#if defined(__AVX2__) && defined(__FMA__)
+  check_matvec_batch_bits<xsimd::fma3<xsimd::avx2>, T>(rng, pool);  // the AVX2 hosts' path
+#endif
+  // And the scalar twin: one matvec per token.
+  const T w[] = {from_float<T>(1), from_float<T>(2), from_float<T>(3), from_float<T>(4)};
+  const float x[] = {1.0f, -1.0f, 0.5f, 2.0f};  // two tokens
+  float y[4], want[4];
+  k::matvec_batch(y, w, x, 2, 2, 2);
+  k::scalar::matvec_batch(want, w, x, 2, 2, 2);
+  for (int i = 0; i < 4; ++i) CHECK(y[i] == want[i]);
+  CHECK(y[0] == -1.0f);
+  CHECK(y[3] == 9.5f);
+}

@@ -51,7 +51,7 @@ using Early = calm::Decoder<calm::LlamaSession, calm::SoftmaxResponse, calm::Dec
 
 }  // namespace
 
-TEST_CASE("a session keeps its model alive; a decoder owns its session and may move") {
+TEST_CASE("a session keeps its model alive, a decoder owns its session and may move") {
   const fs::path dir = fixture_models().front();
   auto model = calm::LlamaModel::load(dir);
   const std::weak_ptr<const calm::LlamaModel> watch = model;

@@ -236,6 +236,26 @@ class DecoderLoop {
     return r.tokens.back();
   }
 
+  // --- for a caller that drives the sequence itself (speculative drafting) ------------------
+
+  // Feeds `token` at length() through this strategy's layers as generation step `step` of
+  // `max_steps` (what the schedule's threshold depends on), without sampling: the output's
+  // logits are then last_logits() and the state it left at its exit layer exit_state().
+  TokenStats advance(int token, std::size_t step, std::size_t max_steps, StepTimes& times) {
+    if (token < 0 || static_cast<std::size_t>(token) >= vocab_)
+      throw Error("calm::Decoder::advance: token " + std::to_string(token) +
+                  " is outside the vocabulary (size " + std::to_string(vocab_) + ")");
+    TokenStats ts;
+    ts.step = step;
+    ts.token = token;
+    max_new_ = max_steps;
+    pending_ = -1;
+    finished_ = true;
+    self().forward(token, backend_.length(), ts, times);
+    return ts;
+  }
+  std::span<const float> exit_state() const noexcept { return cspan(x_); }
+
   // --- one call ---------------------------------------------------------------------------
 
   // on_token(const TokenStats&) is called after each token; returning false stops generation

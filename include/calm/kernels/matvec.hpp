@@ -7,6 +7,11 @@
 // Each row's sum is computed in the same order whatever the grouping or thread count, so y is
 // bitwise identical for any ThreadPool size.
 //
+// matvec_batch: Y(n, rows) = X(n, cols) W^T for a few tokens (speculative verification), each
+// y_t bitwise equal to matvec(W, x_t): the same per-row arithmetic, with each weight chunk loaded
+// (and widened) once for several vectors and the row pair reused from L1 for the rest, so the
+// weights stream from memory once for all n.
+//
 // Several matrices that multiply the same x (q/k/v, gate/up) can go through one call as
 // segments: one pool wake-up, one x de-interleave, and the prefetch stream of each row group
 // runs on into the next group's rows (the next segment's, at a segment's end), so the streams
@@ -287,6 +292,222 @@ void matvec(float* y, const T* w, const float* x, std::size_t rows, std::size_t 
             ThreadPool* pool = nullptr) {
   const MatvecSegment<T> segment{y, w, rows};
   matvec<Arch>(std::span<const MatvecSegment<T>>(&segment, 1), x, cols, pool);
+}
+
+namespace scalar {
+
+// Y(n, rows) = X(n, cols) W^T, one matvec per token.
+template <class T>
+void matvec_batch(float* y, const T* w, const float* x, std::size_t n, std::size_t rows,
+                  std::size_t cols, ThreadPool* /*pool*/ = nullptr) {
+  for (std::size_t t = 0; t < n; ++t) matvec(y + t * rows, w, x + t * cols, rows, cols);
+}
+
+}  // namespace scalar
+
+namespace detail {
+
+// y[v * y_stride + r] = W(R rows) . x_v for V vectors x_v = x + v * x_stride: per (row, vector)
+// exactly dot_rows' arithmetic (two accumulators over alternating chunks, the same tail and
+// reduction), so the bits do not depend on R or V. Prefetch: only the first vector tile of a
+// row group streams ahead; the other tiles find the rows in L1.
+template <class Arch, std::size_t R, std::size_t V, bool Prefetch, class T>
+inline void dot_rows_multi(float* y, std::size_t y_stride, const T* w, const T* next,
+                           const float* x, std::size_t x_stride, std::size_t cols) noexcept {
+  using B = fbatch<Arch>;
+  constexpr std::size_t N = B::size;
+  constexpr bool kTwoLines = 2 * N * sizeof(T) > 64;
+  const PrefetchPlan<T> plan(cols);
+  B acc0[R][V], acc1[R][V];
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) acc0[r][v] = acc1[r][v] = B(0.0f);
+  const auto step = [&](std::size_t i, const T* pf) {
+    B x0[V], x1[V];
+    for (std::size_t v = 0; v < V; ++v) {
+      x0[v] = B::load_unaligned(x + v * x_stride + i);
+      x1[v] = B::load_unaligned(x + v * x_stride + i + N);
+    }
+    for (std::size_t r = 0; r < R; ++r) {
+      if constexpr (Prefetch) {
+        prefetch_line(pf + r * cols);
+        if constexpr (kTwoLines) prefetch_line(pf + r * cols + N);
+      }
+      const B w0 = load_widened<Arch>(w + r * cols + i);
+      const B w1 = load_widened<Arch>(w + r * cols + i + N);
+      for (std::size_t v = 0; v < V; ++v) {
+        acc0[r][v] = xsimd::fma(w0, x0[v], acc0[r][v]);
+        acc1[r][v] = xsimd::fma(w1, x1[v], acc1[r][v]);
+      }
+    }
+  };
+  std::size_t i = 0;
+  for (; i + 2 * N <= cols && i < plan.own_end; i += 2 * N) step(i, w + i + plan.ahead);
+  for (; i + 2 * N <= cols; i += 2 * N) step(i, next + (i + plan.ahead - cols));
+  if (i + N <= cols) {
+    for (std::size_t r = 0; r < R; ++r) {
+      const B w0 = load_widened<Arch>(w + r * cols + i);
+      for (std::size_t v = 0; v < V; ++v)
+        acc0[r][v] = xsimd::fma(w0, B::load_unaligned(x + v * x_stride + i), acc0[r][v]);
+    }
+    i += N;
+  }
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) {
+      const float* xv = x + v * x_stride;
+      float s = xsimd::hadd(acc0[r][v] + acc1[r][v]);
+      for (std::size_t c = i; c < cols; ++c) s = std::fma(to_float(w[r * cols + c]), xv[c], s);
+      y[v * y_stride + r] = s;
+    }
+}
+
+#if defined(__AVX512F__)
+
+// dot_rows_bf16_split for V vectors (x_split_v = x_split + v * x_stride): the same per-(row,
+// vector) arithmetic (even and odd column accumulators).
+template <std::size_t R, std::size_t V, bool Prefetch>
+inline void dot_rows_bf16_split_multi(float* y, std::size_t y_stride, const bf16* w,
+                                      const bf16* next, const float* x_split, const float* x,
+                                      std::size_t x_stride, std::size_t cols) noexcept {
+  const auto* wb = reinterpret_cast<const std::uint16_t*>(w);
+  const auto* nb = reinterpret_cast<const std::uint16_t*>(next);
+  const PrefetchPlan<bf16> plan(cols);
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m512 acc_even[R][V], acc_odd[R][V];
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) acc_even[r][v] = acc_odd[r][v] = _mm512_setzero_ps();
+  const auto step = [&](std::size_t c, const std::uint16_t* pf) {
+    __m512 xe[V], xo[V];
+    for (std::size_t v = 0; v < V; ++v) {
+      xe[v] = _mm512_loadu_ps(x_split + v * x_stride + c);
+      xo[v] = _mm512_loadu_ps(x_split + v * x_stride + c + 16);
+    }
+    for (std::size_t r = 0; r < R; ++r) {
+      if constexpr (Prefetch) prefetch_line(pf + r * cols);
+      const __m512i pairs = _mm512_loadu_si512(wb + r * cols + c);
+      const __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+      const __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(pairs, high));
+      for (std::size_t v = 0; v < V; ++v) {
+        acc_even[r][v] = _mm512_fmadd_ps(we, xe[v], acc_even[r][v]);
+        acc_odd[r][v] = _mm512_fmadd_ps(wo, xo[v], acc_odd[r][v]);
+      }
+    }
+  };
+  std::size_t c = 0;
+  for (; c + 32 <= cols && c < plan.own_end; c += 32) step(c, wb + c + plan.ahead);
+  for (; c + 32 <= cols; c += 32) step(c, nb + (c + plan.ahead - cols));
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) {
+      const float* xv = x + v * x_stride;
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc_even[r][v], acc_odd[r][v]));
+      for (std::size_t k = c; k < cols; ++k) s = std::fma(to_float(w[r * cols + k]), xv[k], s);
+      y[v * y_stride + r] = s;
+    }
+}
+
+#endif  // __AVX512F__
+
+// Vectors per tile: as many as the registers hold next to 2 rows' accumulators (32 vector
+// registers on AVX-512, 16 on AVX2 and below).
+template <class Arch>
+inline constexpr std::size_t kBatchTile = kIsAvx512<Arch> ? 4 : 2;
+
+template <class Arch, std::size_t R, std::size_t V, bool Prefetch, class T>
+inline void dot_rows_multi_any(float* y, std::size_t rows, const T* w, const T* next,
+                               const float* x, const float* x_split, std::size_t cols) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (kSplitBf16<Arch, T>) {
+    dot_rows_bf16_split_multi<R, V, Prefetch>(y, rows, w, next, x_split, x, cols, cols);
+    return;
+  }
+#endif
+  (void)x_split;
+  dot_rows_multi<Arch, R, V, Prefetch>(y, rows, w, next, x, cols, cols);
+}
+
+// x_split + offset, where there is an x_split (null when the path needs none).
+inline const float* split_at(const float* x_split, std::size_t offset) noexcept {
+  return x_split ? x_split + offset : nullptr;
+}
+
+// R rows (at w; their outputs at y, stride rows per vector) for all n vectors, in tiles of
+// kBatchTile.
+template <class Arch, std::size_t R, class T>
+inline void rows_all_vectors(float* y, std::size_t rows, const T* w, const T* next,
+                             const float* x, const float* x_split, std::size_t n,
+                             std::size_t cols) noexcept {
+  constexpr std::size_t V = kBatchTile<Arch>;
+  std::size_t t = 0;
+  if (t + V <= n) {
+    dot_rows_multi_any<Arch, R, V, true>(y, rows, w, next, x, x_split, cols);
+    for (t += V; t + V <= n; t += V)
+      dot_rows_multi_any<Arch, R, V, false>(y + t * rows, rows, w, next, x + t * cols,
+                                            split_at(x_split, t * cols), cols);
+  }
+  const auto one = [&](auto tile) {
+    constexpr std::size_t v = decltype(tile)::value;
+    if (t == 0)
+      dot_rows_multi_any<Arch, R, v, true>(y, rows, w, next, x, x_split, cols);
+    else
+      dot_rows_multi_any<Arch, R, v, false>(y + t * rows, rows, w, next, x + t * cols,
+                                            split_at(x_split, t * cols), cols);
+  };
+  switch (n - t) {  // the last, partial tile
+    case 1: one(std::integral_constant<std::size_t, 1>{}); break;
+    case 2: if constexpr (V > 2) one(std::integral_constant<std::size_t, 2>{}); break;
+    case 3: if constexpr (V > 3) one(std::integral_constant<std::size_t, 3>{}); break;
+    default: break;
+  }
+}
+
+// Row groups [g0, g1) (kMatvecRows rows each, the last may be short) for all n vectors; the
+// rows of a group go two at a time.
+template <class Arch, class T>
+inline void matvec_batch_groups(float* y, const T* w, const float* x, const float* x_split,
+                                std::size_t n, std::size_t rows, std::size_t cols,
+                                std::size_t g0, std::size_t g1) noexcept {
+  for (std::size_t g = g0; g < g1; ++g) {
+    const std::size_t end = (g + 1) * kMatvecRows < rows ? (g + 1) * kMatvecRows : rows;
+    for (std::size_t r = g * kMatvecRows; r < end;) {
+      const T* wr = w + r * cols;
+      if (r + 2 <= end) {
+        rows_all_vectors<Arch, 2>(y + r, rows, wr, wr + 2 * cols, x, x_split, n, cols);
+        r += 2;
+      } else {
+        rows_all_vectors<Arch, 1>(y + r, rows, wr, wr + cols, x, x_split, n, cols);
+        r += 1;
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+// Y(n, rows) = X(n, cols) W^T, row t of Y bitwise equal to matvec(W, x_t) for any n, grouping
+// and thread count. With a pool, row groups are split statically as in matvec.
+template <class Arch = xsimd::default_arch, class T>
+void matvec_batch(float* y, const T* w, const float* x, std::size_t n, std::size_t rows,
+                  std::size_t cols, ThreadPool* pool = nullptr) {
+  if (n == 0 || rows == 0) return;
+  const float* x_split = nullptr;
+#if defined(__AVX512F__)
+  if constexpr (detail::kSplitBf16<Arch, T>) {
+    thread_local AlignedBuffer<float> buffer;  // as in matvec: tasks get the plain pointer
+    buffer.reserve_discard(n * cols);
+    for (std::size_t t = 0; t < n; ++t)
+      detail::split_even_odd(buffer.data() + t * cols, x + t * cols, cols);
+    x_split = buffer.data();
+  }
+#endif
+  const std::size_t groups = detail::row_groups(rows);
+  if (pool == nullptr || pool->size() == 1) {
+    detail::matvec_batch_groups<Arch>(y, w, x, x_split, n, rows, cols, 0, groups);
+    return;
+  }
+  const std::size_t n_tasks = pool->size() < groups ? pool->size() : groups;
+  pool->parallel_for(n_tasks, [&](std::size_t task) {
+    detail::matvec_batch_groups<Arch>(y, w, x, x_split, n, rows, cols,
+                                      groups * task / n_tasks, groups * (task + 1) / n_tasks);
+  });
 }
 
 }  // namespace calm::kernels

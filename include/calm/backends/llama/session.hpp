@@ -16,6 +16,7 @@
 
 #include <calm/backends/llama/kv_cache.hpp>
 #include <calm/backends/llama/model.hpp>
+#include <calm/concepts.hpp>
 #include <calm/core/error.hpp>
 #include <calm/core/thread_pool.hpp>
 #include <calm/kernels/attention.hpp>
@@ -144,9 +145,10 @@ class LlamaSession {
   // --- many tokens -------------------------------------------------------------------------
 
   // Layers [first, last) over the states x(n, hidden) of n tokens at positions pos0..pos0+n-1,
-  // in place, causal among themselves (token t attends to positions <= pos0 + t). The
-  // projections are matrix-matrix products over the n tokens; pos0 <= filled(layer) for each.
-  void run_layers(std::size_t first, std::size_t last, std::span<float> x, std::size_t pos0) {
+  // in place, causal among themselves (token t attends to positions <= pos0 + t); pos0 <=
+  // filled(layer) for each. The products run over the n tokens at once (see Products).
+  void run_layers(std::size_t first, std::size_t last, std::span<float> x, std::size_t pos0,
+                  Products products = Products::matmul) {
     const std::size_t h = hidden_size();
     if (x.size() == 0 || x.size() % h != 0)
       throw Error("LlamaSession::run_layers: " + std::to_string(x.size()) +
@@ -155,15 +157,34 @@ class LlamaSession {
     const std::size_t n = x.size() / h;
     for (std::size_t layer = first; layer < last; ++layer) {
       begin_write(layer, pos0, n);
-      layer_rows(layer, x.data(), n, [&](std::size_t t) { return Row{&cache_, pos0 + t}; });
+      layer_rows(layer, x.data(), n, [&](std::size_t t) { return Row{&cache_, pos0 + t}; },
+                 products);
     }
+  }
+
+  // logits(n, vocab) := W_head · RMSNorm_final(x_t) for the n states x(n, hidden); each row
+  // bitwise what exit_head gives for it alone.
+  void exit_heads(std::span<const float> x, std::span<float> logits) {
+    const std::size_t h = hidden_size(), n = x.size() / h;
+    if (x.size() % h != 0 || logits.size() != n * vocab_size())
+      throw Error("LlamaSession::exit_heads: " + std::to_string(x.size()) + " floats of states " +
+                  "and " + std::to_string(logits.size()) + " of logits do not match");
+    if (n == 0) return;
+    scratch_.reserve(n, config());
+    for (std::size_t t = 0; t < n; ++t)
+      final_norm(x.subspan(t * h, h), std::span<float>(scratch_.xn.data() + t * h, h));
+    if (n == 1)
+      lm_head(std::span<const float>(scratch_.xn.data(), h), logits);
+    else
+      model_->weights().lm_head.apply_rows(logits.data(), scratch_.xn.data(), n, pool());
   }
 
   // Layers [first, last) for n sessions at one position each, the next of each session
   // (filled(layer) of that session): x(n, hidden), row i is sessions[i]'s token. All sessions
   // share one model; the products run once over the n rows, on sessions[0]'s pool.
   static void run_layers(std::span<LlamaSession* const> sessions, std::size_t first,
-                         std::size_t last, std::span<float> x) {
+                         std::size_t last, std::span<float> x,
+                         Products products = Products::matmul) {
     const std::size_t n = sessions.size();
     if (n == 0) throw Error("LlamaSession::run_layers: no sessions");
     LlamaSession& lead = *sessions[0];
@@ -191,7 +212,7 @@ class LlamaSession {
         sessions[i]->begin_write(layer, pos[i], 1);
       }
       lead.layer_rows(layer, x.data(), n,
-                      [&](std::size_t t) { return Row{&sessions[t]->cache_, pos[t]}; });
+                      [&](std::size_t t) { return Row{&sessions[t]->cache_, pos[t]}; }, products);
     }
   }
 
@@ -269,9 +290,10 @@ class LlamaSession {
 
   // One layer over rows x(n, hidden), in place; row t writes K/V to and attends within
   // row_of(t) = {cache, pos} (positions <= pos of that cache). n = 1 uses the fused matvec,
-  // n > 1 the matmul: the same kernels as before the batch existed, so the bits are the same.
+  // n > 1 the matmul or the per-token-exact matvec_batch (products).
   template <class RowOf>
-  void layer_rows(std::size_t layer, float* x, std::size_t n, RowOf&& row_of) {
+  void layer_rows(std::size_t layer, float* x, std::size_t n, RowOf&& row_of,
+                  Products products = Products::matmul) {
     const LlamaLayerWeights& w = model_->weights().layers[layer];
     const LlamaConfig& c = config();
     const std::size_t h = c.hidden_size, q_dim = model_->q_dim(), kv_dim = model_->kv_dim();
@@ -284,10 +306,16 @@ class LlamaSession {
       apply_shared_input({{w.q, s.q.data()}, {w.k, r.cache->k(layer, r.pos)},
                           {w.v, r.cache->v(layer, r.pos)}},
                          s.xn.data(), pool());
+    } else if (products == Products::matvec) {
+      w.q.apply_rows(s.q.data(), s.xn.data(), n, pool());   // (n, q_dim)
+      w.k.apply_rows(s.kb.data(), s.xn.data(), n, pool());  // (n, kv_dim)
+      w.v.apply_rows(s.vb.data(), s.xn.data(), n, pool());  // (n, kv_dim)
     } else {
       w.q.apply_batch(s.q.data(), s.xn.data(), n, pool());   // (n, q_dim)
       w.k.apply_batch(s.kb.data(), s.xn.data(), n, pool());  // (n, kv_dim)
       w.v.apply_batch(s.vb.data(), s.xn.data(), n, pool());  // (n, kv_dim)
+    }
+    if (n > 1) {
       for (std::size_t t = 0; t < n; ++t) {
         const Row r = row_of(t);
         std::copy_n(s.kb.data() + t * kv_dim, kv_dim, r.cache->k(layer, r.pos));
@@ -308,14 +336,17 @@ class LlamaSession {
     }
     if (n == 1)
       w.o.apply(s.proj.data(), s.att.data(), pool());
+    else if (products == Products::matvec)
+      w.o.apply_rows(s.proj.data(), s.att.data(), n, pool());
     else
       w.o.apply_batch(s.proj.data(), s.att.data(), n, pool());  // (n, hidden)
     kernels::add(x, s.proj.data(), n * h);
-    mlp(w, x, n);
+    mlp(w, x, n, products);
   }
 
   // x(n, hidden) += down(silu(gate(xn)) * up(xn)), xn = RMSNorm_post_attention(x).
-  void mlp(const LlamaLayerWeights& w, float* x, std::size_t n) {
+  void mlp(const LlamaLayerWeights& w, float* x, std::size_t n,
+           Products products = Products::matmul) {
     const LlamaConfig& c = config();
     const std::size_t h = c.hidden_size;
     Scratch& s = scratch_;
@@ -326,6 +357,14 @@ class LlamaSession {
       apply_shared_input({{w.gate, s.gate.data()}, {w.up, s.up.data()}}, s.xn.data(), pool());
       kernels::swiglu(s.gate.data(), s.up.data(), c.intermediate_size);
       w.down.apply(s.proj.data(), s.gate.data(), pool());
+    } else if (products == Products::matvec) {
+      w.gate.apply_rows(s.gate.data(), s.xn.data(), n, pool());
+      w.up.apply_rows(s.up.data(), s.xn.data(), n, pool());
+      // Per token, as decoding calls it: a SIMD kernel's tail may round apart from its lanes.
+      const std::size_t inter = c.intermediate_size;
+      for (std::size_t t = 0; t < n; ++t)
+        kernels::swiglu(s.gate.data() + t * inter, s.up.data() + t * inter, inter);
+      w.down.apply_rows(s.proj.data(), s.gate.data(), n, pool());
     } else {
       w.gate.apply_batch(s.gate.data(), s.xn.data(), n, pool());
       w.up.apply_batch(s.up.data(), s.xn.data(), n, pool());

@@ -53,6 +53,11 @@ struct Linear {
   void apply_batch(float* y, const float* x, std::size_t n, ThreadPool* pool) const {
     visit([&](const auto* w) { kernels::matmul(y, w, x, n, rows, cols, pool); });
   }
+  // Y(n, rows) = X(n, cols) W^T, each row bitwise what apply() gives for it; every weight is
+  // still read from memory once (kernels::matvec_batch).
+  void apply_rows(float* y, const float* x, std::size_t n, ThreadPool* pool) const {
+    visit([&](const auto* w) { kernels::matvec_batch(y, w, x, n, rows, cols, pool); });
+  }
   // out(cols) := row r of W, widened to f32 (the embedding lookup).
   void row(std::size_t r, float* out) const {
     visit([&](const auto* w) { kernels::widen(out, w + r * cols, cols); });

@@ -1,0 +1,382 @@
+// calm::SpeculativeDecoder<Backend, Confidence, Schedule>: lossless self-speculative decoding
+// (docs/design.md §9; LayerSkip, Elhoushi et al. 2024; speculative decoding, Leviathan et al.
+// 2023). The early-exit decoder of the same policies drafts up to γ tokens, each leaving at its
+// own exit layer; the full model then checks them all in one batched pass, and the output is
+// exactly the full model's.
+//
+// One round, with the sequence cached up to position p and `a` the last emitted token:
+//   draft   feed a, d_1, ..., d_{k-1} at p.. through Decoder<B, C, S> -> proposals d_1..d_k;
+//           drafting stops after γ tokens, or after a token that found no confident exit (the
+//           schedule says drafting is guessing), or at a stop token;
+//   verify  rows a, d_1..d_k at p..p+k through all layers (Products::matvec: each row bitwise
+//           as full decoding computes it) -> the full model's next-token logits g_0..g_k;
+//   accept  the longest prefix with d_{j+1} = argmax g_j (greedy) or the speculative sampling
+//           rule, then the full model's own token at the first disagreement (or after d_k);
+//           the cache is truncated past the rejected rows.
+//
+// Reusing the draft (SpeculativeOptions::reuse_draft): a drafted row whose exit layer E is not
+// above any earlier row's has run layers 1..E on exact inputs (every earlier row's K/V there
+// came from full layers), so its state after E and its K/V in layers <= E are the full model's,
+// bit for bit; verification starts that row at layer E + 1. Rows after one that cannot be reused
+// start at the embedding. Both variants give the same bits (tested); bench_speculative
+// measures which is faster.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "calm/decoding/common.hpp"
+#include "calm/kernels/argmax.hpp"
+#include "calm/sampling/sampler.hpp"
+
+namespace calm {
+
+struct SpeculativeOptions {
+  std::size_t max_draft = 4;  // γ: most tokens drafted per round
+  bool reuse_draft = true;    // verification skips the layers drafting ran on exact inputs
+
+  void validate() const {
+    if (max_draft == 0 || max_draft > 64)
+      throw Error("SpeculativeOptions: max_draft (gamma) must be in [1, 64], got " +
+                  std::to_string(max_draft));
+  }
+};
+
+// What speculation did over one generation.
+struct SpeculationStats {
+  std::size_t rounds = 0;       // verification passes
+  std::size_t drafted = 0;      // tokens proposed
+  std::size_t accepted = 0;     // proposals the full model agreed with
+  std::size_t draft_layers = 0;  // sum of the proposals' exit layers
+  std::size_t verified_rows = 0;     // rows through verification
+  std::size_t verified_layers = 0;   // row-layers run by verification (reuse skips some)
+  double draft_seconds = 0.0;   // drafting: early-exit layers, checks, propagation, heads
+  double verify_seconds = 0.0;  // the batched full-model passes and their heads
+
+  double acceptance_rate() const noexcept {
+    return drafted ? static_cast<double>(accepted) / static_cast<double>(drafted) : 0.0;
+  }
+  // Tokens emitted per verification pass (accepted proposals + the full model's own token).
+  double tokens_per_round() const noexcept {
+    return rounds ? static_cast<double>(accepted + rounds) / static_cast<double>(rounds) : 0.0;
+  }
+  double mean_draft_exit() const noexcept {
+    return drafted ? static_cast<double>(draft_layers) / static_cast<double>(drafted) : 0.0;
+  }
+};
+
+struct SpeculativeResult {
+  std::vector<int> tokens;  // generated tokens only
+  SequenceReport report;    // every token is the full model's: exit_layer = L
+  SpeculationStats speculation;
+};
+
+template <class Backend, class Confidence, class Schedule>
+class SpeculativeDecoder {
+  static_assert(BatchedBackend<std::remove_reference_t<Backend>>,
+                "calm::SpeculativeDecoder: the Backend needs `run_layers(first, last, x, pos0, "
+                "calm::Products)` and `exit_heads(states, logits)` (BatchedBackend, "
+                "calm/concepts.hpp)");
+  static_assert(!traits::is_local_oracle<Schedule>(),
+                "calm::SpeculativeDecoder: the local oracle runs the full model; it cannot draft");
+  using Drafter = Decoder<Backend, Confidence, Schedule>;
+
+ public:
+  using backend_type = std::remove_reference_t<Backend>;
+
+  explicit SpeculativeDecoder(Backend backend, Confidence measure = {}, Schedule schedule = {},
+                              DecoderOptions options = {}, SpeculativeOptions speculative = {})
+      : drafter_(std::forward<Backend>(backend), std::move(measure), std::move(schedule),
+                 options),
+        options_(std::move(options)),
+        spec_(speculative) {
+    spec_.validate();
+    const auto& b = drafter_.backend();
+    L_ = b.num_layers();
+    h_ = b.hidden_size();
+    vocab_ = b.vocab_size();
+    const std::size_t rows = spec_.max_draft + 1;
+    rows_.resize(rows * h_);
+    exit_states_.resize(rows * h_);
+    logits_.resize(rows * vocab_);
+  }
+
+  backend_type& backend() noexcept { return drafter_.backend(); }
+  const backend_type& backend() const noexcept { return drafter_.backend(); }
+  Drafter& drafter() noexcept { return drafter_; }
+  const SpeculativeOptions& speculative_options() const noexcept { return spec_; }
+  std::size_t length() const noexcept { return drafter_.backend().length(); }
+
+  // Greedy: the full model's greedy output, token for token. on_token(const TokenStats&) as in
+  // Decoder::generate (returning false stops).
+  template <class OnToken>
+    requires std::invocable<OnToken&, const TokenStats&>
+  SpeculativeResult generate(std::span<const int> prompt, std::size_t max_new_tokens,
+                             OnToken&& on_token) {
+    return run(prompt, max_new_tokens, nullptr, on_token);
+  }
+  SpeculativeResult generate(std::span<const int> prompt, std::size_t max_new_tokens) {
+    return generate(prompt, max_new_tokens, [](const TokenStats&) {});
+  }
+  // Sampling (temperature, top-k, top-p; temperature 0 is greedy): the speculative sampling
+  // rule, so the tokens are distributed as the full model's samples with these options.
+  template <class OnToken>
+    requires std::invocable<OnToken&, const TokenStats&>
+  SpeculativeResult generate(std::span<const int> prompt, std::size_t max_new_tokens,
+                             const SamplingOptions& sampling, OnToken&& on_token) {
+    sampling.validate();
+    if (sampling.temperature == 0.0f) return run(prompt, max_new_tokens, nullptr, on_token);
+    SamplingState state(sampling, vocab_);
+    return run(prompt, max_new_tokens, &state, on_token);
+  }
+  SpeculativeResult generate(std::span<const int> prompt, std::size_t max_new_tokens,
+                             const SamplingOptions& sampling) {
+    return generate(prompt, max_new_tokens, sampling, [](const TokenStats&) {});
+  }
+
+ private:
+  // The distribution a token is sampled from under SamplingOptions (temperature, then top-k,
+  // then top-p, as calm::Sampler), as probabilities over the vocabulary, and the uniform draws.
+  struct SamplingState {
+    SamplingOptions opts;
+    std::mt19937_64 rng;
+    std::vector<std::pair<float, int>> order;  // (scaled logit, id), scratch
+    std::vector<double> p, q;                  // (vocab) full model, draft
+
+    SamplingState(const SamplingOptions& o, std::size_t vocab)
+        : opts(o), rng(o.seed), p(vocab), q(vocab) {}
+
+    double uniform() { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+    void distribution(std::span<const float> logits, std::vector<double>& out) {
+      order.clear();
+      for (std::size_t i = 0; i < logits.size(); ++i)
+        order.push_back({logits[i] / opts.temperature, static_cast<int>(i)});
+      const auto higher = [](const auto& a, const auto& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      };
+      std::size_t keep = order.size();
+      if (opts.top_k > 0 && opts.top_k < keep) keep = opts.top_k;
+      std::partial_sort(order.begin(), order.begin() + keep, order.end(), higher);
+      std::fill(out.begin(), out.end(), 0.0);
+      const double max_logit = order[0].first;
+      double total = 0.0;
+      std::vector<double> e(keep);
+      for (std::size_t i = 0; i < keep; ++i) total += (e[i] = std::exp(order[i].first - max_logit));
+      if (opts.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p
+        double mass = 0.0;
+        std::size_t i = 0;
+        while (i < keep) {
+          mass += e[i++];
+          if (mass >= opts.top_p * total) break;
+        }
+        keep = i;
+        total = mass;
+      }
+      for (std::size_t i = 0; i < keep; ++i) out[order[i].second] = e[i] / total;
+    }
+    int sample(const std::vector<double>& dist) {
+      const double u = uniform();
+      double acc = 0.0;
+      int last = 0;
+      for (std::size_t i = 0; i < dist.size(); ++i) {
+        if (dist[i] <= 0.0) continue;
+        acc += dist[i];
+        last = static_cast<int>(i);
+        if (u < acc) return last;
+      }
+      return last;  // u rounded up to the total
+    }
+  };
+
+  int argmax_row(std::size_t row) const {
+    return static_cast<int>(kernels::argmax(logits_.data() + row * vocab_, vocab_));
+  }
+  std::span<const float> logits_row(std::size_t row) const {
+    return {logits_.data() + row * vocab_, vocab_};
+  }
+
+  template <class OnToken>
+  SpeculativeResult run(std::span<const int> prompt, std::size_t max_new, SamplingState* sampling,
+                        OnToken& on_token) {
+    backend_type& session = drafter_.backend();
+    SpeculativeResult out;
+    SequenceReport& report = out.report;
+    SpeculationStats& stats = out.speculation;
+    drafter_.start(prompt, max_new);  // a new sequence: the prompt through all layers
+    report = drafter_.report();
+    report.tokens.clear();
+    if (max_new == 0) return out;
+
+    const auto& stops = options_.stop_tokens;
+    const auto t_start = detail::now();
+    bool stopped = false;
+    const auto emit = [&](int token) {
+      TokenStats ts;
+      ts.token = token;
+      ts.step = report.tokens.size() + 1;
+      ts.exit_layer = L_;
+      report.tokens.push_back(ts);
+      out.tokens.push_back(token);
+      bool go = true;
+      if constexpr (std::is_void_v<decltype(on_token(ts))>) on_token(ts);
+      else go = on_token(ts);
+      if (!go || out.tokens.size() >= max_new ||
+          std::find(stops.begin(), stops.end(), token) != stops.end())
+        stopped = true;
+    };
+
+    // The first token: from the prompt's full forward.
+    int a;
+    if (sampling) {
+      sampling->distribution(drafter_.last_logits(), sampling->p);
+      a = sampling->sample(sampling->p);
+    } else {
+      a = static_cast<int>(kernels::argmax(drafter_.last_logits().data(), vocab_));
+    }
+    emit(a);
+
+    std::vector<int> fed, drafts;
+    std::vector<std::size_t> exits;
+    std::vector<std::vector<double>> q_rows;  // draft distributions (sampling)
+    while (!stopped && session.length() < session.max_context()) {
+      const std::size_t p = session.length();
+      // Room: rows a, d_1..d_k at p..p+k, and at most max_new tokens in all.
+      std::size_t gamma = std::min(spec_.max_draft, session.max_context() - 1 - p);
+      gamma = std::min(gamma, max_new - out.tokens.size() - 1);
+      fed.assign(1, a);
+      drafts.clear();
+      exits.clear();
+
+      // --- draft
+      const auto d0 = detail::now();
+      for (std::size_t j = 0; j < gamma; ++j) {
+        detail::StepTimes times;
+        const TokenStats ts = drafter_.advance(fed.back(), out.tokens.size() + j + 1, max_new,
+                                               times);
+        exits.push_back(ts.exit_layer);
+        std::copy_n(drafter_.exit_state().data(), h_, exit_states_.data() + j * h_);
+        int d;
+        if (sampling) {
+          if (q_rows.size() <= j) q_rows.emplace_back(vocab_);
+          sampling->distribution(drafter_.last_logits(), q_rows[j]);
+          d = sampling->sample(q_rows[j]);
+        } else {
+          d = static_cast<int>(kernels::argmax(drafter_.last_logits().data(), vocab_));
+        }
+        drafts.push_back(d);
+        stats.draft_layers += ts.exit_layer;
+        const bool confident = ts.exit_layer < L_;
+        if (!confident || std::find(stops.begin(), stops.end(), d) != stops.end()) break;
+        if (j + 1 < gamma) fed.push_back(d);
+      }
+      const std::size_t k = drafts.size();
+      if (k > 0 && fed.size() < k + 1) fed.push_back(drafts.back());  // row k: d_k
+      const auto v0 = detail::now();
+      stats.draft_seconds += detail::seconds(d0, v0);
+
+      // --- verify rows 0..k (tokens fed[0..k]) at p..p+k
+      verify(session, p, fed, exits, stats);
+      stats.verify_seconds += detail::seconds(v0, detail::now());
+      ++stats.rounds;
+      stats.drafted += k;
+
+      // --- accept
+      std::size_t m = 0;
+      int next;
+      if (sampling) {
+        for (;;) {
+          sampling->distribution(logits_row(m), sampling->p);
+          if (m == k) {
+            next = sampling->sample(sampling->p);
+            break;
+          }
+          const int d = drafts[m];
+          const double pd = sampling->p[d], qd = q_rows[m][d];
+          if (qd > 0.0 && sampling->uniform() * qd < pd) {  // accept with min(1, p/q)
+            ++m;
+            continue;
+          }
+          // Rejected: sample from norm(max(0, p - q)).
+          double total = 0.0;
+          for (std::size_t i = 0; i < vocab_; ++i)
+            total += (sampling->p[i] = std::max(0.0, sampling->p[i] - q_rows[m][i]));
+          if (total > 0.0) {
+            for (double& v : sampling->p) v /= total;
+            next = sampling->sample(sampling->p);
+          } else {  // p == q: nothing to correct (unreachable for a rejected token)
+            sampling->distribution(logits_row(m), sampling->p);
+            next = sampling->sample(sampling->p);
+          }
+          break;
+        }
+      } else {
+        while (m < k && drafts[m] == argmax_row(m)) ++m;
+        next = argmax_row(m);
+      }
+      stats.accepted += m;
+      session.truncate(p + m + 1);  // rows 0..m are the sequence's; the rest are rejected
+      for (std::size_t j = 0; j < m && !stopped; ++j) emit(drafts[j]);
+      if (!stopped) emit(next);
+      a = next;
+    }
+    report.generation_seconds = detail::seconds(t_start, detail::now());
+    report.layer_seconds = stats.draft_seconds + stats.verify_seconds;
+    return out;
+  }
+
+  // Rows 0..k (tokens fed[0..k]) at p..p+k through the full model; logits_ rows 0..k := their
+  // heads. Row j < k was drafted (exit layer exits[j], exit state in exit_states_); row k was not.
+  void verify(backend_type& session, std::size_t p, const std::vector<int>& fed,
+              const std::vector<std::size_t>& exits, SpeculationStats& stats) {
+    const std::size_t n = fed.size(), k = n - 1;
+    // start[j]: layers of row j already exact (0 = from the embedding); non-increasing in j.
+    std::vector<std::size_t> start(n, 0);
+    if (spec_.reuse_draft) {
+      std::size_t bound = L_;
+      for (std::size_t j = 0; j < k; ++j) {
+        if (exits[j] > bound) break;  // ran layers on inexact inputs: this row and later ones
+        start[j] = bound = exits[j];
+      }
+    }
+    for (std::size_t j = 0; j < n; ++j) {
+      float* row = rows_.data() + j * h_;
+      if (start[j] > 0)
+        std::copy_n(exit_states_.data() + j * h_, h_, row);
+      else
+        session.embed(fed[j], std::span<float>(row, h_));
+    }
+    if (!spec_.reuse_draft) session.truncate(p);
+    for (std::size_t layer = 0; layer < L_; ++layer) {
+      std::size_t j0 = 0;  // rows j0..k need this layer (start[j] <= layer)
+      while (j0 < n && start[j0] > layer) ++j0;
+      if (j0 == n) continue;
+      session.run_layers(layer, layer + 1,
+                         std::span<float>(rows_.data() + j0 * h_, (n - j0) * h_), p + j0,
+                         Products::matvec);
+      stats.verified_layers += n - j0;
+    }
+    stats.verified_rows += n;
+    session.exit_heads(std::span<const float>(rows_.data(), n * h_),
+                       std::span<float>(logits_.data(), n * vocab_));
+  }
+
+  Drafter drafter_;
+  DecoderOptions options_;
+  SpeculativeOptions spec_;
+  std::size_t L_ = 0, h_ = 0, vocab_ = 0;
+  std::vector<float> rows_;         // (γ + 1, hidden) states being verified
+  std::vector<float> exit_states_;  // (γ, hidden) drafted rows' states at their exits
+  std::vector<float> logits_;       // (γ + 1, vocab) the full model's logits per row
+};
+
+}  // namespace calm

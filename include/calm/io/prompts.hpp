@@ -1,0 +1,189 @@
+// Prompt files for calibration and evaluation (docs/calibration.md), their references, their
+// token ids, and the greedy decode that calibration runs on each prompt (docs/design.md §6).
+//
+// Two formats, chosen by the file name:
+//   *.jsonl  one JSON object per line: {"prompt": "...", "reference": "..."} ("reference" is
+//            optional, other keys are ignored: train.py also writes "block"); blank lines skipped;
+//   other    plain text, one prompt per line (no newlines inside a prompt); blank lines skipped.
+// A references file is plain text, one reference per line, blank lines kept: line k is the
+// reference of prompt k. Every error names the file, and the 1-based line where there is one.
+#pragma once
+
+#include <calm/core/error.hpp>
+#include <calm/decoding/common.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace calm::io {
+
+struct PromptRecord {
+  std::string prompt;
+  std::optional<std::string> reference;
+  std::filesystem::path source;  // the prompt file and 1-based line, for error messages
+  std::size_t line = 0;
+};
+
+struct PromptFile {
+  std::filesystem::path path;
+  std::vector<PromptRecord> prompts;
+
+  // "<file>:<line>" of prompt i (the file it was read from, also when files are pooled).
+  std::string where(std::size_t i) const {
+    const PromptRecord& r = prompts.at(i);
+    return (r.source.empty() ? path : r.source).string() + ":" + std::to_string(r.line);
+  }
+};
+
+namespace detail {
+
+// The lines of a text file without their '\n' (and a Windows '\r'); what = "prompt file", ...
+inline std::vector<std::string> read_lines(const std::filesystem::path& path, const char* what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw Error(std::string(what) + " '" + path.string() + "' is a directory, not a file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(std::string("cannot read ") + what + " '" + path.string() + "'");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(std::move(line));
+  }
+  if (in.bad())
+    throw Error(std::string("error while reading ") + what + " '" + path.string() + "'");
+  return lines;
+}
+
+inline bool blank(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](unsigned char c) { return c == ' ' || c == '\t'; });
+}
+
+// One JSON line: {"prompt": ..., "reference": ...}; where = "<file>:<line>".
+inline void parse_prompt_object(const std::string& line, const std::string& where,
+                                PromptRecord& record) {
+  nlohmann::json object;
+  try {
+    object = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(where + ": not a JSON object (" + e.what() + ")");
+  }
+  if (!object.is_object())
+    throw Error(where + ": expected a JSON object {\"prompt\": ..., \"reference\": ...}, got " +
+                std::string(object.type_name()));
+  const auto prompt = object.find("prompt");
+  if (prompt == object.end()) throw Error(where + ": no \"prompt\" key");
+  if (!prompt->is_string())
+    throw Error(where + ": \"prompt\" must be a string, got " + std::string(prompt->type_name()));
+  record.prompt = prompt->get<std::string>();
+  if (record.prompt.empty()) throw Error(where + ": \"prompt\" is empty");
+  if (const auto reference = object.find("reference"); reference != object.end()) {
+    if (!reference->is_string())
+      throw Error(where + ": \"reference\" must be a string, got " +
+                  std::string(reference->type_name()));
+    record.reference = reference->get<std::string>();
+  }
+}
+
+}  // namespace detail
+
+inline PromptFile read_prompt_file(const std::filesystem::path& path) {
+  const std::vector<std::string> lines = detail::read_lines(path, "prompt file");
+  PromptFile file{path, {}};
+  const bool jsonl = path.extension() == ".jsonl";
+  for (std::size_t k = 0; k < lines.size(); ++k) {
+    if (detail::blank(lines[k])) continue;
+    PromptRecord record{.source = path, .line = k + 1};
+    if (jsonl)
+      detail::parse_prompt_object(lines[k], path.string() + ":" + std::to_string(k + 1), record);
+    else
+      record.prompt = lines[k];
+    file.prompts.push_back(std::move(record));
+  }
+  if (file.prompts.empty())
+    throw Error("prompt file '" + path.string() + "' holds no prompts" +
+                (jsonl ? " (expected JSON lines {\"prompt\": ..., \"reference\": ...})"
+                       : " (expected one prompt per line)"));
+  return file;
+}
+
+// Appends the first `limit` prompts of `file` (0: all) to `pool`, each keeping its own file and
+// line for error messages. Returns how many it appended.
+inline std::size_t append_prompts(PromptFile& pool, const PromptFile& file, std::size_t limit = 0) {
+  const std::size_t count = limit ? std::min(limit, file.prompts.size()) : file.prompts.size();
+  pool.prompts.insert(pool.prompts.end(), file.prompts.begin(),
+                      file.prompts.begin() + static_cast<std::ptrdiff_t>(count));
+  return count;
+}
+
+// Replaces the references of `file` by the lines of `references_path` (one per prompt).
+inline void attach_references(PromptFile& file, const std::filesystem::path& references_path) {
+  std::vector<std::string> lines = detail::read_lines(references_path, "references file");
+  // A final newline does not start another reference.
+  if (!lines.empty() && lines.back().empty() && lines.size() == file.prompts.size() + 1)
+    lines.pop_back();
+  if (lines.size() != file.prompts.size())
+    throw Error("references file '" + references_path.string() + "' has " +
+                std::to_string(lines.size()) + " lines but prompt file '" + file.path.string() +
+                "' has " + std::to_string(file.prompts.size()) +
+                " prompts (one reference per prompt, in order)");
+  for (std::size_t i = 0; i < lines.size(); ++i) file.prompts[i].reference = std::move(lines[i]);
+}
+
+// Every prompt must carry a reference (risk consistency, docs/design.md §6).
+inline void require_references(const PromptFile& file) {
+  for (std::size_t i = 0; i < file.prompts.size(); ++i)
+    if (!file.prompts[i].reference)
+      throw Error(file.where(i) +
+                  ": no reference for this prompt; --consistency risk needs one "
+                  "per prompt (a \"reference\" key in the JSON line, or --references FILE)");
+}
+
+// Prompts and references as token ids for a model: prompts with BOS, references without.
+struct EncodedPrompts {
+  std::vector<std::vector<int>> prompts;
+  std::vector<std::vector<int>> references;  // empty vectors where a prompt has no reference
+};
+
+// TokenizerT: encode(text, add_bos) -> std::vector<int> (calm::Tokenizer). Every prompt must leave
+// room for max_new_tokens within max_context.
+template <class TokenizerT>
+EncodedPrompts encode_prompts(const PromptFile& file, const TokenizerT& tokenizer,
+                              std::size_t max_new_tokens, std::size_t max_context) {
+  EncodedPrompts out;
+  for (std::size_t i = 0; i < file.prompts.size(); ++i) {
+    const PromptRecord& r = file.prompts[i];
+    std::vector<int> tokens = tokenizer.encode(r.prompt, /*add_bos=*/true);
+    if (tokens.size() + max_new_tokens > max_context)
+      throw Error(file.where(i) + ": the prompt is " + std::to_string(tokens.size()) +
+                  " tokens; with --max-new-tokens " + std::to_string(max_new_tokens) +
+                  " that exceeds the context length " + std::to_string(max_context));
+    out.prompts.push_back(std::move(tokens));
+    out.references.push_back(r.reference ? tokenizer.encode(*r.reference, /*add_bos=*/false)
+                                         : std::vector<int>{});
+  }
+  return out;
+}
+
+// Greedy decode of up to max_new tokens with any calm::Decoder, stopping after `eos`, which is
+// dropped from the tokens (the report still counts it: it was computed). Returns the
+// decoder's GenerationResult.
+template <class DecoderT>
+auto greedy_decode(DecoderT& decoder, const std::vector<int>& prompt, std::size_t max_new,
+                   int eos) {
+  ArgmaxSampler greedy;
+  auto result = decoder.generate(prompt, max_new, greedy,
+                                 [eos](const auto& token) { return token.token != eos; });
+  if (!result.tokens.empty() && result.tokens.back() == eos) result.tokens.pop_back();
+  return result;
+}
+
+}  // namespace calm::io
