@@ -3,10 +3,12 @@
 //                 classifier|oracle|static|full --threshold L --tau T ...] [--calibration FILE]
 //                 [--show-exits] [--report out.html] [--json] [--compare-full]
 //                 [--temperature T --top-k K --top-p P --seed S] [--threads N]
+//                 [--speculative [--gamma G] [--no-reuse-draft]]   (lossless: the draft policy
+//                 is the measure/threshold/static layer given; the output is the full model's)
 #include "policy_flags.hpp"
 
 #include <calm/calibrate/calibration_json.hpp>
-#include <calm/io/atomic_file.hpp>
+#include <calm/io/report_formats.hpp>
 #include <calm/io/tokenizer.hpp>
 #include <calm/sampling/sampler.hpp>
 
@@ -15,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <optional>
 #include <exception>
 #include <filesystem>
 #include <string>
@@ -35,79 +38,9 @@ struct Flags {
   std::filesystem::path report_html;
   bool json = false;
   bool compare_full = false;
+  bool speculative = false;
+  calm::SpeculativeOptions speculation;
 };
-
-// The exit layer's colour: green in the lower half of the layers, red in the upper half.
-bool exits_low(std::size_t exit_layer, std::size_t num_layers) { return 2 * exit_layer <= num_layers; }
-
-struct Piece {
-  std::string text;
-  calm::TokenStats stats;
-};
-
-std::string html_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
-void write_html(const std::filesystem::path& path, const std::string& prompt,
-                const std::vector<Piece>& pieces, const calm::SequenceReport& r) {
-  std::string body;
-  for (const Piece& p : pieces) {
-    const bool low = exits_low(p.stats.exit_layer, r.num_layers);
-    body += fmt::format(
-        "<span class=\"{}\" title=\"exit layer {} of {}, confidence {:.3f}, threshold {:.3f}\">{}</span>",
-        low ? "low" : "high", p.stats.exit_layer, r.num_layers, p.stats.confidence,
-        p.stats.threshold, html_escape(p.text));
-  }
-  const std::string page = fmt::format(
-      "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>calm: exits per token</title>\n"
-      "<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}"
-      "pre{{white-space:pre-wrap;font-size:1.1em;line-height:1.6}}"
-      ".low{{background:#b9f6ca}}.high{{background:#ffcdd2}}.prompt{{color:#555}}</style></head>\n"
-      "<body><h1>calm: where each token left the network</h1>\n"
-      "<p>Legend: <span class=\"low\">exited in layers 1..{}</span> "
-      "<span class=\"high\">exited in layers {}..{}</span>. Hover a token for its exit layer.</p>\n"
-      "<pre><span class=\"prompt\">{}</span>{}</pre>\n"
-      "<p>{} tokens, average layers {:.2f} of {}, layer speedup {:.2f}x, {:.1f} tokens/s.</p>\n"
-      "</body></html>\n",
-      r.num_layers / 2, r.num_layers / 2 + 1, r.num_layers, html_escape(prompt), body,
-      r.tokens.size(), r.average_layers(), r.num_layers, r.layer_speedup(), r.tokens_per_second());
-  calm::io::write_atomically(path, [&](std::FILE* f) {
-    calm::io::write_all(f, page.data(), page.size(), path);
-  });
-}
-
-nlohmann::json json_report(const std::vector<Piece>& pieces, const calm::SequenceReport& r) {
-  nlohmann::json tokens = nlohmann::json::array();
-  const auto num = [](float v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
-  for (const Piece& p : pieces)
-    tokens.push_back({{"step", p.stats.step}, {"token", p.stats.token}, {"text", p.text},
-                      {"exit_layer", p.stats.exit_layer}, {"confidence", num(p.stats.confidence)},
-                      {"threshold", num(p.stats.threshold)}, {"checks", p.stats.checks}});
-  return {{"num_layers", r.num_layers},
-          {"prompt_tokens", r.prompt_tokens},
-          {"generated_tokens", r.tokens.size()},
-          {"average_layers", r.average_layers()},
-          {"layer_speedup", r.layer_speedup()},
-          {"tokens_per_second", r.tokens_per_second()},
-          {"prefill_seconds", r.prefill_seconds},
-          {"generation_seconds", r.generation_seconds},
-          {"layer_seconds", r.layer_seconds},
-          {"check_seconds", r.check_seconds},
-          {"propagation_seconds", r.propagation_seconds},
-          {"head_seconds", r.head_seconds},
-          {"tokens", tokens}};
-}
 
 // Applies calm_calibration.json: its measure, schedule and certified threshold lambda*.
 float apply_calibration(Flags& f) {
@@ -153,45 +86,63 @@ int run(Flags& f) {
         prompt.size(), f.max_new_tokens, model->max_context()));
   const bool stream_text = !f.json;
 
-  std::vector<Piece> pieces;
+  std::vector<calm::io::TokenText> pieces;
   calm::SequenceReport report;
   std::vector<int> tokens;
-  calm::cli::with_decoder(model, sessions, f.model, f.policy, lambda, [&](auto&& decoder) {
-    calm::Sampler sampler(f.sampling);
-    calm::StreamDecoder stream(tokenizer);
-    if (stream_text) fmt::print("{}", f.prompt);  // once the decoder exists: errors come first
-    std::fflush(stdout);
-    auto result = decoder.generate(prompt, f.max_new_tokens, sampler, [&](const calm::TokenStats& ts) {
-      if (ts.token == tokenizer.eos_id()) return false;
-      Piece p{stream.push(ts.token), ts};
-      if (stream_text) {
-        if (f.show_exits) {
-          const bool low = exits_low(ts.exit_layer, model->num_layers());
-          fmt::print("\x1b[{}m{}\x1b[0m", low ? 32 : 31, p.text);
-        } else {
-          fmt::print("{}", p.text);
-        }
-        std::fflush(stdout);
+  std::optional<calm::SpeculationStats> speculation;
+  calm::StreamDecoder stream(tokenizer);
+  const auto on_token = [&](const calm::TokenStats& ts) {
+    if (ts.token == tokenizer.eos_id()) return false;
+    calm::io::TokenText p{stream.push(ts.token), ts};
+    if (stream_text) {
+      if (f.show_exits) {
+        const bool low = calm::io::exits_low(ts.exit_layer, model->num_layers());
+        fmt::print("\x1b[{}m{}\x1b[0m", low ? 32 : 31, p.text);
+      } else {
+        fmt::print("{}", p.text);
       }
-      pieces.push_back(std::move(p));
-      return true;
-    });
+      std::fflush(stdout);
+    }
+    pieces.push_back(std::move(p));
+    return true;
+  };
+  const auto begin = [&] {  // once the decoder exists: set-up errors come first
+    if (stream_text) fmt::print("{}", f.prompt);
+    std::fflush(stdout);
+  };
+  const auto finish = [&](calm::SequenceReport r, std::vector<int> t) {
     const std::string tail = stream.flush();
     if (!tail.empty() && !pieces.empty()) pieces.back().text += tail;
     if (stream_text) fmt::print("{}\n", tail);
     std::fflush(stdout);  // before the legend and summary on stderr
-    report = std::move(result.report);
-    tokens = std::move(result.tokens);
+    report = std::move(r);
+    tokens = std::move(t);
     return 0;
-  });
+  };
+  if (f.speculative) {
+    calm::cli::with_speculative_decoder(model, sessions, f.model, f.policy, lambda, f.speculation,
+                                        [&](auto&& decoder) {
+      begin();
+      auto result = decoder.generate(prompt, f.max_new_tokens, f.sampling, on_token);
+      speculation = result.speculation;
+      return finish(std::move(result.report), std::move(result.tokens));
+    });
+  } else {
+    calm::cli::with_decoder(model, sessions, f.model, f.policy, lambda, [&](auto&& decoder) {
+      calm::Sampler sampler(f.sampling);
+      begin();
+      auto result = decoder.generate(prompt, f.max_new_tokens, sampler, on_token);
+      return finish(std::move(result.report), std::move(result.tokens));
+    });
+  }
 
   const std::size_t L = model->num_layers();
   if (f.show_exits && stream_text)
     fmt::print(stderr, "legend: \x1b[32mexited in layers 1..{}\x1b[0m, \x1b[31mexited in layers {}..{}\x1b[0m\n",
                L / 2, L / 2 + 1, L);
-  if (!f.report_html.empty()) write_html(f.report_html, f.prompt, pieces, report);
+  if (!f.report_html.empty()) calm::io::write_exits_html(f.report_html, f.prompt, pieces, report);
 
-  nlohmann::json out = json_report(pieces, report);
+  nlohmann::json out = calm::io::report_json(pieces, report);
   std::string summary = fmt::format(
       "prefill: {} tokens, {:.1f} tokens/s | generation: {} tokens, {:.1f} tokens/s\n"
       "average layers {:.2f} of {} | layer speedup {:.2f}x | time: layers {:.0f}%, checks {:.0f}%, "
@@ -202,6 +153,23 @@ int run(Flags& f) {
       100 * report.check_seconds / std::max(report.generation_seconds, 1e-12),
       100 * report.propagation_seconds / std::max(report.generation_seconds, 1e-12),
       100 * report.head_seconds / std::max(report.generation_seconds, 1e-12));
+  if (speculation) {
+    const calm::SpeculationStats& st = *speculation;
+    const double total = std::max(st.draft_seconds + st.verify_seconds, 1e-12);
+    summary += fmt::format("\nspeculative: {} verifications | acceptance {:.2f} | {:.2f} tokens per "
+                           "verification | draft exit layer {:.2f} | time: draft {:.0f}%, verify {:.0f}%",
+                           st.rounds, st.acceptance_rate(), st.tokens_per_round(),
+                           st.mean_draft_exit(), 100 * st.draft_seconds / total,
+                           100 * st.verify_seconds / total);
+    out["speculative"] = {{"verifications", st.rounds},
+                          {"drafted", st.drafted},
+                          {"accepted", st.accepted},
+                          {"acceptance_rate", st.acceptance_rate()},
+                          {"tokens_per_verification", st.tokens_per_round()},
+                          {"mean_draft_exit_layer", st.mean_draft_exit()},
+                          {"draft_seconds", st.draft_seconds},
+                          {"verify_seconds", st.verify_seconds}};
+  }
   if (f.compare_full) {
     calm::cli::PolicyFlags full = f.policy;
     full.measure = "full";
@@ -256,6 +224,12 @@ int main(int argc, char** argv) {
   app.add_option("--report", f.report_html, "write the coloured text as an HTML page");
   app.add_flag("--json", f.json, "print per-token and per-sequence statistics as JSON");
   app.add_flag("--compare-full", f.compare_full, "also run the full model: wall-clock speedup");
+  app.add_flag("--speculative", f.speculative, "lossless: draft with the early-exit policy given, "
+               "verify with the full model (the output is the full model's)");
+  app.add_option("--gamma", f.speculation.max_draft, "--speculative: most tokens drafted per "
+                 "verification")->check(CLI::Range(1, 64));
+  app.add_flag("!--no-reuse-draft", f.speculation.reuse_draft, "--speculative: verify drafted "
+               "tokens from the embedding instead of from their exact draft layers");
   CLI11_PARSE(app, argc, argv);
   try {
     return run(f);

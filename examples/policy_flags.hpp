@@ -1,6 +1,7 @@
-// Turns command-line flags into a compile-time Decoder: the programs (generate, calibrate, eval)
-// share these flags and this one dispatch, which instantiates Decoder<LlamaSession, Measure, Schedule>
-// for each measure x schedule the user can name, then calls a generic lambda with it.
+// Turns command-line flags into compile-time policies: the programs (generate, calibrate, eval)
+// share these flags and this one dispatch, which instantiates Decoder<LlamaSession, Measure,
+// Schedule> (or the SpeculativeDecoder) for each measure x schedule the user can name, then calls
+// a generic lambda with it.
 #pragma once
 
 #include <calm/backends/llama/llama.hpp>
@@ -91,21 +92,52 @@ inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
 
 namespace detail {
 template <class Measure, class F>
-decltype(auto) with_threshold_schedule(LlamaSession&& session, Measure measure, float lambda,
-                                       const PolicyFlags& flags, const DecoderOptions& opts, F&& f) {
-  if (flags.schedule == "constant")
-    return f(Decoder<LlamaSession, Measure, ConstantThreshold>(
-        std::move(session), std::move(measure), ConstantThreshold{lambda}, opts));
+decltype(auto) with_threshold_schedule(Measure measure, float lambda, const PolicyFlags& flags,
+                                       F&& f) {
+  if (flags.schedule == "constant") return f(std::move(measure), ConstantThreshold{lambda});
   const auto form = flags.schedule == "decaying-scaled" ? DecayingThreshold::Form::scaled
                                                         : DecayingThreshold::Form::paper;
-  return f(Decoder<LlamaSession, Measure, DecayingThreshold>(
-      std::move(session), std::move(measure), DecayingThreshold{lambda, flags.tau, form}, opts));
+  return f(std::move(measure), DecayingThreshold{lambda, flags.tau, form});
 }
 }  // namespace detail
 
 // A pool for --threads (none for 1: the caller runs everything).
 inline std::shared_ptr<ThreadPool> make_pool(std::size_t threads) {
   return threads > 1 ? std::make_shared<ThreadPool>(threads) : nullptr;
+}
+
+// Calls f(measure, schedule) for the thresholded measures (softmax, softmax-top1, saturation,
+// classifier) at threshold `lambda`.
+template <class F>
+decltype(auto) with_thresholded_policies(const std::filesystem::path& model_dir,
+                                         std::size_t hidden_size, const PolicyFlags& flags,
+                                         float lambda, F&& f) {
+  if (flags.measure == "softmax")
+    return detail::with_threshold_schedule(SoftmaxResponse{}, lambda, flags, f);
+  if (flags.measure == "softmax-top1")
+    return detail::with_threshold_schedule(SoftmaxResponse{SoftmaxResponse::Variant::top1},
+                                           lambda, flags, f);
+  if (flags.measure == "saturation")
+    return detail::with_threshold_schedule(HiddenSaturation{}, lambda, flags, f);
+  if (flags.measure != "classifier")
+    throw Error("--measure '" + flags.measure + "' has no threshold");
+  if (flags.exit_classifier)
+    return detail::with_threshold_schedule(*flags.exit_classifier, lambda, flags, f);
+  PolicyFlags loaded = flags;
+  loaded.load_classifier(model_dir, hidden_size);
+  return detail::with_threshold_schedule(*loaded.exit_classifier, lambda, flags, f);
+}
+
+// Calls f(measure, schedule) with the policy objects the flags name, at threshold `lambda`
+// (one instantiation per measure x schedule the user can name). f must return the same type
+// for every pair.
+template <class F>
+decltype(auto) with_policies(const std::filesystem::path& model_dir, std::size_t hidden_size,
+                             const PolicyFlags& flags, float lambda, F&& f) {
+  if (flags.measure == "oracle") return f(NoConfidence{}, LocalOracle{});
+  if (flags.measure == "static") return f(NoConfidence{}, StaticExit{flags.static_layer});
+  if (flags.measure == "full") return f(NoConfidence{}, Never{});
+  return with_thresholded_policies(model_dir, hidden_size, flags, lambda, f);
 }
 
 // Calls f(decoder) with the Decoder the flags describe, at threshold `lambda`, on a new session
@@ -116,27 +148,33 @@ decltype(auto) with_decoder(const std::shared_ptr<const LlamaModel>& model,
                             const std::filesystem::path& model_dir, const PolicyFlags& flags,
                             float lambda, F&& f) {
   const DecoderOptions opts = flags.decoder_options();
-  LlamaSession session(model, session_options);
-  if (flags.measure == "softmax")
-    return detail::with_threshold_schedule(std::move(session), SoftmaxResponse{}, lambda, flags, opts, f);
-  if (flags.measure == "softmax-top1")
-    return detail::with_threshold_schedule(std::move(session), SoftmaxResponse{SoftmaxResponse::Variant::top1},
-                                           lambda, flags, opts, f);
-  if (flags.measure == "saturation")
-    return detail::with_threshold_schedule(std::move(session), HiddenSaturation{}, lambda, flags, opts, f);
-  if (flags.measure == "classifier") {
-    if (flags.exit_classifier)
-      return detail::with_threshold_schedule(std::move(session), *flags.exit_classifier, lambda, flags, opts, f);
-    PolicyFlags loaded = flags;
-    loaded.load_classifier(model_dir, model->hidden_size());
-    return detail::with_threshold_schedule(std::move(session), *loaded.exit_classifier, lambda, flags, opts, f);
-  }
-  if (flags.measure == "oracle")
-    return f(Decoder<LlamaSession, NoConfidence, LocalOracle>(std::move(session), {}, {}, opts));
-  if (flags.measure == "static")
-    return f(Decoder<LlamaSession, NoConfidence, StaticExit>(std::move(session), {},
-                                                             StaticExit{flags.static_layer}, opts));
-  return f(Decoder<LlamaSession, NoConfidence, Never>(std::move(session), {}, {}, opts));
+  return with_policies(model_dir, model->hidden_size(), flags, lambda,
+                       [&]<class M, class S>(M measure, S schedule) {
+                         return f(Decoder<LlamaSession, M, S>(LlamaSession(model, session_options),
+                                                              std::move(measure),
+                                                              std::move(schedule), opts));
+                       });
+}
+
+// The same for SpeculativeDecoder: the flags name the draft policy (not the oracle, nor the
+// full model, which cannot draft).
+template <class F>
+decltype(auto) with_speculative_decoder(const std::shared_ptr<const LlamaModel>& model,
+                                        const SessionOptions& session_options,
+                                        const std::filesystem::path& model_dir,
+                                        const PolicyFlags& flags, float lambda,
+                                        const SpeculativeOptions& speculative, F&& f) {
+  if (flags.measure == "oracle" || flags.measure == "full")
+    throw Error("--speculative drafts with early exits: choose --measure softmax, softmax-top1, "
+                "saturation, classifier or static, not '" + flags.measure + "'");
+  const DecoderOptions opts = flags.decoder_options();
+  const auto make = [&]<class M, class S>(M measure, S schedule) {
+    return f(SpeculativeDecoder<LlamaSession, M, S>(LlamaSession(model, session_options),
+                                                    std::move(measure), std::move(schedule), opts,
+                                                    speculative));
+  };
+  if (flags.measure == "static") return make(NoConfidence{}, StaticExit{flags.static_layer});
+  return with_thresholded_policies(model_dir, model->hidden_size(), flags, lambda, make);
 }
 
 }  // namespace calm::cli

@@ -29,11 +29,21 @@
 #include <optional>
 #include <random>
 #include <span>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace calm::calibrate {
+
+namespace detail {
+// A double as an error message shows it: 0.5, 1e-07.
+inline std::string number(double v) {
+  std::ostringstream text;
+  text << v;
+  return text.str();
+}
+}  // namespace detail
 
 struct BinomialInterval {
   double lower = 0.0;
@@ -48,7 +58,7 @@ inline BinomialInterval clopper_pearson(std::size_t k, std::size_t n, double con
   if (n == 0 || k > n || !(confidence > 0.0 && confidence < 1.0))
     throw Error("clopper_pearson: need 0 <= k <= n, n >= 1 and confidence in (0, 1), got k = " +
                 std::to_string(k) + ", n = " + std::to_string(n) +
-                ", confidence = " + std::to_string(confidence));
+                ", confidence = " + detail::number(confidence));
   const double tail = (1.0 - confidence) / 2.0;
   const auto solve = [](auto&& too_low) {  // too_low(p) is true below the root, false above
     double lo = 0.0, hi = 1.0;
@@ -239,7 +249,7 @@ inline void check_costs(std::span<const DecodeCost> costs, std::size_t n, const 
   for (std::size_t i = 0; i < n; ++i)
     if (!(costs[i].loss >= 0.0 && costs[i].loss <= 1.0))
       throw Error("split validation: " + what + ", prompt " + std::to_string(i) + ": loss " +
-                  std::to_string(costs[i].loss) + " is outside [0, 1]");
+                  number(costs[i].loss) + " is outside [0, 1]");
 }
 
 inline void check_inputs(const std::vector<DecodeCost>& full,
@@ -253,7 +263,7 @@ inline void check_inputs(const std::vector<DecodeCost>& full,
   if (o.deltas.empty()) throw Error("split validation: no tolerances (deltas)");
   if (o.num_layers == 0) throw Error("split validation: num_layers must be >= 1");
   if (!(o.confidence > 0.0 && o.confidence < 1.0))
-    throw Error("split validation: confidence " + std::to_string(o.confidence) +
+    throw Error("split validation: confidence " + number(o.confidence) +
                 " is not in (0, 1)");
   check_costs(full, n, "the full model");
   for (std::size_t m = 0; m < measures.size(); ++m) {
@@ -263,7 +273,7 @@ inline void check_inputs(const std::vector<DecodeCost>& full,
                   std::to_string(o.grid.size()) + " points");
     for (std::size_t j = 0; j < o.grid.size(); ++j)
       check_costs(measures[m][j], n,
-                  "measure " + std::to_string(m) + " at lambda " + std::to_string(o.grid[j]));
+                  "measure " + std::to_string(m) + " at lambda " + number(o.grid[j]));
   }
 }
 

@@ -101,7 +101,9 @@ inline PromptFile read_prompt_file(const std::filesystem::path& path) {
   const bool jsonl = path.extension() == ".jsonl";
   for (std::size_t k = 0; k < lines.size(); ++k) {
     if (detail::blank(lines[k])) continue;
-    PromptRecord record{.source = path, .line = k + 1};
+    PromptRecord record;
+    record.source = path;
+    record.line = k + 1;
     if (jsonl)
       detail::parse_prompt_object(lines[k], path.string() + ":" + std::to_string(k + 1), record);
     else

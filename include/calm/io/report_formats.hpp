@@ -1,0 +1,101 @@
+// A generation's report in the formats calm's programs write: JSON (per token and per sequence)
+// and an HTML page that colours each token by its exit layer.
+#pragma once
+
+#include <calm/io/atomic_file.hpp>
+#include <calm/report.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace calm::io {
+
+// One generated token with the text it decoded to.
+struct TokenText {
+  std::string text;
+  TokenStats stats;
+};
+
+// Green for exits in the lower half of the layers, red in the upper half.
+inline bool exits_low(std::size_t exit_layer, std::size_t num_layers) noexcept {
+  return 2 * exit_layer <= num_layers;
+}
+
+inline nlohmann::json report_json(const std::vector<TokenText>& pieces, const SequenceReport& r) {
+  nlohmann::json tokens = nlohmann::json::array();
+  const auto num = [](float v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
+  for (const TokenText& p : pieces)
+    tokens.push_back({{"step", p.stats.step}, {"token", p.stats.token}, {"text", p.text},
+                      {"exit_layer", p.stats.exit_layer}, {"confidence", num(p.stats.confidence)},
+                      {"threshold", num(p.stats.threshold)}, {"checks", p.stats.checks}});
+  return {{"num_layers", r.num_layers},
+          {"prompt_tokens", r.prompt_tokens},
+          {"generated_tokens", r.tokens.size()},
+          {"average_layers", r.average_layers()},
+          {"layer_speedup", r.layer_speedup()},
+          {"tokens_per_second", r.tokens_per_second()},
+          {"prefill_seconds", r.prefill_seconds},
+          {"generation_seconds", r.generation_seconds},
+          {"layer_seconds", r.layer_seconds},
+          {"check_seconds", r.check_seconds},
+          {"propagation_seconds", r.propagation_seconds},
+          {"head_seconds", r.head_seconds},
+          {"tokens", tokens}};
+}
+
+inline std::string html_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+inline std::string exits_html(const std::string& prompt, const std::vector<TokenText>& pieces,
+                              const SequenceReport& r) {
+  const auto fixed = [](double v, int digits) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+    return std::string(buf);
+  };
+  std::string body;
+  for (const TokenText& p : pieces)
+    body += std::string("<span class=\"") + (exits_low(p.stats.exit_layer, r.num_layers) ? "low" : "high") +
+            "\" title=\"exit layer " + std::to_string(p.stats.exit_layer) + " of " +
+            std::to_string(r.num_layers) + ", confidence " + fixed(p.stats.confidence, 3) +
+            ", threshold " + fixed(p.stats.threshold, 3) + "\">" + html_escape(p.text) + "</span>";
+  const std::size_t half = r.num_layers / 2;
+  return "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>calm: exits per token</title>\n"
+         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+         "pre{white-space:pre-wrap;font-size:1.1em;line-height:1.6}"
+         ".low{background:#b9f6ca}.high{background:#ffcdd2}.prompt{color:#555}</style></head>\n"
+         "<body><h1>calm: where each token left the network</h1>\n"
+         "<p>Legend: <span class=\"low\">exited in layers 1.." + std::to_string(half) +
+         "</span> <span class=\"high\">exited in layers " + std::to_string(half + 1) + ".." +
+         std::to_string(r.num_layers) + "</span>. Hover a token for its exit layer.</p>\n"
+         "<pre><span class=\"prompt\">" + html_escape(prompt) + "</span>" + body + "</pre>\n"
+         "<p>" + std::to_string(r.tokens.size()) + " tokens, average layers " +
+         fixed(r.average_layers(), 2) + " of " + std::to_string(r.num_layers) +
+         ", layer speedup " + fixed(r.layer_speedup(), 2) + "x, " +
+         fixed(r.tokens_per_second(), 1) + " tokens/s.</p>\n</body></html>\n";
+}
+
+// Written atomically: a failed write leaves no half-written page.
+inline void write_exits_html(const std::filesystem::path& path, const std::string& prompt,
+                             const std::vector<TokenText>& pieces, const SequenceReport& r) {
+  const std::string page = exits_html(prompt, pieces, r);
+  write_atomically(path, [&](std::FILE* f) { write_all(f, page.data(), page.size(), path); });
+}
+
+}  // namespace calm::io
