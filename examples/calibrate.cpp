@@ -52,12 +52,6 @@ void check_unit_interval(const char* flag, double value) {
     throw calm::Error(fmt::format("{} {} must be in (0, 1) (exclusive)", flag, value));
 }
 
-// The schedule part of calm_calibration.json, in the keys calm-generate --calibration reads.
-nlohmann::json schedule_json(const calm::cli::PolicyFlags& p) {
-  return {{"schedule", p.schedule}, {"tau", p.tau}, {"first_exit", p.first_exit},
-          {"interval", p.interval}, {"propagation", p.propagation}};
-}
-
 int run(Flags& f) {
   check_unit_interval("--delta", f.delta);
   check_unit_interval("--epsilon", f.epsilon);
@@ -138,7 +132,7 @@ int run(Flags& f) {
   const cal::LearnThenTestOptions options{.delta = f.delta, .epsilon = f.epsilon, .method = method,
                                               .grid = grid};
   cal::CalibrationRecord record{.measure = f.policy.measure,
-                                .schedule = schedule_json(f.policy),
+                                .schedule = calm::calibration_schedule_json(f.policy.spec(1.0f)),
                                 .consistency = consistency,
                                 .distance = distance,
                                 .model_fingerprint = fingerprint,

@@ -1,57 +1,125 @@
 // calm-custom-measure: a confidence measure defined outside the library — one minus the
-// normalised entropy of the exit distribution — plugged into calm::Decoder.
+// normalised entropy of the exit distribution, written as an xtensor expression — registered
+// by name next to calm's own, calibrated with Learn-then-Test and decoded with.
 //   calm-custom-measure --model DIR --prompt TEXT [--lambda 0.9] [--max-new-tokens 32]
-#include <calm/backends/llama/llama.hpp>
-#include <calm/confidence/softmax_response.hpp>  // calm::summarize_logits
-#include <calm/decoder.hpp>
+//                       [--calibrate-on PROMPTS --delta D --output calm_calibration.json]
+//                       [--calibration calm_calibration.json]
+#include <calm/calm.hpp>
+#include <calm/confidence/xtensor.hpp>
+#include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
-#include <calm/schedule/constant.hpp>
+#include <calm/policy_registry.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <xtensor/xmath.hpp>
+#include <xtensor/xoperation.hpp>
+
 #include <cmath>
 #include <exception>
 
-// The whole measure: declare that it reads the logits, and score them. c = 1 - H(p) / ln V.
+// The whole measure: it reads the logits, has a name, and scores. c = 1 - H(p) / ln V, with
+// H = log z - sum p (l - m), p = exp(l - m) / z.
 struct EntropyConfidence {
   static constexpr bool needs_logits = true;
   static constexpr float max_score = 1.0f;  // optional: lets the decoder skip hopeless checks
+  static constexpr std::string_view policy_name = "entropy";  // its name in the registry
 
   float score(const calm::ExitSignal& s) const noexcept {
-    const float lse = calm::summarize_logits(s.logits).log_partition();
-    double entropy = 0.0;  // H = sum p (lse - l), p = exp(l - lse)
-    for (float l : s.logits) entropy += std::exp(double(l) - lse) * (double(lse) - l);
-    return float(1.0 - entropy / std::log(double(s.logits.size())));
+    const auto logits = xt::cast<double>(calm::as_xtensor(s.logits));  // (vocab)
+    const double m = xt::amax(logits)();
+    const auto e = xt::exp(logits - m);
+    const double z = xt::sum(e)();
+    const double entropy = std::log(z) - xt::sum(e * (logits - m))() / z;
+    return static_cast<float>(1.0 - entropy / std::log(double(s.logits.size())));
   }
 };
 static_assert(calm::ConfidenceMeasure<EntropyConfidence>);
 
+// calm's measures and schedules, plus this one: what the names below can refer to.
+using Registry = calm::PolicyRegistry<
+    calm::Measures<calm::SoftmaxResponse, calm::HiddenSaturation, EntropyConfidence,
+                   calm::NoConfidence>,
+    calm::ShippedSchedules>;
+
 int main(int argc, char** argv) {
   CLI::App app{"calm-custom-measure: early exit with an entropy confidence defined in user code"};
-  std::string model_dir, prompt;
-  float lambda = 0.9f;
+  std::filesystem::path model_dir, calibrate_on, output, calibration;
+  std::string prompt;
+  calm::PolicySpec spec;
+  spec.measure = "entropy";
+  spec.schedule = "constant";
+  double delta = 0.2;
   std::size_t max_new = 32, threads = 1;
   app.add_option("--model", model_dir, "Hugging Face Llama checkpoint folder")->required();
   app.add_option("--prompt", prompt, "prompt text")->required();
-  app.add_option("--lambda", lambda, "exit threshold on 1 - H/ln V");
+  app.add_option("--measure", spec.measure, "a registered measure: entropy (this file), softmax, ...");
+  app.add_option("--lambda", spec.lambda, "exit threshold on 1 - H/ln V");
   app.add_option("--max-new-tokens", max_new, "tokens to generate");
-  app.add_option("--threads", threads, "threads");
+  app.add_option("--threads", threads, "threads")->check(CLI::Range(1, 256));
+  app.add_option("--calibrate-on", calibrate_on, "prompt file: certify lambda* by Learn-then-Test "
+                 "(loss: share of tokens unlike the full model's)")->check(CLI::ExistingFile);
+  app.add_option("--delta", delta, "tolerance of --calibrate-on")->check(CLI::Range(0.001, 0.999));
+  app.add_option("--output", output, "where --calibrate-on writes calm_calibration.json");
+  app.add_option("--calibration", calibration, "decode with the policy of this file")
+      ->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
   try {
-    const calm::Tokenizer tok = calm::Tokenizer::load(std::filesystem::path(model_dir) / "tokenizer.model");
-    calm::DecoderOptions opts;
-    opts.stop_tokens = {tok.eos_id()};
-    calm::Decoder<calm::LlamaSession, EntropyConfidence, calm::ConstantThreshold> dec(
-        calm::LlamaSession::load(model_dir, threads), {}, calm::ConstantThreshold{lambda}, opts);
-    const auto out = dec.generate(tok.encode(prompt), max_new);
+    const calm::Tokenizer tok = calm::Tokenizer::load(model_dir / "tokenizer.model");
+    const auto model = calm::LlamaModel::load(model_dir);
+    const calm::SessionOptions sessions{
+        .pool = threads > 1 ? std::make_shared<calm::ThreadPool>(threads) : nullptr};
+    const calm::PolicyContext ctx{model_dir, model->hidden_size()};
+    spec.options.stop_tokens = {tok.eos_id()};
+    const auto decode = [&](const calm::PolicySpec& p, const std::vector<int>& tokens) {
+      return Registry::with_decoder(calm::LlamaSession(model, sessions), p, ctx,
+                                    [&](auto&& d) { return d.generate(tokens, max_new); });
+    };
+    if (!calibrate_on.empty()) {
+      const calm::io::EncodedPrompts prompts = calm::io::encode_prompts(
+          calm::io::read_prompt_file(calibrate_on), tok, max_new, model->max_context());
+      calm::PolicySpec full = spec;
+      full.measure = "none";
+      full.schedule = "never";
+      std::vector<std::vector<int>> reference;
+      for (const auto& p : prompts.prompts) reference.push_back(decode(full, p).tokens);
+      calm::calibrate::CalibrationRecord record;
+      record.result = calm::calibrate::calibrate(
+          [&](double lambda) {
+            calm::PolicySpec at = spec;
+            at.lambda = static_cast<float>(lambda);
+            std::vector<double> losses;
+            for (std::size_t i = 0; i < reference.size(); ++i)
+              losses.push_back(calm::calibrate::token_mismatch_distance(
+                  decode(at, prompts.prompts[i]).tokens, reference[i]));
+            return losses;
+          },
+          {.delta = delta});
+      record.measure = spec.measure;
+      record.schedule = calm::calibration_schedule_json(spec);
+      record.model_fingerprint = calm::calibrate::model_fingerprint(model_dir);
+      if (!output.empty()) calm::calibrate::write_calibration_json(output, record);
+      fmt::print(stderr, "calibrated on {} prompts: lambda* = {}\n", reference.size(),
+                 record.result.lambda_star ? fmt::format("{:.2f}", *record.result.lambda_star)
+                                           : std::string("none (the full model)"));
+      if (!record.result.lambda_star) spec.measure = "none", spec.schedule = "never";
+      else spec.lambda = static_cast<float>(*record.result.lambda_star);
+    }
+    if (!calibration.empty()) {
+      const auto certified = calm::calibrated_policy(
+          calm::calibrate::read_calibration_json(calibration), spec, calibration.string());
+      if (!certified) throw calm::Error("'" + calibration.string() + "' certifies no threshold");
+      spec = *certified;
+    }
+    const auto out = decode(spec, tok.encode(prompt));
     fmt::print("{}{}\n", prompt, tok.decode(out.tokens));
     for (const calm::TokenStats& t : out.report.tokens)
       fmt::print(stderr, "t={:3} token={:6} exit layer {:2}/{} confidence {:.3f}\n", t.step,
                  t.token, t.exit_layer, out.report.num_layers, t.confidence);
-    fmt::print(stderr, "average layers {:.2f}, layer speedup {:.2f}x, {:.1f} tokens/s\n",
-               out.report.average_layers(), out.report.layer_speedup(),
-               out.report.tokens_per_second());
+    fmt::print(stderr, "{} at lambda {:.2f}: average layers {:.2f}, layer speedup {:.2f}x, "
+               "{:.1f} tokens/s\n", spec.measure, spec.lambda, out.report.average_layers(),
+               out.report.layer_speedup(), out.report.tokens_per_second());
   } catch (const std::exception& e) {
     fmt::print(stderr, "calm-custom-measure: {}\n", e.what());
     return 1;

@@ -49,20 +49,9 @@ float apply_calibration(Flags& f) {
   if (rec.model_fingerprint != fingerprint)
     throw calm::Error("'" + f.calibration.string() + "' was calibrated for another model "
                       "(fingerprint " + rec.model_fingerprint + ", this model " + fingerprint + ")");
-  calm::calibrate::CalibratedPolicy defaults;
-  defaults.schedule = f.policy.schedule;
-  defaults.tau = f.policy.tau;
-  defaults.first_exit = f.policy.first_exit;
-  defaults.interval = f.policy.interval;
-  defaults.propagation = f.policy.propagation;
-  const calm::calibrate::CalibratedPolicy p =
-      calm::calibrate::calibrated_policy(rec, defaults, f.calibration.string());
-  f.policy.measure = p.measure;
-  f.policy.schedule = p.schedule;
-  f.policy.tau = p.tau;
-  f.policy.first_exit = p.first_exit;
-  f.policy.interval = p.interval;
-  f.policy.propagation = p.propagation;
+  const std::optional<calm::PolicySpec> spec =
+      calm::calibrated_policy(rec, f.policy.spec(f.policy.threshold), f.calibration.string());
+  if (spec) f.policy.apply(*spec);
   if (!rec.result.lambda_star) {
     fmt::print(stderr, "calm-generate: {} certifies no threshold (delta {}, epsilon {}): "
                "running the full model\n", f.calibration.string(), rec.result.delta, rec.result.epsilon);

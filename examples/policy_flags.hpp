@@ -9,6 +9,7 @@
 #include <calm/confidence/hidden_saturation.hpp>
 #include <calm/confidence/softmax_response.hpp>
 #include <calm/decoder.hpp>
+#include <calm/policy_registry.hpp>
 #include <calm/schedule/constant.hpp>
 #include <calm/schedule/decaying.hpp>
 #include <calm/schedule/local_oracle.hpp>
@@ -17,11 +18,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace calm::cli {
 
@@ -62,6 +65,42 @@ struct PolicyFlags {
     return measure == "softmax" || measure == "softmax-top1" || measure == "saturation" ||
            measure == "classifier";
   }
+  // The flags as a PolicySpec for the library's registry, at threshold lambda.
+  PolicySpec spec(float lambda) const {
+    PolicySpec p;
+    p.options = decoder_options();
+    p.lambda = lambda;
+    if (!thresholded()) {
+      p.measure = "none";
+      p.schedule = measure == "full" ? "never" : measure;  // oracle | static | never
+      if (measure == "static") p.schedule_params = {{"layer", static_layer}};
+      return p;
+    }
+    p.measure = measure;
+    p.schedule = schedule;
+    if (schedule != "constant") p.schedule_params = {{"tau", tau}};
+    if (!classifier.empty() && measure == "classifier")
+      p.measure_params = {{"file", std::filesystem::absolute(classifier).string()}};
+    return p;
+  }
+  // A spec read back (calm_calibration.json) into the flags; the names are checked here.
+  void apply(const PolicySpec& p) {
+    const std::vector<std::string> measures = {"softmax", "softmax-top1", "saturation", "classifier"};
+    const std::vector<std::string> schedules = {"decaying", "decaying-scaled", "constant"};
+    if (std::find(measures.begin(), measures.end(), p.measure) == measures.end() ||
+        std::find(schedules.begin(), schedules.end(), p.schedule) == schedules.end())
+      throw Error("the calibrated policy (measure '" + p.measure + "', schedule '" + p.schedule +
+                  "') is not one these flags can name");
+    measure = p.measure;
+    schedule = p.schedule;
+    tau = p.schedule_params.is_object() && p.schedule_params.contains("tau") &&
+                  p.schedule_params["tau"].is_number()
+              ? p.schedule_params["tau"].get<float>()
+              : tau;
+    first_exit = p.options.first_exit;
+    interval = p.options.interval;
+    propagation = p.options.propagation == Propagation::true_cache ? "true_cache" : "propagate";
+  }
   std::string schedule_description() const {
     if (!thresholded()) return measure;
     return schedule + (schedule == "constant" ? "" : "(tau=" + std::to_string(tau) + ")") +
@@ -90,91 +129,51 @@ inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
                  "(default: next to the model)");
 }
 
-namespace detail {
-template <class Measure, class F>
-decltype(auto) with_threshold_schedule(Measure measure, float lambda, const PolicyFlags& flags,
-                                       F&& f) {
-  if (flags.schedule == "constant") return f(std::move(measure), ConstantThreshold{lambda});
-  const auto form = flags.schedule == "decaying-scaled" ? DecayingThreshold::Form::scaled
-                                                        : DecayingThreshold::Form::paper;
-  return f(std::move(measure), DecayingThreshold{lambda, flags.tau, form});
-}
-}  // namespace detail
-
 // A pool for --threads (none for 1: the caller runs everything).
 inline std::shared_ptr<ThreadPool> make_pool(std::size_t threads) {
   return threads > 1 ? std::make_shared<ThreadPool>(threads) : nullptr;
 }
 
-// Calls f(measure, schedule) for the thresholded measures (softmax, softmax-top1, saturation,
-// classifier) at threshold `lambda`.
-template <class F>
-decltype(auto) with_thresholded_policies(const std::filesystem::path& model_dir,
-                                         std::size_t hidden_size, const PolicyFlags& flags,
-                                         float lambda, F&& f) {
-  if (flags.measure == "softmax")
-    return detail::with_threshold_schedule(SoftmaxResponse{}, lambda, flags, f);
-  if (flags.measure == "softmax-top1")
-    return detail::with_threshold_schedule(SoftmaxResponse{SoftmaxResponse::Variant::top1},
-                                           lambda, flags, f);
-  if (flags.measure == "saturation")
-    return detail::with_threshold_schedule(HiddenSaturation{}, lambda, flags, f);
-  if (flags.measure != "classifier")
-    throw Error("--measure '" + flags.measure + "' has no threshold");
-  if (flags.exit_classifier)
-    return detail::with_threshold_schedule(*flags.exit_classifier, lambda, flags, f);
-  PolicyFlags loaded = flags;
-  loaded.load_classifier(model_dir, hidden_size);
-  return detail::with_threshold_schedule(*loaded.exit_classifier, lambda, flags, f);
+inline PolicyContext policy_context(const std::filesystem::path& model_dir, std::size_t hidden,
+                                    const PolicyFlags& flags) {
+  return {model_dir, hidden, flags.exit_classifier};
 }
 
-// Calls f(measure, schedule) with the policy objects the flags name, at threshold `lambda`
-// (one instantiation per measure x schedule the user can name). f must return the same type
-// for every pair.
-template <class F>
-decltype(auto) with_policies(const std::filesystem::path& model_dir, std::size_t hidden_size,
-                             const PolicyFlags& flags, float lambda, F&& f) {
-  if (flags.measure == "oracle") return f(NoConfidence{}, LocalOracle{});
-  if (flags.measure == "static") return f(NoConfidence{}, StaticExit{flags.static_layer});
-  if (flags.measure == "full") return f(NoConfidence{}, Never{});
-  return with_thresholded_policies(model_dir, hidden_size, flags, lambda, f);
-}
-
-// Calls f(decoder) with the Decoder the flags describe, at threshold `lambda`, on a new session
-// of `model`. f must return the same type for every decoder type.
+// Calls f(decoder) with the Decoder the flags describe (looked up in calm's policy registry), at
+// threshold `lambda`, on a new session of `model`. f must return the same type for every
+// decoder type.
 template <class F>
 decltype(auto) with_decoder(const std::shared_ptr<const LlamaModel>& model,
                             const SessionOptions& session_options,
                             const std::filesystem::path& model_dir, const PolicyFlags& flags,
                             float lambda, F&& f) {
-  const DecoderOptions opts = flags.decoder_options();
-  return with_policies(model_dir, model->hidden_size(), flags, lambda,
-                       [&]<class M, class S>(M measure, S schedule) {
-                         return f(Decoder<LlamaSession, M, S>(LlamaSession(model, session_options),
-                                                              std::move(measure),
-                                                              std::move(schedule), opts));
-                       });
+  return PolicyRegistry<>::with_decoder(LlamaSession(model, session_options), flags.spec(lambda),
+                                        policy_context(model_dir, model->hidden_size(), flags),
+                                        f);
 }
 
 // The same for SpeculativeDecoder: the flags name the draft policy (not the oracle, nor the
-// full model, which cannot draft).
+// full model, which cannot draft). f returns int.
 template <class F>
-decltype(auto) with_speculative_decoder(const std::shared_ptr<const LlamaModel>& model,
-                                        const SessionOptions& session_options,
-                                        const std::filesystem::path& model_dir,
-                                        const PolicyFlags& flags, float lambda,
-                                        const SpeculativeOptions& speculative, F&& f) {
+int with_speculative_decoder(const std::shared_ptr<const LlamaModel>& model,
+                             const SessionOptions& session_options,
+                             const std::filesystem::path& model_dir, const PolicyFlags& flags,
+                             float lambda, const SpeculativeOptions& speculative, F&& f) {
   if (flags.measure == "oracle" || flags.measure == "full")
     throw Error("--speculative drafts with early exits: choose --measure softmax, softmax-top1, "
                 "saturation, classifier or static, not '" + flags.measure + "'");
-  const DecoderOptions opts = flags.decoder_options();
-  const auto make = [&]<class M, class S>(M measure, S schedule) {
-    return f(SpeculativeDecoder<LlamaSession, M, S>(LlamaSession(model, session_options),
-                                                    std::move(measure), std::move(schedule), opts,
-                                                    speculative));
-  };
-  if (flags.measure == "static") return make(NoConfidence{}, StaticExit{flags.static_layer});
-  return with_thresholded_policies(model_dir, model->hidden_size(), flags, lambda, make);
+  const PolicySpec spec = flags.spec(lambda);
+  return PolicyRegistry<>::visit(
+      spec, policy_context(model_dir, model->hidden_size(), flags),
+      [&]<class M, class S>(M measure, S schedule) -> int {
+        if constexpr (traits::is_local_oracle<S>() || std::is_same_v<S, Never>) {
+          throw Error("unreachable: '" + flags.measure + "' cannot draft");
+        } else {
+          return f(SpeculativeDecoder<LlamaSession, M, S>(LlamaSession(model, session_options),
+                                                          std::move(measure), std::move(schedule),
+                                                          spec.options, speculative));
+        }
+      });
 }
 
 }  // namespace calm::cli

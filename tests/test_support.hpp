@@ -7,12 +7,15 @@
 
 #include <atomic>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <initializer_list>
 #include <string>
 #include <string_view>
 #include <system_error>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace calm::test {
@@ -56,6 +59,39 @@ struct ScratchDir {
     return path / name;
   }
 };
+
+// The whole content of a file ("" if it cannot be read).
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+inline std::string quote(const std::filesystem::path& p) {
+  std::string q = "'";  // appended, not "'" + s: g++ 12 warns falsely (-Wrestrict) on that
+  q += p.string();
+  q += '\'';
+  return q;
+}
+
+struct ProgramRun {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs `program args` through the shell with stdout and stderr captured, no standard input.
+inline ProgramRun run_program(const std::string& program, const std::string& args) {
+  const ScratchDir dir("run");
+  const std::string command = "'" + program + "' " + args + " >" + quote(dir.path / "out") +
+                              " 2>" + quote(dir.path / "err") + " </dev/null";
+  const int raw = std::system(command.c_str());
+  ProgramRun run;
+  run.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  run.out = read_text(dir.path / "out");
+  run.err = read_text(dir.path / "err");
+  return run;
+}
 
 }  // namespace calm::test
 

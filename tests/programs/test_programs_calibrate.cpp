@@ -39,32 +39,10 @@ using calm::test::contains;
 using calm::test::error_of;
 using calm::test::ScratchDir;
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
-
-struct ProgramRun {
-  int status = -1;
-  std::string out, err;
-};
-
-// Runs `program args` with stdout and stderr captured.
-ProgramRun run_program(const std::string& program, const std::string& args) {
-  const ScratchDir dir("run");
-  const std::string command = "'" + program + "' " + args + " >" + quote(dir.path / "out") +
-                              " 2>" + quote(dir.path / "err") + " </dev/null";
-  const int raw = std::system(command.c_str());
-  ProgramRun run;
-  run.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  run.out = read_text(dir.path / "out");
-  run.err = read_text(dir.path / "err");
-  return run;
-}
+using calm::test::quote;
+using calm::test::read_text;
+using calm::test::run_program;
+using calm::test::ProgramRun;
 
 ProgramRun calibrate(const std::string& args) { return run_program(CALM_CALIBRATE_EXE, args); }
 ProgramRun eval(const std::string& args) { return run_program(CALM_EVAL_EXE, args); }

@@ -4,6 +4,7 @@
 #include <calm/calibrate/calibration_json.hpp>
 #include <calm/confidence/exit_classifier.hpp>
 #include <calm/decoder.hpp>
+#include <calm/policy_registry.hpp>
 #include <calm/io/safetensors.hpp>
 #include <calm/io/tokenizer.hpp>
 #include <calm/schedule/decaying.hpp>
@@ -134,24 +135,17 @@ TEST_CASE("the bundled model's perplexity on the test split is below the stated 
 TEST_CASE("decoding at the calibrated threshold exits early and yields text") {
   const calm::Tokenizer tok = calm::Tokenizer::load(kModel / "tokenizer.model");
   calm::LlamaSession model = calm::LlamaSession::load(kModel);
-  // The policy the shipped calibration certifies, as calm-generate --calibration reads it.
+  // The policy the shipped calibration certifies, looked up by name as calm-generate does.
   const auto record = calm::calibrate::read_calibration_json(kModel / "calm_calibration.json");
-  const calm::calibrate::CalibratedPolicy policy = calm::calibrate::calibrated_policy(record);
-  REQUIRE(policy.lambda.has_value());
-  REQUIRE_MESSAGE(policy.measure == "classifier", "this test composes the classifier's decoder");
-  REQUIRE(policy.schedule == "decaying");
-  calm::DecoderOptions options;
-  options.first_exit = policy.first_exit;
-  options.interval = policy.interval;
-  options.propagation = policy.propagation == "true_cache" ? calm::Propagation::true_cache
-                                                           : calm::Propagation::propagate;
-  calm::Decoder<calm::LlamaSession&, calm::ExitClassifier, calm::DecayingThreshold> decoder(
-      model, calm::ExitClassifier::load(kModel / "calm.safetensors", model.hidden_size()),
-      {*policy.lambda, policy.tau}, options);
-  const auto result = decoder.generate(tok.encode("ROMEO:\n"), 48);
-  CHECK(result.tokens.size() == 48);
-  CHECK(result.report.average_layers() < double(model.num_layers()));
-  const std::string text = tok.decode(result.tokens);
-  MESSAGE(text);
-  CHECK(text.size() > 40);
+  const std::optional<calm::PolicySpec> policy = calm::calibrated_policy(record);
+  REQUIRE(policy.has_value());
+  const calm::PolicyContext context{kModel, model.hidden_size()};
+  calm::PolicyRegistry<>::with_decoder(model, *policy, context, [&](auto&& decoder) {
+    const auto result = decoder.generate(tok.encode("ROMEO:\n"), 48);
+    CHECK(result.tokens.size() == 48);
+    CHECK(result.report.average_layers() < double(model.num_layers()));
+    const std::string text = tok.decode(result.tokens);
+    MESSAGE(record.measure << " at lambda " << policy->lambda << ": " << text);
+    CHECK(text.size() > 40);
+  });
 }

@@ -273,38 +273,3 @@ TEST_CASE("model fingerprint depends on the content of config, weights and token
              R"({"weight_map": {"a": "../x.safetensors"}})");
   CHECK(contains(error_of([&] { cc::model_fingerprint(model); }), "weight_map.a"));
 }
-
-TEST_CASE("calibrated_policy reads the schedule object calm-calibrate writes, and checks it") {
-  cc::CalibrationRecord record = sample_record();
-  record.schedule = {{"schedule", "constant"}, {"tau", 2.5}, {"first_exit", 3},
-                     {"interval", 2}, {"propagation", "true_cache"}};
-  const cc::CalibratedPolicy p = cc::calibrated_policy(record);
-  CHECK(p.measure == "softmax-response");
-  CHECK(p.schedule == "constant");
-  CHECK(p.tau == 2.5f);
-  CHECK(p.first_exit == 3);
-  CHECK(p.interval == 2);
-  CHECK(p.propagation == "true_cache");
-  REQUIRE(p.lambda.has_value());
-  CHECK(*p.lambda == doctest::Approx(0.9));
-  // Missing keys keep the defaults given; a string schedule names no parameters.
-  record.schedule = {{"tau", 1.0}};
-  cc::CalibratedPolicy defaults;
-  defaults.first_exit = 2;
-  CHECK(cc::calibrated_policy(record, defaults).first_exit == 2);
-  CHECK(cc::calibrated_policy(record, defaults).schedule == "decaying");
-  record.schedule = "decaying(tau=4)";
-  CHECK(cc::calibrated_policy(record).tau == 4.0f);
-  // Bad values are refused by key.
-  for (const auto& [key, value] :
-       std::vector<std::pair<std::string, nlohmann::json>>{{"schedule", "sometimes"},
-                                                          {"propagation", 3},
-                                                          {"tau", -1.0},
-                                                          {"first_exit", 0},
-                                                          {"interval", 1.5}}) {
-    CAPTURE(key);
-    record.schedule = {{key, value}};
-    CHECK(contains(error_of([&] { cc::calibrated_policy(record, {}, "c.json"); }),
-                   "c.json: key 'schedule." + key + "'"));
-  }
-}

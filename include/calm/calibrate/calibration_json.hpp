@@ -21,7 +21,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <initializer_list>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -239,58 +238,6 @@ inline CalibrationRecord calibration_from_json(const nlohmann::json& document,
 
 // Writes the record as JSON (2-space indent), atomically. The document is first read back through
 // calibration_from_json, so a file that calm could not read is never written.
-// The decoding policy a calibration record certifies, read from its "schedule" object (the
-// keys calm-calibrate writes: schedule, tau, first_exit, interval, propagation); keys the object
-// lacks keep the defaults given. A record with a string schedule names no parameters.
-struct CalibratedPolicy {
-  std::string measure;              // e.g. "classifier", "softmax"
-  std::string schedule = "decaying";  // decaying | decaying-scaled | constant
-  float tau = 4.0f;
-  std::size_t first_exit = 1;
-  std::size_t interval = 1;
-  std::string propagation = "propagate";  // propagate | true_cache
-  std::optional<float> lambda;      // lambda*; empty: nothing certified (run the full model)
-};
-
-inline CalibratedPolicy calibrated_policy(const CalibrationRecord& record,
-                                          CalibratedPolicy defaults = {},
-                                          const std::string& source = "calibration record") {
-  CalibratedPolicy p = std::move(defaults);
-  p.measure = record.measure;
-  if (record.result.lambda_star) p.lambda = static_cast<float>(*record.result.lambda_star);
-  if (!record.schedule.is_object()) return p;
-  const nlohmann::json& s = record.schedule;
-  const detail::JsonReader read(source);
-  const auto text = [&](const char* key, std::string& out, std::initializer_list<const char*> ok) {
-    if (!s.contains(key)) return;
-    if (!s[key].is_string()) read.fail(std::string("schedule.") + key, "expected a string");
-    const std::string v = s[key].get<std::string>();
-    for (const char* o : ok)
-      if (v == o) {
-        out = v;
-        return;
-      }
-    read.fail(std::string("schedule.") + key, "unknown value '" + v + "'");
-  };
-  const auto layer = [&](const char* key, std::size_t& out) {
-    if (!s.contains(key)) return;
-    if (!s[key].is_number_integer() || s[key].get<std::int64_t>() < 1 ||
-        s[key].get<std::int64_t>() > (1 << 16))
-      read.fail(std::string("schedule.") + key, "expected an integer in [1, 65536]");
-    out = s[key].get<std::size_t>();
-  };
-  text("schedule", p.schedule, {"decaying", "decaying-scaled", "constant"});
-  text("propagation", p.propagation, {"propagate", "true_cache"});
-  if (s.contains("tau")) {
-    if (!s["tau"].is_number() || !(s["tau"].get<double>() >= 0.0) || s["tau"].get<double>() > 1000.0)
-      read.fail("schedule.tau", "expected a number in [0, 1000]");
-    p.tau = s["tau"].get<float>();
-  }
-  layer("first_exit", p.first_exit);
-  layer("interval", p.interval);
-  return p;
-}
-
 inline void write_calibration_json(const std::filesystem::path& path,
                                    const CalibrationRecord& record) {
   const nlohmann::json document = to_json(record);

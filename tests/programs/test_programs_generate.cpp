@@ -1,0 +1,60 @@
+// calm-generate run as a user would: --speculative gives the full model's tokens (greedy) and
+// reports the speculation in --json; bad combinations are clear errors.
+#include "test_support.hpp"
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <string>
+
+namespace fs = std::filesystem;
+using calm::test::contains;
+using calm::test::quote;
+using calm::test::run_program;
+
+namespace {
+
+const fs::path kModel = fs::path(CALM_MODELS) / "shakespeare-8l";
+std::string base() {
+  std::string b = "--model ";
+  b += quote(kModel);
+  b += " --prompt 'ROMEO:' --max-new-tokens 40 ";
+  return b;
+}
+
+nlohmann::json generate_json(const std::string& args) {
+  const auto run = run_program(CALM_GENERATE_EXE, base() + "--json " + args);
+  REQUIRE_MESSAGE(run.status == 0, run.err);
+  return nlohmann::json::parse(run.out);
+}
+
+}  // namespace
+
+TEST_CASE("calm-generate --speculative: the full model's text, with the speculation reported") {
+  const auto full = generate_json("--measure full");
+  for (const std::string policy : {"--measure static --static-layer 3 --gamma 3",
+                                   "--measure softmax --threshold 0.5 --gamma 5",
+                                   "--measure classifier --threshold 0.8 --no-reuse-draft"}) {
+    CAPTURE(policy);
+    const auto spec = generate_json("--speculative --compare-full " + policy);
+    CHECK(spec.at("text") == full.at("text"));
+    CHECK(spec.at("tokens_equal_to_full") == spec.at("generated_tokens"));
+    const auto& s = spec.at("speculative");
+    CHECK(s.at("verifications").get<int>() > 0);
+    CHECK(s.at("accepted").get<int>() <= s.at("drafted").get<int>());
+    CHECK(s.at("tokens_per_verification").get<double>() >= 1.0);
+  }
+}
+
+TEST_CASE("calm-generate --speculative refuses what cannot draft, naming it") {
+  for (const std::string measure : {"oracle", "full"}) {
+    const auto run = run_program(CALM_GENERATE_EXE, base() + "--speculative --measure " + measure);
+    CHECK(run.status == 1);
+    CHECK(contains(run.err, "--speculative drafts with early exits"));
+    CHECK(contains(run.err, measure));
+  }
+  const auto run = run_program(CALM_GENERATE_EXE, base() + "--speculative --gamma 0");
+  CHECK(run.status != 0);
+  CHECK(contains(run.err, "--gamma"));
+}
