@@ -65,6 +65,23 @@ struct PolicyFlags {
     return measure == "softmax" || measure == "softmax-top1" || measure == "saturation" ||
            measure == "classifier";
   }
+  // Refuses values that would silently run another policy than asked: NaN thresholds, and
+  // layers outside a model of num_layers layers. Names the flag and the valid range.
+  void check(std::size_t num_layers) const {
+    const auto finite = [](const char* flag, float v) {
+      if (!std::isfinite(v)) throw Error(std::string(flag) + " must be a finite number, got " + std::to_string(v));
+    };
+    finite("--threshold", threshold);
+    finite("--tau", tau);
+    const std::string L = std::to_string(num_layers);
+    if (measure == "static" && (static_layer < 1 || static_layer > num_layers))
+      throw Error("--static-layer " + std::to_string(static_layer) + " is outside the model's layers "
+                  "[1, " + L + "]");
+    if (thresholded() && num_layers > 1 && first_exit >= num_layers)
+      throw Error("--first-exit " + std::to_string(first_exit) + " leaves no exit point: exit points "
+                  "are layers [1, " + std::to_string(num_layers - 1) + "] of " + L);
+  }
+
   // The flags as a PolicySpec for the library's registry, at threshold lambda.
   PolicySpec spec(float lambda) const {
     PolicySpec p;
@@ -147,6 +164,7 @@ decltype(auto) with_decoder(const std::shared_ptr<const LlamaModel>& model,
                             const SessionOptions& session_options,
                             const std::filesystem::path& model_dir, const PolicyFlags& flags,
                             float lambda, F&& f) {
+  flags.check(model->num_layers());
   return PolicyRegistry<>::with_decoder(LlamaSession(model, session_options), flags.spec(lambda),
                                         policy_context(model_dir, model->hidden_size(), flags),
                                         f);
@@ -162,6 +180,7 @@ int with_speculative_decoder(const std::shared_ptr<const LlamaModel>& model,
   if (flags.measure == "oracle" || flags.measure == "full")
     throw Error("--speculative drafts with early exits: choose --measure softmax, softmax-top1, "
                 "saturation, classifier or static, not '" + flags.measure + "'");
+  flags.check(model->num_layers());
   const PolicySpec spec = flags.spec(lambda);
   return PolicyRegistry<>::visit(
       spec, policy_context(model_dir, model->hidden_size(), flags),

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <cstddef>
@@ -298,6 +299,10 @@ class PolicyRegistry<Measures<Ms...>, Schedules<Ss...>> {
   // type for every pair.
   template <class F>
   static decltype(auto) visit(const PolicySpec& spec, const PolicyContext& ctx, F&& f) {
+    spec.options.validate();
+    if (!std::isfinite(spec.lambda))
+      throw Error("policy: the threshold lambda must be a finite number, got " +
+                  std::to_string(spec.lambda));
     if (!has_schedule(spec.schedule))
       throw Error("unknown schedule '" + spec.schedule + "' (known: " + join(schedule_names()) + ")");
     if (!has_measure(spec.measure))

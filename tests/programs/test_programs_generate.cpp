@@ -7,6 +7,8 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace fs = std::filesystem;
 using calm::test::contains;
@@ -57,4 +59,21 @@ TEST_CASE("calm-generate --speculative refuses what cannot draft, naming it") {
   const auto run = run_program(CALM_GENERATE_EXE, base() + "--speculative --gamma 0");
   CHECK(run.status != 0);
   CHECK(contains(run.err, "--gamma"));
+}
+
+TEST_CASE("calm-generate refuses flags that would silently run another policy") {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--threshold nan", "--threshold must be a finite number"},
+      {"--tau nan", "--tau must be a finite number"},
+      {"--measure static --static-layer 100", "--static-layer 100 is outside the model's layers [1, 8]"},
+      {"--first-exit 100", "--first-exit 100 leaves no exit point: exit points are layers [1, 7]"},
+      {"--speculative --measure static --static-layer 9", "--static-layer 9"},
+  };
+  for (const auto& [flags, message] : cases) {
+    CAPTURE(flags);
+    const auto run = run_program(CALM_GENERATE_EXE, base() + flags);
+    CHECK(run.status == 1);
+    CHECK(contains(run.err, message));
+    CHECK(!contains(run.out, "ROMEO"));  // refused before anything was generated
+  }
 }
