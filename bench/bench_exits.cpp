@@ -31,7 +31,7 @@
 namespace {
 
 constexpr std::size_t kNewTokens = 32;
-const std::filesystem::path kBundled = std::filesystem::path(CALM_MODELS) / "shakespeare-8l";
+using calm::bench::kBundled;
 
 calm::LlamaSession& bundled() {
   static calm::LlamaSession m = calm::LlamaSession::load(kBundled);
@@ -40,14 +40,7 @@ calm::LlamaSession& bundled() {
 
 // The first 8 test prompts of the bundled model, tokenized.
 const std::vector<std::vector<int>>& bundled_prompts() {
-  static const std::vector<std::vector<int>> prompts = [] {
-    const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
-    std::ifstream in(kBundled / "data" / "test.jsonl");
-    std::vector<std::vector<int>> out;
-    for (std::string line; out.size() < 8 && std::getline(in, line);)
-      out.push_back(tok.encode(nlohmann::json::parse(line).at("prompt").get<std::string>()));
-    return out;
-  }();
+  static const std::vector<std::vector<int>> prompts = calm::bench::bundled_test_prompts(8);
   return prompts;
 }
 

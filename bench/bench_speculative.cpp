@@ -25,7 +25,7 @@
 namespace {
 
 constexpr std::size_t kNewTokens = 48;
-const std::filesystem::path kBundled = std::filesystem::path(CALM_MODELS) / "shakespeare-8l";
+using calm::bench::kBundled;
 
 const std::shared_ptr<const calm::LlamaModel>& bundled() {
   static const auto m = calm::LlamaModel::load(kBundled);
@@ -34,14 +34,7 @@ const std::shared_ptr<const calm::LlamaModel>& bundled() {
 
 // The first 16 test prompts of the bundled model, tokenized.
 const std::vector<std::vector<int>>& bundled_prompts() {
-  static const std::vector<std::vector<int>> prompts = [] {
-    const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
-    std::ifstream in(kBundled / "data" / "test.jsonl");
-    std::vector<std::vector<int>> out;
-    for (std::string line; out.size() < 16 && std::getline(in, line);)
-      out.push_back(tok.encode(nlohmann::json::parse(line).at("prompt").get<std::string>()));
-    return out;
-  }();
+  static const std::vector<std::vector<int>> prompts = calm::bench::bundled_test_prompts(16);
   return prompts;
 }
 

@@ -6,12 +6,14 @@
 #include <calm/core/dtype.hpp>
 #include <calm/io/atomic_file.hpp>
 #include <calm/io/safetensors_writer.hpp>
+#include <calm/io/tokenizer.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -87,6 +89,20 @@ inline std::filesystem::path bench_model_dir(const ModelShape& s) {
     io::write_all(f, text.data(), text.size(), dir / "config.json");
   });
   return dir;
+}
+
+// The bundled model (models/shakespeare-8l) and the first `count` prompts of its test split,
+// tokenized: the real prompts for benchmarks whose exits depend on trained weights.
+inline const std::filesystem::path kBundled = std::filesystem::path(CALM_MODELS) / "shakespeare-8l";
+
+inline std::vector<std::vector<int>> bundled_test_prompts(std::size_t count) {
+  const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
+  std::ifstream in(kBundled / "data" / "test.jsonl");
+  std::vector<std::vector<int>> out;
+  for (std::string line; out.size() < count && std::getline(in, line);)
+    if (!line.empty())
+      out.push_back(tok.encode(nlohmann::json::parse(line).at("prompt").get<std::string>()));
+  return out;
 }
 
 }  // namespace calm::bench

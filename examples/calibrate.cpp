@@ -13,6 +13,7 @@
 #include <calm/calibrate/distances.hpp>
 #include <calm/calibrate/learn_then_test.hpp>
 #include <calm/calibrate/parse_grid.hpp>
+#include <calm/io/atomic_file.hpp>
 #include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
 
@@ -58,6 +59,10 @@ int run(Flags& f) {
   if (!f.policy.thresholded())
     throw calm::Error("--measure " + f.policy.measure + " has no threshold to calibrate (use "
                       "softmax, softmax-top1, saturation or classifier)");
+  // Checked before any decoding: the file is written only at the end.
+  calm::io::check_writable_destination(
+      f.output.empty() ? f.model / cal::kCalibrationFileName : f.output,
+      f.output.empty() ? "the calibration file (--model)" : "--output");
   const cal::Distance distance = cal::parse_distance(f.distance);
   const cal::Consistency consistency = cal::parse_consistency(f.consistency);
   const cal::PValueMethod method = cal::parse_p_value_method(f.method);
@@ -69,6 +74,7 @@ int run(Flags& f) {
 
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
   const auto model = calm::LlamaModel::load(f.model);
+  tokenizer.check_fits(model->config(), (f.model / "config.json").string());
   const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
   if (f.policy.measure == "classifier") f.policy.load_classifier(f.model, model->hidden_size());  // once, not per decoder
   const calm::io::EncodedPrompts encoded =

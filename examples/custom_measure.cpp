@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   try {
     const calm::Tokenizer tok = calm::Tokenizer::load(model_dir / "tokenizer.model");
     const auto model = calm::LlamaModel::load(model_dir);
+    tok.check_fits(model->config(), (model_dir / "config.json").string());
     const calm::SessionOptions sessions{
         .pool = threads > 1 ? std::make_shared<calm::ThreadPool>(threads) : nullptr};
     const calm::PolicyContext ctx{model_dir, model->hidden_size()};

@@ -11,6 +11,7 @@
 #include <calm/calibrate/distances.hpp>
 #include <calm/calibrate/parse_grid.hpp>
 #include <calm/calibrate/validation.hpp>
+#include <calm/io/atomic_file.hpp>
 #include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
 
@@ -50,6 +51,8 @@ calm::cli::PolicyFlags with_measure(calm::cli::PolicyFlags p, std::string measur
 }
 
 int run(Flags& f) {
+  // Checked before any decoding: the CSV is written only at the end.
+  if (!f.csv.empty()) calm::io::check_writable_destination(f.csv, "--csv");
   if (!(f.epsilon > 0.0 && f.epsilon < 1.0))
     throw calm::Error(fmt::format("--epsilon {} must be in (0, 1) (exclusive)", f.epsilon));
   for (double d : f.deltas)
@@ -85,6 +88,7 @@ int run(Flags& f) {
 
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
   const auto model = calm::LlamaModel::load(f.model);
+  tokenizer.check_fits(model->config(), (f.model / "config.json").string());
   const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
   if (wants_classifier) f.policy.load_classifier(f.model, model->hidden_size());  // once
   const std::size_t L = model->num_layers(), G = grid.size(), M = f.measures.size();

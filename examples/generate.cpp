@@ -43,7 +43,7 @@ struct Flags {
 };
 
 // Applies calm_calibration.json: its measure, schedule and certified threshold lambda*.
-float apply_calibration(Flags& f) {
+float apply_calibration(Flags& f, std::size_t num_layers) {
   const calm::calibrate::CalibrationRecord rec = calm::calibrate::read_calibration_json(f.calibration);
   const std::string fingerprint = calm::calibrate::model_fingerprint(f.model);
   if (rec.model_fingerprint != fingerprint)
@@ -51,7 +51,14 @@ float apply_calibration(Flags& f) {
                       "(fingerprint " + rec.model_fingerprint + ", this model " + fingerprint + ")");
   const std::optional<calm::PolicySpec> spec =
       calm::calibrated_policy(rec, f.policy.spec(f.policy.threshold), f.calibration.string());
-  if (spec) f.policy.apply(*spec);
+  if (spec) {
+    f.policy.apply(*spec);
+    try {  // the schedule's layers against this model's, naming the file
+      f.policy.check(num_layers);
+    } catch (const calm::Error& e) {
+      throw calm::Error("'" + f.calibration.string() + "': key 'schedule': " + e.what());
+    }
+  }
   if (!rec.result.lambda_star) {
     fmt::print(stderr, "calm-generate: {} certifies no threshold (delta {}, epsilon {}): "
                "running the full model\n", f.calibration.string(), rec.result.delta, rec.result.epsilon);
@@ -64,10 +71,14 @@ float apply_calibration(Flags& f) {
 }
 
 int run(Flags& f) {
+  // What would fail only after decoding is refused first.
+  if (f.json) calm::io::check_utf8(f.prompt, "--prompt");
+  if (!f.report_html.empty()) calm::io::check_writable_destination(f.report_html, "--report");
   const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
   const auto model = calm::LlamaModel::load(f.model, {.max_context = f.context});
+  tokenizer.check_fits(model->config(), (f.model / "config.json").string());
   const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
-  const float lambda = f.calibration.empty() ? f.policy.threshold : apply_calibration(f);
+  const float lambda = f.calibration.empty() ? f.policy.threshold : apply_calibration(f, model->num_layers());
   const std::vector<int> prompt = tokenizer.encode(f.prompt, /*add_bos=*/true);
   if (prompt.size() + f.max_new_tokens > model->max_context())
     throw calm::Error(fmt::format(
@@ -185,7 +196,7 @@ int run(Flags& f) {
   if (f.json) {
     out["prompt"] = f.prompt;
     out["text"] = tokenizer.decode(tokens);
-    fmt::print("{}\n", out.dump(2));
+    fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   fmt::print(stderr, "\n{}\n", summary);
   return 0;

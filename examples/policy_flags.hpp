@@ -41,6 +41,8 @@ struct PolicyFlags {
   // The exit classifier once load_classifier() has read it; with_decoder then copies it instead
   // of reading the file again for every decoder (calm-eval builds thousands).
   std::shared_ptr<const ExitClassifier> exit_classifier;
+  // The measure's parameters from a calibration file (apply()), passed on by spec().
+  nlohmann::json measure_params = nlohmann::json::object();
 
   std::filesystem::path classifier_file(const std::filesystem::path& model_dir) const {
     return classifier.empty() ? model_dir / "calm.safetensors" : classifier;
@@ -95,6 +97,7 @@ struct PolicyFlags {
     }
     p.measure = measure;
     p.schedule = schedule;
+    p.measure_params = measure_params;
     if (schedule != "constant") p.schedule_params = {{"tau", tau}};
     if (!classifier.empty() && measure == "classifier")
       p.measure_params = {{"file", std::filesystem::absolute(classifier).string()}};
@@ -110,6 +113,7 @@ struct PolicyFlags {
                   "') is not one these flags can name");
     measure = p.measure;
     schedule = p.schedule;
+    measure_params = p.measure_params.is_object() ? p.measure_params : nlohmann::json::object();
     tau = p.schedule_params.is_object() && p.schedule_params.contains("tau") &&
                   p.schedule_params["tau"].is_number()
               ? p.schedule_params["tau"].get<float>()

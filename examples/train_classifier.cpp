@@ -7,6 +7,7 @@
 // accuracy per layer (the last 20% of positions), and writes DIR/calm.safetensors atomically.
 #include <calm/backends/llama/llama.hpp>
 #include <calm/confidence/exit_classifier.hpp>
+#include <calm/io/mapped_file.hpp>
 #include <calm/io/tokenizer.hpp>
 #include <calm/kernels/argmax.hpp>
 
@@ -28,9 +29,13 @@ struct Samples {
 };
 
 int run(const std::filesystem::path& dir, const std::filesystem::path& text_file,
-        std::size_t max_tokens, std::size_t epochs, float lr, std::size_t threads,
-        std::size_t window) {
+        const calm::exit_classifier_training::TrainingFlags& flags) {
   namespace tr = calm::exit_classifier_training;
+  tr::check_training_flags(flags);
+  const std::size_t max_tokens = flags.max_tokens, epochs = flags.epochs, threads = flags.threads;
+  const float lr = flags.lr;
+  std::size_t window = flags.window;
+  calm::io::require_regular_file(text_file, "--text:");
   std::ifstream in(text_file);
   if (!in) throw calm::Error("--text: cannot read '" + text_file.string() + "'");
   std::stringstream ss;
@@ -42,8 +47,12 @@ int run(const std::filesystem::path& dir, const std::filesystem::path& text_file
     throw calm::Error("--text: '" + text_file.string() + "' has only " +
                       std::to_string(tokens.size()) + " tokens; need at least 10");
   calm::LlamaSession model = calm::LlamaSession::load(dir, threads);
+  tok.check_fits(model.config(), (dir / "config.json").string());
   const std::size_t L = model.num_layers(), h = model.hidden_size();
   if (L < 2) throw calm::Error("the model has one layer: nothing to exit early from");
+  if (model.max_context() < 2)
+    throw calm::Error("the model's context of " + std::to_string(model.max_context()) +
+                      " position holds no teacher-forcing window (BOS and one token)");
   window = std::min(window, model.max_context() - 1);
 
   // Teacher forcing: windows of `window` tokens, each starting with BOS at position 0.
@@ -127,18 +136,17 @@ int run(const std::filesystem::path& dir, const std::filesystem::path& text_file
 int main(int argc, char** argv) {
   CLI::App app{"calm-train-classifier: train the early-exit classifier (docs/design.md §3c)"};
   std::string model, text;
-  std::size_t max_tokens = 4096, epochs = 200, threads = 1, window = 128;
-  float lr = 0.01f;
+  calm::exit_classifier_training::TrainingFlags f;
   app.add_option("--model", model, "Hugging Face Llama checkpoint folder")->required();
   app.add_option("--text", text, "training text (UTF-8)")->required();
-  app.add_option("--max-tokens", max_tokens, "tokens of the text to use");
-  app.add_option("--epochs", epochs, "full-batch Adam steps");
-  app.add_option("--lr", lr, "Adam learning rate");
-  app.add_option("--threads", threads, "threads for the model");
-  app.add_option("--window", window, "teacher-forcing window length in tokens");
+  app.add_option("--max-tokens", f.max_tokens, "tokens of the text to use (at least 10)");
+  app.add_option("--epochs", f.epochs, "full-batch Adam steps (at least 1)");
+  app.add_option("--lr", f.lr, "Adam learning rate (finite, positive)");
+  app.add_option("--threads", f.threads, "threads for the model")->check(CLI::Range(1, 256));
+  app.add_option("--window", f.window, "teacher-forcing window length in tokens (at least 1)");
   CLI11_PARSE(app, argc, argv);
   try {
-    return run(model, text, max_tokens, epochs, lr, threads, window);
+    return run(model, text, f);
   } catch (const std::exception& e) {
     fmt::print(stderr, "calm-train-classifier: {}\n", e.what());
     return 1;

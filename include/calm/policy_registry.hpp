@@ -50,6 +50,11 @@ namespace calm {
 // What a policy may need to be built from its parameters: the model's folder (files such as
 // calm.safetensors live there) and its hidden size.
 struct PolicyContext {
+  PolicyContext() = default;
+  PolicyContext(std::filesystem::path dir, std::size_t hidden,
+                std::shared_ptr<const ExitClassifier> classifier = nullptr)
+      : model_dir(std::move(dir)), hidden_size(hidden), exit_classifier(std::move(classifier)) {}
+
   std::filesystem::path model_dir;
   std::size_t hidden_size = 0;
   // The classifier, once read: a program that builds many decoders reads calm.safetensors once.
@@ -165,7 +170,8 @@ struct policy_traits<ExitClassifier> {
   static ExitClassifier make(std::string_view as, const nlohmann::json& params,
                              const PolicyContext& ctx) {
     detail::check_keys(as, params, {"file"});
-    if (ctx.exit_classifier && !params.contains("file")) return *ctx.exit_classifier;
+    // Already read by the caller (from the file these parameters name): no reading per decoder.
+    if (ctx.exit_classifier) return *ctx.exit_classifier;
     std::filesystem::path file = ctx.model_dir / "calm.safetensors";
     if (params.contains("file")) {
       if (!params["file"].is_string()) detail::bad_param(as, "file", "expected a path string");
@@ -464,8 +470,48 @@ inline std::optional<PolicySpec> calibrated_policy(const calibrate::CalibrationR
       if (!value.is_object()) fail(key, "expected an object");
       spec.measure_params = value;
     } else {
-      spec.schedule_params[key] = value;  // the schedule's own: checked when it is built
+      spec.schedule_params[key] = value;  // the schedule's own: checked below
     }
+  }
+  // The shipped policies' parameters are checked now, so that a wrong one is reported with the
+  // file and key, not later by the policy alone. Other names are left to the registry in use.
+  try {
+    [&]<class... Ss>(Schedules<Ss...>) {
+      (void)([&] {
+        for (std::string_view n : policy_traits<Ss>::names())
+          if (n == spec.schedule) {
+            (void)policy_traits<Ss>::make(spec.schedule, spec.schedule_params, spec.lambda);
+            return true;
+          }
+        return false;
+      }() || ...);
+    }(ShippedSchedules{});
+  } catch (const Error& e) {
+    throw Error(source + ": key 'schedule': " + e.what());
+  }
+  try {
+    if (spec.measure == "classifier") {  // its file is read when the decoder is built
+      detail::check_keys(spec.measure, spec.measure_params, {"file"});
+      if (spec.measure_params.contains("file") && !spec.measure_params["file"].is_string())
+        detail::bad_param(spec.measure, "file", "expected a path string");
+    } else {
+      [&]<class... Ms>(Measures<Ms...>) {
+        (void)([&] {
+          if constexpr (std::is_same_v<Ms, ExitClassifier>) {
+            return false;
+          } else {
+            for (std::string_view n : policy_traits<Ms>::names())
+              if (n == spec.measure) {
+                (void)policy_traits<Ms>::make(spec.measure, spec.measure_params, PolicyContext{});
+                return true;
+              }
+            return false;
+          }
+        }() || ...);
+      }(ShippedMeasures{});
+    }
+  } catch (const Error& e) {
+    fail("measure_params", e.what());
   }
   return spec;
 }

@@ -319,3 +319,37 @@ TEST_CASE("calm-eval: tables and CSV on the tiny fixture and bad input") {
     CHECK(contains(bad.err, c.message));
   }
 }
+
+TEST_CASE("calm-calibrate and calm-eval refuse an output path they could not write, before decoding") {
+  const ScratchDir dir("unwritable_outputs");
+  const fs::path not_a_folder = dir.write("file.txt", "x");
+  const std::string calibrate_args =
+      kBase + "--prompts " + quote(kPrompts) + " --measure softmax --delta 0.3 --epsilon 0.3 ";
+  const std::string eval_args = kBase + "--calibration-prompts " + quote(kPrompts) +
+                                " --test-prompts " + quote(kPlainPrompts) +
+                                " --measures softmax --deltas 0.3 --epsilon 0.3 --splits 2 ";
+  struct Case {
+    bool is_eval;
+    std::string args, message;
+  };
+  const fs::path missing = dir.path / "missing" / "out";
+  const std::vector<Case> cases{
+      {false, calibrate_args + "--output " + quote(missing),
+       "--output '" + missing.string() + "': the folder '" + missing.parent_path().string() +
+           "' does not exist"},
+      {false, calibrate_args + "--output " + quote(not_a_folder / "c.json"),
+       "'" + not_a_folder.string() + "' is not a folder"},
+      {false, calibrate_args + "--output " + quote(dir.path), "is a folder, not a file"},
+      {true, eval_args + "--csv " + quote(missing),
+       "--csv '" + missing.string() + "': the folder '" + missing.parent_path().string() +
+           "' does not exist"},
+      {true, eval_args + "--csv " + quote(not_a_folder / "e.csv"), "is not a folder"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.args);
+    const ProgramRun r = c.is_eval ? eval(c.args) : calibrate(c.args);
+    CHECK(r.status == 1);
+    CHECK(contains(r.err, c.message));
+    CHECK(!contains(r.out, "prompts"));  // refused before the prompts were decoded
+  }
+}

@@ -77,3 +77,65 @@ TEST_CASE("calm-generate refuses flags that would silently run another policy") 
     CHECK(!contains(run.out, "ROMEO"));  // refused before anything was generated
   }
 }
+
+TEST_CASE("calm-generate refuses before decoding what it could only report after") {
+  const calm::test::ScratchDir dir("generate_early");
+  const std::string model = "--model " + quote(kModel) + " --max-new-tokens 8 ";
+  const fs::path missing = dir.path / "missing" / "r.html";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--prompt 'ROMEO:' --report " + quote(missing),
+       "--report '" + missing.string() + "': the folder '" + missing.parent_path().string() +
+           "' does not exist"},
+      {"--prompt 'ROMEO:' --report " + quote(dir.path), "is a folder, not a file"},
+      {"--json --prompt 'ROM\xff" "EO:'", "--prompt is not valid UTF-8: byte 0xFF at offset 3"},
+      {"--json --prompt 'caf\xc3'", "--prompt is not valid UTF-8: byte 0xC3 at offset 3"},
+  };
+  for (const auto& [flags, message] : cases) {
+    CAPTURE(flags);
+    const auto run = run_program(CALM_GENERATE_EXE, model + flags);
+    CHECK(run.status == 1);
+    CHECK(contains(run.err, message));
+    CHECK(!contains(run.out, "ROM"));
+    CHECK(!contains(run.err, "json.exception"));
+  }
+  // Without --json the bytes are only printed: no UTF-8 is required.
+  CHECK(run_program(CALM_GENERATE_EXE, model + "--prompt 'ROM\xff" "EO:'").status == 0);
+}
+
+TEST_CASE("calm-generate: a bad schedule in calm_calibration.json names the file and the key") {
+  const calm::test::ScratchDir dir("generate_calibration");
+  const nlohmann::json good =
+      nlohmann::json::parse(calm::test::read_text(kModel / "calm_calibration.json"));
+  struct Case {
+    const char* key;
+    nlohmann::json value;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"tau", "four", "key 'schedule': policy 'decaying': parameter 'tau': expected a number"},
+      {"tau", true, "parameter 'tau': expected a number"},
+      {"first_exit", 0, "key 'schedule.first_exit': expected an integer in [1, 65536]"},
+      {"first_exit", 8, "key 'schedule': --first-exit 8 leaves no exit point"},
+      {"first_exit", "1", "key 'schedule.first_exit'"},
+      {"schedule", 3, "key 'schedule.schedule': expected a string"},
+      {"measure_params", nlohmann::json{{"fiel", "x"}},
+       "key 'schedule.measure_params': policy 'classifier': parameter 'fiel': unknown parameter"},
+      {"measure_params", nlohmann::json{{"file", 1}}, "parameter 'file': expected a path string"},
+      {"colour", "red", "key 'schedule': policy 'decaying': parameter 'colour': unknown parameter"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.key);
+    CAPTURE(c.value.dump());
+    nlohmann::json bad = good;
+    bad["schedule"][c.key] = c.value;
+    const fs::path file = dir.write(std::string(c.key) + ".json", bad.dump());
+    const auto run = run_program(CALM_GENERATE_EXE, base() + "--calibration " + quote(file));
+    CHECK(run.status == 1);
+    const bool names_file = contains(run.err, "'" + file.string() + "': key 'schedule") ||
+                            contains(run.err, file.string() + ": key 'schedule");
+    CHECK(names_file);
+    CHECK(contains(run.err, c.message));
+    CHECK(!contains(run.err, "json.exception"));
+    CHECK(!contains(run.out, "ROMEO"));
+  }
+}

@@ -344,10 +344,12 @@ TEST_CASE("fixed-sequence testing: none valid, all valid, table form") {
 
   // Table form: a mixed row (mean 0.15 = (0.1 + 0.2)/2 per pair) passes; the row with one loss
   // of 1 among zeros (mean 0.1) passes; mean 0.2 fails.
-  const std::vector<std::vector<double>> table = {
-      std::vector<double>(10, 0.0),   {0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2},
-      {1, 0, 0, 0, 0, 0, 0, 0, 0, 0}, std::vector<double>(10, 0.2),
-      std::vector<double>(10, 0.0),
+  const xt::xtensor<double, 2> table = {
+      {0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+      {0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.1, 0.2},
+      {1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+      {0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2},
+      {0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
   };
   const auto from_table = cc::learn_then_test(table, hand_options());
   REQUIRE(from_table.lambda_star.has_value());
@@ -360,8 +362,10 @@ TEST_CASE("fixed-sequence testing: none valid, all valid, table form") {
 TEST_CASE("learn-then-test rejects bad input with a clear message") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   auto options = hand_options();
-  CHECK(contains(error_of([&] { cc::learn_then_test({}, options); }), "loss table is empty"));
-  CHECK(contains(error_of([&] { cc::learn_then_test({{0.0}}, options); }), "1 rows"));
+  CHECK(contains(error_of([&] { cc::learn_then_test(xt::xtensor<double, 2>{}, options); }),
+                 "loss table is empty"));
+  CHECK(contains(error_of([&] { cc::learn_then_test(xt::xtensor<double, 2>{{0.0}}, options); }),
+                 "1 rows"));
 
   auto bad = hand_options();
   bad.delta = 1.0;

@@ -156,7 +156,7 @@ TEST_CASE("reading rejects unreadable, malformed and invalid files, naming file 
   write_text(file, "{ \"measure\": ");
   message = error_of([&] { cc::read_calibration_json(file); });
   CHECK(contains(message, name));
-  CHECK(contains(message, "malformed JSON"));
+  CHECK(contains(message, "not valid JSON"));
 
   write_text(file, "[1, 2]");
   CHECK(contains(error_of([&] { cc::read_calibration_json(file); }), "expected an object"));

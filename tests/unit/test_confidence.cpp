@@ -1,12 +1,17 @@
 // Confidence measures on hand-made states and logits; values computed by hand or in double.
+#include "test_support.hpp"
+
 #include <calm/confidence/exit_classifier.hpp>
 #include <calm/confidence/hidden_saturation.hpp>
 #include <calm/confidence/softmax_response.hpp>
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -98,8 +103,8 @@ TEST_CASE("exit classifier: softmax(W n + b)[1]") {
 }
 
 TEST_CASE("exit classifier: save then load round-trips; bad files are named") {
-  const auto dir = std::filesystem::temp_directory_path() / "calm_test_exit_classifier";
-  std::filesystem::create_directories(dir);
+  const calm::test::ScratchDir scratch("exit_classifier");
+  const auto& dir = scratch.path;
   const auto file = dir / "calm.safetensors";
   const float bias[2] = {-0.25f, 0.75f};
   const std::vector<float> w = {1.0f, -2.0f, 3.5f, 0.5f, 0.0f, -1.0f};  // (2, 3)
@@ -117,7 +122,94 @@ TEST_CASE("exit classifier: save then load round-trips; bad files are named") {
     CHECK(std::string(e.what()).find("[2, 4]") != std::string::npos);
   }
   CHECK_THROWS_AS(calm::ExitClassifier::load(dir / "missing.safetensors", 3), calm::Error);
-  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("exit classifier: a NaN or infinite state never allows an exit") {
+  const float bias[2] = {0.0f, 0.5f};
+  const calm::ExitClassifier c({1.0f, 0.0f, 0.0f, 1.0f}, bias);  // W = I (2, 2)
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  // z = (-inf, inf) used to give softmax[1] = 1: an exit at any threshold.
+  for (const std::vector<float>& state : std::vector<std::vector<float>>{
+           {nan, 0.0f}, {0.0f, nan}, {-inf, inf}, {inf, -inf}, {inf, inf}, {nan, inf}}) {
+    CAPTURE(state[0]);
+    CAPTURE(state[1]);
+    calm::ExitSignal s;
+    s.normed_state = state;
+    CHECK(c.score(s) == 0.0f);
+  }
+  // W = [[1, 1], [-1, -1]]: the state (-inf, 1) gives z = (-inf, +inf), which used to score 1.
+  const calm::ExitClassifier c2({1.0f, 1.0f, -1.0f, -1.0f}, bias);
+  const std::vector<float> state = {-inf, 1.0f};
+  calm::ExitSignal s;
+  s.normed_state = state;
+  CHECK(c2.score(s) == 0.0f);
+}
+
+TEST_CASE("exit classifier: non-finite values are refused at load and never written") {
+  calm::test::ScratchDir dir("exit_classifier_nonfinite");
+  const auto file = dir.path / "calm.safetensors";
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const float good_bias[2] = {-0.25f, 0.75f};
+  const std::vector<float> good_w = {1.0f, -2.0f, 3.5f, 0.5f, 0.0f, -1.0f};  // (2, 3)
+  calm::ExitClassifier(good_w, good_bias).save(file);
+  const std::string before = calm::test::read_text(file);
+
+  // save refuses, and leaves the file as it was.
+  const float inf_bias[2] = {0.0f, inf};
+  CHECK_ERROR_NAMES(calm::ExitClassifier(good_w, inf_bias).save(file), file.string(),
+                    "calm.exit_classifier.bias", "+inf at index 1");
+  CHECK_ERROR_NAMES(calm::ExitClassifier(std::vector<float>(6, nan), good_bias).save(file),
+                    file.string(), "calm.exit_classifier.weight", "NaN at index 0");
+  CHECK(calm::test::read_text(file) == before);
+
+  // load refuses a file written by other means (raw F32 data patched in place).
+  std::string bytes = before;
+  std::uint64_t header = 0;
+  std::memcpy(&header, bytes.data(), 8);
+  const auto patch = [&](std::size_t float_index, float v) {
+    // The writer puts the weight (24 bytes) first and the bias after it: both F32.
+    std::string b = bytes;
+    std::memcpy(b.data() + 8 + header + 4 * float_index, &v, 4);
+    std::ofstream(file, std::ios::binary).write(b.data(), std::streamsize(b.size()));
+  };
+  patch(6 + 1, inf);  // the bias' second value: always exits
+  CHECK_ERROR_NAMES(calm::ExitClassifier::load(file, 3), file.string(), "calm.exit_classifier.bias",
+                    "+inf at index 1");
+  patch(4, nan);  // one weight NaN
+  CHECK_ERROR_NAMES(calm::ExitClassifier::load(file, 3), file.string(),
+                    "calm.exit_classifier.weight", "NaN at index 4");
+}
+
+TEST_CASE("classifier training flags: each out-of-range value is refused, naming the flag") {
+  namespace tr = calm::exit_classifier_training;
+  CHECK_NOTHROW(tr::check_training_flags({}));
+  const auto with = [](auto set) {
+    tr::TrainingFlags f;
+    set(f);
+    return f;
+  };
+  CHECK_ERROR_NAMES(tr::check_training_flags(with([](auto& f) { f.window = 0; })), "--window 0",
+                    "[1, inf)");
+  CHECK_ERROR_NAMES(tr::check_training_flags(with([](auto& f) { f.threads = 10000; })),
+                    "--threads 10000", "[1, 256]");
+  CHECK_ERROR_NAMES(tr::check_training_flags(with([](auto& f) { f.threads = 0; })), "--threads 0");
+  CHECK_ERROR_NAMES(tr::check_training_flags(with([](auto& f) { f.epochs = 0; })), "--epochs 0");
+  CHECK_ERROR_NAMES(tr::check_training_flags(with([](auto& f) { f.max_tokens = 3; })),
+                    "--max-tokens 3");
+  for (const float lr : {std::numeric_limits<float>::quiet_NaN(),
+                         std::numeric_limits<float>::infinity(), 0.0f, -0.01f}) {
+    CAPTURE(lr);
+    CHECK_ERROR_NAMES(tr::check_training_flags(with([&](auto& f) { f.lr = lr; })), "--lr",
+                      "(0, inf)");
+  }
+  CHECK_NOTHROW(tr::check_training_flags(with([](auto& f) {
+    f.window = 1;
+    f.threads = 256;
+    f.epochs = 1;
+    f.lr = 1e-6f;
+  })));
 }
 
 TEST_CASE("classifier training: labels, class-balanced weights, loss and gradient") {

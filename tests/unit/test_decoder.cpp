@@ -39,10 +39,12 @@ static_assert(calm::TokenSampler<calm::ArgmaxSampler>);
 static_assert(calm::ConfidenceMeasure<calm::NoConfidence>);
 // Empty policies add no bytes: a fixed-exit decoder is its sequence loop and nothing else.
 using FullDecoder = calm::Decoder<Backend, calm::NoConfidence, calm::Never>;
-static_assert(sizeof(FullDecoder) == sizeof(calm::detail::DecoderLoop<FullDecoder, Backend>));
+static_assert(sizeof(FullDecoder) ==
+              sizeof(calm::detail::DecoderLoop<FullDecoder, Backend, calm::NoConfidence, calm::Never>));
+static_assert(sizeof(FullDecoder) == sizeof(calm::Decoder<Backend, calm::NoConfidence, calm::LocalOracle>) -
+                                         sizeof(calm::AlignedBuffer<float>) - sizeof(std::vector<std::size_t>));
 using StaticDecoder = calm::Decoder<Backend, calm::NoConfidence, calm::StaticExit>;
-static_assert(sizeof(StaticDecoder) ==
-              sizeof(calm::detail::DecoderLoop<StaticDecoder, Backend>) + sizeof(std::size_t));
+static_assert(sizeof(StaticDecoder) == sizeof(FullDecoder) + sizeof(std::size_t));
 // Borrowing a backend stores a reference, owning one stores the backend.
 static_assert(sizeof(calm::Decoder<Backend&, calm::NoConfidence, calm::Never>) <
               sizeof(FullDecoder));

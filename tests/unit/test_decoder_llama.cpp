@@ -18,11 +18,15 @@
 
 #include <doctest/doctest.h>
 
+#include "unit/test_models.hpp"
+
 namespace fs = std::filesystem;
 
 static_assert(calm::TransformerBackend<calm::LlamaSession>);
 
 namespace {
+
+using calm::test::same_cache;
 
 std::vector<fs::path> models() {
   std::vector<fs::path> dirs;
@@ -66,16 +70,6 @@ std::vector<int> plain_decode(calm::LlamaSession& m, std::size_t n, std::size_t 
   return tokens;
 }
 
-bool same_cache(const calm::LlamaSession& a, const calm::LlamaSession& b, std::size_t positions) {
-  for (std::size_t l = 0; l < a.num_layers(); ++l)
-    for (std::size_t p = 0; p < positions; ++p) {
-      const auto ka = a.k_at(l, p), kb = b.k_at(l, p), va = a.v_at(l, p), vb = b.v_at(l, p);
-      if (!std::equal(ka.begin(), ka.end(), kb.begin()) ||
-          !std::equal(va.begin(), va.end(), vb.begin()))
-        return false;
-    }
-  return true;
-}
 
 template <class C, class S>
 std::vector<int> decode(calm::LlamaSession& m, C c, S s, std::size_t n, calm::DecoderOptions o = {}) {

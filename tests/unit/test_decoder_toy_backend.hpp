@@ -1,6 +1,6 @@
 // A toy transformer backend for decoder tests: small, deterministic, with a real KV cache and
 // attention, so early exit and propagation change later tokens as they do in a real model.
-// Scalar code written for clarity; it shares nothing with calm::Llama or calm's kernels.
+// Scalar code written for clarity; it shares nothing with calm::LlamaSession or calm's kernels.
 #pragma once
 
 #include <algorithm>

@@ -192,6 +192,14 @@ TEST_CASE("config: divisibility") {
   CHECK(with("head_dim", 16).head_dim == 16);  // HF allows head_dim != hidden / heads
 }
 
+TEST_CASE("config: a layer count no model has is refused before anything is sized by it") {
+  CHECK_ERROR_NAMES(with("num_hidden_layers", 1000000000), "cfg.json", "'num_hidden_layers'",
+                    "1000000000", "limit of 65536");
+  CHECK_ERROR_NAMES(with("num_hidden_layers", 1e9), "cfg.json", "'num_hidden_layers'",
+                    "positive integer");
+  CHECK(with("num_hidden_layers", 65536).num_hidden_layers == 65536);
+}
+
 TEST_CASE("config: unsupported settings are refused, naming the key") {
   CHECK_ERROR_NAMES(with("model_type", "mistral"), "cfg.json", "'model_type'", "mistral");
   CHECK_ERROR_NAMES(with("architectures", json{"MistralForCausalLM"}), "'architectures'",

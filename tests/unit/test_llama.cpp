@@ -6,6 +6,8 @@
 #include <calm/io/safetensors.hpp>
 
 #include <doctest/doctest.h>
+
+#include "unit/test_models.hpp"
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -19,6 +21,8 @@
 namespace fs = std::filesystem;
 
 namespace {
+
+using calm::test::relative_error;
 
 // Tolerances. The reference runs in float64 on the same (widened) weights; calm accumulates in
 // f32, so the token-by-token path agrees to ~1e-6 relative. Prefill may round activations to
@@ -52,15 +56,6 @@ struct Reference {
   }
 };
 
-double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
-  REQUIRE(got.size() == want.size());
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
 
 // The committed fixtures, plus the model directories listed (':'-separated) in
 // $CALM_REFERENCE_MODELS, e.g. the checkpoint the training smoke test exports.

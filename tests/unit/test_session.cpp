@@ -7,39 +7,28 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
 
+#include "unit/test_models.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
+
+using calm::test::relative_error;
+const auto fixture_models = calm::test::checkpoint_fixtures;
 
 // Batched products (matmul) against the one-token path (matvec): same math, other summation
 // order, and bf16-rounded activations where the host has AVX-512 BF16 dot products
 // (kernels/matmul.hpp). The same bound as prefill against token-by-token decoding.
 constexpr double kBatchTolerance = 3e-2;  // ||batched - one token|| / ||one token||
 
-std::vector<fs::path> fixture_models() {
-  std::vector<fs::path> dirs;
-  for (const auto& e : fs::directory_iterator(CALM_FIXTURES))
-    if (fs::exists(e.path() / "config.json") && fs::exists(e.path() / "reference.safetensors"))
-      dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
 const fs::path kBundled = fs::path(CALM_MODELS) / "shakespeare-8l";
 
-double relative_error(std::span<const float> got, std::span<const float> want) {
-  REQUIRE(got.size() == want.size());
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
 
 bool same_bits(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
@@ -258,4 +247,30 @@ TEST_CASE("one model, four sessions on four threads: each decodes as it does alo
     CHECK(threaded[i] == alone[i]);
     CHECK(exits_threaded[i] == exits_alone[i]);
   }
+}
+
+TEST_CASE("a context no memory holds is refused before the RoPE tables or the cache are allocated") {
+  calm::LlamaConfig config = calm::load_llama_config(kBundled / "config.json");
+  config.max_position_embeddings = std::size_t{1} << 60;
+  const auto load = [&](std::size_t context) {
+    return calm::LlamaModel::create(config, calm::io::Checkpoint::open(kBundled),
+                                    {.max_context = context, .copy_weights = false});
+  };
+  std::string message;
+  try {
+    (void)load(1'000'000'000);
+  } catch (const calm::Error& e) {
+    message = e.what();
+  }
+  CHECK(message.find("max_context 1000000000") != std::string::npos);
+  CHECK(message.find("MiB of memory") != std::string::npos);
+  CHECK(message.find("--context") != std::string::npos);
+  message.clear();
+  try {
+    (void)load(std::size_t{1} << 60);  // the bytes overflow size_t
+  } catch (const calm::Error& e) {
+    message = e.what();
+  }
+  CHECK(message.find("more bytes than size_t holds") != std::string::npos);
+  CHECK(load(512)->max_context() == 512);
 }

@@ -16,20 +16,17 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include "unit/test_models.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
 
+using calm::test::same_cache;
+const auto fixture_models = calm::test::checkpoint_fixtures;
+
 const fs::path kBundled = fs::path(CALM_MODELS) / "shakespeare-8l";
 
-std::vector<fs::path> fixture_models() {
-  std::vector<fs::path> dirs;
-  for (const auto& e : fs::directory_iterator(CALM_FIXTURES))
-    if (fs::exists(e.path() / "config.json") && fs::exists(e.path() / "reference.safetensors"))
-      dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
 
 // The full model's greedy tokens and its cache after them.
 struct Full {
@@ -44,17 +41,6 @@ Full full_decode(const std::shared_ptr<const calm::LlamaModel>& model,
   return f;
 }
 
-bool same_cache(const calm::LlamaSession& a, const calm::LlamaSession& b) {
-  if (a.length() != b.length()) return false;
-  for (std::size_t l = 0; l < a.num_layers(); ++l)
-    for (std::size_t p = 0; p < a.length(); ++p) {
-      const auto ka = a.k_at(l, p), kb = b.k_at(l, p), va = a.v_at(l, p), vb = b.v_at(l, p);
-      if (!std::equal(ka.begin(), ka.end(), kb.begin()) ||
-          !std::equal(va.begin(), va.end(), vb.begin()))
-        return false;
-    }
-  return true;
-}
 
 // Decodes with SpeculativeDecoder<LlamaSession, C, S> for γ and both reuse settings; checks the
 // tokens and the cache against the full model's. Returns the acceptance rate of the last run.

@@ -215,3 +215,35 @@ TEST_CASE("StreamDecoder: bad ids are refused") {
   calm::StreamDecoder dec(tok);
   CHECK_ERROR_NAMES(dec.push(100000), "100000", kModel.string());
 }
+
+TEST_CASE("Tokenizer: check_fits refuses a tokenizer that is not the model's, naming both") {
+  // Every committed checkpoint and the bundled model pass.
+  for (const fs::path dir : {fs::path(CALM_FIXTURES) / "tiny-gqa-bf16-tied",
+                             fs::path(CALM_FIXTURES) / "tiny-gqa-f32-untied",
+                             fs::path(CALM_FIXTURES) / "tiny-mha-f16-sharded",
+                             fs::path(CALM_MODELS) / "shakespeare-8l"}) {
+    CAPTURE(dir.string());
+    const calm::LlamaConfig c = calm::load_llama_config(dir / "config.json");
+    CHECK_NOTHROW(calm::Tokenizer::load(dir / "tokenizer.model").check_fits(c, "config.json"));
+  }
+  const calm::Tokenizer tok = calm::Tokenizer::load(kModel);
+  calm::LlamaConfig c = calm::load_llama_config(fs::path(CALM_FIXTURES) / "tiny-gqa-f32-untied" / "config.json");
+  c.bos_token_id = tok.bos_id();
+  c.eos_token_id = tok.eos_id();
+  c.eos_token_ids = {tok.eos_id()};
+  c.vocab_size = tok.vocab_size() + 1;
+  CHECK(contains(error_of([&] { tok.check_fits(c, "c.json"); }), "c.json says vocab_size"));
+  CHECK(contains(error_of([&] { tok.check_fits(c, "c.json"); }), "cannot decode"));
+  c.vocab_size = tok.vocab_size() - 1;
+  CHECK(contains(error_of([&] { tok.check_fits(c, "c.json"); }), "past the embedding"));
+  c.vocab_size = tok.vocab_size();
+  CHECK_NOTHROW(tok.check_fits(c, "c.json"));
+  c.bos_token_id = tok.bos_id() + 1;
+  CHECK(contains(error_of([&] { tok.check_fits(c, "c.json"); }), "bos_token_id differs: c.json says"));
+  c.bos_token_id = tok.bos_id();
+  c.eos_token_ids = {tok.eos_id() + 1};
+  c.eos_token_id = tok.eos_id() + 1;
+  CHECK(contains(error_of([&] { tok.check_fits(c, "c.json"); }), "eos_token_id differs"));
+  c.eos_token_ids = {tok.eos_id() + 1, tok.eos_id()};  // one of a list is enough
+  CHECK_NOTHROW(tok.check_fits(c, "c.json"));
+}

@@ -36,6 +36,8 @@
 #include "calm/calibrate/pvalues.hpp"
 #include "calm/core/error.hpp"
 #include "calm/io/atomic_file.hpp"
+#include "calm/io/json.hpp"
+#include "calm/io/mapped_file.hpp"
 
 namespace calm::calibrate {
 
@@ -161,8 +163,8 @@ inline CalibrationRecord calibration_from_json(const nlohmann::json& document,
   }
   const auto& version = read.field(document, "version", "version");
   if (!version.is_number_integer() || version.get<std::int64_t>() != kCalibrationVersion) {
-    read.fail("version",
-              "expected " + std::to_string(kCalibrationVersion) + ", got " + version.dump());
+    read.fail("version", "expected " + std::to_string(kCalibrationVersion) + ", got " +
+                             io::json_excerpt(version));
   }
 
   CalibrationRecord record;
@@ -189,7 +191,7 @@ inline CalibrationRecord calibration_from_json(const nlohmann::json& document,
       read.number(read.field(document, "epsilon", "epsilon"), "epsilon", 0.0, 1.0, true, true);
   const auto& n = read.field(document, "n", "n");
   if (!n.is_number_unsigned() || n.get<std::uint64_t>() == 0) {
-    read.fail("n", "expected a positive integer, got " + n.dump());
+    read.fail("n", "expected a positive integer, got " + io::json_excerpt(n));
   }
   result.n = n.get<std::size_t>();
 
@@ -231,7 +233,7 @@ inline CalibrationRecord calibration_from_json(const nlohmann::json& document,
   if (result.lambda_star != last_passed) {
     read.fail("lambda_star", "must be the lambda of the last passing table row (" +
                                  (last_passed ? nlohmann::json(*last_passed).dump() : "null") +
-                                 "), got " + star.dump());
+                                 "), got " + io::json_excerpt(star));
   }
   return record;
 }
@@ -247,15 +249,12 @@ inline void write_calibration_json(const std::filesystem::path& path,
       path, [&](std::FILE* file) { io::write_all(file, text.data(), text.size(), path); });
 }
 
+// The whole file is parsed (calm::io::parse_json: a NUL byte, a key twice or deep nesting is an
+// error naming the file); a FIFO or other non-regular file is refused without blocking.
 inline CalibrationRecord read_calibration_json(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path.string() + ": cannot open calibration file: " + std::strerror(errno));
-  nlohmann::json document;
-  try {
-    document = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& error) {
-    throw Error(path.string() + ": malformed JSON: " + error.what());
-  }
+  const io::MappedFile file(path);
+  const nlohmann::json document =
+      io::parse_json(io::as_text(file.bytes()), "calibration file", path.string());
   return calibration_from_json(document, path.string());
 }
 
@@ -314,13 +313,9 @@ inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
     files.emplace_back("model.safetensors");
   } else if (const fs::path index = model_dir / "model.safetensors.index.json"; fs::exists(index)) {
     files.emplace_back("model.safetensors.index.json");
-    std::ifstream in(index);
-    nlohmann::json document;
-    try {
-      document = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& error) {
-      throw Error(index.string() + ": malformed JSON: " + error.what());
-    }
+    const io::MappedFile index_file(index);  // refuses a FIFO instead of blocking on it
+    const nlohmann::json document =
+        io::parse_json(io::as_text(index_file.bytes()), "index", index.string());
     const auto weight_map = document.find("weight_map");
     if (weight_map == document.end() || !weight_map->is_object()) {
       throw Error(index.string() + ": key 'weight_map': missing or not an object");
@@ -329,7 +324,8 @@ inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
     for (const auto& [tensor, shard] : weight_map->items()) {
       if (!shard.is_string() || shard.get<std::string>().find('/') != std::string::npos) {
         throw Error(index.string() + ": key 'weight_map." + tensor +
-                    "': expected a file name in the model directory, got " + shard.dump());
+                    "': expected a file name in the model directory, got " +
+                    io::json_excerpt(shard));
       }
       shards.insert(shard.get<std::string>());
     }

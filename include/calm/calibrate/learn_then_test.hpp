@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include <xtensor/xtensor.hpp>
+
 #include "calm/calibrate/pvalues.hpp"
 #include "calm/core/error.hpp"
 
@@ -201,18 +203,21 @@ CalibrationResult calibrate(LossesAt&& losses_at, const LearnThenTestOptions& op
       [&](std::size_t j) { return std::invoke(losses_at, options.grid[j]); }, options);
 }
 
-// Data-only form: loss_table[j][i] is the loss of prompt i at options.grid[j].
-inline CalibrationResult learn_then_test(const std::vector<std::vector<double>>& loss_table,
+// Data-only form over the loss table (grid points, prompts): loss_table(j, i) is the loss of
+// prompt i at options.grid[j] — what a caller that decodes every (lambda, prompt) up front builds.
+inline CalibrationResult learn_then_test(const xt::xtensor<double, 2>& loss_table,
                                          const LearnThenTestOptions& options) {
-  if (loss_table.empty()) throw Error("learn-then-test: the loss table is empty (no grid rows)");
-  if (loss_table.size() != options.grid.size()) {
-    std::ostringstream problem;
-    problem << "learn-then-test: the loss table has " << loss_table.size()
-            << " rows but the lambda grid has " << options.grid.size() << " points";
-    throw Error(problem.str());
-  }
+  const std::size_t rows = loss_table.shape(0), prompts = loss_table.shape(1);
+  if (rows == 0 || prompts == 0)
+    throw Error("learn-then-test: the loss table is empty (" + std::to_string(rows) + " x " +
+                std::to_string(prompts) + ")");
+  if (rows != options.grid.size())
+    throw Error("learn-then-test: the loss table has " + std::to_string(rows) +
+                " rows but the lambda grid has " + std::to_string(options.grid.size()) +
+                " points");
   return detail::fixed_sequence_test(
-      [&](std::size_t j) -> std::span<const double> { return loss_table[j]; }, options);
+      [&](std::size_t j) { return std::span<const double>(loss_table.data() + j * prompts, prompts); },
+      options);
 }
 
 }  // namespace calm::calibrate

@@ -307,9 +307,9 @@ std::vector<std::vector<ValidationSummary>> validate_splits(const std::vector<De
                                        test_part = order.subspan(n_cal);
     const CostTotals full_test = total_cost(full, test_part);
     for (std::size_t m = 0; m < measures.size(); ++m) {
-      std::vector<std::vector<double>> losses(options.grid.size());  // [j][calibration prompt]
+      xt::xtensor<double, 2> losses({options.grid.size(), n_cal});  // (grid, calibration prompt)
       for (std::size_t j = 0; j < options.grid.size(); ++j)
-        for (std::size_t i : cal_part) losses[j].push_back(measures[m][j][i].loss);
+        for (std::size_t k = 0; k < n_cal; ++k) losses(j, k) = measures[m][j][cal_part[k]].loss;
       for (std::size_t d = 0; d < options.deltas.size(); ++d) {
         const CalibrationResult result = learn_then_test(
             losses, {.delta = options.deltas[d], .epsilon = options.epsilon,

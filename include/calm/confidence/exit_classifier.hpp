@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -41,7 +42,9 @@ class ExitClassifier {
                   std::to_string(weight_.size()) + " values");
   }
 
-  // Reads calm.safetensors (F32, F16 or BF16); hidden is the model's hidden size.
+  // Reads calm.safetensors (F32, F16 or BF16, at any alignment: io/safetensors.hpp); hidden is
+  // the model's hidden size. A NaN or an infinity in either tensor is refused, naming it: such a
+  // classifier would never exit (NaN) or always exit (an infinite bias).
   static ExitClassifier load(const std::filesystem::path& file, std::size_t hidden) {
     const io::SafeTensorsFile st = io::SafeTensorsFile::open(file);
     const auto read = [&](const char* name, std::size_t rows, std::size_t cols) {
@@ -55,15 +58,13 @@ class ExitClassifier {
                     io::detail::shape_string(t->shape) + ", expected " +
                     (rows == 1 ? "[" + std::to_string(cols) + "]"
                                : "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]"));
-      std::vector<float> out(t->numel());
-      for (std::size_t i = 0; i < out.size(); ++i) {
-        switch (t->dtype) {
-          case DType::f32: out[i] = t->as<float>()[i]; break;
-          case DType::f16: out[i] = to_float(t->as<f16>()[i]); break;
-          case DType::bf16: out[i] = to_float(t->as<bf16>()[i]); break;
-        }
+      if (const std::optional<std::size_t> bad = t->first_non_finite()) {
+        throw Error("tensor '" + std::string(name) + "' in '" + file.string() + "' holds " +
+                    describe_non_finite(t->value(*bad)) + " at index " + std::to_string(*bad) +
+                    "; a classifier with a non-finite value would never or always exit, so calm "
+                    "refuses it");
       }
-      return out;
+      return t->to_floats();
     };
     std::vector<float> w = read(kExitClassifierWeight, 2, hidden);
     const std::vector<float> b = read(kExitClassifierBias, 1, 2);
@@ -92,14 +93,26 @@ class ExitClassifier {
     if (s.normed_state.size() != hidden_size()) return 0.0f;  // unconfigured: never exits
     float z[2];
     logits(s.normed_state, z);
+    // A NaN or infinite state (or weights) gives non-finite logits: never exit on them.
+    if (!std::isfinite(z[0]) || !std::isfinite(z[1])) return 0.0f;
     // softmax(z)[1] = 1 / (1 + exp(z0 - z1)): exact for any finite z, no overflow to NaN.
     return 1.0f / (1.0f + std::exp(z[0] - z[1]));
   }
 
-  // Writes weight and bias as F32 to `file` atomically: a temporary file next to it, then a
-  // rename, so a reader never sees a half-written classifier.
   // Writes calm.safetensors (F32) atomically: readers see the old file or the whole new one.
+  // A classifier holding a NaN or an infinity is refused (load would refuse it), and `file` is
+  // left as it was.
   void save(const std::filesystem::path& file) const {
+    const auto check = [&](std::span<const float> values, const char* name) {
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        if (!std::isfinite(values[i]))
+          throw Error("refusing to write '" + file.string() + "': " + name + " holds " +
+                      describe_non_finite(values[i]) + " at index " + std::to_string(i) +
+                      " (the file is left as it was)");
+      }
+    };
+    check(weight_, kExitClassifierWeight);
+    check(bias_, kExitClassifierBias);
     const io::TensorToWrite tensors[] = {
         {kExitClassifierWeight, DType::f32, {2, hidden_size()}, std::as_bytes(std::span(weight_))},
         {kExitClassifierBias, DType::f32, {2}, std::as_bytes(std::span(bias_))}};
@@ -107,6 +120,10 @@ class ExitClassifier {
   }
 
  private:
+  static std::string describe_non_finite(float v) {
+    return std::isnan(v) ? "NaN" : (v > 0 ? "+inf" : "-inf");
+  }
+
   std::vector<float> weight_;  // (2, hidden)
   float bias_[2] = {0.0f, 0.0f};
 };
@@ -164,6 +181,33 @@ inline double loss_and_gradient(const ExitClassifier& c, std::span<const float> 
   grad_b[0] = static_cast<float>(gb[0] * inv);
   grad_b[1] = static_cast<float>(gb[1] * inv);
   return loss * inv;
+}
+
+// The settings of a training run (calm-train-classifier's flags).
+struct TrainingFlags {
+  std::size_t max_tokens = 4096;  // --max-tokens: tokens of the text to use
+  std::size_t epochs = 200;       // --epochs: full-batch Adam steps
+  float lr = 0.01f;               // --lr: Adam learning rate
+  std::size_t threads = 1;        // --threads
+  std::size_t window = 128;       // --window: teacher-forcing window in tokens
+};
+
+// Refuses settings that would loop forever (--window 0), train nothing (--epochs 0: an all-zero
+// classifier), train to NaN (--lr nan, inf, <= 0) or start unbounded threads; errors name the flag
+// and its valid range.
+inline void check_training_flags(const TrainingFlags& f) {
+  const auto fail = [](const char* flag, const std::string& got, const char* range) {
+    throw Error(std::string(flag) + " " + got + " is outside its valid range " + range);
+  };
+  if (f.max_tokens < 10) fail("--max-tokens", std::to_string(f.max_tokens), "[10, inf)");
+  if (f.epochs < 1) fail("--epochs", std::to_string(f.epochs), "[1, inf)");
+  if (!(std::isfinite(f.lr) && f.lr > 0.0f)) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", static_cast<double>(f.lr));
+    fail("--lr", text, "(0, inf), finite");
+  }
+  if (f.threads < 1 || f.threads > 256) fail("--threads", std::to_string(f.threads), "[1, 256]");
+  if (f.window < 1) fail("--window", std::to_string(f.window), "[1, inf)");
 }
 
 }  // namespace exit_classifier_training

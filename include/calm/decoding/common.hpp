@@ -143,10 +143,41 @@ struct StepTimes {
 // The decoder owns its backend (a LlamaSession holds the shared model), so the two cannot come
 // apart. Decoder<LlamaSession&, ...> borrows one instead: the reference in the type says that the
 // caller keeps the session alive (tests use it to inspect the cache).
-template <class Derived, class Backend>
+template <class Derived, class Backend, class Confidence, class Schedule>
 class DecoderLoop {
  public:
   using backend_type = std::remove_reference_t<Backend>;
+  using confidence_type = Confidence;
+  using schedule_type = Schedule;
+
+  // Strategies inherit this constructor (`using Loop::Loop`).
+  explicit DecoderLoop(Backend backend, Confidence measure = {}, Schedule schedule = {},
+                       DecoderOptions options = {})
+      : backend_(std::forward<Backend>(backend)),
+        options_(std::move(options)),
+        measure_(std::move(measure)),
+        schedule_(std::move(schedule)) {
+    options_.validate();
+    num_layers_ = backend_.num_layers();
+    hidden_ = backend_.hidden_size();
+    vocab_ = backend_.vocab_size();
+    if (num_layers_ == 0 || hidden_ == 0 || vocab_ < 2)
+      throw Error("calm::Decoder: the backend reports " + std::to_string(num_layers_) +
+                  " layers, hidden size " + std::to_string(hidden_) + ", vocabulary " +
+                  std::to_string(vocab_) + " (need >= 1, >= 1, >= 2)");
+    is_exit_point_.assign(num_layers_ + 1, 0);
+    for (std::size_t i = options_.first_exit; i < num_layers_; i += options_.interval)
+      is_exit_point_[i] = 1;
+    x_ = AlignedBuffer<float>(hidden_);
+    normed_ = AlignedBuffer<float>(hidden_);
+    logits_ = AlignedBuffer<float>(vocab_);
+    if (options_.propagation == Propagation::true_cache) scratch_ = AlignedBuffer<float>(hidden_);
+  }
+
+  Confidence& measure() noexcept { return measure_; }
+  const Confidence& measure() const noexcept { return measure_; }
+  Schedule& schedule() noexcept { return schedule_; }
+  const Schedule& schedule() const noexcept { return schedule_; }
 
   backend_type& backend() noexcept { return backend_; }
   const backend_type& backend() const noexcept { return backend_; }
@@ -290,25 +321,6 @@ class DecoderLoop {
   }
 
  protected:
-  DecoderLoop(Backend&& backend, DecoderOptions options)
-      : backend_(std::forward<Backend>(backend)), options_(std::move(options)) {
-    options_.validate();
-    num_layers_ = backend_.num_layers();
-    hidden_ = backend_.hidden_size();
-    vocab_ = backend_.vocab_size();
-    if (num_layers_ == 0 || hidden_ == 0 || vocab_ < 2)
-      throw Error("calm::Decoder: the backend reports " + std::to_string(num_layers_) +
-                  " layers, hidden size " + std::to_string(hidden_) + ", vocabulary " +
-                  std::to_string(vocab_) + " (need >= 1, >= 1, >= 2)");
-    is_exit_point_.assign(num_layers_ + 1, 0);
-    for (std::size_t i = options_.first_exit; i < num_layers_; i += options_.interval)
-      is_exit_point_[i] = 1;
-    x_ = AlignedBuffer<float>(hidden_);
-    normed_ = AlignedBuffer<float>(hidden_);
-    logits_ = AlignedBuffer<float>(vocab_);
-    if (options_.propagation == Propagation::true_cache) scratch_ = AlignedBuffer<float>(hidden_);
-  }
-
   void on_first_token(TokenStats&) noexcept {}
 
   static std::span<float> span(AlignedBuffer<float>& a) noexcept { return {a.data(), a.size()}; }
@@ -344,6 +356,8 @@ class DecoderLoop {
   AlignedBuffer<float> normed_;  // (hidden) RMSNorm_final(x)
   AlignedBuffer<float> logits_;  // (vocab)
   AlignedBuffer<float> scratch_; // (hidden) true_cache copy of the exit state
+  [[no_unique_address]] Confidence measure_;
+  [[no_unique_address]] Schedule schedule_;
   SequenceReport report_;
   std::size_t step_ = 0;     // generated tokens so far
   std::size_t max_new_ = 0;  // N

@@ -27,8 +27,9 @@ template <class Backend, class Confidence, class Schedule>
            ExitSchedule<Schedule> && (Schedule::uses_confidence) &&
            (!traits::is_local_oracle<Schedule>())
 class Decoder<Backend, Confidence, Schedule>
-    : public detail::DecoderLoop<Decoder<Backend, Confidence, Schedule>, Backend> {
-  using Loop = detail::DecoderLoop<Decoder, Backend>;
+    : public detail::DecoderLoop<Decoder<Backend, Confidence, Schedule>, Backend, Confidence,
+                                 Schedule> {
+  using Loop = detail::DecoderLoop<Decoder, Backend, Confidence, Schedule>;
   friend Loop;
 
   static constexpr bool kNeedsLogits = Confidence::needs_logits;
@@ -36,25 +37,11 @@ class Decoder<Backend, Confidence, Schedule>
   static constexpr bool kNeedsPrevious = traits::needs_previous_state<Confidence>();
 
  public:
-  using confidence_type = Confidence;
-  using schedule_type = Schedule;
-
-  explicit Decoder(Backend backend, Confidence measure = {}, Schedule schedule = {},
-                   DecoderOptions options = {})
-      : Loop(std::forward<Backend>(backend), std::move(options)),
-        measure_(std::move(measure)),
-        schedule_(std::move(schedule)) {
-    if constexpr (kNeedsPrevious) previous_ = AlignedBuffer<float>(this->hidden_);
-  }
-
-  Confidence& measure() noexcept { return measure_; }
-  const Confidence& measure() const noexcept { return measure_; }
-  Schedule& schedule() noexcept { return schedule_; }
-  const Schedule& schedule() const noexcept { return schedule_; }
+  using Loop::Loop;
 
  private:
   void on_first_token(TokenStats& ts) noexcept {
-    ts.threshold = schedule_.threshold(1, this->max_new_);
+    ts.threshold = this->schedule_.threshold(1, this->max_new_);
   }
 
   void forward(int token, std::size_t pos, TokenStats& ts, detail::StepTimes& times) {
@@ -63,7 +50,7 @@ class Decoder<Backend, Confidence, Schedule>
     const std::span<float> x = Loop::span(this->x_);
     const auto e0 = detail::now();
     b.embed(token, x);
-    const float lambda = schedule_.threshold(ts.step, this->max_new_);
+    const float lambda = this->schedule_.threshold(ts.step, this->max_new_);
     ts.threshold = lambda;
     // A threshold above every reachable score cannot be met: skip all checks (exact, §8).
     const bool may_exit = !(lambda > traits::max_score<Confidence>());
@@ -122,12 +109,11 @@ class Decoder<Backend, Confidence, Schedule>
       b.lm_head(Loop::cspan(this->normed_), Loop::span(this->logits_));
       s.logits = Loop::cspan(this->logits_);
     }
-    return measure_.score(s);
+    return this->measure_.score(s);
   }
 
-  [[no_unique_address]] Confidence measure_;
-  [[no_unique_address]] Schedule schedule_;
-  AlignedBuffer<float> previous_;  // (hidden) state at the previous exit point
+  // (hidden) state at the previous exit point, for measures that read it.
+  AlignedBuffer<float> previous_{kNeedsPrevious ? this->hidden_ : 0};
 };
 
 }  // namespace calm

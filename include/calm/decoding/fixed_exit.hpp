@@ -17,32 +17,21 @@ template <class Backend, class Confidence, class Schedule>
            ExitSchedule<Schedule> && (!Schedule::uses_confidence) &&
            (!traits::is_local_oracle<Schedule>())
 class Decoder<Backend, Confidence, Schedule>
-    : public detail::DecoderLoop<Decoder<Backend, Confidence, Schedule>, Backend> {
-  using Loop = detail::DecoderLoop<Decoder, Backend>;
+    : public detail::DecoderLoop<Decoder<Backend, Confidence, Schedule>, Backend, Confidence,
+                                 Schedule> {
+  using Loop = detail::DecoderLoop<Decoder, Backend, Confidence, Schedule>;
   friend Loop;
 
  public:
-  using confidence_type = Confidence;
-  using schedule_type = Schedule;
-
   // The measure is kept only so that every strategy has one signature; it is never scored.
-  explicit Decoder(Backend backend, Confidence measure = {}, Schedule schedule = {},
-                   DecoderOptions options = {})
-      : Loop(std::forward<Backend>(backend), std::move(options)),
-        measure_(std::move(measure)),
-        schedule_(std::move(schedule)) {}
-
-  Confidence& measure() noexcept { return measure_; }
-  const Confidence& measure() const noexcept { return measure_; }
-  Schedule& schedule() noexcept { return schedule_; }
-  const Schedule& schedule() const noexcept { return schedule_; }
+  using Loop::Loop;
 
  private:
   void forward(int token, std::size_t pos, TokenStats& ts, detail::StepTimes& times) {
     auto& b = this->backend_;
     const std::size_t L = this->num_layers_;
     const std::span<float> x = Loop::span(this->x_);
-    std::size_t exit_at = schedule_.fixed_exit_layer(L);
+    std::size_t exit_at = this->schedule_.fixed_exit_layer(L);
     if (exit_at < 1 || exit_at > L) exit_at = L;
     const auto l0 = detail::now();
     b.embed(token, x);
@@ -59,8 +48,6 @@ class Decoder<Backend, Confidence, Schedule>
     times.head += detail::seconds(h0, detail::now());
   }
 
-  [[no_unique_address]] Confidence measure_;
-  [[no_unique_address]] Schedule schedule_;
 };
 
 }  // namespace calm

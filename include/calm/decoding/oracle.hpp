@@ -18,26 +18,13 @@ template <class Backend, class Confidence, class Schedule>
   requires TransformerBackend<Backend> && ConfidenceMeasure<Confidence> &&
            ExitSchedule<Schedule> && (traits::is_local_oracle<Schedule>())
 class Decoder<Backend, Confidence, Schedule>
-    : public detail::DecoderLoop<Decoder<Backend, Confidence, Schedule>, Backend> {
-  using Loop = detail::DecoderLoop<Decoder, Backend>;
+    : public detail::DecoderLoop<Decoder<Backend, Confidence, Schedule>, Backend, Confidence,
+                                 Schedule> {
+  using Loop = detail::DecoderLoop<Decoder, Backend, Confidence, Schedule>;
   friend Loop;
 
  public:
-  using confidence_type = Confidence;
-  using schedule_type = Schedule;
-
-  explicit Decoder(Backend backend, Confidence measure = {}, Schedule schedule = {},
-                   DecoderOptions options = {})
-      : Loop(std::forward<Backend>(backend), std::move(options)),
-        measure_(std::move(measure)),
-        schedule_(std::move(schedule)),
-        states_(this->num_layers_ * this->hidden_),
-        argmax_(this->num_layers_ + 1, 0) {}
-
-  Confidence& measure() noexcept { return measure_; }
-  const Confidence& measure() const noexcept { return measure_; }
-  Schedule& schedule() noexcept { return schedule_; }
-  const Schedule& schedule() const noexcept { return schedule_; }
+  using Loop::Loop;
 
  private:
   void forward(int token, std::size_t pos, TokenStats& ts, detail::StepTimes& times) {
@@ -78,10 +65,8 @@ class Decoder<Backend, Confidence, Schedule>
     }
   }
 
-  [[no_unique_address]] Confidence measure_;
-  [[no_unique_address]] Schedule schedule_;
-  AlignedBuffer<float> states_;      // (L, hidden) state after each layer
-  std::vector<std::size_t> argmax_;  // (L + 1) argmax of each exit point's head
+  AlignedBuffer<float> states_{this->num_layers_ * this->hidden_};  // (L, hidden) after each layer
+  std::vector<std::size_t> argmax_ = std::vector<std::size_t>(this->num_layers_ + 1, 0);  // (L + 1)
 };
 
 }  // namespace calm

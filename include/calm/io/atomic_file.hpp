@@ -59,6 +59,23 @@ inline void write_atomically(const std::filesystem::path& path,
   }
 }
 
+// Refuses, before any work is done, an output path that write_atomically could not write: its
+// folder is missing, is not a folder or cannot be written, or the path names a folder. `flag`
+// (e.g. "--report") names the setting in the error.
+inline void check_writable_destination(const std::filesystem::path& path, const std::string& flag) {
+  namespace fs = std::filesystem;
+  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  const std::string where = flag + " '" + path.string() + "': ";
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) throw Error(where + "the folder '" + dir.string() + "' does not exist");
+  if (!fs::is_directory(dir, ec))
+    throw Error(where + "'" + dir.string() + "' is not a folder");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw Error(where + "cannot write in the folder '" + dir.string() + "': " +
+                std::strerror(errno));
+  if (fs::is_directory(path, ec)) throw Error(where + "is a folder, not a file");
+}
+
 // fwrite that throws on a short write (disk full, I/O error).
 inline void write_all(std::FILE* f, const void* data, std::size_t n, const std::filesystem::path& path) {
   if (n && std::fwrite(data, 1, n, f) != n)

@@ -38,6 +38,10 @@ struct LlamaConfig {
   std::vector<int> eos_token_ids;  // HF allows a list; generation stops at any of them
 };
 
+// The most decoder layers a config.json may declare (the largest published Llama models have
+// about 130); also the largest first_exit / interval a calibration file may name.
+inline constexpr std::size_t kMaxConfigLayers = std::size_t{1} << 16;
+
 namespace detail {
 
 // Keys that describe the file, training or other frameworks, and leave inference unchanged.
@@ -112,7 +116,7 @@ class ConfigReader {
     } else {
       fail_type(key, "a positive integer", v);
     }
-    fail(key, "must be positive, found " + v.dump());
+    fail(key, "must be positive, found " + io::json_excerpt(v));
   }
 
   // A finite positive number that stays finite and positive as a float.
@@ -123,7 +127,8 @@ class ConfigReader {
     const double d = v.get<double>();
     const auto f = static_cast<float>(d);
     if (!std::isfinite(d) || !(d > 0) || !std::isfinite(f) || !(f > 0)) {
-      fail(key, "must be a finite positive number representable as float, found " + v.dump());
+      fail(key,
+           "must be a finite positive number representable as float, found " + io::json_excerpt(v));
     }
     return f;
   }
@@ -141,7 +146,7 @@ class ConfigReader {
                                : (v.get<std::int64_t>() < 0 ||
                                   static_cast<std::uint64_t>(v.get<std::int64_t>()) >= vocab)) {
       fail(key, "must be a token id in [0, vocab_size = " + std::to_string(vocab) + "), found " +
-                    v.dump());
+                    io::json_excerpt(v));
     }
     return static_cast<int>(v.get<std::int64_t>());
   }
@@ -177,7 +182,7 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
     const nlohmann::json& v = r.at("model_type");
     if (!v.is_string()) r.fail_type("model_type", "a string", v);
     if (v.get<std::string>() != "llama")
-      r.fail("model_type", "must be \"llama\", found " + v.dump());
+      r.fail("model_type", "must be \"llama\", found " + io::json_excerpt(v));
   }
   if (r.has("architectures")) {
     const nlohmann::json& v = r.at("architectures");
@@ -187,13 +192,15 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
       if (!a.is_string()) r.fail_type("architectures", "an array of strings", v);
       llama = llama || a.get<std::string>() == "LlamaForCausalLM";
     }
-    if (!llama) r.fail("architectures", "must contain \"LlamaForCausalLM\", found " + v.dump());
+    if (!llama)
+      r.fail("architectures", "must contain \"LlamaForCausalLM\", found " + io::json_excerpt(v));
   }
   if (r.has("hidden_act")) {
     const nlohmann::json& v = r.at("hidden_act");
     if (!v.is_string()) r.fail_type("hidden_act", "a string", v);
     if (v.get<std::string>() != "silu") {
-      r.fail("hidden_act", "must be \"silu\" (calm implements SwiGLU only), found " + v.dump());
+      r.fail("hidden_act",
+             "must be \"silu\" (calm implements SwiGLU only), found " + io::json_excerpt(v));
     }
   }
   if (r.has("rope_scaling") && !r.at("rope_scaling").is_null()) {
@@ -218,6 +225,13 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
   c.rope_theta = r.positive_float("rope_theta", 10000.0f);
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
 
+  // Per-layer tables are sized by the layer count before the checkpoint is searched for the
+  // layers' tensors: a count no model has is refused here, not by a failed allocation.
+  if (c.num_hidden_layers > kMaxConfigLayers) {
+    r.fail("num_hidden_layers", "= " + std::to_string(c.num_hidden_layers) +
+                                    " exceeds calm's limit of " + std::to_string(kMaxConfigLayers) +
+                                    " layers");
+  }
   if (c.vocab_size > static_cast<std::size_t>(INT_MAX)) {
     r.fail("vocab_size", "is too large for int token ids");
   }

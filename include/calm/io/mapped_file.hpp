@@ -20,12 +20,36 @@
 
 namespace calm::io {
 
+// What a non-regular file is, for error messages.
+inline const char* file_kind(::mode_t mode) noexcept {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "a special file";
+}
+
+// For files read through a stream rather than MappedFile (prompt and reference files): an
+// existing path must be a regular file (after symlinks), so that opening it cannot block on a
+// FIFO without a writer. A missing path is left to the caller's open, which reports it.
+inline void require_regular_file(const std::filesystem::path& path, const char* what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    throw Error(std::string(what) + " '" + path.string() + "' is not a regular file (it is " +
+                file_kind(st.st_mode) + ")");
+  }
+}
+
 class MappedFile {
  public:
   // Throws calm::Error naming the path if the file cannot be opened, is not a regular file,
   // is empty (mmap cannot map zero bytes, and no calm file format is empty) or cannot be mapped.
+  // The file is opened non-blocking, so a FIFO without a writer (or a device that would wait)
+  // is refused by the file-type check instead of blocking open() forever; O_NONBLOCK does not
+  // change how a regular file is read or mapped.
   explicit MappedFile(const std::filesystem::path& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) Fail("cannot open", errno);
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
@@ -35,7 +59,8 @@ class MappedFile {
     }
     if (!S_ISREG(st.st_mode)) {
       ::close(fd);
-      throw Error("'" + path_.string() + "' is not a regular file");
+      throw Error("'" + path_.string() + "' is not a regular file (it is " + file_kind(st.st_mode) +
+                  ")");
     }
     if (st.st_size == 0) {
       ::close(fd);

@@ -11,6 +11,8 @@
 
 #include <calm/core/error.hpp>
 #include <calm/decoding/common.hpp>
+#include <calm/io/json.hpp>
+#include <calm/io/mapped_file.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -51,6 +53,7 @@ inline std::vector<std::string> read_lines(const std::filesystem::path& path, co
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw Error(std::string(what) + " '" + path.string() + "' is a directory, not a file");
+  require_regular_file(path, what);  // a FIFO would block the open below
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(std::string("cannot read ") + what + " '" + path.string() + "'");
   std::vector<std::string> lines;
@@ -70,6 +73,8 @@ inline bool blank(const std::string& s) {
 // One JSON line: {"prompt": ..., "reference": ...}; where = "<file>:<line>".
 inline void parse_prompt_object(const std::string& line, const std::string& where,
                                 PromptRecord& record) {
+  // A NUL byte would end nlohmann's parse silently, and deep nesting is refused before parsing.
+  check_json_text(line, where + ":");
   nlohmann::json object;
   try {
     object = nlohmann::json::parse(line);

@@ -2,6 +2,7 @@
 // and an HTML page that colours each token by its exit layer.
 #pragma once
 
+#include <calm/core/error.hpp>
 #include <calm/io/atomic_file.hpp>
 #include <calm/report.hpp>
 
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace calm::io {
@@ -20,6 +22,40 @@ struct TokenText {
   std::string text;
   TokenStats stats;
 };
+
+// The offset of the first byte of s that is not part of well-formed UTF-8 (overlong forms,
+// surrogates and code points past U+10FFFF included), or npos when s is valid UTF-8.
+inline std::size_t invalid_utf8_offset(std::string_view s) noexcept {
+  const auto* b = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  for (std::size_t i = 0; i < n;) {
+    const unsigned c = b[i];
+    std::size_t len;
+    unsigned lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (c < 0x80) { ++i; continue; }
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+    else return i;
+    if (i + len > n) return i;
+    for (std::size_t k = 1; k < len; ++k) {
+      const unsigned d = b[i + k];
+      if (k == 1 ? (d < lo || d > hi) : (d < 0x80 || d > 0xBF)) return i;
+    }
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+// Refuses text that a JSON report cannot hold: `what` (e.g. "--prompt") names it in the error.
+inline void check_utf8(std::string_view s, const std::string& what) {
+  const std::size_t at = invalid_utf8_offset(s);
+  if (at == std::string_view::npos) return;
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(s[at]));
+  throw Error(what + " is not valid UTF-8: byte " + hex + " at offset " + std::to_string(at) +
+              " (JSON output needs UTF-8 text)");
+}
 
 // Green for exits in the lower half of the layers, red in the upper half.
 inline bool exits_low(std::size_t exit_layer, std::size_t num_layers) noexcept {

@@ -8,7 +8,16 @@
 //
 // Everything is validated at open(), so a TensorView always points at exactly numel * dtype size
 // bytes inside its file. Like the reference implementation (huggingface/safetensors), the tensors
-// must tile the data section: no overlap, no hole, no trailing bytes.
+// must tile the data section: no overlap, no hole, no trailing bytes. The header is read as a
+// whole (calm::io::parse_json): a key twice in the header or inside a tensor entry, a NUL byte or
+// deep nesting is an error.
+//
+// Alignment, one rule for every safetensors file calm reads (model.safetensors, shards,
+// calm.safetensors): data at any offset is accepted. The safetensors library pads the header so
+// that every tensor is aligned for its dtype, but the format does not require it of other
+// writers. A TensorView points into the mapping as it is; as<T>() refuses a misaligned
+// pointer, and the loaders read such a tensor through a copy (to_floats() here, an aligned copy
+// for the model's matrices in backends/llama/weights.hpp).
 #pragma once
 
 #include <algorithm>
@@ -90,6 +99,61 @@ struct TensorView {
                   std::to_string(alignof(T)) + " bytes");
     }
     return reinterpret_cast<const T*>(data);
+  }
+
+  // Whether data is aligned for the dtype, so that as<T>() can read it in place.
+  bool aligned() const noexcept {
+    return reinterpret_cast<std::uintptr_t>(data) % dtype_size(dtype) == 0;
+  }
+
+  // Element i widened to f32, read through a copy of its bytes (works at any alignment).
+  float value(std::size_t i) const noexcept {
+    const std::byte* p = data + i * dtype_size(dtype);
+    switch (dtype) {
+      case DType::f32: {
+        float x;
+        std::memcpy(&x, p, sizeof x);
+        return x;
+      }
+      case DType::f16: {
+        f16 x;
+        std::memcpy(&x, p, sizeof x);
+        return to_float(x);
+      }
+      case DType::bf16:
+        break;
+    }
+    bf16 x;
+    std::memcpy(&x, p, sizeof x);
+    return to_float(x);
+  }
+
+  // All values widened to f32 (at any alignment).
+  std::vector<float> to_floats() const {
+    std::vector<float> out(numel());
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = value(i);
+    return out;
+  }
+
+  // The index of the first NaN or infinity, or nullopt. Tests the exponent bits, so it reads
+  // the tensor once at memory speed (any alignment).
+  std::optional<std::size_t> first_non_finite() const noexcept {
+    const std::size_t n = numel();
+    if (dtype == DType::f32) {
+      for (std::size_t i = 0; i < n; ++i) {
+        std::uint32_t b;
+        std::memcpy(&b, data + 4 * i, 4);
+        if ((b & 0x7F800000u) == 0x7F800000u) return i;
+      }
+      return std::nullopt;
+    }
+    const std::uint16_t exponent = dtype == DType::f16 ? 0x7C00u : 0x7F80u;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint16_t b;
+      std::memcpy(&b, data + 2 * i, 2);
+      if ((b & exponent) == exponent) return i;
+    }
+    return std::nullopt;
   }
 };
 

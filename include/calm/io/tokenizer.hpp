@@ -14,6 +14,7 @@
 #include <sentencepiece_processor.h>
 
 #include "calm/core/error.hpp"
+#include "calm/io/hf_config.hpp"
 #include "calm/io/mapped_file.hpp"
 
 namespace calm {
@@ -57,6 +58,29 @@ class Tokenizer {
     if (!status.ok())
       throw Error("decoding with '" + path_.string() + "' failed: " + status.ToString());
     return text;
+  }
+
+  // Refuses a tokenizer that does not belong to the model config.json describes: a different
+  // number of pieces than the vocabulary (ids past the embedding, or ids it cannot decode,
+  // would surface only mid-generation), or BOS/EOS ids other than config.json's (which one is
+  // meant cannot be guessed). Call it once both are loaded.
+  void check_fits(const LlamaConfig& config, const std::string& config_file) const {
+    if (vocab_size() != config.vocab_size)
+      throw Error("tokenizer '" + path_.string() + "' has " + std::to_string(vocab_size()) +
+                  " pieces but " + config_file + " says vocab_size " +
+                  std::to_string(config.vocab_size) +
+                  (vocab_size() > config.vocab_size
+                       ? ": its ids would index past the embedding"
+                       : ": the model could generate ids the tokenizer cannot decode"));
+    if (bos_id() >= 0 && bos_id() != config.bos_token_id)
+      throw Error("bos_token_id differs: " + config_file + " says " +
+                  std::to_string(config.bos_token_id) + ", tokenizer '" + path_.string() +
+                  "' says " + std::to_string(bos_id()));
+    const auto& eos = config.eos_token_ids;
+    if (eos_id() >= 0 && std::find(eos.begin(), eos.end(), eos_id()) == eos.end())
+      throw Error("eos_token_id differs: " + config_file + " says " +
+                  std::to_string(config.eos_token_id) + ", tokenizer '" + path_.string() +
+                  "' says " + std::to_string(eos_id()));
   }
 
   int bos_id() const { return sp_->bos_id(); }  // -1 if the model defines none

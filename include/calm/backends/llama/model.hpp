@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 namespace calm {
 
 struct LlamaOptions {
@@ -53,6 +55,28 @@ class LlamaModel {
     if (max_context_ > cfg_max)
       throw Error("max_context " + std::to_string(max_context_) +
                   " exceeds the model's max_position_embeddings " + std::to_string(cfg_max));
+    {
+      // RoPE tables and one session's KV cache and attention scores at max_context, checked
+      // against the machine's memory before the tables are allocated.
+      const LlamaConfig& c = config_;
+      std::size_t per_pos = 0, total = 0;
+      const bool overflow =
+          __builtin_mul_overflow(c.num_hidden_layers, 2 * c.num_key_value_heads * c.head_dim,
+                                 &per_pos) ||
+          __builtin_add_overflow(per_pos, c.head_dim + c.num_attention_heads, &per_pos) ||
+          __builtin_mul_overflow(per_pos, sizeof(float), &per_pos) ||
+          __builtin_mul_overflow(per_pos, max_context_, &total);
+      const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+      const double memory = pages > 0 && page > 0 ? double(pages) * double(page) : 0.0;
+      if (overflow || (memory > 0 && double(total) > memory))
+        throw Error("max_context " + std::to_string(max_context_) + " needs " +
+                    (overflow ? std::string("more bytes than size_t holds")
+                              : std::to_string(total / (1 << 20)) + " MiB") +
+                    " (RoPE tables, KV cache and attention scores: " + std::to_string(per_pos) +
+                    " bytes per position), more than this machine's " +
+                    std::to_string(static_cast<unsigned long long>(memory) / (1 << 20)) +
+                    " MiB of memory; lower LlamaOptions::max_context (--context)");
+    }
     const std::size_t half = config_.head_dim / 2;
     rope_cos_.resize(max_context_ * half);
     rope_sin_.resize(rope_cos_.size());

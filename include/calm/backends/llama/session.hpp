@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -50,6 +51,16 @@ class LlamaSession {
       throw Error("LlamaSession: max_context " + std::to_string(max_context_) +
                   " exceeds the model's context of " + std::to_string(model_max) +
                   " (LlamaOptions::max_context)");
+    {
+      // The KV cache, sized before it is allocated: (layers, max_context, 2 * kv_dim) floats.
+      std::size_t floats = 0;
+      if (__builtin_mul_overflow(model_->num_layers() * 2 * model_->kv_dim(), max_context_,
+                                 &floats) ||
+          floats > PTRDIFF_MAX / sizeof(float))
+        throw Error("LlamaSession: a KV cache of max_context " + std::to_string(max_context_) +
+                    " positions for " + std::to_string(model_->num_layers()) +
+                    " layers does not fit in the address space (SessionOptions::max_context)");
+    }
     cache_ = KvCache(model_->num_layers(), max_context_, model_->kv_dim());
     filled_.assign(model_->num_layers(), 0);
     scratch_.scores.resize(model_->config().num_attention_heads * max_context_);

@@ -13,9 +13,15 @@
 #include <calm/kernels/matvec.hpp>
 
 #include <array>
+#include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string_view>
 #include <utility>
 
 #include <span>
@@ -95,18 +101,46 @@ inline void apply_shared_input(std::initializer_list<LinearOutput> outputs, cons
   });
 }
 
-inline Linear linear_from(const io::Checkpoint& ckpt, const std::string& name, std::size_t rows,
-                          std::size_t cols) {
-  const io::TensorView& t = ckpt.get(name, {rows, cols});
-  return Linear{t.dtype, t.data, rows, cols};
+// Refuses a tensor holding a NaN or an infinity, naming it, its file and the first bad element.
+// `role` says which check this is ("norm", "head").
+inline void check_finite(const io::TensorView& t, const char* role) {
+  const std::optional<std::size_t> bad = t.first_non_finite();
+  if (!bad) return;
+  std::string at;
+  if (t.shape.size() == 2 && t.shape[1] > 0) {
+    at = "row " + std::to_string(*bad / t.shape[1]) + ", column " +
+         std::to_string(*bad % t.shape[1]);
+  } else {
+    at = "index " + std::to_string(*bad);
+  }
+  const float v = t.value(*bad);
+  throw Error("tensor '" + t.name + "' in '" + t.file.string() + "' holds " +
+              (std::isnan(v) ? std::string("NaN") : std::string(v > 0 ? "+inf" : "-inf")) + " at " +
+              at + "; calm refuses non-finite " + (*role ? std::string(role) + " " : "") +
+              "weights");
 }
 
+// Copies of tensors whose data is not aligned for their dtype (io/safetensors.hpp: such data is
+// accepted and read through a copy). Shared, so that copies of LlamaWeights stay valid.
+using RealignedBuffers = std::vector<std::shared_ptr<std::byte[]>>;
+
+inline Linear linear_from(const io::Checkpoint& ckpt, const std::string& name, std::size_t rows,
+                          std::size_t cols, RealignedBuffers& realigned) {
+  const io::TensorView& t = ckpt.get(name, {rows, cols});
+  if (t.aligned()) return Linear{t.dtype, t.data, rows, cols};
+  // operator new aligns to at least alignof(std::max_align_t), enough for every dtype.
+  std::shared_ptr<std::byte[]> copy(new std::byte[t.nbytes]);
+  std::memcpy(copy.get(), t.data, t.nbytes);
+  realigned.push_back(copy);
+  return Linear{t.dtype, copy.get(), rows, cols};
+}
+
+// Norm weights: widened to f32 (through a copy, so at any alignment) and required to be finite.
 inline std::vector<float> vector_from(const io::Checkpoint& ckpt, const std::string& name,
                                       std::size_t n) {
   const io::TensorView& t = ckpt.get(name, {n});
-  std::vector<float> out(n);
-  Linear{t.dtype, t.data, 1, n}.row(0, out.data());
-  return out;
+  check_finite(t, "norm");
+  return t.to_floats();
 }
 
 struct LlamaLayerWeights {
@@ -147,45 +181,121 @@ class WeightArena {
   std::size_t size_ = 0;
 };
 
+// Tensors a Llama checkpoint may hold that calm does not read because they cannot change what
+// it computes. Any other tensor the config does not account for is an error (docs/design.md §1:
+// nothing is ignored silently).
+namespace detail {
+
+// model.layers.{i}.self_attn.rotary_emb.inv_freq: a buffer older transformers versions saved
+// with the weights; it is 1 / rope_theta^(2j / head_dim), which calm computes from config.json.
+inline bool harmless_extra_tensor(std::string_view name, std::size_t num_layers) {
+  constexpr std::string_view prefix = "model.layers.";
+  constexpr std::string_view suffix = ".self_attn.rotary_emb.inv_freq";
+  if (!name.starts_with(prefix) || !name.ends_with(suffix)) return false;
+  const std::string_view index =
+      name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (index.empty() || index.size() > 9 || (index.size() > 1 && index[0] == '0')) return false;
+  std::size_t i = 0;
+  for (char c : index) {
+    if (c < '0' || c > '9') return false;
+    i = i * 10 + static_cast<std::size_t>(c - '0');
+  }
+  return i < num_layers;
+}
+
+}  // namespace detail
+
 struct LlamaWeights {
   Linear embed;                     // (vocab, hidden)
   std::vector<LlamaLayerWeights> layers;
   std::vector<float> final_norm;    // (hidden)
   Linear lm_head;                   // (vocab, hidden); the embedding when tied
+  RealignedBuffers realigned;       // aligned copies of misaligned matrices (usually none)
 
-  // Every tensor the config implies, with its shape checked against the file (errors name it).
+  // Every tensor the config implies, with its shape checked against the file (errors name it);
+  // every other tensor of the checkpoint is refused by name, except the harmless extras above.
+  // Non-finite values: the norms and the head (the embedding when tied) are scanned and
+  // refused here, which costs one read of vocab * hidden values; the other matrices are streamed
+  // only when decoding (check_all_finite scans them on request).
   static LlamaWeights load(const io::Checkpoint& ckpt, const LlamaConfig& c) {
     const std::size_t h = c.hidden_size, q_dim = c.num_attention_heads * c.head_dim,
                       kv_dim = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size;
     LlamaWeights w;
-    w.embed = linear_from(ckpt, "model.embed_tokens.weight", c.vocab_size, h);
+    std::set<std::string, std::less<>> used;
+    const auto linear = [&](const std::string& name, std::size_t rows, std::size_t cols) {
+      used.insert(name);
+      return linear_from(ckpt, name, rows, cols, w.realigned);
+    };
+    const auto vector = [&](const std::string& name, std::size_t n) {
+      used.insert(name);
+      return vector_from(ckpt, name, n);
+    };
+    w.embed = linear("model.embed_tokens.weight", c.vocab_size, h);
     w.layers.reserve(c.num_hidden_layers);
     for (std::size_t i = 0; i < c.num_hidden_layers; ++i) {
       const std::string p = "model.layers." + std::to_string(i) + ".";
       LlamaLayerWeights l;
-      l.input_norm = vector_from(ckpt, p + "input_layernorm.weight", h);
-      l.q = linear_from(ckpt, p + "self_attn.q_proj.weight", q_dim, h);
-      l.k = linear_from(ckpt, p + "self_attn.k_proj.weight", kv_dim, h);
-      l.v = linear_from(ckpt, p + "self_attn.v_proj.weight", kv_dim, h);
-      l.o = linear_from(ckpt, p + "self_attn.o_proj.weight", h, q_dim);
-      l.post_attention_norm = vector_from(ckpt, p + "post_attention_layernorm.weight", h);
-      l.gate = linear_from(ckpt, p + "mlp.gate_proj.weight", inter, h);
-      l.up = linear_from(ckpt, p + "mlp.up_proj.weight", inter, h);
-      l.down = linear_from(ckpt, p + "mlp.down_proj.weight", h, inter);
+      l.input_norm = vector(p + "input_layernorm.weight", h);
+      l.q = linear(p + "self_attn.q_proj.weight", q_dim, h);
+      l.k = linear(p + "self_attn.k_proj.weight", kv_dim, h);
+      l.v = linear(p + "self_attn.v_proj.weight", kv_dim, h);
+      l.o = linear(p + "self_attn.o_proj.weight", h, q_dim);
+      l.post_attention_norm = vector(p + "post_attention_layernorm.weight", h);
+      l.gate = linear(p + "mlp.gate_proj.weight", inter, h);
+      l.up = linear(p + "mlp.up_proj.weight", inter, h);
+      l.down = linear(p + "mlp.down_proj.weight", h, inter);
       w.layers.push_back(std::move(l));
     }
-    w.final_norm = vector_from(ckpt, "model.norm.weight", h);
+    w.final_norm = vector("model.norm.weight", h);
     if (c.tie_word_embeddings) {
       if (ckpt.contains("lm_head.weight"))
         throw Error("config says tie_word_embeddings = true but the checkpoint also has "
                     "'lm_head.weight'; refusing to guess which head is meant");
       w.lm_head = w.embed;
+      check_finite(ckpt.get("model.embed_tokens.weight"), "head");
     } else {
-      w.lm_head = linear_from(ckpt, "lm_head.weight", c.vocab_size, h);
+      w.lm_head = linear("lm_head.weight", c.vocab_size, h);
+      check_finite(ckpt.get("lm_head.weight"), "head");
     }
+    refuse_unread_tensors(ckpt, c, used);
     return w;
   }
 
+  // Scans every tensor of the checkpoint for NaN and infinities (a full read of the weights:
+  // seconds for a 7B model); throws naming the first bad tensor and element.
+  static void check_all_finite(const io::Checkpoint& ckpt) {
+    for (std::string_view name : ckpt.names()) check_finite(ckpt.get(name), "");
+  }
+
+ private:
+  static void refuse_unread_tensors(const io::Checkpoint& ckpt, const LlamaConfig& c,
+                                    const std::set<std::string, std::less<>>& used) {
+    std::vector<std::string_view> unread;
+    for (std::string_view name : ckpt.names()) {
+      if (!used.contains(name) && !detail::harmless_extra_tensor(name, c.num_hidden_layers))
+        unread.push_back(name);
+    }
+    if (unread.empty()) return;
+    const io::TensorView& first = ckpt.get(unread.front());
+    std::string why = "calm's Llama model reads no such tensor";
+    constexpr std::string_view layers = "model.layers.";
+    if (first.name.starts_with(layers)) {
+      const std::size_t layer = std::strtoull(first.name.c_str() + layers.size(), nullptr, 10);
+      if (layer >= c.num_hidden_layers)
+        why = "config.json says num_hidden_layers = " + std::to_string(c.num_hidden_layers) +
+              ", so layer " + std::to_string(layer) + " would not run";
+    }
+    std::string more;
+    if (unread.size() > 1) {
+      more = " (and " + std::to_string(unread.size() - 1) + " more: '" + std::string(unread[1]) +
+             "'" + (unread.size() > 2 ? ", ...)" : ")");
+    }
+    throw Error("tensor '" + first.name + "' in '" + first.file.string() +
+                "' is not used by the model config.json describes (" + why + ")" + more +
+                "; calm refuses to ignore a tensor of the checkpoint (the model may need it)");
+  }
+
+ public:
   // Every linear weight, once (a tied head is the embedding).
   std::vector<Linear*> linears() {
     std::vector<Linear*> out{&embed};
@@ -195,7 +305,8 @@ struct LlamaWeights {
     return out;
   }
 
-  // Copies every linear weight into one arena (64-byte aligned each) and points at the copies.
+  // Copies every linear weight into one arena (64-byte aligned each) and points at the copies
+  // (realigned copies are then no longer needed).
   WeightArena copy_to_arena() {
     const auto all = linears();
     const auto padded = [](std::size_t b) { return (b + 63) / 64 * 64; };
@@ -210,6 +321,7 @@ struct LlamaWeights {
       offset += padded(w->bytes());
     }
     if (lm_head.data == old_embed) lm_head.data = embed.data;
+    realigned.clear();
     return arena;
   }
 
