@@ -116,9 +116,6 @@ class Decoder {
 
 namespace detail {
 
-template <class T>
-inline constexpr bool dependent_false = false;
-
 #if CALM_DECODER_TIMING
 using Clock = std::chrono::steady_clock;
 inline Clock::time_point now() noexcept { return Clock::now(); }

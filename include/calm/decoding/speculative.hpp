@@ -151,6 +151,7 @@ class SpeculativeDecoder {
     std::mt19937_64 rng;
     std::vector<std::pair<float, int>> order;  // (scaled logit, id), scratch
     std::vector<double> p, q;                  // (vocab) full model, draft
+    std::vector<double> e;                     // (kept candidates) unnormalised p, scratch
 
     SamplingState(const SamplingOptions& o, std::size_t vocab)
         : opts(o), rng(o.seed), p(vocab), q(vocab) {}
@@ -170,7 +171,7 @@ class SpeculativeDecoder {
       std::fill(out.begin(), out.end(), 0.0);
       const double max_logit = order[0].first;
       double total = 0.0;
-      std::vector<double> e(keep);
+      e.resize(keep);
       for (std::size_t i = 0; i < keep; ++i) total += (e[i] = std::exp(order[i].first - max_logit));
       if (opts.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p
         double mass = 0.0;

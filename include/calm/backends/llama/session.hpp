@@ -216,8 +216,8 @@ class LlamaSession {
       longest = std::max(longest, sessions[i]->max_context_);
     }
     lead.scratch_.reserve_scores(lead.config().num_attention_heads * longest);
+    std::vector<std::size_t> pos(n);  // each session's position in this layer
     for (std::size_t layer = first; layer < last; ++layer) {
-      std::vector<std::size_t> pos(n);
       for (std::size_t i = 0; i < n; ++i) {
         pos[i] = sessions[i]->filled_[layer];
         sessions[i]->begin_write(layer, pos[i], 1);
