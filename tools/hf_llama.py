@@ -6,7 +6,8 @@ Written from the published semantics, not from transformers' code, so that it ca
 serve as an independent reference for the C++ library:
   - RMSNorm computed in float32 (or wider): x * rsqrt(mean(x^2) + eps) * w
   - RoPE, rotate_half convention: dimension j pairs with j + head_dim/2,
-    inv_freq = 1 / theta^(arange(0, d, 2) / d)
+    inv_freq = 1 / theta^(arange(0, d, 2) / d), rescaled as config.json's rope_scaling
+    says ("linear" or "llama3"; see rope_frequencies)
   - grouped-query attention: each KV head serves num_heads / num_kv_heads query heads
   - SwiGLU MLP: down(silu(gate(x)) * up(x))
   - causal attention with scale 1/sqrt(head_dim)
@@ -49,6 +50,7 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     bos_token_id: int = 1
     eos_token_id: int = 2
+    rope_scaling: Optional[dict] = None  # config.json's, with "rope_type" "linear" or "llama3"
 
     @property
     def head_dim(self) -> int:
@@ -75,7 +77,7 @@ class LlamaConfig:
             "max_position_embeddings": self.max_position_embeddings,
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
-            "rope_scaling": None,
+            "rope_scaling": self.rope_scaling,
             "hidden_act": "silu",
             "attention_bias": False,
             "mlp_bias": False,
@@ -90,8 +92,12 @@ class LlamaConfig:
 
     @staticmethod
     def from_hf_dict(d: dict) -> "LlamaConfig":
-        if d.get("rope_scaling") not in (None, {}):
-            raise ValueError(f"config.json: rope_scaling {d['rope_scaling']!r} is not supported")
+        scaling = d.get("rope_scaling") or None
+        if scaling is not None:
+            kind = scaling.get("rope_type", scaling.get("type"))
+            if kind not in ("linear", "llama3"):
+                raise ValueError(f"config.json: rope_scaling {scaling!r} is not supported")
+            scaling = dict(scaling, rope_type=kind)
         if d.get("hidden_act", "silu") != "silu":
             raise ValueError(f"config.json: hidden_act {d['hidden_act']!r} is not supported")
         if d.get("attention_bias", False) or d.get("mlp_bias", False):
@@ -112,6 +118,7 @@ class LlamaConfig:
             tie_word_embeddings=d.get("tie_word_embeddings", False),
             bos_token_id=d.get("bos_token_id", 1),
             eos_token_id=d.get("eos_token_id", 2),
+            rope_scaling=scaling,
         )
         cfg.validate()
         return cfg
@@ -146,11 +153,41 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
+def rope_frequencies(head_dim: int, theta: float, scaling: Optional[dict] = None,
+                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The rotary frequencies f_j = theta^(-2j/head_dim), j < head_dim/2, rescaled:
+    linear (factor s): f_j / s. llama3 (factor s, low_freq_factor a, high_freq_factor b,
+    original_max_position_embeddings C), with wavelength w_j = 2 pi / f_j: w_j < C/b keeps f_j,
+    w_j > C/a gives f_j / s, in between mu = (C / w_j - a) / (b - a) blends
+    (1 - mu) f_j / s + mu f_j."""
+    f = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=dtype) / head_dim))
+    if not scaling:
+        return f
+    kind, s = scaling["rope_type"], float(scaling["factor"])
+    if kind == "linear":
+        return f / s
+    if kind != "llama3":
+        raise ValueError(f"rope_type {kind!r} is not supported")
+    a, b = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    context = float(scaling["original_max_position_embeddings"])
+    out = []
+    for fj in f.tolist():
+        w = 2 * math.pi / fj
+        if w < context / b:
+            out.append(fj)
+        elif w > context / a:
+            out.append(fj / s)
+        else:
+            mu = (context / w - a) / (b - a)
+            out.append((1 - mu) * fj / s + mu * fj)
+    return torch.tensor(out, dtype=dtype)
+
+
 def rope_tables(head_dim: int, n_positions: int, theta: float, dtype: torch.dtype,
-                offset: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+                offset: int = 0, scaling: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape (n_positions, head_dim), rotate_half layout."""
     compute = torch.float64 if dtype == torch.float64 else torch.float32
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=compute) / head_dim))
+    inv_freq = rope_frequencies(head_dim, theta, scaling, compute)
     pos = torch.arange(offset, offset + n_positions, dtype=compute)
     angles = torch.outer(pos, inv_freq)  # (T, head_dim/2)
     emb = torch.cat([angles, angles], dim=-1)  # (T, head_dim)
@@ -253,7 +290,8 @@ class LlamaForCausalLM(nn.Module):
         """tokens (B, T) -> [h_0 .. h_L], each (B, T, hidden); h_0 = embeddings, h_i pre-norm."""
         T = tokens.shape[1]
         h = self.model.embed_tokens(tokens)
-        cos, sin = rope_tables(self.cfg.head_dim, T, self.cfg.rope_theta, h.dtype)
+        cos, sin = rope_tables(self.cfg.head_dim, T, self.cfg.rope_theta, h.dtype,
+                               scaling=self.cfg.rope_scaling)
         states = [h]
         for layer in self.model.layers:
             h = layer(h, cos, sin)

@@ -3,7 +3,8 @@
 
   make_checkpoint.py --out DIR [--hidden 64 --layers 2 --heads 4 --kv-heads 2
                      --intermediate 160 --vocab 320 --context 128 --dtype f32|bf16|f16
-                     --tie --seed 0 --shards K --text CORPUS]
+                     --tie --seed 0 --shards K --text CORPUS --rope-theta T
+                     --rope-scaling '{"rope_type": "llama3", "factor": 8, ...}']
 
 DIR gets config.json, model.safetensors (or model-0000k-of-0000K.safetensors +
 model.safetensors.index.json with --shards K > 1) and tokenizer.model, a
@@ -17,6 +18,7 @@ top-1 margins, so greedy decoding is stable across float precisions):
 """
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -63,6 +65,8 @@ def main(argv=None):
     p.add_argument("--vocab", type=int, default=320)
     p.add_argument("--context", type=int, default=128, help="max_position_embeddings")
     p.add_argument("--rope-theta", type=float, default=10000.0)
+    p.add_argument("--rope-scaling", type=json.loads, default=None,
+                   help="config.json's rope_scaling, as JSON (rope_type linear or llama3)")
     p.add_argument("--rms-eps", type=float, default=1e-5)
     p.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32")
     p.add_argument("--tie", action="store_true", help="tie_word_embeddings (no lm_head.weight)")
@@ -83,7 +87,11 @@ def main(argv=None):
                         num_key_value_heads=args.kv_heads or args.heads,
                         max_position_embeddings=args.context, rms_norm_eps=args.rms_eps,
                         rope_theta=args.rope_theta, tie_word_embeddings=args.tie,
-                        bos_token_id=sp.bos_id(), eos_token_id=sp.eos_id())
+                        bos_token_id=sp.bos_id(), eos_token_id=sp.eos_id(),
+                        rope_scaling=H.LlamaConfig.from_hf_dict(
+                            {"vocab_size": 1, "hidden_size": 2, "intermediate_size": 1,
+                             "num_hidden_layers": 1, "num_attention_heads": 1,
+                             "rope_scaling": args.rope_scaling}).rope_scaling)
     model = H.LlamaForCausalLM(cfg)
     random_init(model, args.seed)
     files = H.save_checkpoint(model, args.out, H.DTYPE_NAMES[args.dtype], shards=args.shards)

@@ -87,6 +87,97 @@ TEST_CASE("config: a full TinyLlama-style file") {
   CHECK(c.eos_token_ids == std::vector<int>{2, 7});
 }
 
+TEST_CASE("config: rope_scaling linear and llama3 are read with every parameter checked") {
+  const json llama3 = {{"factor", 32.0},
+                       {"high_freq_factor", 4.0},
+                       {"low_freq_factor", 1.0},
+                       {"original_max_position_embeddings", 8192},
+                       {"rope_type", "llama3"}};
+  const calm::RopeScaling s = with("rope_scaling", llama3).rope_scaling;
+  CHECK(s.type == calm::RopeScaling::Type::llama3);
+  CHECK(s.factor == 32.0f);
+  CHECK(s.low_freq_factor == 1.0f);
+  CHECK(s.high_freq_factor == 4.0f);
+  CHECK(s.original_max_position_embeddings == 8192);
+  // Older configs name the type under "type".
+  const calm::RopeScaling lin =
+      with("rope_scaling", json{{"type", "linear"}, {"factor", 2.0}}).rope_scaling;
+  CHECK(lin.type == calm::RopeScaling::Type::linear);
+  CHECK(lin.factor == 2.0f);
+  CHECK(with("rope_scaling", json{{"type", "linear"}, {"rope_type", "linear"}, {"factor", 2}})
+            .rope_scaling.factor == 2.0f);
+
+  const auto without = [&](const char* key) {
+    json j = llama3;
+    j.erase(key);
+    return j;
+  };
+  const auto changed = [&](const char* key, const json& v) {
+    json j = llama3;
+    j[key] = v;
+    return j;
+  };
+  CHECK_ERROR_NAMES(with("rope_scaling", without("rope_type")), "'rope_scaling'", "rope_type");
+  CHECK_ERROR_NAMES(with("rope_scaling", without("factor")), "'rope_scaling.factor'",
+                    "is required");
+  CHECK_ERROR_NAMES(with("rope_scaling", without("low_freq_factor")),
+                    "'rope_scaling.low_freq_factor'", "is required");
+  CHECK_ERROR_NAMES(with("rope_scaling", without("original_max_position_embeddings")),
+                    "'rope_scaling.original_max_position_embeddings'", "is required");
+  CHECK_ERROR_NAMES(with("rope_scaling", changed("factor", -2.0)), "cfg.json",
+                    "'rope_scaling.factor'", "positive");
+  CHECK_ERROR_NAMES(with("rope_scaling", changed("factor", "32")), "'rope_scaling.factor'",
+                    "number");
+  CHECK_ERROR_NAMES(with("rope_scaling", changed("high_freq_factor", 1.0)),
+                    "'rope_scaling.high_freq_factor'", "must exceed low_freq_factor");
+  CHECK_ERROR_NAMES(with("rope_scaling", changed("original_max_position_embeddings", 8192.5)),
+                    "'rope_scaling.original_max_position_embeddings'", "positive integer");
+  CHECK_ERROR_NAMES(with("rope_scaling", changed("attention_factor", 1.0)),
+                    "'rope_scaling.attention_factor'", "not a parameter", "llama3");
+  CHECK_ERROR_NAMES(with("rope_scaling", json{{"type", "linear"}, {"factor", 2.0},
+                                              {"low_freq_factor", 1.0}}),
+                    "'rope_scaling.low_freq_factor'", "not a parameter", "linear");
+  CHECK_ERROR_NAMES(with("rope_scaling", json{{"type", "linear"}, {"rope_type", "llama3"},
+                                              {"factor", 2.0}}),
+                    "'rope_scaling'", "two types");
+  CHECK_ERROR_NAMES(with("rope_scaling", json::array({1, 2})), "'rope_scaling'",
+                    "an object or null");
+}
+
+// Llama-3.2-1B's config.json as published (every key it carries), and Llama-3.1-8B's.
+TEST_CASE("config: the Llama 3.x configs load as published") {
+  const json llama32_1b = json::parse(R"({
+    "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
+    "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+    "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+    "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256})");
+  const calm::LlamaConfig c = calm::parse_llama_config(llama32_1b, "Llama-3.2-1B/config.json");
+  CHECK(c.head_dim == 64);
+  CHECK(c.num_key_value_heads == 8);
+  CHECK(c.vocab_size == 128256);
+  CHECK(c.tie_word_embeddings);
+  CHECK(c.rope_scaling.type == calm::RopeScaling::Type::llama3);
+  CHECK(c.bos_token_id == 128000);
+
+  json llama31_8b = llama32_1b;
+  llama31_8b.erase("head_dim");
+  llama31_8b["hidden_size"] = 4096;
+  llama31_8b["intermediate_size"] = 14336;
+  llama31_8b["num_hidden_layers"] = 32;
+  llama31_8b["tie_word_embeddings"] = false;
+  llama31_8b["rope_scaling"]["factor"] = 8.0;
+  llama31_8b["eos_token_id"] = {128001, 128008, 128009};  // the Instruct model's list
+  const calm::LlamaConfig c8 = calm::parse_llama_config(llama31_8b, "Llama-3.1-8B/config.json");
+  CHECK(c8.head_dim == 128);
+  CHECK(c8.eos_token_ids == std::vector<int>{128001, 128008, 128009});
+}
+
 TEST_CASE("config: file errors name the file") {
   const fs::path dir =
       fs::temp_directory_path() / ("calm_test_config_dir_" + std::to_string(::getpid()));
@@ -206,9 +297,11 @@ TEST_CASE("config: unsupported settings are refused, naming the key") {
                     "MistralForCausalLM");
   CHECK(with("architectures", json{"Other", "LlamaForCausalLM"}).hidden_size == 64);
   CHECK_ERROR_NAMES(with("hidden_act", "gelu"), "'hidden_act'", "gelu");
-  CHECK_ERROR_NAMES(with("rope_scaling", json{{"type", "linear"}, {"factor", 2.0}}),
-                    "'rope_scaling'", "linear");
-  CHECK(with("rope_scaling", nullptr).hidden_size == 64);
+  CHECK_ERROR_NAMES(with("rope_scaling", json{{"type", "dynamic"}, {"factor", 2.0}}),
+                    "'rope_scaling'", "\"dynamic\" is not supported", "linear", "llama3");
+  CHECK_ERROR_NAMES(with("rope_scaling", json{{"rope_type", "yarn"}, {"factor", 2.0}}),
+                    "'rope_scaling'", "yarn");
+  CHECK(with("rope_scaling", nullptr).rope_scaling.type == calm::RopeScaling::Type::none);
   CHECK_ERROR_NAMES(with("attention_bias", true), "'attention_bias'");
   CHECK_ERROR_NAMES(with("mlp_bias", true), "'mlp_bias'");
   CHECK_ERROR_NAMES(with("pretraining_tp", 2), "'pretraining_tp'");

@@ -207,3 +207,53 @@ TEST_CASE("weights copied to huge-page memory and weights read from the file map
     }
   }
 }
+
+// Frequencies computed by hand from the formulas (docs/design.md §10), for head_dim 16 and
+// theta 500000: f_j = 500000^(-j/8); wavelengths 2π/f_j = 6.28, 32.4, 167.4, ...
+TEST_CASE("rope_frequencies: plain, linear and llama3 scaling against hand-computed values") {
+  calm::LlamaConfig c{};
+  c.head_dim = 16;
+  c.rope_theta = 500000.0f;
+  const std::vector<float> base = calm::rope_frequencies(c);
+  REQUIRE(base.size() == 8);
+  for (std::size_t j = 0; j < 8; ++j)
+    CHECK(base[j] == doctest::Approx(std::pow(500000.0, -static_cast<double>(j) / 8)).epsilon(1e-6));
+
+  c.rope_scaling.type = calm::RopeScaling::Type::linear;
+  c.rope_scaling.factor = 4.0f;
+  const std::vector<float> linear = calm::rope_frequencies(c);
+  for (std::size_t j = 0; j < 8; ++j) CHECK(linear[j] == doctest::Approx(base[j] / 4).epsilon(1e-6));
+
+  // llama3 with C = 64, a = 1, b = 4: wavelengths below C/b = 16 keep their frequency (j = 0),
+  // above C/a = 64 are divided by s = 8 (j >= 2), and j = 1 (wavelength 2π·500000^(1/8) =
+  // 32.40) blends with μ = (64 / 32.40 − 1) / 3 = 0.3251: ratio (1 − μ)/8 + μ = 0.4095.
+  c.rope_scaling = {calm::RopeScaling::Type::llama3, 8.0f, 1.0f, 4.0f, 64};
+  const std::vector<float> llama3 = calm::rope_frequencies(c);
+  CHECK(llama3[0] == base[0]);
+  const double w1 = 2 * 3.14159265358979323846 / base[1];
+  CHECK(w1 == doctest::Approx(32.40).epsilon(1e-3));
+  const double mu = (64 / w1 - 1) / 3;
+  CHECK(llama3[1] / base[1] == doctest::Approx((1 - mu) / 8 + mu).epsilon(1e-6));
+  CHECK(llama3[1] / base[1] == doctest::Approx(0.4095).epsilon(1e-3));
+  for (std::size_t j = 2; j < 8; ++j)
+    CHECK(llama3[j] == doctest::Approx(base[j] / 8).epsilon(1e-6));
+
+  // Llama 3.x itself (C = 8192, s = 32, head_dim 64, theta 500000): the blend band is
+  // wavelengths 2048..8192, which holds 3 of the 32 frequencies; 15 are kept, 14 divided.
+  c.head_dim = 64;
+  c.rope_scaling = {calm::RopeScaling::Type::llama3, 32.0f, 1.0f, 4.0f, 8192};
+  const std::vector<float> real = calm::rope_frequencies(c);
+  const std::vector<float> real_base = calm::kernels::rope_inv_freq(64, 500000.0f);
+  int kept = 0, divided = 0, blended = 0;
+  for (std::size_t j = 0; j < real.size(); ++j) {
+    const double ratio = static_cast<double>(real[j]) / real_base[j];
+    if (ratio == 1.0) ++kept;
+    else if (std::abs(ratio - 1.0 / 32) < 1e-7) ++divided;
+    else ++blended;
+    if (j > 0) CHECK(real[j] < real[j - 1]);  // still strictly decreasing
+  }
+  CHECK(kept == 15);
+  CHECK(blended == 3);
+  CHECK(divided == 14);
+}
+

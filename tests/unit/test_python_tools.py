@@ -137,9 +137,30 @@ class SafetensorsTest(unittest.TestCase):
             self.assertEqual(raw[8 + n:], bytes([0x80, 0x3F, 0x00, 0xC0]))  # 0x3F80, 0xC000 little-endian
 
 
+class RopeScalingTest(unittest.TestCase):
+    def test_frequencies_by_hand(self):
+        # head_dim 16, theta 500000: wavelengths 2 pi / f_j = 6.28, 32.40, 167.4, ...
+        base = H.rope_frequencies(16, 500000.0)
+        self.assertAlmostEqual(base[1].item(), 500000 ** (-1 / 8), places=15)
+        linear = H.rope_frequencies(16, 500000.0, {"rope_type": "linear", "factor": 4.0})
+        self.assertTrue(torch.allclose(linear, base / 4, rtol=1e-15, atol=0))
+        llama3 = H.rope_frequencies(16, 500000.0, {
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64})
+        self.assertEqual(llama3[0].item(), base[0].item())  # wavelength 6.28 < 64/4: kept
+        mu = (64 / 32.4005 - 1) / 3  # wavelength 32.40 between 16 and 64: blended
+        self.assertAlmostEqual((llama3[1] / base[1]).item(), (1 - mu) / 8 + mu, places=4)
+        self.assertTrue(torch.allclose(llama3[2:], base[2:] / 8, rtol=1e-15, atol=0))
+        with self.assertRaises(ValueError):
+            H.LlamaConfig.from_hf_dict({"vocab_size": 4, "hidden_size": 4, "intermediate_size": 4,
+                                        "num_hidden_layers": 1, "num_attention_heads": 1,
+                                        "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}})
+
+
 class FixtureTest(unittest.TestCase):
     def test_reference_dumps_reproduce(self):
-        for name in ("tiny-gqa-bf16-tied", "tiny-gqa-f32-untied", "tiny-mha-f16-sharded"):
+        for name in ("tiny-gqa-bf16-tied", "tiny-gqa-f32-untied", "tiny-mha-f16-sharded",
+                     "tiny-llama3-bf16-tied"):
             d = os.path.join(FIXTURES, name)
             dump, meta = H.load_safetensors(os.path.join(d, "reference.safetensors"))
             model = H.load_checkpoint(d, torch.float64)

@@ -5,6 +5,7 @@
 // does not change the computation; any other key is an error naming it (docs/design.md §1).
 #pragma once
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstddef>
@@ -21,6 +22,17 @@
 
 namespace calm {
 
+// config.json's rope_scaling: how the rotary frequencies are rescaled for contexts longer than
+// the model was pre-trained for (docs/design.md §10).
+struct RopeScaling {
+  enum class Type { none, linear, llama3 };
+  Type type = Type::none;
+  float factor = 1.0f;            // s: linear divides every frequency by s; llama3 the low ones
+  float low_freq_factor = 1.0f;   // llama3 only (a)
+  float high_freq_factor = 4.0f;  // llama3 only (b)
+  std::size_t original_max_position_embeddings = 0;  // llama3 only (C)
+};
+
 struct LlamaConfig {
   std::size_t hidden_size;          // d: width of the residual stream
   std::size_t intermediate_size;    // width of the SwiGLU MLP
@@ -32,6 +44,7 @@ struct LlamaConfig {
   std::size_t max_position_embeddings;  // longest sequence the model was trained for
   float rms_norm_eps;
   float rope_theta;
+  RopeScaling rope_scaling;  // type none: plain RoPE
   bool tie_word_embeddings;  // lm_head.weight absent, the embedding is reused
   int bos_token_id;
   int eos_token_id;                // the first of eos_token_ids
@@ -85,10 +98,12 @@ inline constexpr std::string_view kReadConfigKeys[] = {
 
 class ConfigReader {
  public:
-  ConfigReader(const nlohmann::json& j, std::string_view source) : j_(j), source_(source) {}
+  // prefix: the path of an inner object's keys in messages (e.g. "rope_scaling.").
+  ConfigReader(const nlohmann::json& j, std::string_view source, std::string_view prefix = "")
+      : j_(j), source_(source), prefix_(prefix) {}
 
   [[noreturn]] void fail(std::string_view key, const std::string& what) const {
-    throw Error("'" + source_ + "': key '" + std::string(key) + "' " + what);
+    throw Error("'" + source_ + "': key '" + prefix_ + std::string(key) + "' " + what);
   }
   [[noreturn]] void fail_type(std::string_view key, const char* expected,
                               const nlohmann::json& v) const {
@@ -154,7 +169,59 @@ class ConfigReader {
  private:
   const nlohmann::json& j_;
   std::string source_;
+  std::string prefix_;
 };
+
+// rope_scaling as transformers reads it: the type under "rope_type" (or the older "type"), and
+// exactly the parameters that type uses; anything else is refused by name.
+inline RopeScaling parse_rope_scaling(const nlohmann::json& v, std::string_view source) {
+  std::string where = "'";  // appended, not "'" + ...: g++ 12 warns falsely (-Wrestrict) there
+  where.append(source).append("': key 'rope_scaling'");
+  if (!v.is_object())
+    throw Error(where + " must be an object or null, found " + io::describe_json(v));
+  const ConfigReader r(v, source, "rope_scaling.");
+  std::string type;
+  for (const char* key : {"rope_type", "type"}) {
+    if (!r.has(key)) continue;
+    const nlohmann::json& t = r.at(key);
+    if (!t.is_string()) r.fail_type(key, "a string", t);
+    if (!type.empty() && type != t.get<std::string>())
+      throw Error(where + " names two types, " + io::json_excerpt(v));
+    type = t.get<std::string>();
+  }
+  if (type.empty()) throw Error(where + " has no \"rope_type\"");
+  RopeScaling s;
+  std::vector<std::string_view> used = {"rope_type", "type", "factor"};
+  if (type == "linear") {
+    s.type = RopeScaling::Type::linear;
+  } else if (type == "llama3") {
+    s.type = RopeScaling::Type::llama3;
+    used.insert(used.end(),
+                {"low_freq_factor", "high_freq_factor", "original_max_position_embeddings"});
+  } else {
+    throw Error(where + ": rope_type \"" + type +
+                "\" is not supported (calm implements \"linear\" and \"llama3\")");
+  }
+  for (const auto& [key, value] : v.items()) {
+    if (std::find(used.begin(), used.end(), key) == used.end())
+      r.fail(key, "is not a parameter of rope_type \"" + type + "\" that calm implements");
+  }
+  if (!r.has("factor")) r.fail("factor", "is required");
+  s.factor = r.positive_float("factor", 1.0f);
+  if (s.type == RopeScaling::Type::llama3) {
+    for (const char* key : {"low_freq_factor", "high_freq_factor"})
+      if (!r.has(key)) r.fail(key, "is required");
+    s.low_freq_factor = r.positive_float("low_freq_factor", 1.0f);
+    s.high_freq_factor = r.positive_float("high_freq_factor", 4.0f);
+    s.original_max_position_embeddings = r.positive_size("original_max_position_embeddings");
+    if (!(s.low_freq_factor < s.high_freq_factor)) {
+      r.fail("high_freq_factor", "must exceed low_freq_factor (" +
+                                     io::json_excerpt(r.at("low_freq_factor")) +
+                                     "): the blend between them divides by their difference");
+    }
+  }
+  return s;
+}
 
 }  // namespace detail
 
@@ -203,10 +270,6 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
              "must be \"silu\" (calm implements SwiGLU only), found " + io::json_excerpt(v));
     }
   }
-  if (r.has("rope_scaling") && !r.at("rope_scaling").is_null()) {
-    r.fail("rope_scaling", "is not supported (calm implements plain RoPE), found " +
-                               io::describe_json(r.at("rope_scaling")));
-  }
   if (r.boolean("attention_bias", false)) r.fail("attention_bias", "= true is not supported");
   if (r.boolean("mlp_bias", false)) r.fail("mlp_bias", "= true is not supported");
   if (r.positive_size("pretraining_tp", 1) != 1) {
@@ -224,6 +287,8 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
   c.rms_norm_eps = r.positive_float("rms_norm_eps", 1e-6f);
   c.rope_theta = r.positive_float("rope_theta", 10000.0f);
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
+  if (r.has("rope_scaling") && !r.at("rope_scaling").is_null())
+    c.rope_scaling = detail::parse_rope_scaling(r.at("rope_scaling"), source);
 
   // Per-layer tables are sized by the layer count before the checkpoint is searched for the
   // layers' tensors: a count no model has is refused here, not by a failed allocation.

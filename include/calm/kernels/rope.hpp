@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include <xsimd/xsimd.hpp>
 
@@ -22,24 +23,37 @@ inline void check_head_dim(std::size_t head_dim, const char* where) {
 }
 }  // namespace detail
 
-// cos(head_dim/2), sin(head_dim/2) for position pos: angle_j = pos * inv_freq_j with
-// inv_freq_j = 1 / theta^(2j/head_dim).
+// The base rotary frequencies inv_freq_j = 1 / theta^(2j/head_dim), j < head_dim/2.
 // Numerics: HF computes inv_freq, pos * inv_freq and cos/sin in float32. We round at the same
 // points (exponent, inv_freq and the angle are f32 values, the angle is an f32 product), and
 // evaluate pow/cos/sin in double before rounding, so the tables match HF's to ~1 ulp of the
 // angle; at large positions both inherit the f32 rounding of the angle itself.
-inline void rope_table(float* cos, float* sin, std::size_t head_dim, std::size_t pos, float theta) {
-  detail::check_head_dim(head_dim, "rope_table");
-  const std::size_t half = head_dim / 2;
-  const float position = static_cast<float>(pos);
-  for (std::size_t j = 0; j < half; ++j) {
+inline std::vector<float> rope_inv_freq(std::size_t head_dim, float theta) {
+  detail::check_head_dim(head_dim, "rope_inv_freq");
+  std::vector<float> inv_freq(head_dim / 2);
+  for (std::size_t j = 0; j < inv_freq.size(); ++j) {
     const float exponent = static_cast<float>(2 * j) / static_cast<float>(head_dim);
     const float power = static_cast<float>(std::pow(static_cast<double>(theta), exponent));
-    const float inv_freq = 1.0f / power;
-    const float angle = position * inv_freq;
+    inv_freq[j] = 1.0f / power;
+  }
+  return inv_freq;
+}
+
+// cos(half), sin(half) for position pos: angle_j = pos * inv_freq_j.
+inline void rope_table(float* cos, float* sin, const float* inv_freq, std::size_t half,
+                       std::size_t pos) {
+  const float position = static_cast<float>(pos);
+  for (std::size_t j = 0; j < half; ++j) {
+    const float angle = position * inv_freq[j];
     cos[j] = static_cast<float>(std::cos(static_cast<double>(angle)));
     sin[j] = static_cast<float>(std::sin(static_cast<double>(angle)));
   }
+}
+
+// The same for plain RoPE with base theta.
+inline void rope_table(float* cos, float* sin, std::size_t head_dim, std::size_t pos, float theta) {
+  const std::vector<float> inv_freq = rope_inv_freq(head_dim, theta);
+  rope_table(cos, sin, inv_freq.data(), inv_freq.size(), pos);
 }
 
 namespace scalar {

@@ -21,6 +21,42 @@
 
 namespace calm {
 
+// The rotary frequencies of the model: the base ones of rope_theta, rescaled as config.json's
+// rope_scaling says (docs/design.md §10). With f_j the base frequency and w_j = 2π / f_j its
+// wavelength:
+//  - linear (factor s): f_j / s;
+//  - llama3 (s, low_freq_factor a, high_freq_factor b, original context C): wavelengths shorter
+//    than C / b keep f_j, longer than C / a get f_j / s, and in between the two blend with
+//    μ = (C / w_j − a) / (b − a): (1 − μ) f_j / s + μ f_j.
+// Computed in double from HF's float32 base frequencies and rounded once to float.
+inline std::vector<float> rope_frequencies(const LlamaConfig& c) {
+  std::vector<float> f = kernels::rope_inv_freq(c.head_dim, c.rope_theta);
+  const RopeScaling& r = c.rope_scaling;
+  const double s = r.factor;
+  constexpr double kTwoPi = 6.283185307179586476925286766559;
+  for (float& fj : f) {
+    const double base = fj;
+    double scaled = base;
+    if (r.type == RopeScaling::Type::linear) {
+      scaled = base / s;
+    } else if (r.type == RopeScaling::Type::llama3) {
+      const double context = static_cast<double>(r.original_max_position_embeddings);
+      const double wavelength = kTwoPi / base;
+      const double short_wavelength = context / r.high_freq_factor;
+      const double long_wavelength = context / r.low_freq_factor;
+      if (wavelength > long_wavelength) {
+        scaled = base / s;
+      } else if (wavelength >= short_wavelength) {
+        const double mu = (context / wavelength - r.low_freq_factor) /
+                          (static_cast<double>(r.high_freq_factor) - r.low_freq_factor);
+        scaled = (1 - mu) * base / s + mu * base;
+      }
+    }
+    fj = static_cast<float>(scaled);
+  }
+  return f;
+}
+
 struct LlamaOptions {
   // Longest sequence any session may hold (RoPE tables are built for it); 0 = min(config's
   // max_position_embeddings, 4096).
@@ -80,9 +116,10 @@ class LlamaModel {
     const std::size_t half = config_.head_dim / 2;
     rope_cos_.resize(max_context_ * half);
     rope_sin_.resize(rope_cos_.size());
+    const std::vector<float> inv_freq = rope_frequencies(config_);
     for (std::size_t p = 0; p < max_context_; ++p)
       kernels::rope_table(rope_cos_.data() + p * half, rope_sin_.data() + p * half,
-                          config_.head_dim, p, config_.rope_theta);
+                          inv_freq.data(), half, p);
   }
   // The weights point into ckpt_'s mappings or arena_: the object never moves.
   LlamaModel(const LlamaModel&) = delete;
