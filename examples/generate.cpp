@@ -54,7 +54,7 @@ float apply_calibration(Flags& f, std::size_t num_layers) {
   if (spec) {
     f.policy.apply(*spec);
     try {  // the schedule's layers against this model's, naming the file
-      f.policy.check(num_layers);
+      f.policy.check(num_layers, /*calibrated=*/true);
     } catch (const calm::Error& e) {
       throw calm::Error("'" + f.calibration.string() + "': key 'schedule': " + e.what());
     }

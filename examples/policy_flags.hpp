@@ -68,20 +68,26 @@ struct PolicyFlags {
            measure == "classifier";
   }
   // Refuses values that would silently run another policy than asked: NaN thresholds, and
-  // layers outside a model of num_layers layers. Names the flag and the valid range.
-  void check(std::size_t num_layers) const {
-    const auto finite = [](const char* flag, float v) {
-      if (!std::isfinite(v)) throw Error(std::string(flag) + " must be a finite number, got " + std::to_string(v));
+  // layers outside a model of num_layers layers. Names the flag and the valid range; with
+  // `calibrated`, the values came from calm_calibration.json and are named by its keys.
+  void check(std::size_t num_layers, bool calibrated = false) const {
+    const auto name = [&](const char* flag, const char* key) {
+      return std::string(calibrated ? key : flag);
     };
-    finite("--threshold", threshold);
-    finite("--tau", tau);
+    const auto finite = [&](const char* flag, const char* key, float v) {
+      if (!std::isfinite(v))
+        throw Error(name(flag, key) + " must be a finite number, got " + std::to_string(v));
+    };
+    finite("--threshold", "lambda", threshold);
+    finite("--tau", "tau", tau);
     const std::string L = std::to_string(num_layers);
     if (measure == "static" && (static_layer < 1 || static_layer > num_layers))
-      throw Error("--static-layer " + std::to_string(static_layer) + " is outside the model's layers "
-                  "[1, " + L + "]");
+      throw Error(name("--static-layer", "layer") + " " + std::to_string(static_layer) +
+                  " is outside the model's layers [1, " + L + "]");
     if (thresholded() && num_layers > 1 && first_exit >= num_layers)
-      throw Error("--first-exit " + std::to_string(first_exit) + " leaves no exit point: exit points "
-                  "are layers [1, " + std::to_string(num_layers - 1) + "] of " + L);
+      throw Error(name("--first-exit", "first_exit") + " " + std::to_string(first_exit) +
+                  " leaves no exit point: exit points are layers [1, " +
+                  std::to_string(num_layers - 1) + "] of " + L);
   }
 
   // The flags as a PolicySpec for the library's registry, at threshold lambda.

@@ -115,7 +115,7 @@ TEST_CASE("calm-generate: a bad schedule in calm_calibration.json names the file
       {"tau", "four", "key 'schedule': policy 'decaying': parameter 'tau': expected a number"},
       {"tau", true, "parameter 'tau': expected a number"},
       {"first_exit", 0, "key 'schedule.first_exit': expected an integer in [1, 65536]"},
-      {"first_exit", 8, "key 'schedule': --first-exit 8 leaves no exit point"},
+      {"first_exit", 8, "key 'schedule': first_exit 8 leaves no exit point"},
       {"first_exit", "1", "key 'schedule.first_exit'"},
       {"schedule", 3, "key 'schedule.schedule': expected a string"},
       {"measure_params", nlohmann::json{{"fiel", "x"}},
@@ -131,7 +131,7 @@ TEST_CASE("calm-generate: a bad schedule in calm_calibration.json names the file
     const fs::path file = dir.write(std::string(c.key) + ".json", bad.dump());
     const auto run = run_program(CALM_GENERATE_EXE, base() + "--calibration " + quote(file));
     CHECK(run.status == 1);
-    const bool names_file = contains(run.err, "'" + file.string() + "': key 'schedule") ||
+    const bool names_file = contains(run.err, std::string("'").append(file.string()).append("': key 'schedule")) ||
                             contains(run.err, file.string() + ": key 'schedule");
     CHECK(names_file);
     CHECK(contains(run.err, c.message));

@@ -88,6 +88,40 @@ TEST_CASE("hidden saturation: cosine of consecutive exit states, 0 at the first"
   CHECK(calm::HiddenSaturation{}.score(s) == doctest::Approx(-1.0));
 }
 
+// NaN logits used to score 1.0 (the clamp `c < 1 ? c : 1` sends NaN to 1): an exit at layer 1.
+TEST_CASE("softmax response and hidden saturation: a NaN or infinite state never allows an exit") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const calm::SoftmaxResponse gap, top1(calm::SoftmaxResponse::Variant::top1);
+  for (const std::vector<float>& l : std::vector<std::vector<float>>{
+           {nan, 0.0f, 1.0f}, {0.0f, 1.0f, nan}, {nan, nan, nan}, {inf, 0.0f, 1.0f},
+           {inf, inf, 0.0f}, {-inf, -inf, -inf}, {inf, -inf, nan}}) {
+    CAPTURE(l[0]);
+    CAPTURE(l[1]);
+    CAPTURE(l[2]);
+    CHECK(gap.score(with_logits(l)) == 0.0f);
+    CHECK(top1.score(with_logits(l)) == 0.0f);
+  }
+  // -inf logits alone are a probability of 0 for those tokens, not a broken state.
+  // gap = (1 - e^-5) / Z with Z = 1 + e^-5.
+  CHECK(gap.score(with_logits({-inf, 5.0f, 0.0f})) ==
+        doctest::Approx((1 - std::exp(-5.0)) / (1 + std::exp(-5.0))).epsilon(1e-5));
+
+  const std::vector<float> finite = {1.0f, 0.5f, 0.0f};
+  for (const std::vector<float>& state : std::vector<std::vector<float>>{
+           {nan, 0.0f, 1.0f}, {inf, 0.0f, 0.0f}, {inf, inf, inf}, {-inf, 0.0f, 0.0f}}) {
+    CAPTURE(state[0]);
+    calm::ExitSignal s;
+    s.state = state;
+    s.previous_state = finite;
+    CHECK(calm::HiddenSaturation{}.score(s) == 0.0f);
+    s.previous_state = state;  // a non-finite state equal to the previous one
+    CHECK(calm::HiddenSaturation{}.score(s) == 0.0f);
+    s.state = finite;
+    CHECK(calm::HiddenSaturation{}.score(s) == 0.0f);
+  }
+}
+
 TEST_CASE("exit classifier: softmax(W n + b)[1]") {
   const float bias[2] = {0.0f, 0.5f};
   const calm::ExitClassifier c({1.0f, 0.0f, 0.0f, 1.0f}, bias);  // W = I (2, 2)

@@ -20,6 +20,7 @@
 
 #include <doctest/doctest.h>
 
+#include "test_support.hpp"
 #include "unit/test_decoder_toy_backend.hpp"
 
 namespace {
@@ -414,4 +415,66 @@ TEST_CASE("report: time goes to the part that spent it") {
   CHECK(r.head_seconds < 1e-2);
   CHECK(r.layer_seconds + r.check_seconds + r.head_seconds + r.propagation_seconds <=
         r.generation_seconds);
+}
+
+// A NaN that appears mid-sequence stops decoding with an error naming the position, the step
+// and the layer the logits came from; a NaN confidence never exits (the softmax measure used to
+// score a NaN state 1.0 and leave at layer 1).
+TEST_CASE("a non-finite state mid-decode is an error naming where; it never exits early") {
+  const std::size_t at = kPrompt.size() + 2;  // the position generation step 4 feeds
+  SUBCASE("the full model") {
+    Backend b;
+    b.nan_at_position = at;
+    b.nan_at_layer = 2;
+    calm::Decoder<Backend&, calm::NoConfidence, calm::Never> dec(b);
+    std::size_t tokens = 0;
+    calm::ArgmaxSampler greedy;
+    const std::string what = calm::test::error_of(
+        [&] { dec.generate(kPrompt, 10, greedy, [&](const calm::TokenStats&) { ++tokens; }); });
+    CHECK(tokens == 3);
+    CHECK(calm::test::contains(what, "position " + std::to_string(at) + " (generation step 4)"));
+    CHECK(calm::test::contains(what, "after layer 6 of 6"));
+    CHECK(calm::test::contains(what, "NaN"));
+  }
+  SUBCASE("softmax response: the NaN state after layer 1 scores 0 and does not exit") {
+    Backend b;
+    b.nan_at_position = at;
+    b.nan_at_layer = 0;
+    // Any finite gap passes this threshold, so every other fed token leaves at layer 1.
+    calm::Decoder<Backend&, calm::SoftmaxResponse, calm::ConstantThreshold> dec(b, {}, {1e-30f});
+    std::vector<std::size_t> exits;
+    calm::ArgmaxSampler greedy;
+    const std::string what = calm::test::error_of([&] {
+      dec.generate(kPrompt, 10, greedy,
+                   [&](const calm::TokenStats& ts) { exits.push_back(ts.exit_layer); });
+    });
+    CHECK(exits == std::vector<std::size_t>{6, 1, 1});
+    CHECK(calm::test::contains(what, "generation step 4"));
+    CHECK(calm::test::contains(what, "after layer 6 of 6"));
+  }
+  SUBCASE("in the prompt, the first token cannot be chosen") {
+    Backend b;
+    b.nan_at_position = 1;
+    calm::Decoder<Backend&, calm::NoConfidence, calm::Never> dec(b);
+    const std::string what = calm::test::error_of([&] { dec.generate(kPrompt, 4); });
+    CHECK(calm::test::contains(what, "position 3 (the prompt's last)"));
+    CHECK(calm::test::contains(what, "not finite"));
+  }
+}
+
+// A measure of the user's that returns NaN or infinity never makes a token exit.
+struct NonFinite {
+  static constexpr bool needs_logits = false;
+  float value;
+  float score(const calm::ExitSignal&) const noexcept { return value; }
+};
+
+TEST_CASE("a NaN or infinite confidence never allows an exit, whatever the measure") {
+  for (float v : {std::nanf(""), INFINITY, -INFINITY}) {
+    CAPTURE(v);
+    Backend b;
+    calm::Decoder<Backend&, NonFinite, calm::ConstantThreshold> dec(b, NonFinite{v}, {0.5f});
+    const auto out = dec.generate(kPrompt, 5);
+    for (const calm::TokenStats& ts : out.report.tokens) CHECK(ts.exit_layer == 6);
+  }
 }

@@ -68,6 +68,7 @@ class Backend {
       delta[r] += std::tanh(s);
     }
     for (std::size_t j = 0; j < d_; ++j) x[j] += delta[j];
+    if (pos == nan_at_position && layer == nan_at_layer) x[0] = std::nanf("");
   }
 
   // The K/V that `layer` computes at pos from input state x, without touching the cache.
@@ -121,6 +122,8 @@ class Backend {
   }
 
   std::size_t layer_calls = 0, propagate_calls = 0, head_calls = 0;
+  // run_layer(nan_at_layer, x, nan_at_position) leaves a NaN in x (non-finite handling tests).
+  std::size_t nan_at_position = static_cast<std::size_t>(-1), nan_at_layer = 0;
 
  private:
   std::size_t idx(std::size_t layer, std::size_t pos) const {

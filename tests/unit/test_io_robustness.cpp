@@ -7,6 +7,7 @@
 #include <calm/backends/llama/llama.hpp>
 #include <calm/calibrate/calibration_json.hpp>
 #include <calm/confidence/exit_classifier.hpp>
+#include <calm/decoder.hpp>
 #include <calm/io/hf_config.hpp>
 #include <calm/io/json.hpp>
 #include <calm/io/mapped_file.hpp>
@@ -445,6 +446,13 @@ TEST_CASE("non-finite norm and head weights are refused at load, naming tensor a
   CHECK_NOTHROW(calm::LlamaSession::load(model));
   CHECK_ERROR_NAMES(calm::LlamaWeights::check_all_finite(calm::io::Checkpoint::open(model)),
                     "'model.layers.0.mlp.up_proj.weight'", "NaN at row 0, column 11");
+  CHECK_ERROR_NAMES(calm::LlamaSession::load(model, 1, {.check_all_weights = true}),
+                    "'model.layers.0.mlp.up_proj.weight'", "NaN at row 0, column 11");
+  // Left to decoding, the NaN reaches the logits of the prompt: an error, not <unk> tokens.
+  calm::FullDecoder<calm::LlamaSession> full(calm::LlamaSession::load(model));
+  const std::vector<int> prompt = {1, 20, 30};
+  CHECK_ERROR_NAMES(full.generate(prompt, 4), "position 2 (the prompt's last)",
+                    "after layer 2 of 2", "not finite", "NaN");
 }
 
 TEST_CASE("the tied embedding is the head: a NaN in it is refused at load") {

@@ -122,6 +122,32 @@ TEST_CASE_TEMPLATE("widen matches calm::to_float bit for bit", T, bf16, f16, flo
   CHECK(out == 1.0f);
 }
 
+TEST_CASE("first_non_finite finds the first NaN or Inf at every index, as its scalar twin") {
+  std::mt19937 rng(9);
+  const float bad[] = {std::nanf(""), INFINITY, -INFINITY};
+  for (std::size_t n = 0; n <= kMaxLen; ++n) {
+    Unaligned<float> x(n);
+    fill(x.data(), n, rng);
+    CHECK(k::first_non_finite(x.data(), n) == n);
+    CHECK(k::scalar::first_non_finite(x.data(), n) == n);
+    if (n > 0) {  // large finite values are finite: x - x stays 0
+      x[n - 1] = FLT_MAX;
+      CHECK(k::first_non_finite(x.data(), n) == n);
+    }
+    for (std::size_t at = 0; at < n; ++at) {
+      for (float b : bad) {
+        const float keep = x[at];
+        x[at] = b;
+        if (at + 1 < n) x[n - 1] = bad[0];  // a later one does not hide the first
+        REQUIRE(k::first_non_finite(x.data(), n) == at);
+        REQUIRE(k::scalar::first_non_finite(x.data(), n) == at);
+        x[at] = keep;
+        if (at + 1 < n) x[n - 1] = 0.5f;
+      }
+    }
+  }
+}
+
 TEST_CASE("add, scale are exact; axpy and dot agree with the scalar twin to rounding") {
   std::mt19937 rng(2);
   for (std::size_t n = 0; n <= kMaxLen; ++n) {

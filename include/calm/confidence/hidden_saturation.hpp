@@ -17,7 +17,9 @@ struct HiddenSaturation {
   float score(const ExitSignal& s) const noexcept {
     if (s.previous_state.empty() || s.previous_state.size() != s.state.size()) return 0.0f;
     const float c = kernels::cosine(s.previous_state.data(), s.state.data(), s.state.size());
-    return c < 1.0f ? c : 1.0f;  // rounding can overshoot 1 by an ulp; keep max_score a bound
+    // Rounding can overshoot 1 by an ulp: keep max_score a bound. A NaN (non-finite states)
+    // is no confidence at all: it never exits.
+    return c < 1.0f ? c : (c >= 1.0f ? 1.0f : 0.0f);
   }
 };
 

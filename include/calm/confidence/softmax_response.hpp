@@ -100,7 +100,8 @@ class SoftmaxResponse {
     // Z >= 1 bounds both by 1 mathematically; the min keeps max_score a true bound under
     // rounding, so skipping checks when lambda_t > 1 stays exact.
     const float c = variant_ == Variant::gap ? sum.probability_gap() : sum.top1_probability();
-    return c < 1.0f ? c : 1.0f;
+    // A NaN (from a non-finite state or logits) is no confidence at all: it never exits.
+    return c < 1.0f ? c : (c >= 1.0f ? 1.0f : 0.0f);
   }
 
  private:

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <span>
 #include <string>
@@ -24,6 +25,7 @@
 #include "calm/core/aligned.hpp"
 #include "calm/core/error.hpp"
 #include "calm/kernels/argmax.hpp"
+#include "calm/kernels/elementwise.hpp"
 #include "calm/report.hpp"
 
 // Set to 0 to compile the steady_clock reads out of the decoder (a few per layer).
@@ -133,6 +135,27 @@ struct StepTimes {
   double layers = 0.0, checks = 0.0, propagation = 0.0, head = 0.0;
 };
 
+// NaN or Inf logits (non-finite weights, or an activation that overflowed) leave no token to
+// choose: argmax and sampling over them are meaningless, so decoding stops with an error that
+// says where (docs/design.md §11). One O(vocab) pass next to the O(vocab · d) head.
+// step: the generation step whose logits these are; 0: the prompt's last position's;
+// kVerification: a row of speculative verification.
+inline constexpr std::size_t kVerification = static_cast<std::size_t>(-1);
+inline void require_finite_logits(std::span<const float> logits, std::size_t pos,
+                                  std::size_t step, std::size_t exit_layer, std::size_t layers) {
+  const std::size_t bad = kernels::first_non_finite(logits.data(), logits.size());
+  if (bad == logits.size()) return;
+  const float v = logits[bad];
+  const std::string what = step == 0               ? std::string(" (the prompt's last)")
+                           : step == kVerification ? std::string(" (speculative verification)")
+                                                   : " (generation step " + std::to_string(step) + ")";
+  throw Error("calm::Decoder: the logits at position " + std::to_string(pos) + what +
+              ", from the state after layer " + std::to_string(exit_layer) + " of " +
+              std::to_string(layers) + ", are not finite: token " + std::to_string(bad) +
+              " has " + (std::isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf") +
+              "; the weights or an activation overflowed, so no token can be chosen");
+}
+
 // The sequence bookkeeping of every strategy. Derived supplies
 //   void forward(int token, std::size_t pos, TokenStats& ts, StepTimes& times);
 // (feed token at pos; leave the output distribution's logits in logits_) and may supply
@@ -237,6 +260,7 @@ class DecoderLoop {
     } else {
       const std::size_t pos = backend_.length();
       self().forward(std::exchange(pending_, -1), pos, ts, times);
+      require_finite_logits(pos, ts);
     }
     const auto ts0 = now();
     const int token = sampler.sample(std::span<float>(logits_.data(), vocab_));
@@ -279,7 +303,9 @@ class DecoderLoop {
     max_new_ = max_steps;
     pending_ = -1;
     finished_ = true;
-    self().forward(token, backend_.length(), ts, times);
+    const std::size_t pos = backend_.length();
+    self().forward(token, pos, ts, times);
+    require_finite_logits(pos, ts);
     return ts;
   }
   std::span<const float> exit_state() const noexcept { return cspan(x_); }
@@ -377,6 +403,10 @@ class DecoderLoop {
     return {report_.token_ids(), report_};
   }
 
+  void require_finite_logits(std::size_t pos, const TokenStats& ts) const {
+    detail::require_finite_logits(cspan(logits_), pos, ts.step, ts.exit_layer, num_layers_);
+  }
+
   void check_tokens(const char* what, std::span<const int> tokens, std::size_t at) const {
     for (std::size_t i = 0; i < tokens.size(); ++i) {
       if (tokens[i] < 0 || static_cast<std::size_t>(tokens[i]) >= vocab_)
@@ -407,6 +437,9 @@ class DecoderLoop {
     const auto t0 = now();
     backend_.prefill(tokens, backend_.length(), span(x_));
     head(cspan(x_));
+    TokenStats prompt_end;
+    prompt_end.exit_layer = num_layers_;
+    require_finite_logits(backend_.length() - 1, prompt_end);
     report_.prefill_seconds = seconds(t0, now());
     step_ = 0;
     max_new_ = max_new_tokens;

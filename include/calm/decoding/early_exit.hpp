@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <span>
 #include <utility>
@@ -67,7 +68,7 @@ class Decoder<Backend, Confidence, Schedule>
       ++ts.checks;
       l0 = detail::now();
       times.checks += detail::seconds(c0, l0);
-      if (c >= lambda) {
+      if (c >= lambda && std::isfinite(c)) {  // a NaN or Inf score never exits
         ts.confidence = c;
         logits_ready = kNeedsLogits;  // the check's projection is the output's
         break;

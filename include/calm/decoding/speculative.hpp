@@ -369,6 +369,8 @@ class SpeculativeDecoder {
     stats.verified_rows += n;
     session.exit_heads(std::span<const float>(rows_.data(), n * h_),
                        std::span<float>(logits_.data(), n * vocab_));
+    for (std::size_t j = 0; j < n; ++j)
+      detail::require_finite_logits(logits_row(j), p + j, detail::kVerification, L_, L_);
   }
 
   Drafter drafter_;

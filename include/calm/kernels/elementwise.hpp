@@ -1,4 +1,5 @@
-// Elementwise kernels and reductions on f32 vectors: widen, add, axpy, scale, dot, swiglu.
+// Elementwise kernels and reductions on f32 vectors: widen, add, axpy, scale, dot, swiglu,
+// first_non_finite.
 // Each SIMD kernel runs whole batches, then a scalar tail; each has a scalar twin in
 // calm::kernels::scalar with the same signature (the reference the tests compare against).
 #pragma once
@@ -42,6 +43,12 @@ inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
 
 inline void swiglu(float* gate, const float* up, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) gate[i] = silu(gate[i]) * up[i];
+}
+
+inline std::size_t first_non_finite(const float* x, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return i;
+  return n;
 }
 
 }  // namespace scalar
@@ -121,6 +128,24 @@ void swiglu(float* gate, const float* up, std::size_t n) {
     (silu * B::load_unaligned(up + i)).store_unaligned(gate + i);
   }
   for (; i < n; ++i) gate[i] = scalar::silu(gate[i]) * up[i];
+}
+
+// Index of the first NaN or ±Inf of x(n), or n if all are finite. x - x is 0 for a finite x
+// and NaN otherwise, and a sum of zeros is 0 in any order, so one branch-free pass decides;
+// only a vector that holds a non-finite value is scanned again to find where.
+template <class Arch = xsimd::default_arch>
+std::size_t first_non_finite(const float* x, std::size_t n) {
+  using B = detail::fbatch<Arch>;
+  B acc(0.0f);
+  std::size_t i = 0;
+  for (; i + B::size <= n; i += B::size) {
+    const B v = B::load_unaligned(x + i);
+    acc += v - v;
+  }
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += x[i] - x[i];
+  if (xsimd::hadd(acc) + tail == 0.0f) return n;
+  return scalar::first_non_finite(x, n);
 }
 
 }  // namespace calm::kernels

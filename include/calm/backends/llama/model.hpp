@@ -64,6 +64,10 @@ struct LlamaOptions {
   // Copy the weights out of the file mapping into huge-page memory (faster decode; costs the
   // copy at load and the weights' size in anonymous memory). false: use the mapping in place.
   bool copy_weights = true;
+  // Scan every weight for NaN and infinities at load (one read of the whole checkpoint). Off,
+  // only the norms and the head are scanned; a non-finite value elsewhere is then caught when
+  // it reaches the logits (docs/design.md §11).
+  bool check_all_weights = false;
 };
 
 class LlamaModel {
@@ -85,6 +89,7 @@ class LlamaModel {
       : config_(std::move(config)),
         ckpt_(std::move(ckpt)),
         weights_(LlamaWeights::load(ckpt_, config_)) {
+    if (opts.check_all_weights) LlamaWeights::check_all_finite(ckpt_);
     if (opts.copy_weights) arena_ = weights_.copy_to_arena();
     const std::size_t cfg_max = config_.max_position_embeddings;
     max_context_ = opts.max_context ? opts.max_context : std::min<std::size_t>(cfg_max, 4096);
