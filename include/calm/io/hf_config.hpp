@@ -231,7 +231,8 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
                 io::describe_json(j) + ")");
   }
   const detail::ConfigReader r(j, source);
-  for (const auto& [key, value] : j.items()) {
+  for (const auto& item : j.items()) {
+    const std::string& key = item.key();  // a named variable: clang 14 cannot capture bindings
     const auto known = [&](const auto& list) {
       for (std::string_view k : list) {
         if (k == key) return true;
