@@ -156,6 +156,14 @@ inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
                  "(default: next to the model)");
 }
 
+// True if the command line names any policy flag (add_policy_flags's options).
+inline bool any_policy_flag(const CLI::App& app) {
+  for (const char* flag : {"--measure", "--threshold", "--tau", "--schedule", "--first-exit",
+                           "--interval", "--static-layer", "--propagation", "--classifier"})
+    if (app.count(flag) > 0) return true;
+  return false;
+}
+
 // A pool for --threads (none for 1: the caller runs everything).
 inline std::shared_ptr<ThreadPool> make_pool(std::size_t threads) {
   return threads > 1 ? std::make_shared<ThreadPool>(threads) : nullptr;

@@ -59,6 +59,7 @@ put("fuzz_calibration", "deep_version", cal.replace('"version": 1', '"version": 
 put("fuzz_calibration", "nul", cal + "\0garbage")
 put("fuzz_prompts", "deep", '{"prompt": ' + deep + '}\n')
 put("fuzz_prompts", "nul", '{"prompt": "a"}\0{"prompt": 1}\n')
+put("fuzz_prompts", "huge_number", '{"prompt": "a", "n": 1e999}\n')  # once a bare nlohmann error
 PY
 
 run_one() {  # run_one NAME: one target for $secs seconds; its log is build-fuzz/NAME.log

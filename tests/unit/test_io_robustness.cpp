@@ -327,6 +327,15 @@ TEST_CASE("a NUL byte does not end JSON parsing: the rest is read and refused, n
     write_file(p, "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}" + nul + "{\"prompt\": \"c\"}\n");
     CHECK_ERROR_NAMES(calm::io::read_prompt_file(p), p.string() + ":2", "NUL byte", "at offset 15");
   }
+  // Found by fuzz_prompts: a number past double's range escaped as a bare nlohmann
+  // out_of_range exception. Duplicate keys in a line were taken silently (the last won).
+  SUBCASE("a JSON prompt line with a number out of range, or a key twice") {
+    const fs::path p = dir.path / "prompts.jsonl";
+    write_file(p, "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"n\": 1e999}\n");
+    CHECK_ERROR_NAMES(calm::io::read_prompt_file(p), p.string() + ":2", "not valid JSON");
+    write_file(p, "{\"prompt\": \"a\", \"prompt\": \"b\"}\n");
+    CHECK_ERROR_NAMES(calm::io::read_prompt_file(p), p.string() + ":1", "'prompt' twice");
+  }
   SUBCASE("calm_calibration.json") {
     const fs::path p = dir.path / "calm_calibration.json";
     write_file(p, "{}" + nul + "x");

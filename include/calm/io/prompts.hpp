@@ -73,12 +73,12 @@ inline bool blank(const std::string& s) {
 // One JSON line: {"prompt": ..., "reference": ...}; where = "<file>:<line>".
 inline void parse_prompt_object(const std::string& line, const std::string& where,
                                 PromptRecord& record) {
-  // A NUL byte would end nlohmann's parse silently, and deep nesting is refused before parsing.
-  check_json_text(line, where + ":");
+  // parse_json refuses NUL bytes, deep nesting and duplicate keys; a number out of double's
+  // range (1e999) is refused as invalid JSON too (once it escaped as a bare nlohmann error).
   nlohmann::json object;
   try {
-    object = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
+    object = parse_json(line, "JSON line", where);
+  } catch (const Error& e) {
     throw Error(where + ": not a JSON object (" + e.what() + ")");
   }
   if (!object.is_object())
