@@ -2,8 +2,10 @@
 //  - zero overhead: Decoder<LlamaSession&, NoConfidence, Never> against a plain loop over the
 //    backend's layers (BM_NeverOverhead interleaves the two and reports decoder / plain);
 //  - what early exit costs and saves per policy (layers used, checks, tokens/s);
-//  - softmax-response check strategies on a vocabulary-sized logit vector.
-// Models are random-weight checkpoints from model_fixture.hpp (cached in $CALM_BENCH_DIR).
+//  - softmax-response check strategies on a vocabulary-sized logit vector;
+//  - one check of each shipped measure next to one layer, at real shapes (the kit's
+//    calm/benchmark/measure_cost.hpp: BM_CheckCost/<shape>/<measure>).
+// Models are random-weight checkpoints from the kit's fixtures (cached in $CALM_BENCH_DIR).
 #include <calm/backends/llama/llama.hpp>
 #include <calm/confidence/hidden_saturation.hpp>
 #include <calm/confidence/softmax_response.hpp>
@@ -21,7 +23,7 @@
 #include <ctime>
 #include <vector>
 
-#include "model_fixture.hpp"
+#include <calm/benchmark.hpp>
 
 namespace {
 
@@ -29,7 +31,8 @@ constexpr std::size_t kNewTokens = 32;
 const std::vector<int> kPrompt = {1, 306, 1658, 278, 593, 310, 834, 338};  // < vocab 2048
 
 calm::LlamaSession& model(const calm::bench::ModelShape& shape) {
-  static calm::LlamaSession small = calm::LlamaSession::load(calm::bench::bench_model_dir(calm::bench::kSmall));
+  static calm::LlamaSession small =
+      calm::LlamaSession::load(calm::bench::random_checkpoint(calm::bench::kSmall));
   (void)shape;
   return small;
 }
@@ -190,4 +193,14 @@ BENCHMARK(BM_SoftmaxResponseMaterialised)->Arg(2048)->Arg(32000);
 BENCHMARK(BM_LmHead);
 BENCHMARK(BM_OneLayer);
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  // 1-layer random checkpoints of each shape, written when first run (Llama-3.2-1B's: 0.65 GB).
+  for (const calm::bench::ModelShape* shape :
+       {&calm::bench::kSmall, &calm::bench::kTinyLlama, &calm::bench::kLlama32_1B})
+    calm::bench::register_check_costs("BM_CheckCost/" + shape->name, *shape);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

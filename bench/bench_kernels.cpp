@@ -6,14 +6,13 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstddef>
 #include <cstdio>
-#include <ctime>
 #include <memory>
 #include <random>
 #include <vector>
 
+#include "calm/benchmark/bandwidth.hpp"
 #include "calm/core/aligned.hpp"
 #include "calm/core/dtype.hpp"
 #include "calm/core/thread_pool.hpp"
@@ -28,54 +27,14 @@ using calm::AlignedBuffer;
 // write-allocate read of `a` not counted) for 1 and 2 threads, measured before the benchmarks.
 double g_triad_bps[3] = {0.0, 0.0, 0.0};
 
-// 3 x 64 MiB: far past the 32 MiB L3.
-constexpr std::size_t kTriadLen = std::size_t{1} << 24;
-
-struct TriadArrays {
-  AlignedBuffer<float> a{kTriadLen}, b{kTriadLen}, c{kTriadLen};
-  TriadArrays() {
-    std::fill(b.begin(), b.end(), 1.0f);
-    std::fill(c.begin(), c.end(), 2.0f);
-  }
-  void run(calm::ThreadPool& pool) {
-    using B = xsimd::batch<float>;
-    const std::size_t chunks = pool.size();
-    pool.parallel_for(chunks, [&](std::size_t t) {
-      const std::size_t begin = kTriadLen * t / chunks / B::size * B::size;
-      const std::size_t end = kTriadLen * (t + 1) / chunks / B::size * B::size;
-      const B s(3.0f);
-      for (std::size_t i = begin; i < end; i += B::size) {
-        xsimd::fma(s, B::load_aligned(c.data() + i), B::load_aligned(b.data() + i))
-            .store_aligned(a.data() + i);
-      }
-    });
-  }
-};
-
-constexpr double kTriadBytes = 3.0 * sizeof(float) * kTriadLen;
-
-double thread_cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
+// The kit's triad (calm/benchmark/bandwidth.hpp): 3 x 64 MiB, far past the 32 MiB L3.
+constexpr double kTriadBytes = 3.0 * sizeof(float) * calm::bench::Triad::kDefaultLength;
 
 // Best of 10 triads. One thread: timed in thread CPU time, like the single-threaded benchmarks
 // (which Google Benchmark times in CPU time); two threads: wall time, like the 2-thread ones.
 double measure_triad(std::size_t threads) {
-  TriadArrays arrays;
-  calm::ThreadPool pool(threads);
-  arrays.run(pool);  // fault the pages in
-  double best = 1e30;
-  for (int rep = 0; rep < 10; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const double c0 = thread_cpu_seconds();
-    arrays.run(pool);
-    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::min(best, threads == 1 ? thread_cpu_seconds() - c0 : wall);
-  }
-  benchmark::DoNotOptimize(arrays.a.data());
-  return kTriadBytes / best;
+  return calm::bench::measure_triad_bandwidth(
+      threads, threads == 1 ? calm::bench::Timing::thread_cpu : calm::bench::Timing::wall);
 }
 
 void set_bandwidth_counters(benchmark::State& state, double bytes_per_iter, std::size_t threads) {
@@ -113,10 +72,10 @@ std::unique_ptr<calm::ThreadPool> make_pool(std::size_t threads) {
 
 void BM_Triad(benchmark::State& state) {
   const auto threads = static_cast<std::size_t>(state.range(0));
-  TriadArrays arrays;
+  calm::bench::Triad triad;
   calm::ThreadPool pool(threads);
   for (auto _ : state) {
-    arrays.run(pool);
+    triad.run(pool);
     benchmark::ClobberMemory();
   }
   set_bandwidth_counters(state, kTriadBytes, threads);

@@ -1,11 +1,10 @@
 // End-to-end speed of the Llama backend with the full model (no early exit): decode time per
 // token against the memory-bandwidth bound (weight bytes read per token ÷ triad bandwidth, both
 // measured in this run; also against a read-only bandwidth), and prefill GFLOP/s. Models:
-// TinyLlama-1.1B's shape and a small one, random bf16 weights (bench/model_fixture.hpp).
-#include "bandwidth.hpp"
-#include "model_fixture.hpp"
-
+// TinyLlama-1.1B's and Llama-3.2-1B's shapes and a small one, random bf16 weights (the kit's
+// fixtures, calm/benchmark/fixtures.hpp; limits from calm/benchmark/bandwidth.hpp).
 #include <calm/backends/llama/llama.hpp>
+#include <calm/benchmark.hpp>
 
 #include <benchmark/benchmark.h>
 
@@ -21,14 +20,14 @@ constexpr std::size_t kPromptTokens = 64;
 void BM_Decode(benchmark::State& state, const calm::bench::ModelShape& shape) {
   const auto threads = static_cast<std::size_t>(state.range(0));
   calm::LlamaSession model = calm::LlamaSession::load(
-      calm::bench::bench_model_dir(shape), threads,
+      calm::bench::random_checkpoint(shape), threads,
       {.max_context = 2048, .copy_weights = state.range(1) != 0});
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
   std::vector<float> x(model.hidden_size()), logits(model.vocab_size());
   model.prefill(prompt, 0, x);
-  const double triad = calm::bench::measure_triad_bandwidth(threads);
-  const double read = calm::bench::measure_read_bandwidth(threads);
+  // Measured right before the decode, with its thread count: the limits of this moment.
+  const calm::bench::MachineLimits limits = calm::bench::measure_machine_limits(threads);
   std::size_t pos = kPromptTokens;
   for (auto _ : state) {
     if (pos == model.max_context()) pos = kPromptTokens;  // wrap: cache positions are reused
@@ -38,25 +37,14 @@ void BM_Decode(benchmark::State& state, const calm::bench::ModelShape& shape) {
     benchmark::DoNotOptimize(logits.data());
     ++pos;
   }
-  const double bytes = static_cast<double>(model.weight_bytes_per_token());
-  state.counters["weight_GB_per_token"] = bytes / 1e9;
-  state.counters["triad_GB/s"] = triad / 1e9;
-  state.counters["weights_GB/s"] =
-      benchmark::Counter(bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
-  // (bytes per token / triad) / measured time per token: >= 1 means at or past the bound.
-  state.counters["bound_over_time"] = benchmark::Counter(
-      bytes / triad * state.iterations(), benchmark::Counter::kIsRate);
-  // The same against the read-only bandwidth (a second reference; the target is the triad's).
-  state.counters["read_GB/s"] = read / 1e9;
-  state.counters["read_bound_over_time"] = benchmark::Counter(
-      bytes / read * state.iterations(), benchmark::Counter::kIsRate);
+  calm::bench::set_bound_counters(state, double(model.weight_bytes_per_token()), limits);
   state.counters["tokens/s"] = benchmark::Counter(state.iterations(), benchmark::Counter::kIsRate);
 }
 
 // Prefill of a 64-token prompt: GFLOP/s of the matrix-matrix products (2 · params · tokens).
 void BM_Prefill(benchmark::State& state, const calm::bench::ModelShape& shape) {
   const auto threads = static_cast<std::size_t>(state.range(0));
-  calm::LlamaSession model = calm::LlamaSession::load(calm::bench::bench_model_dir(shape), threads,
+  calm::LlamaSession model = calm::LlamaSession::load(calm::bench::random_checkpoint(shape), threads,
                                                        {.max_context = 2048});
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
@@ -79,6 +67,9 @@ void BM_Prefill(benchmark::State& state, const calm::bench::ModelShape& shape) {
 
 BENCHMARK_CAPTURE(BM_Decode, tinyllama, calm::bench::kTinyLlama)
     ->ArgsProduct({{1, 2}, {1, 0}})->ArgNames({"threads", "copy"})->Unit(benchmark::kMillisecond)->UseRealTime();
+// Llama-3.2-1B's shape (tied 128256 x 2048 head, llama3 RoPE scaling): 2.5 GB written on first use.
+BENCHMARK_CAPTURE(BM_Decode, llama32_1b, calm::bench::kLlama32_1B)
+    ->ArgsProduct({{1, 2}, {1}})->ArgNames({"threads", "copy"})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Decode, small, calm::bench::kSmall)
     ->ArgsProduct({{1, 2}, {1, 0}})->ArgNames({"threads", "copy"})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Prefill, tinyllama, calm::bench::kTinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();

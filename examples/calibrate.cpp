@@ -72,7 +72,8 @@ int run(Flags& f) {
   if (!f.references.empty()) calm::io::attach_references(file, f.references);
   if (consistency == cal::Consistency::risk) calm::io::require_references(file);
 
-  const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
+  const calm::Tokenizer tokenizer = calm::Tokenizer::load_folder(f.model);
+  fmt::print(stderr, "calm-calibrate: tokenizer: {}\n", tokenizer.description());
   const auto model = calm::LlamaModel::load(f.model);
   tokenizer.check_fits(model->config(), (f.model / "config.json").string());
   const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
@@ -186,7 +187,8 @@ int main(int argc, char** argv) {
   CLI::App app{"calm-calibrate: certify an early-exit threshold with Learn-then-Test "
                "(docs/design.md §6)"};
   Flags f;
-  app.add_option("--model", f.model, "checkpoint directory (config.json, model.safetensors, tokenizer.model)")
+  app.add_option("--model", f.model, "checkpoint directory (config.json, model.safetensors, "
+                 "tokenizer.json or tokenizer.model)")
       ->required()->check(CLI::ExistingDirectory);
   app.add_option("--prompts", f.prompts, "calibration prompts: *.jsonl with {\"prompt\", \"reference\"} "
                  "per line, or plain text with one prompt per line")->required();

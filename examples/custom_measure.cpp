@@ -5,7 +5,6 @@
 //                       [--calibrate-on PROMPTS --delta D --output calm_calibration.json]
 //                       [--calibration calm_calibration.json]
 #include <calm/calm.hpp>
-#include <calm/confidence/xtensor.hpp>
 #include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
 #include <calm/policy_registry.hpp>
@@ -13,29 +12,12 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
-#include <xtensor/xmath.hpp>
-#include <xtensor/xoperation.hpp>
-
 #include <cmath>
 #include <exception>
 
-// The whole measure: it reads the logits, has a name, and scores. c = 1 - H(p) / ln V, with
-// H = log z - sum p (l - m), p = exp(l - m) / z.
-struct EntropyConfidence {
-  static constexpr bool needs_logits = true;
-  static constexpr float max_score = 1.0f;  // optional: lets the decoder skip hopeless checks
-  static constexpr std::string_view policy_name = "entropy";  // its name in the registry
+#include "entropy_measure.hpp"
 
-  float score(const calm::ExitSignal& s) const noexcept {
-    const auto logits = xt::cast<double>(calm::as_xtensor(s.logits));  // (vocab)
-    const double m = xt::amax(logits)();
-    const auto e = xt::exp(logits - m);
-    const double z = xt::sum(e)();
-    const double entropy = std::log(z) - xt::sum(e * (logits - m))() / z;
-    return static_cast<float>(1.0 - entropy / std::log(double(s.logits.size())));
-  }
-};
-static_assert(calm::ConfidenceMeasure<EntropyConfidence>);
+// The measure itself (EntropyConfidence, 1 - H(p) / ln V) is in entropy_measure.hpp.
 
 // calm's measures and schedules, plus this one: what the names below can refer to.
 using Registry = calm::PolicyRegistry<
@@ -66,7 +48,8 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
   try {
-    const calm::Tokenizer tok = calm::Tokenizer::load(model_dir / "tokenizer.model");
+    const calm::Tokenizer tok = calm::Tokenizer::load_folder(model_dir);
+    fmt::print(stderr, "calm-custom-measure: tokenizer: {}\n", tok.description());
     const auto model = calm::LlamaModel::load(model_dir);
     tok.check_fits(model->config(), (model_dir / "config.json").string());
     const calm::SessionOptions sessions{

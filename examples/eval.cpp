@@ -86,7 +86,8 @@ int run(Flags& f) {
   }
   const std::size_t n = pool.prompts.size(), n_cal = cal::calibration_size(n, f.calibration_share);
 
-  const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
+  const calm::Tokenizer tokenizer = calm::Tokenizer::load_folder(f.model);
+  fmt::print(stderr, "calm-eval: tokenizer: {}\n", tokenizer.description());
   const auto model = calm::LlamaModel::load(f.model);
   tokenizer.check_fits(model->config(), (f.model / "config.json").string());
   const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
@@ -200,7 +201,7 @@ int main(int argc, char** argv) {
   Flags f;
   std::string measures = "softmax,saturation,classifier", deltas = "0.05,0.1,0.2,0.3,0.4";
   app.add_option("--model", f.model, "checkpoint directory (config.json, model.safetensors, "
-                 "tokenizer.model)")->required()->check(CLI::ExistingDirectory);
+                 "tokenizer.json or tokenizer.model)")->required()->check(CLI::ExistingDirectory);
   app.add_option("--calibration-prompts", f.calibration_prompts, "prompt file (*.jsonl or one "
                  "prompt per line); pooled with --test-prompts")->required();
   app.add_option("--test-prompts", f.test_prompts, "prompt file (*.jsonl or one prompt per line)")

@@ -20,6 +20,7 @@
 #include <optional>
 #include <exception>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,7 @@ struct Flags {
   std::size_t max_new_tokens = 64;
   std::size_t threads = 1;
   std::size_t context = 0;
+  calm::WeightFormat weights = calm::WeightFormat::file;
   calm::SamplingOptions sampling;
   calm::cli::PolicyFlags policy;
   std::filesystem::path calibration;
@@ -74,8 +76,9 @@ int run(Flags& f) {
   // What would fail only after decoding is refused first.
   if (f.json) calm::io::check_utf8(f.prompt, "--prompt");
   if (!f.report_html.empty()) calm::io::check_writable_destination(f.report_html, "--report");
-  const calm::Tokenizer tokenizer = calm::Tokenizer::load(f.model / "tokenizer.model");
-  const auto model = calm::LlamaModel::load(f.model, {.max_context = f.context});
+  const calm::Tokenizer tokenizer = calm::Tokenizer::load_folder(f.model);
+  fmt::print(stderr, "calm-generate: tokenizer: {}\n", tokenizer.description());
+  const auto model = calm::LlamaModel::load(f.model, {.max_context = f.context, .weights = f.weights});
   tokenizer.check_fits(model->config(), (f.model / "config.json").string());
   const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
   const float lambda = f.calibration.empty() ? f.policy.threshold : apply_calibration(f, model->num_layers());
@@ -207,12 +210,17 @@ int run(Flags& f) {
 int main(int argc, char** argv) {
   CLI::App app{"calm-generate: generate text with a Hugging Face Llama checkpoint, exiting early"};
   Flags f;
-  app.add_option("--model", f.model, "checkpoint directory (config.json, model.safetensors, tokenizer.model)")
+  app.add_option("--model", f.model, "checkpoint directory (config.json, model.safetensors, "
+                 "tokenizer.json or tokenizer.model)")
       ->required()->check(CLI::ExistingDirectory);
   app.add_option("--prompt", f.prompt, "text to continue")->required();
   app.add_option("--max-new-tokens", f.max_new_tokens, "tokens to generate")->check(CLI::Range(1, 1 << 20));
   app.add_option("--threads", f.threads, "threads for the matrix products")->check(CLI::Range(1, 256));
   app.add_option("--context", f.context, "KV cache length (0: the model's, at most 4096)");
+  app.add_option("--weights", f.weights, "file: the checkpoint's dtype; q8_0: quantized at load")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, calm::WeightFormat>{{"file", calm::WeightFormat::file},
+                                                     {"q8_0", calm::WeightFormat::q8_0}}));
   app.add_option("--temperature", f.sampling.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
   app.add_option("--top-k", f.sampling.top_k, "keep the k most likely tokens (0 = all)");
   app.add_option("--top-p", f.sampling.top_p, "nucleus mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
@@ -232,6 +240,20 @@ int main(int argc, char** argv) {
                "tokens from the embedding instead of from their exact draft layers");
   CLI11_PARSE(app, argc, argv);
   try {
+    // No policy named: the calibrated one next to the model if there is one, else the full
+    // model with no exit checks (checks that never exit only cost time).
+    if (f.calibration.empty() && !calm::cli::any_policy_flag(app)) {
+      const std::filesystem::path calibrated = f.model / calm::calibrate::kCalibrationFileName;
+      if (std::filesystem::exists(calibrated)) {
+        f.calibration = calibrated;
+        fmt::print(stderr, "calm-generate: no policy flags: using the calibrated policy of {} "
+                   "(--measure full runs the full model)\n", calibrated.string());
+      } else {
+        f.policy.measure = "full";
+        fmt::print(stderr, "calm-generate: no policy flags and no {} next to the model: running "
+                   "the full model\n", calm::calibrate::kCalibrationFileName);
+      }
+    }
     return run(f);
   } catch (const std::exception& e) {
     fmt::print(stderr, "calm-generate: error: {}\n", e.what());

@@ -40,7 +40,8 @@ int run(const std::filesystem::path& dir, const std::filesystem::path& text_file
   if (!in) throw calm::Error("--text: cannot read '" + text_file.string() + "'");
   std::stringstream ss;
   ss << in.rdbuf();
-  const calm::Tokenizer tok = calm::Tokenizer::load(dir / "tokenizer.model");
+  const calm::Tokenizer tok = calm::Tokenizer::load_folder(dir);
+  fmt::print(stderr, "calm-train-classifier: tokenizer: {}\n", tok.description());
   std::vector<int> tokens = tok.encode(ss.str(), /*add_bos=*/false);
   if (tokens.size() > max_tokens) tokens.resize(max_tokens);
   if (tokens.size() < 10)

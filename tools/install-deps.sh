@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages calm needs, only those missing. Usage: tools/install-deps.sh [--python]
+# Installs the Debian 12 packages calm needs, only those missing. Usage: tools/install-deps.sh [--python | --fuzz]
 #   --python  also the PyTorch training/reference stack (python3-torch, python3-sentencepiece)
+#   --fuzz    also clang with libFuzzer (tools/test.sh --fuzz)
 set -euo pipefail
 pkgs=(g++ cmake make pkg-config xtl-dev libxsimd-dev xtensor-dev libsentencepiece-dev sentencepiece
-      doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev)
+      libpcre2-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev)
+# The tokenizer reference test runs a JavaScript implementation fetched with npm. A node that is
+# already there (e.g. a newer one with its own npm) is kept.
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+if [[ "${1:-}" == "--fuzz" ]]; then  # libFuzzer and its sanitizer runtimes come with clang
+  pkgs+=(clang libclang-rt-14-dev python3)
+fi
 if [[ "${1:-}" == "--python" ]]; then
   pkgs+=(python3 python3-numpy python3-torch python3-sentencepiece libopenblas0-pthread python3-matplotlib)
 fi

@@ -31,6 +31,7 @@ seed fuzz_index "$F/tiny-mha-f16-sharded/model.safetensors.index.json"
 seed fuzz_config "$F"/*/config.json "$M/config.json"
 seed fuzz_calibration "$M/calm_calibration.json"
 seed fuzz_prompts "$root/tests/programs/prompts.jsonl"
+seed fuzz_hf_tokenizer "$F/io/hf_tokenizer.json" "$F/io/hf_tokenizer_pairs.json"
 for t in "$root"/tests/fuzz/fuzz_*.cpp; do
   name=$(basename "$t" .cpp)
   [[ -d "$corpus/$name" ]] || { echo "fuzz/run.sh: no seeds for $name" >&2; exit 1; }
@@ -57,6 +58,8 @@ put("fuzz_config", "nul", text + "\0" + '{"rope_scaling": {"type": "linear"}}')
 cal = open(f"{sys.argv[2].rsplit('/', 1)[0]}/calm_calibration.json").read()
 put("fuzz_calibration", "deep_version", cal.replace('"version": 1', '"version": ' + deep, 1))
 put("fuzz_calibration", "nul", cal + "\0garbage")
+put("fuzz_hf_tokenizer", "deep", '{"model": {"vocab": ' + deep + '}}')
+put("fuzz_hf_tokenizer", "nul", open(f"{corpus}/fuzz_hf_tokenizer/tests_fixtures_io_hf_tokenizer.json").read() + "\0{}")
 put("fuzz_prompts", "deep", '{"prompt": ' + deep + '}\n')
 put("fuzz_prompts", "nul", '{"prompt": "a"}\0{"prompt": 1}\n')
 put("fuzz_prompts", "huge_number", '{"prompt": "a", "n": 1e999}\n')  # once a bare nlohmann error

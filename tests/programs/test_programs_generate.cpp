@@ -139,3 +139,32 @@ TEST_CASE("calm-generate: a bad schedule in calm_calibration.json names the file
     CHECK(!contains(run.out, "ROMEO"));
   }
 }
+
+// With no policy flags, calm-generate uses the calibrated policy next to the model, and
+// without one the full model, with no confidence checks (which could never exit).
+TEST_CASE("calm-generate without policy flags: the calibration next to the model, else the full model") {
+  std::string args = "--model " + quote(kModel) + " --prompt 'ROMEO:' --max-new-tokens 20 --json";
+  const auto calibrated = run_program(CALM_GENERATE_EXE, args);
+  REQUIRE_MESSAGE(calibrated.status == 0, calibrated.err);
+  CHECK(contains(calibrated.err, "no policy flags: using the calibrated policy of"));
+  CHECK(contains(calibrated.err, "calm_calibration.json"));
+  const auto with_calibration = nlohmann::json::parse(calibrated.out);
+  std::size_t checks = 0;
+  for (const auto& t : with_calibration.at("tokens")) checks += t.at("checks").get<std::size_t>();
+  CHECK(checks > 0);
+
+  const calm::test::ScratchDir dir("generate_defaults");
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.model", "calm.safetensors"})
+    fs::copy_file(kModel / f, dir.path / f);
+  const auto full = run_program(CALM_GENERATE_EXE, "--model " + quote(dir.path) +
+                                                       " --prompt 'ROMEO:' --max-new-tokens 20 --json");
+  REQUIRE_MESSAGE(full.status == 0, full.err);
+  CHECK(contains(full.err, "running the full model"));
+  const auto j = nlohmann::json::parse(full.out);
+  CHECK(j.at("average_layers").get<double>() == 8.0);
+  for (const auto& t : j.at("tokens")) CHECK(t.at("checks").get<std::size_t>() == 0);
+  // The same text as --measure full on the bundled model.
+  const auto same = run_program(CALM_GENERATE_EXE, args + " --measure full");
+  REQUIRE_MESSAGE(same.status == 0, same.err);
+  CHECK(j.at("text") == nlohmann::json::parse(same.out).at("text"));
+}

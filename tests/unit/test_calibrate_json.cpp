@@ -248,6 +248,18 @@ TEST_CASE("model fingerprint depends on the content of config, weights and token
   CHECK(changed != first);
   write_text(model / "tokenizer.model", "spn");
   CHECK(cc::model_fingerprint(model) != changed);
+  // A tokenizer.json is the folder's tokenizer when present (as for Tokenizer::load_folder).
+  const std::string with_model = cc::model_fingerprint(model);
+  write_text(model / "tokenizer.json", "{}");
+  const std::string with_json = cc::model_fingerprint(model);
+  CHECK(with_json != with_model);
+  write_text(model / "tokenizer.model", "spo");
+  CHECK(cc::model_fingerprint(model) == with_json);  // tokenizer.model no longer counts
+  write_text(model / "tokenizer.json", "{ }");
+  CHECK(cc::model_fingerprint(model) != with_json);
+  fs::remove(model / "tokenizer.json");
+  write_text(model / "tokenizer.model", "spn");
+  CHECK(cc::model_fingerprint(model) == with_model);
 
   // Missing files are named.
   fs::remove(model / "tokenizer.model");

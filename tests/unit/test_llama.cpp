@@ -30,31 +30,7 @@ using calm::test::relative_error;
 constexpr double kDecodeTolerance = 2e-4;   // ||calm - ref|| / ||ref|| per token and layer
 constexpr double kPrefillTolerance = 3e-2;  // same, through the matrix-matrix prefill
 
-struct Reference {
-  calm::io::SafeTensorsFile file;
-  std::vector<int> prompt, greedy;
-
-  explicit Reference(const fs::path& path) : file(calm::io::SafeTensorsFile::open(path)) {
-    // The token lists live in the safetensors __metadata__ as JSON strings.
-    calm::io::MappedFile raw(path);
-    std::uint64_t n = 0;
-    std::memcpy(&n, raw.bytes().data(), 8);
-    const auto header = nlohmann::json::parse(
-        std::string(reinterpret_cast<const char*>(raw.bytes().data()) + 8, n));
-    const auto& meta = header.at("__metadata__");
-    prompt = nlohmann::json::parse(meta.at("prompt_tokens").get<std::string>()).get<std::vector<int>>();
-    greedy = nlohmann::json::parse(meta.at("greedy_tokens").get<std::string>()).get<std::vector<int>>();
-  }
-
-  // Row t of a (n_tokens, width) F32 tensor.
-  std::vector<float> row(const std::string& name, std::size_t t) const {
-    const calm::io::TensorView* v = file.find(name);
-    REQUIRE_MESSAGE(v != nullptr, "reference lacks " << name);
-    const std::size_t width = v->shape.at(1);
-    const float* p = v->as<float>() + t * width;
-    return {p, p + width};
-  }
-};
+using Reference = calm::test::ReferenceDump;
 
 
 // The committed fixtures, plus the model directories listed (':'-separated) in

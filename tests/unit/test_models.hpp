@@ -9,9 +9,46 @@
 #include <span>
 #include <vector>
 
+#include <calm/io/mapped_file.hpp>
+#include <calm/io/safetensors.hpp>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 namespace calm::test {
+
+// A reference dump of tools/reference.py (tests/fixtures/README.md): the prompt and greedy
+// tokens from its __metadata__, and rows of its (n_tokens, width) F32 tensors.
+struct ReferenceDump {
+  calm::io::SafeTensorsFile file;
+  std::vector<int> prompt, greedy;
+
+  explicit ReferenceDump(const std::filesystem::path& path)
+      : file(calm::io::SafeTensorsFile::open(path)) {
+    // The token lists live in the safetensors __metadata__ as JSON strings.
+    calm::io::MappedFile raw(path);
+    std::uint64_t n = 0;
+    std::memcpy(&n, raw.bytes().data(), 8);
+    const auto header = nlohmann::json::parse(
+        std::string(reinterpret_cast<const char*>(raw.bytes().data()) + 8, n));
+    const auto& meta = header.at("__metadata__");
+    prompt = nlohmann::json::parse(meta.at("prompt_tokens").get<std::string>()).get<std::vector<int>>();
+    greedy = nlohmann::json::parse(meta.at("greedy_tokens").get<std::string>()).get<std::vector<int>>();
+  }
+
+  // Row t of a (n_tokens, width) F32 tensor.
+  std::vector<float> row(const std::string& name, std::size_t t) const {
+    const calm::io::TensorView* v = file.find(name);
+    REQUIRE_MESSAGE(v != nullptr, "reference lacks " << name);
+    const std::size_t width = v->shape.at(1);
+    const float* p = v->as<float>() + t * width;
+    return {p, p + width};
+  }
+};
 
 // The fixture checkpoints under tests/fixtures that come with a reference dump, sorted.
 inline std::vector<std::filesystem::path> checkpoint_fixtures() {

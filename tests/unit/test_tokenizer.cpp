@@ -218,7 +218,7 @@ TEST_CASE("StreamDecoder: bad ids are refused") {
 
 TEST_CASE("Tokenizer: check_fits refuses a tokenizer that is not the model's, naming both") {
   // Every committed checkpoint and the bundled model pass.
-  for (const fs::path dir : {fs::path(CALM_FIXTURES) / "tiny-gqa-bf16-tied",
+  for (const fs::path& dir : {fs::path(CALM_FIXTURES) / "tiny-gqa-bf16-tied",
                              fs::path(CALM_FIXTURES) / "tiny-gqa-f32-untied",
                              fs::path(CALM_FIXTURES) / "tiny-mha-f16-sharded",
                              fs::path(CALM_MODELS) / "shakespeare-8l"}) {

@@ -38,6 +38,7 @@
 #include "calm/io/atomic_file.hpp"
 #include "calm/io/json.hpp"
 #include "calm/io/mapped_file.hpp"
+#include "calm/io/tokenizer_file.hpp"
 
 namespace calm::calibrate {
 
@@ -303,7 +304,8 @@ inline void hash_file(Fnv1a64& hash, const std::filesystem::path& file, const st
 
 // Content fingerprint of a model directory: FNV-1a 64 over config.json, the weights
 // (model.safetensors, or model.safetensors.index.json plus the shards its weight_map names, in
-// name order) and tokenizer.model, each with its name and size. Reads every byte once: for a 7B
+// name order) and the tokenizer the folder uses (tokenizer.json, else tokenizer.model:
+// io::tokenizer_file), each with its name and size. Reads every byte once: for a 7B
 // bf16 model (~13 GB) that is ~10 s from page cache; for the bundled small models, milliseconds.
 // Returns "fnv1a64:" followed by 16 lowercase hex digits.
 inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
@@ -334,7 +336,7 @@ inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
     throw Error("model fingerprint: " + model_dir.string() +
                 " has neither model.safetensors nor model.safetensors.index.json");
   }
-  files.emplace_back("tokenizer.model");
+  files.push_back(io::tokenizer_file(model_dir).filename().string());
 
   detail::Fnv1a64 hash;
   for (const std::string& name : files) {

@@ -68,6 +68,10 @@ struct LlamaOptions {
   // only the norms and the head are scanned; a non-finite value elsewhere is then caught when
   // it reaches the logits (docs/design.md §11).
   bool check_all_weights = false;
+  // How the linear weights are held: as the file stores them, or quantized at load to q8_0
+  // (the layers' matrices and an untied head; ~1.1 bytes per weight; docs/design.md,
+  // "Quantized weights (q8_0)"). q8_0 needs every quantized matrix's cols % 32 == 0.
+  WeightFormat weights = WeightFormat::file;
 };
 
 class LlamaModel {
@@ -90,7 +94,10 @@ class LlamaModel {
         ckpt_(std::move(ckpt)),
         weights_(LlamaWeights::load(ckpt_, config_)) {
     if (opts.check_all_weights) LlamaWeights::check_all_finite(ckpt_);
-    if (opts.copy_weights) arena_ = weights_.copy_to_arena();
+    if (opts.weights == WeightFormat::q8_0)
+      arena_ = weights_.quantize_to_arena(opts.copy_weights);
+    else if (opts.copy_weights)
+      arena_ = weights_.copy_to_arena();
     const std::size_t cfg_max = config_.max_position_embeddings;
     max_context_ = opts.max_context ? opts.max_context : std::min<std::size_t>(cfg_max, 4096);
     if (max_context_ > cfg_max)
@@ -165,7 +172,7 @@ class LlamaModel {
   LlamaConfig config_;
   io::Checkpoint ckpt_;  // owns the mmaps the weights point into
   LlamaWeights weights_;
-  WeightArena arena_;    // the weights' copy when LlamaOptions::copy_weights
+  WeightArena arena_;    // the weights' copy (copy_weights) and their q8_0 quantization
   std::size_t max_context_ = 0;
   std::vector<float> rope_cos_, rope_sin_;  // (max_context, head_dim/2)
 };

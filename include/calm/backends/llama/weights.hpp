@@ -1,6 +1,7 @@
 // Typed views of the Llama weights inside the memory-mapped checkpoint. Linear weights stay in
-// their file dtype (F32/F16/BF16) and are widened inside the kernels; the small norm vectors are
-// widened to f32 once at load.
+// their file dtype (F32/F16/BF16) and are widened inside the kernels, or are quantized to q8_0
+// at load (WeightFormat::q8_0, kernels/q8_0.hpp); the small norm vectors are widened to f32 once
+// at load.
 #pragma once
 
 #include <calm/core/dtype.hpp>
@@ -11,10 +12,12 @@
 #include <calm/kernels/elementwise.hpp>
 #include <calm/kernels/matmul.hpp>
 #include <calm/kernels/matvec.hpp>
+#include <calm/kernels/q8_0.hpp>
 
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -33,13 +36,27 @@
 
 namespace calm {
 
-// A linear layer's weight W (rows, cols), row-major, in its file dtype.
+// How the linear weights are held in memory: as the file stores them (F32/F16/BF16), or
+// quantized at load to q8_0 (blocks of 32 int8 with one scale each, kernels/q8_0.hpp; the
+// layers' matrices and an untied head; the embedding and a tied head stay in the file dtype).
+enum class WeightFormat : std::uint8_t { file, q8_0 };
+
+// A linear layer's weight W (rows, cols), row-major, in its file dtype, or in q8_0: then data
+// holds the int8 quants (rows, cols) and scales the f32 block scales (rows, cols / 32); dtype
+// stays the file's.
 struct Linear {
   DType dtype = DType::f32;
   const std::byte* data = nullptr;
   std::size_t rows = 0, cols = 0;
+  WeightFormat format = WeightFormat::file;
+  const float* scales = nullptr;  // (rows, cols / kQ8Block) when format == q8_0
 
-  std::size_t bytes() const noexcept { return rows * cols * dtype_size(dtype); }
+  std::size_t bytes() const noexcept {
+    if (format == WeightFormat::q8_0)
+      return rows * cols + rows * (cols / kernels::kQ8Block) * sizeof(float);
+    return rows * cols * dtype_size(dtype);
+  }
+  const std::int8_t* quants() const noexcept { return reinterpret_cast<const std::int8_t*>(data); }
 
   template <class F>
   decltype(auto) visit(F&& f) const {  // calls f(const T*) with the weight's element type
@@ -53,19 +70,28 @@ struct Linear {
 
   // y(rows) = W x(cols)
   void apply(float* y, const float* x, ThreadPool* pool) const {
+    if (format == WeightFormat::q8_0)
+      return kernels::matvec_q8_0(y, quants(), scales, x, rows, cols, pool);
     visit([&](const auto* w) { kernels::matvec(y, w, x, rows, cols, pool); });
   }
   // Y(n, rows) = X(n, cols) W^T
   void apply_batch(float* y, const float* x, std::size_t n, ThreadPool* pool) const {
+    if (format == WeightFormat::q8_0)
+      return kernels::matmul_q8_0(y, quants(), scales, x, n, rows, cols, pool);
     visit([&](const auto* w) { kernels::matmul(y, w, x, n, rows, cols, pool); });
   }
   // Y(n, rows) = X(n, cols) W^T, each row bitwise what apply() gives for it; every weight is
   // still read from memory once (kernels::matvec_batch).
   void apply_rows(float* y, const float* x, std::size_t n, ThreadPool* pool) const {
+    if (format == WeightFormat::q8_0)
+      return kernels::matvec_batch_q8_0(y, quants(), scales, x, n, rows, cols, pool);
     visit([&](const auto* w) { kernels::matvec_batch(y, w, x, n, rows, cols, pool); });
   }
   // out(cols) := row r of W, widened to f32 (the embedding lookup).
   void row(std::size_t r, float* out) const {
+    if (format == WeightFormat::q8_0)
+      return kernels::dequantize_row_q8_0(out, quants() + r * cols,
+                                          scales + r * (cols / kernels::kQ8Block), cols);
     visit([&](const auto* w) { kernels::widen(out, w + r * cols, cols); });
   }
 };
@@ -85,9 +111,19 @@ inline void apply_shared_input(std::initializer_list<LinearOutput> outputs, cons
   const LinearOutput& first = *outputs.begin();
   bool together = outputs.size() <= kMaxSegments;
   for (const LinearOutput& o : outputs)
-    together = together && o.w.dtype == first.w.dtype && o.w.cols == first.w.cols;
+    together = together && o.w.format == first.w.format &&
+               (o.w.format == WeightFormat::q8_0 || o.w.dtype == first.w.dtype) &&
+               o.w.cols == first.w.cols;
   if (!together) {
     for (const LinearOutput& o : outputs) o.w.apply(o.y, x, pool);
+    return;
+  }
+  if (first.w.format == WeightFormat::q8_0) {
+    std::array<kernels::Q8Segment, kMaxSegments> segments{};
+    std::size_t n = 0;
+    for (const LinearOutput& o : outputs) segments[n++] = {o.y, o.w.quants(), o.w.scales, o.w.rows};
+    kernels::matvec_q8_0(std::span<const kernels::Q8Segment>(segments.data(), n), x,
+                         first.w.cols, pool);
     return;
   }
   first.w.visit([&](const auto* first_w) {
@@ -322,6 +358,70 @@ struct LlamaWeights {
     }
     if (lm_head.data == old_embed) lm_head.data = embed.data;
     realigned.clear();
+    return arena;
+  }
+
+  // Quantizes the layers' matrices and an untied head to q8_0 into one arena (quants, then
+  // scales, each 64-byte aligned) and points at it; with copy_dense the embedding (and a tied
+  // head) is copied there too in its file dtype, else it stays where it is. Refuses, naming
+  // the tensor, a matrix whose cols is not a multiple of 32 (q8_0 keeps whole blocks) or that
+  // holds a non-finite weight or one beyond q8_0's range (|w| > 127 * 65504).
+  WeightArena quantize_to_arena(bool copy_dense) {
+    struct Named {
+      std::string name;
+      Linear* w;
+    };
+    std::vector<Named> quantized;
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      LlamaLayerWeights& l = layers[i];
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      quantized.insert(quantized.end(), {{p + "self_attn.q_proj.weight", &l.q},
+                                         {p + "self_attn.k_proj.weight", &l.k},
+                                         {p + "self_attn.v_proj.weight", &l.v},
+                                         {p + "self_attn.o_proj.weight", &l.o},
+                                         {p + "mlp.gate_proj.weight", &l.gate},
+                                         {p + "mlp.up_proj.weight", &l.up},
+                                         {p + "mlp.down_proj.weight", &l.down}});
+    }
+    const bool tied = lm_head.data == embed.data;
+    if (!tied) quantized.push_back({"lm_head.weight", &lm_head});
+    for (const Named& n : quantized)
+      if (n.w->cols % kernels::kQ8Block != 0)
+        throw Error("tensor '" + n.name + "' has " + std::to_string(n.w->cols) +
+                    " columns, not a multiple of " + std::to_string(kernels::kQ8Block) +
+                    "; q8_0 weights need whole blocks of 32 (load with WeightFormat::file)");
+    const auto padded = [](std::size_t b) { return (b + 63) / 64 * 64; };
+    const auto q8_bytes = [&](const Linear& w) {
+      return padded(w.rows * w.cols) + padded(w.rows * (w.cols / kernels::kQ8Block) * sizeof(float));
+    };
+    std::size_t total = copy_dense ? padded(embed.bytes()) : 0;
+    for (const Named& n : quantized) total += q8_bytes(*n.w);
+    WeightArena arena(total);
+    std::size_t offset = 0;
+    if (copy_dense) {
+      std::memcpy(arena.data(), embed.data, embed.bytes());
+      embed.data = arena.data();
+      offset = padded(embed.bytes());
+      if (tied) lm_head.data = embed.data;
+    }
+    for (const Named& n : quantized) {
+      Linear& w = *n.w;
+      auto* q = reinterpret_cast<std::int8_t*>(arena.data() + offset);
+      auto* d = reinterpret_cast<float*>(arena.data() + offset + padded(w.rows * w.cols));
+      const std::size_t nb = w.cols / kernels::kQ8Block;
+      w.visit([&](const auto* src) {
+        for (std::size_t r = 0; r < w.rows; ++r)
+          if (!kernels::quantize_row_q8_0(q + r * w.cols, d + r * nb, src + r * w.cols, w.cols))
+            throw Error("tensor '" + n.name + "' row " + std::to_string(r) +
+                        " holds a non-finite weight or one beyond q8_0's range (|w| > 127 * "
+                        "65504); calm cannot quantize it");
+      });
+      offset += q8_bytes(w);
+      w.format = WeightFormat::q8_0;
+      w.data = reinterpret_cast<const std::byte*>(q);
+      w.scales = d;
+    }
+    if (copy_dense) realigned.clear();
     return arena;
   }
 

@@ -1,0 +1,255 @@
+// q8_0 weights (kernels/q8_0.hpp, LlamaOptions::weights) against the file's bf16, measured in
+// the same run: each iteration decodes a few tokens with the bf16 model and as many with the
+// q8_0 model of the same checkpoint, alternating which goes first, so noise on the (shared)
+// machine hits both alike. Counters:
+//   bf16_tok/s q8_0_tok/s  decode speed of each (full model, one token after a 64-token prompt)
+//   q8_over_bf16           the speed ratio
+//   bf16_of_triad q8_of_triad   bytes of weights per token / time per token, over the triad
+//                          bandwidth measured right before (the fraction of the memory bound)
+//   bf16_of_read q8_of_read     the same over the read-only bandwidth
+// Models: TinyLlama-1.1B's shape with random bf16 weights (the kit's fixtures; memory-bound) and
+// the bundled models/shakespeare-8l (in cache: per-token fixed costs). BM_Matvec: one matrix
+// y = W x, bf16 vs q8_0, alternately, at TinyLlama's largest shapes.
+#include <calm/backends/llama/llama.hpp>
+#include <calm/benchmark.hpp>
+#include <calm/kernels/matvec.hpp>
+#include <calm/kernels/q8_0.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <numeric>
+#include <random>
+#include <vector>
+
+namespace {
+
+constexpr std::size_t kPromptTokens = 64;
+constexpr std::size_t kTokensPerTurn = 4;  // tokens each model decodes per turn
+
+struct Decoding {
+  calm::LlamaSession session;
+  std::vector<float> x, logits;
+  std::size_t pos = kPromptTokens;
+  double seconds = 0;
+  std::size_t tokens = 0;
+
+  Decoding(const std::filesystem::path& dir, std::size_t threads, calm::WeightFormat format)
+      : session(calm::LlamaSession::load(dir, threads, {.max_context = 256, .weights = format})),
+        x(session.hidden_size()),
+        logits(session.vocab_size()) {
+    std::vector<int> prompt(kPromptTokens);
+    std::iota(prompt.begin(), prompt.end(), 3);
+    session.prefill(prompt, 0, x);
+  }
+  void turn() {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::size_t k = 0; k < kTokensPerTurn; ++k) {
+      if (pos == session.max_context()) pos = kPromptTokens;  // wrap: positions are reused
+      session.embed(static_cast<int>(pos % 300), x);
+      for (std::size_t i = 0; i < session.num_layers(); ++i) session.run_layer(i, x, pos);
+      session.exit_head(x, logits);
+      benchmark::DoNotOptimize(logits.data());
+      ++pos;
+    }
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    tokens += kTokensPerTurn;
+  }
+};
+
+void BM_DecodeQ8(benchmark::State& state, const std::filesystem::path& dir) {
+  const auto threads = static_cast<std::size_t>(state.range(0));
+  Decoding bf16(dir, threads, calm::WeightFormat::file), q8(dir, threads, calm::WeightFormat::q8_0);
+  const calm::bench::MachineLimits limits = calm::bench::measure_machine_limits(threads);
+  bool bf16_first = true;
+  for (auto _ : state) {
+    if (bf16_first) {
+      bf16.turn();
+      q8.turn();
+    } else {
+      q8.turn();
+      bf16.turn();
+    }
+    bf16_first = !bf16_first;
+  }
+  const double tb = bf16.seconds / double(bf16.tokens), tq = q8.seconds / double(q8.tokens);
+  const double bytes_b = double(bf16.session.model().weight_bytes_per_token());
+  const double bytes_q = double(q8.session.model().weight_bytes_per_token());
+  state.counters["bf16_tok/s"] = 1.0 / tb;
+  state.counters["q8_0_tok/s"] = 1.0 / tq;
+  state.counters["q8_over_bf16"] = tb / tq;
+  state.counters["bf16_of_triad"] = bytes_b / tb / limits.triad_bytes_per_second;
+  state.counters["q8_of_triad"] = bytes_q / tq / limits.triad_bytes_per_second;
+  if (limits.read_bytes_per_second > 0) {
+    state.counters["bf16_of_read"] = bytes_b / tb / limits.read_bytes_per_second;
+    state.counters["q8_of_read"] = bytes_q / tq / limits.read_bytes_per_second;
+  }
+  state.counters["q8_GB_per_token"] = bytes_q / 1e9;
+}
+
+void BM_DecodeQ8_TinyLlama(benchmark::State& state) {
+  BM_DecodeQ8(state, calm::bench::random_checkpoint(calm::bench::kTinyLlama));
+}
+void BM_DecodeQ8_Shakespeare(benchmark::State& state) {
+  BM_DecodeQ8(state, std::filesystem::path(CALM_MODELS) / "shakespeare-8l");
+}
+
+// Prefill of a 64-token prompt, bf16 (matmul) and q8_0 (matvec_batch_q8_0: each row as decode
+// computes it) alternately. Counter: q8_over_bf16, the ratio of prompt tokens/s.
+void BM_PrefillQ8_TinyLlama(benchmark::State& state) {
+  const auto dir = calm::bench::random_checkpoint(calm::bench::kTinyLlama);
+  calm::LlamaSession bf16 = calm::LlamaSession::load(dir, 1, {.max_context = 256});
+  calm::LlamaSession q8 =
+      calm::LlamaSession::load(dir, 1, {.max_context = 256, .weights = calm::WeightFormat::q8_0});
+  std::vector<int> prompt(kPromptTokens);
+  std::iota(prompt.begin(), prompt.end(), 3);
+  std::vector<float> x(bf16.hidden_size());
+  double tb = 0, tq = 0;
+  bool bf16_first = true;
+  for (auto _ : state) {
+    for (int k = 0; k < 2; ++k) {
+      calm::LlamaSession& s = (k == 0) == bf16_first ? bf16 : q8;
+      const auto t0 = std::chrono::steady_clock::now();
+      s.prefill(prompt, 0, x);
+      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      (&s == &bf16 ? tb : tq) += dt;
+    }
+    bf16_first = !bf16_first;
+  }
+  const double n = double(state.iterations()) * kPromptTokens;
+  state.counters["bf16_prompt_tok/s"] = n / tb;
+  state.counters["q8_0_prompt_tok/s"] = n / tq;
+  state.counters["q8_over_bf16"] = tb / tq;
+}
+
+// y = W x for one (rows, cols) matrix, bf16 and q8_0 alternately (weights far larger than the
+// caches: each iteration reads every weight from memory). Args: rows, cols.
+void BM_Matvec(benchmark::State& state) {
+  const auto rows = static_cast<std::size_t>(state.range(0)), cols = static_cast<std::size_t>(state.range(1));
+  // Several copies so that the pass over them outruns the last-level cache.
+  constexpr std::size_t kCopies = 8;
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-0.03f, 0.03f);
+  std::vector<calm::bf16> wb(kCopies * rows * cols);
+  for (auto& w : wb) w = calm::to_bf16(u(rng));
+  std::vector<std::int8_t> q(wb.size());
+  std::vector<float> d(wb.size() / calm::kernels::kQ8Block);
+  for (std::size_t r = 0; r < kCopies * rows; ++r)
+    calm::kernels::quantize_row_q8_0(q.data() + r * cols, d.data() + r * (cols / 32),
+                                     wb.data() + r * cols, cols);
+  std::vector<float> x(cols, 0.5f), y(rows);
+  const calm::bench::MachineLimits limits = calm::bench::measure_machine_limits(1);
+  double tb = 0, tq = 0;
+  std::size_t copy = 0;
+  for (auto _ : state) {
+    const std::size_t o = copy * rows * cols;
+    auto t0 = std::chrono::steady_clock::now();
+    calm::kernels::matvec(y.data(), wb.data() + o, x.data(), rows, cols);
+    auto t1 = std::chrono::steady_clock::now();
+    calm::kernels::matvec_q8_0(y.data(), q.data() + o, d.data() + o / 32, x.data(), rows, cols);
+    auto t2 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(y.data());
+    tb += std::chrono::duration<double>(t1 - t0).count();
+    tq += std::chrono::duration<double>(t2 - t1).count();
+    copy = (copy + 1) % kCopies;
+  }
+  const double n = double(state.iterations());
+  const double bytes_b = 2.0 * rows * cols, bytes_q = 1.125 * rows * cols;
+  state.counters["q8_over_bf16"] = tb / tq;
+  state.counters["bf16_of_triad"] = bytes_b * n / tb / limits.triad_bytes_per_second;
+  state.counters["q8_of_triad"] = bytes_q * n / tq / limits.triad_bytes_per_second;
+  if (limits.read_bytes_per_second > 0) {
+    state.counters["bf16_of_read"] = bytes_b * n / tb / limits.read_bytes_per_second;
+    state.counters["q8_of_read"] = bytes_q * n / tq / limits.read_bytes_per_second;
+  }
+}
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+
+// The other way to multiply q8_0 weights, as llama.cpp does: quantize x to q8_0 blocks too
+// and take int8 dot products (vpdpbusd: |w| as unsigned times x with w's sign), one f32 scale
+// product dw * dx per block. A prototype kept here to measure the choice (docs/design.md,
+// "Quantized weights (q8_0)"): 4 rows at a time, cols a multiple of 64, no prefetch.
+void matvec_q8_vnni(float* y, const std::int8_t* q, const float* d, const std::int8_t* xq,
+                    const float* dx, std::size_t rows, std::size_t cols) {
+  const std::size_t nb = cols / 32;
+  const __m512i halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i zero = _mm512_setzero_si512();
+  const auto pair = [&](const float* p) {  // [p0 x8, p1 x8]
+    return _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(
+                                             _mm_load_sd(reinterpret_cast<const double*>(p)))));
+  };
+  for (std::size_t r0 = 0; r0 + 4 <= rows; r0 += 4) {
+    __m512 acc[4];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    for (std::size_t b = 0; b < nb; b += 2) {
+      const std::size_t c = b * 32;
+      const __m512i xv = _mm512_loadu_si512(xq + c);
+      const __m512 sx = pair(dx + b);
+      for (std::size_t r = 0; r < 4; ++r) {
+        const __m512i wv = _mm512_loadu_si512(q + (r0 + r) * cols + c);
+        const __m512i sxv = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
+        const __m512i dot = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(wv), sxv);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
+                                 _mm512_mul_ps(sx, pair(d + (r0 + r) * nb + b)), acc[r]);
+      }
+    }
+    for (std::size_t r = 0; r < 4; ++r) y[r0 + r] = _mm512_reduce_add_ps(acc[r]);
+  }
+}
+
+// y = W x, q8_0 with f32 x (calm's kernel) against the VNNI prototype (x quantized per call,
+// its cost included), alternately. Args: rows, cols, copies (1: in cache).
+void BM_MatvecVnni(benchmark::State& state) {
+  const auto rows = static_cast<std::size_t>(state.range(0)), cols = static_cast<std::size_t>(state.range(1));
+  const auto copies = static_cast<std::size_t>(state.range(2));
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-0.03f, 0.03f);
+  std::vector<float> w(copies * rows * cols);
+  for (auto& v : w) v = u(rng);
+  std::vector<std::int8_t> q(w.size());
+  std::vector<float> d(w.size() / 32);
+  for (std::size_t r = 0; r < copies * rows; ++r)
+    calm::kernels::quantize_row_q8_0(q.data() + r * cols, d.data() + r * (cols / 32), w.data() + r * cols, cols);
+  std::vector<float> x(cols), y(rows), y2(rows);
+  for (auto& v : x) v = u(rng) * 30;
+  std::vector<std::int8_t> xq(cols);
+  std::vector<float> dx(cols / 32);
+  double tf = 0, tv = 0;
+  std::size_t copy = 0;
+  for (auto _ : state) {
+    const std::size_t o = copy * rows * cols;
+    auto t0 = std::chrono::steady_clock::now();
+    calm::kernels::matvec_q8_0(y.data(), q.data() + o, d.data() + o / 32, x.data(), rows, cols);
+    auto t1 = std::chrono::steady_clock::now();
+    calm::kernels::quantize_row_q8_0(xq.data(), dx.data(), x.data(), cols);
+    matvec_q8_vnni(y2.data(), q.data() + o, d.data() + o / 32, xq.data(), dx.data(), rows, cols);
+    auto t2 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(y.data());
+    benchmark::DoNotOptimize(y2.data());
+    tf += std::chrono::duration<double>(t1 - t0).count();
+    tv += std::chrono::duration<double>(t2 - t1).count();
+    copy = (copy + 1) % copies;
+  }
+  double num = 0, den = 0;  // how far x's quantization moves y
+  for (std::size_t r = 0; r < rows; ++r) num += double(y2[r] - y[r]) * (y2[r] - y[r]), den += double(y[r]) * y[r];
+  state.counters["vnni_over_f32x"] = tf / tv;
+  state.counters["vnni_rel_diff"] = std::sqrt(num / den);
+}
+
+#endif  // __AVX512VNNI__
+
+}  // namespace
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+BENCHMARK(BM_MatvecVnni)->Args({512, 192, 1})->Args({192, 512, 1})->Args({2048, 2048, 1})->Args({4096, 4096, 8})->Unit(benchmark::kMicrosecond)->UseRealTime();
+#endif
+BENCHMARK(BM_DecodeQ8_TinyLlama)->Arg(1)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+BENCHMARK(BM_DecodeQ8_Shakespeare)->Arg(1)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_PrefillQ8_TinyLlama)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Matvec)->Args({2048, 5632})->Args({5632, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_MAIN();

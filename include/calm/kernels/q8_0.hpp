@@ -1,0 +1,429 @@
+// q8_0 weights: blocks of 32 int8 quants with one scale per block, the numerics of GGUF's Q8_0
+// (not its file layout). For a block w[0..32): d = max|w| / 127, q_j = round(w_j / d) (computed
+// as w_j * (1/d), as GGUF does), and the scale kept is d rounded to f16; a block of zeros has
+// d = 0 and q = 0. A weight then reads as d * q_j.
+//
+// Layout of a (rows, cols) matrix, cols a multiple of 32 (kQ8Block):
+//   quants  (rows, cols)        int8, row-major: each row's quants contiguous
+//   scales  (rows, cols / 32)   f32, row-major: scale b of row r at scales[r * cols/32 + b]
+// The scales are held as f32 (each exactly an f16 value) so the kernels broadcast them with a
+// plain load instead of converting f16 per block; that costs 4 instead of 2 bytes per 32
+// weights (1.125 instead of 1.0625 bytes per weight). Quants and scales are two separate arrays
+// so that quants stay 32-byte blocks that SIMD loads take whole.
+//
+// matvec, y = W x with x in f32: each block's products are summed in f32 and scaled once,
+//   y_r = sum_b d_b * (sum_j q_bj * x_bj),
+// which is exact per block up to f32 rounding (no quantization of x). The int8 quants are
+// widened to f32 (vpmovsxbd + vcvtdq2ps) and multiplied with FMAs; docs/design.md §13 says
+// why this is the path shipped rather than quantizing x to int8 for integer dot products.
+// Structure as in matvec.hpp: 4 rows at a time, software prefetch 2 KiB ahead in each row's
+// quant stream (and in the scale stream), a static split of whole row groups over threads. Each
+// row's sum is computed in the same order whatever the grouping, the thread count or the
+// number of vectors (matvec_batch), so the results are bitwise independent of all three.
+//
+// matmul_q8_0, Y = X W^T for a block of tokens (prefill), is compute-bound: with AVX-512 BF16 it
+// dequantizes panels of W to bf16 (d * q rounded to nearest even, a relative error <= 2^-9 per
+// weight on top of q8_0's) and runs matmul.hpp's vdpbf16ps tiles on them, which round X to
+// bf16 as the bf16 prefill does; elsewhere, and for few tokens, it is matvec_batch_q8_0.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include <xsimd/xsimd.hpp>
+
+#include "calm/core/aligned.hpp"
+#include "calm/core/dtype.hpp"
+#include "calm/core/thread_pool.hpp"
+#include "calm/kernels/load.hpp"
+#include "calm/kernels/matmul.hpp"
+#include "calm/kernels/matvec.hpp"
+
+namespace calm::kernels {
+
+// Weights per q8_0 block.
+inline constexpr std::size_t kQ8Block = 32;
+
+// One matrix of a segmented q8_0 matvec: y(rows) = W(rows, cols) x; all segments of a call
+// share x and cols.
+struct Q8Segment {
+  float* y;
+  const std::int8_t* q;  // (rows, cols)
+  const float* d;        // (rows, cols / kQ8Block)
+  std::size_t rows;
+};
+
+namespace scalar {
+
+// Quantizes one row w(cols), cols % kQ8Block == 0, into q(cols) and d(cols / kQ8Block).
+// Returns false, leaving q and d unspecified, if a weight is not finite or a block's scale
+// overflows f16 (max|w| > 127 * 65504); no trained model's weights come near.
+template <class T>
+bool quantize_row_q8_0(std::int8_t* q, float* d, const T* w, std::size_t cols) noexcept {
+  for (std::size_t b = 0; b * kQ8Block < cols; ++b) {
+    const T* wb = w + b * kQ8Block;
+    float amax = 0.0f;
+    for (std::size_t j = 0; j < kQ8Block; ++j) {
+      const float v = to_float(wb[j]);
+      if (!std::isfinite(v)) return false;
+      amax = std::fmax(amax, std::fabs(v));
+    }
+    const float scale = amax / 127.0f;
+    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    // NUMERICS: round half to even (std::nearbyint in the default rounding mode), the rounding
+    // of the SIMD twin's vcvtps2dq; GGUF's reference uses roundf (half away from zero), which
+    // differs only on exact ties.
+    for (std::size_t j = 0; j < kQ8Block; ++j)
+      q[b * kQ8Block + j] = static_cast<std::int8_t>(std::nearbyint(to_float(wb[j]) * inv));
+    d[b] = to_float(to_f16(scale));
+    if (!std::isfinite(d[b])) return false;
+  }
+  return true;
+}
+
+// y(rows) = W x(cols) for q8_0 W: per block the f32 sum of q_j * x_j, scaled by d and summed.
+inline void matvec_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
+                        std::size_t rows, std::size_t cols, ThreadPool* /*pool*/ = nullptr) {
+  const std::size_t nb = cols / kQ8Block;
+  for (std::size_t r = 0; r < rows; ++r) {
+    float s = 0.0f;
+    for (std::size_t b = 0; b < nb; ++b) {
+      float p = 0.0f;
+      for (std::size_t j = 0; j < kQ8Block; ++j)
+        p += static_cast<float>(q[r * cols + b * kQ8Block + j]) * x[b * kQ8Block + j];
+      s += d[r * nb + b] * p;
+    }
+    y[r] = s;
+  }
+}
+
+// Y(n, rows) = X(n, cols) W^T, one matvec per vector.
+inline void matvec_batch_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
+                              std::size_t n, std::size_t rows, std::size_t cols,
+                              ThreadPool* /*pool*/ = nullptr) {
+  for (std::size_t t = 0; t < n; ++t) matvec_q8_0(y + t * rows, q, d, x + t * cols, rows, cols);
+}
+
+}  // namespace scalar
+
+// out(cols) := d_b * q_j for one row (exact: both are f16-representable, the product of an
+// int8 and an f16 value fits f32's 24-bit mantissa).
+inline void dequantize_row_q8_0(float* out, const std::int8_t* q, const float* d,
+                                std::size_t cols) noexcept {
+  for (std::size_t c = 0; c < cols; ++c) out[c] = d[c / kQ8Block] * static_cast<float>(q[c]);
+}
+
+namespace detail {
+
+// N int8 quants at p, widened to f32.
+template <class Arch>
+inline fbatch<Arch> load_q8(const std::int8_t* p) noexcept {
+  using B = fbatch<Arch>;
+#if defined(__AVX512F__)
+  if constexpr (kIsAvx512<Arch>) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return B(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)));
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (!kIsAvx512<Arch> && kIsAvx2<Arch>) {
+    const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return B(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)));
+  }
+#endif
+  alignas(64) float tmp[B::size];
+  for (std::size_t i = 0; i < B::size; ++i) tmp[i] = static_cast<float>(p[i]);
+  return B::load_aligned(tmp);
+}
+
+// One block of one row's quants, widened to f32: K = kQ8Block / N vectors.
+template <class Arch>
+struct Q8Block {
+  static constexpr std::size_t N = fbatch<Arch>::size;
+  static constexpr std::size_t K = kQ8Block / N;
+  static_assert(kQ8Block % N == 0, "a q8_0 block must be a whole number of vectors");
+  fbatch<Arch> w[K];
+
+  explicit Q8Block(const std::int8_t* q) noexcept {
+    for (std::size_t k = 0; k < K; ++k) w[k] = load_q8<Arch>(q + k * N);
+  }
+  // The f32 products of the block with x(kQ8Block) as a vector of partial sums: w[0] * x[0:N],
+  // then FMAs of the following N-chunks in order.
+  fbatch<Arch> products(const float* x) const noexcept {
+    using B = fbatch<Arch>;
+    B p = w[0] * B::load_unaligned(x);
+    for (std::size_t k = 1; k < K; ++k) p = xsimd::fma(w[k], B::load_unaligned(x + k * N), p);
+    return p;
+  }
+};
+
+// y[v * y_stride + r] = W(R rows at q, d; stride cols) . x_v for V vectors x_v = x + v * x_stride;
+// next_q: the quants of the group that follows (prefetch only). Per (row, vector): acc += d_b *
+// (block b . x_v), block after block, then one hadd: the same bits for any R, V, Prefetch.
+template <class Arch, std::size_t R, std::size_t V, bool Prefetch>
+inline void dot_rows_q8_0(float* y, std::size_t y_stride, const std::int8_t* q, const float* d,
+                          const std::int8_t* next_q, const float* x, std::size_t x_stride,
+                          std::size_t cols) noexcept {
+  using B = fbatch<Arch>;
+  const std::size_t nb = cols / kQ8Block;
+  constexpr std::size_t ahead = kPrefetchBytes;                  // quants (bytes = elements)
+  const std::size_t own_end = nb > ahead / kQ8Block ? nb - ahead / kQ8Block : 0;  // in blocks
+  B acc[R][V];
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) acc[r][v] = B(0.0f);
+  for (std::size_t b = 0; b < nb; ++b) {
+    const std::size_t c = b * kQ8Block;
+    if constexpr (Prefetch) {
+      if (b % 2 == 0) {  // one 64-byte line of quants per row every two blocks
+        for (std::size_t r = 0; r < R; ++r)
+          prefetch_line(b < own_end ? q + r * cols + c + ahead : next_q + r * cols + (c + ahead - cols));
+      }
+      // The next group's scales (R * nb floats right after this group's), one line per 16
+      // floats, spread over this group's blocks.
+      if ((b * R) % 16 < R) prefetch_line(d + R * nb + b * R);
+    }
+    for (std::size_t r = 0; r < R; ++r) {
+      const Q8Block<Arch> wq(q + r * cols + c);
+      const B scale(d[r * nb + b]);
+      for (std::size_t v = 0; v < V; ++v)
+        acc[r][v] = xsimd::fma(wq.products(x + v * x_stride + c), scale, acc[r][v]);
+    }
+  }
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) y[v * y_stride + r] = xsimd::hadd(acc[r][v]);
+}
+
+// Row groups [g0, g1) of the segments' concatenated groups (kMatvecRows rows; a segment's last
+// group may be short).
+template <class Arch>
+inline void matvec_q8_0_groups(std::span<const Q8Segment> segments, const float* x,
+                               std::size_t cols, std::size_t g0, std::size_t g1) noexcept {
+  constexpr std::size_t R = kMatvecRows;
+  const std::size_t nb = cols / kQ8Block;
+  std::size_t base = 0;
+  for (std::size_t s = 0; s < segments.size() && base < g1; ++s) {
+    const Q8Segment& seg = segments[s];
+    const std::size_t groups = row_groups(seg.rows);
+    const std::size_t lo = g0 > base ? g0 - base : 0;
+    const std::size_t hi = g1 - base < groups ? g1 - base : groups;
+    const std::int8_t* after = s + 1 < segments.size() ? segments[s + 1].q : seg.q + seg.rows * cols;
+    for (std::size_t g = lo; g < hi; ++g) {
+      std::size_t r = g * R;
+      const std::int8_t* q = seg.q + r * cols;
+      if (r + R <= seg.rows) {
+        const std::int8_t* next = r + R < seg.rows ? q + R * cols : after;
+        dot_rows_q8_0<Arch, R, 1, true>(seg.y + r, 0, q, seg.d + r * nb, next, x, 0, cols);
+      } else {
+        for (; r < seg.rows; ++r) {
+          const std::int8_t* row = seg.q + r * cols;
+          dot_rows_q8_0<Arch, 1, 1, true>(seg.y + r, 0, row, seg.d + r * nb,
+                                          r + 1 < seg.rows ? row + cols : after, x, 0, cols);
+        }
+      }
+    }
+    base += groups;
+  }
+}
+
+// Vectors per tile in matvec_batch_q8_0 (two rows' accumulators plus the x loads fit the
+// registers: 32 on AVX-512, 16 below).
+template <class Arch>
+inline constexpr std::size_t kQ8BatchTile = kIsAvx512<Arch> ? 4 : 2;
+
+// R rows for all n vectors in tiles of kQ8BatchTile; only the first tile prefetches (the rest
+// find the rows in L1).
+template <class Arch, std::size_t R>
+inline void q8_rows_all_vectors(float* y, std::size_t rows, const std::int8_t* q, const float* d,
+                                const std::int8_t* next, const float* x, std::size_t n,
+                                std::size_t cols) noexcept {
+  constexpr std::size_t V = kQ8BatchTile<Arch>;
+  std::size_t t = 0;
+  for (; t + V <= n; t += V) {
+    if (t == 0)
+      dot_rows_q8_0<Arch, R, V, true>(y, rows, q, d, next, x, cols, cols);
+    else
+      dot_rows_q8_0<Arch, R, V, false>(y + t * rows, rows, q, d, next, x + t * cols, cols, cols);
+  }
+  for (; t < n; ++t) {  // the last, partial tile one vector at a time
+    if (t == 0)
+      dot_rows_q8_0<Arch, R, 1, true>(y, rows, q, d, next, x, cols, cols);
+    else
+      dot_rows_q8_0<Arch, R, 1, false>(y + t * rows, rows, q, d, next, x + t * cols, cols, cols);
+  }
+}
+
+template <class Arch>
+inline void matvec_batch_q8_0_groups(float* y, const std::int8_t* q, const float* d,
+                                     const float* x, std::size_t n, std::size_t rows,
+                                     std::size_t cols, std::size_t g0, std::size_t g1) noexcept {
+  const std::size_t nb = cols / kQ8Block;
+  for (std::size_t g = g0; g < g1; ++g) {
+    const std::size_t end = (g + 1) * kMatvecRows < rows ? (g + 1) * kMatvecRows : rows;
+    for (std::size_t r = g * kMatvecRows; r < end;) {
+      const std::int8_t* qr = q + r * cols;
+      if (r + 2 <= end) {
+        q8_rows_all_vectors<Arch, 2>(y + r, rows, qr, d + r * nb, qr + 2 * cols, x, n, cols);
+        r += 2;
+      } else {
+        q8_rows_all_vectors<Arch, 1>(y + r, rows, qr, d + r * nb, qr + cols, x, n, cols);
+        r += 1;
+      }
+    }
+  }
+}
+
+#if defined(__AVX512BF16__)
+
+// out(rows, cols) := bf16(d_b * q_j), round to nearest even (d * q itself is exact in f32).
+inline void dequantize_rows_bf16(std::uint16_t* out, const std::int8_t* q, const float* d,
+                                 std::size_t rows, std::size_t cols) noexcept {
+  const std::size_t nb = cols / kQ8Block;
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t b = 0; b < nb; ++b) {
+      const std::int8_t* qb = q + r * cols + b * kQ8Block;
+      const __m512 scale = _mm512_set1_ps(d[r * nb + b]);
+      const __m512 lo = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qb)))), scale);
+      const __m512 hi = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qb + 16)))), scale);
+      _mm512_storeu_si512(out + r * cols + b * kQ8Block, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+// Rows per dequantized panel: 256 KiB of bf16, in L2 while all tokens pass over it.
+inline std::size_t q8_panel_rows(std::size_t cols) noexcept {
+  const std::size_t p = (std::size_t{1} << 17) / (cols ? cols : 1) / kMatvecRows * kMatvecRows;
+  return p > kMatvecRows ? p : kMatvecRows;
+}
+
+#endif  // __AVX512BF16__
+
+}  // namespace detail
+
+// Tokens from which matmul_q8_0 dequantizes panels for bf16 dot products; below, the per-row
+// matvec_batch_q8_0 reads the weights once with no panel to write.
+inline constexpr std::size_t kQ8MatmulMinTokens = 16;
+
+// Quantizes one row (see scalar::quantize_row_q8_0; the same bits: max and the products by
+// 1/d are exact lane by lane, and the rounding is the same half-to-even).
+template <class Arch = xsimd::default_arch, class T>
+bool quantize_row_q8_0(std::int8_t* q, float* d, const T* w, std::size_t cols) noexcept {
+  using B = detail::fbatch<Arch>;
+  constexpr std::size_t N = B::size;
+  static_assert(kQ8Block % N == 0, "a q8_0 block must be a whole number of vectors");
+  constexpr std::size_t K = kQ8Block / N;
+  for (std::size_t b = 0; b * kQ8Block < cols; ++b) {
+    const T* wb = w + b * kQ8Block;
+    B v[K];
+    B amax(0.0f);
+    for (std::size_t k = 0; k < K; ++k) {
+      v[k] = detail::load_widened<Arch>(wb + k * N);
+      amax = xsimd::max(amax, xsimd::abs(v[k]));
+    }
+    // v - v is 0 for a finite v and NaN for an infinity or a NaN.
+    B bad(0.0f);
+    for (std::size_t k = 0; k < K; ++k) bad += v[k] - v[k];
+    if (xsimd::hadd(bad) != 0.0f) return false;
+    const float m = detail::reduce_max<Arch>(amax);
+    const float scale = m / 127.0f;
+    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    alignas(64) float r[kQ8Block];
+    for (std::size_t k = 0; k < K; ++k) xsimd::nearbyint(v[k] * B(inv)).store_aligned(r + k * N);
+    for (std::size_t j = 0; j < kQ8Block; ++j)
+      q[b * kQ8Block + j] = static_cast<std::int8_t>(r[j]);
+    d[b] = to_float(to_f16(scale));
+    if (!std::isfinite(d[b])) return false;
+  }
+  return true;
+}
+
+// For each segment, y(rows) = W(rows, cols) x(cols): one pass over all segments' rows, split
+// statically over the pool's threads in whole row groups.
+template <class Arch = xsimd::default_arch>
+void matvec_q8_0(std::span<const Q8Segment> segments, const float* x, std::size_t cols,
+                 ThreadPool* pool = nullptr) {
+  std::size_t groups = 0;
+  for (const Q8Segment& s : segments) groups += detail::row_groups(s.rows);
+  if (pool == nullptr || pool->size() == 1) {
+    detail::matvec_q8_0_groups<Arch>(segments, x, cols, 0, groups);
+    return;
+  }
+  const std::size_t n_tasks = pool->size() < groups ? pool->size() : groups;
+  pool->parallel_for(n_tasks, [&](std::size_t task) {
+    detail::matvec_q8_0_groups<Arch>(segments, x, cols, groups * task / n_tasks,
+                                     groups * (task + 1) / n_tasks);
+  });
+}
+
+// y(rows) = W(rows, cols) x(cols) for q8_0 W (quants q, scales d); cols % kQ8Block == 0.
+template <class Arch = xsimd::default_arch>
+void matvec_q8_0(float* y, const std::int8_t* q, const float* d, const float* x, std::size_t rows,
+                 std::size_t cols, ThreadPool* pool = nullptr) {
+  const Q8Segment segment{y, q, d, rows};
+  matvec_q8_0<Arch>(std::span<const Q8Segment>(&segment, 1), x, cols, pool);
+}
+
+// Y(n, rows) = X(n, cols) W^T, row t bitwise equal to matvec_q8_0(W, x_t) for any n and thread
+// count; the weights stream from memory once for all n.
+template <class Arch = xsimd::default_arch>
+void matvec_batch_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
+                       std::size_t n, std::size_t rows, std::size_t cols,
+                       ThreadPool* pool = nullptr) {
+  if (n == 0 || rows == 0) return;
+  const std::size_t groups = detail::row_groups(rows);
+  if (pool == nullptr || pool->size() == 1) {
+    detail::matvec_batch_q8_0_groups<Arch>(y, q, d, x, n, rows, cols, 0, groups);
+    return;
+  }
+  const std::size_t n_tasks = pool->size() < groups ? pool->size() : groups;
+  pool->parallel_for(n_tasks, [&](std::size_t task) {
+    detail::matvec_batch_q8_0_groups<Arch>(y, q, d, x, n, rows, cols, groups * task / n_tasks,
+                                           groups * (task + 1) / n_tasks);
+  });
+}
+
+// Y(n, rows) = X(n, cols) W^T for q8_0 W (prefill). See the header comment for the numerics:
+// with AVX-512 BF16 and n >= kQ8MatmulMinTokens through bf16 panels, else matvec_batch_q8_0.
+// Every output is computed by one thread: the results do not depend on the thread count.
+template <class Arch = xsimd::default_arch>
+void matmul_q8_0(float* y, const std::int8_t* q, const float* d, const float* x, std::size_t n,
+                 std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
+#if defined(__AVX512BF16__)
+  if constexpr (detail::kIsAvx512<Arch>) {
+    if (n >= kQ8MatmulMinTokens && rows > 0) {
+      thread_local AlignedBuffer<std::uint16_t> x_bf16;  // the caller's; tasks get the pointer
+      const std::size_t x_stride = (cols + 31) / 32 * 32;
+      x_bf16.reserve_discard(n * x_stride);
+      detail::round_to_bf16(x_bf16.data(), x, n, cols, x_stride);
+      const std::uint16_t* x_rounded = x_bf16.data();
+      const std::size_t groups = detail::row_groups(rows), nb = cols / kQ8Block;
+      const std::size_t threads = pool == nullptr ? 1 : pool->size();
+      const std::size_t n_tasks = threads < groups ? threads : groups;
+      const std::size_t panel = detail::q8_panel_rows(cols);
+      const auto task = [&](std::size_t i) {
+        thread_local AlignedBuffer<std::uint16_t> w_bf16;  // this thread's panel
+        w_bf16.reserve_discard(panel * cols);
+        const std::size_t r0 = groups * i / n_tasks * detail::kMatvecRows;
+        const std::size_t g1 = groups * (i + 1) / n_tasks * detail::kMatvecRows;
+        const std::size_t r1 = g1 < rows ? g1 : rows;
+        for (std::size_t p = r0; p < r1; p += panel) {
+          const std::size_t m = r1 - p < panel ? r1 - p : panel;
+          detail::dequantize_rows_bf16(w_bf16.data(), q + p * cols, d + p * nb, m, cols);
+          detail::matmul_rows_bf16(y + p, reinterpret_cast<const bf16*>(w_bf16.data()), x_rounded,
+                                   x_stride, n, 0, m, rows, cols);
+        }
+      };
+      if (pool == nullptr || n_tasks <= 1)
+        task(0);
+      else
+        pool->parallel_for(n_tasks, task);
+      return;
+    }
+  }
+#endif
+  matvec_batch_q8_0<Arch>(y, q, d, x, n, rows, cols, pool);
+}
+
+}  // namespace calm::kernels
