@@ -267,6 +267,18 @@ struct EditCase {
   std::vector<std::string> message;
 };
 
+// Each edit of the fixture is refused with an error naming the file and every part of message.
+void check_refusals(const std::vector<EditCase>& cases) {
+  for (const EditCase& c : cases) {
+    INFO(std::string(c.name));
+    json doc = fixture();
+    c.edit(doc);
+    const std::string error = load_error(doc);
+    CHECK_MESSAGE(contains(error, "tokenizer.json'"), error);
+    for (const std::string& part : c.message) CHECK_MESSAGE(contains(error, part), error);
+  }
+}
+
 TEST_CASE("what calm does not implement is refused by name") {
   const std::vector<EditCase> cases = {
       {"normalizer", [](json& d) { d["normalizer"] = {{"type", "NFC"}}; },
@@ -319,14 +331,7 @@ TEST_CASE("what calm does not implement is refused by name") {
       {"single_word", [](json& d) { d["added_tokens"][0]["single_word"] = true; },
        {"added_tokens[0].single_word"}},
   };
-  for (const EditCase& c : cases) {
-    INFO(std::string(c.name));
-    json doc = fixture();
-    c.edit(doc);
-    const std::string error = load_error(doc);
-    CHECK_MESSAGE(contains(error, "tokenizer.json'"), error);
-    for (const std::string& part : c.message) CHECK_MESSAGE(contains(error, part), error);
-  }
+  check_refusals(cases);
 }
 
 TEST_CASE("malformed files are refused with the file and what is wrong") {
@@ -361,14 +366,7 @@ TEST_CASE("malformed files are refused with the file and what is wrong") {
        },
        {"post_processor.special_tokens", "\"<s>\""}},
   };
-  for (const EditCase& c : cases) {
-    INFO(std::string(c.name));
-    json doc = fixture();
-    c.edit(doc);
-    const std::string error = load_error(doc);
-    CHECK_MESSAGE(contains(error, "tokenizer.json'"), error);
-    for (const std::string& part : c.message) CHECK_MESSAGE(contains(error, part), error);
-  }
+  check_refusals(cases);
 
   const ScratchDir dir("hf_malformed");
   for (const auto& [text, part] : std::vector<std::pair<std::string, std::string>>{
