@@ -61,7 +61,7 @@ class Tokenizer {
   }
 
   // Token ids of `text`, with the BOS id first if add_bos.
-  // tokenizer.json: ill-formed UTF-8 in `text` is read as U+FFFD (docs/design.md §11).
+  // tokenizer.json: ill-formed UTF-8 in `text` is read as U+FFFD (docs/design.md §12).
   std::vector<int> encode(std::string_view text, bool add_bos = true) const {
     std::vector<int> ids;
     if (hf_) {
