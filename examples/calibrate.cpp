@@ -3,9 +3,12 @@
 //                  saturation|classifier --delta D --epsilon E [--distance token-mismatch|rouge-l|
 //                  token-f1] [--consistency textual|risk] [--method hoeffding-bentkus|hoeffding|
 //                  bentkus] [--max-new-tokens N] [--output PATH] [--schedule ... --tau T ...]
+//                  [--temperature T --top-k K --top-p P --seed S]
 // Decodes the full model once per prompt, then each grid threshold (1.00, 0.95, ...) once per
 // prompt, stopping at the first threshold whose p-value exceeds epsilon, and writes
-// calm_calibration.json (next to the model unless --output) with the smallest certified lambda*.
+// calm_calibration.json (next to the model unless --output) with the smallest certified lambda*
+// and the decoding it holds for: greedy (the default) or sampled, prompt i with the seed
+// prompt_seed(S, i) for the full model and every threshold alike.
 #include "policy_flags.hpp"
 #include "progress.hpp"
 
@@ -46,6 +49,7 @@ struct Flags {
   std::size_t max_new_tokens = 32;
   std::size_t threads = 1;
   calm::cli::PolicyFlags policy;
+  cal::DecodingRecord decoding;  // --temperature --top-k --top-p --seed; max_new_tokens set in run
 };
 
 void check_unit_interval(const char* flag, double value) {
@@ -67,6 +71,8 @@ int run(Flags& f) {
   const cal::Consistency consistency = cal::parse_consistency(f.consistency);
   const cal::PValueMethod method = cal::parse_p_value_method(f.method);
   const std::vector<double> grid = cal::parse_lambda_grid(f.grid, "--grid");
+  f.decoding.max_new_tokens = f.max_new_tokens;
+  const cal::DecodingRecord& decoding = f.decoding;
 
   calm::io::PromptFile file = calm::io::read_prompt_file(f.prompts);
   if (!f.references.empty()) calm::io::attach_references(file, f.references);
@@ -96,9 +102,9 @@ int run(Flags& f) {
     calm::cli::with_decoder(model, sessions, f.model, full_flags, 1.0f, [&](auto&& decoder) {
       // Warm-up, not timed: the first decodes of a fresh process run slower (page faults, caches).
       for (std::size_t i = 0; i < std::min<std::size_t>(n, 8); ++i)
-        calm::io::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
+        calm::cli::decode_prompt(decoder, encoded.prompts[i], decoding, i, eos);
       for (std::size_t i = 0; i < n; ++i) {
-        auto r = calm::io::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
+        auto r = calm::cli::decode_prompt(decoder, encoded.prompts[i], decoding, i, eos);
         full[i] = std::move(r.tokens);
         full_seconds += r.report.generation_seconds;
         progress.tick();
@@ -121,7 +127,7 @@ int run(Flags& f) {
     calm::cli::Progress progress(fmt::format("lambda {:.2f}", lambda), n);
     calm::cli::with_decoder(model, sessions, f.model, f.policy, static_cast<float>(lambda), [&](auto&& decoder) {
       for (std::size_t i = 0; i < n; ++i) {
-        auto r = calm::io::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
+        auto r = calm::cli::decode_prompt(decoder, encoded.prompts[i], decoding, i, eos);
         losses[i] = consistency == cal::Consistency::textual
                         ? cal::textual_consistency_loss(distance, r.tokens, full[i])
                         : cal::risk_consistency_loss(distance, r.tokens, full[i],
@@ -143,15 +149,20 @@ int run(Flags& f) {
                                 .consistency = consistency,
                                 .distance = distance,
                                 .model_fingerprint = fingerprint,
-                                .result = cal::calibrate(losses_at, options)};
+                                .result = cal::calibrate(losses_at, options),
+                                .decoding = decoding};
   cal::write_calibration_json(output, record);
 
   const cal::CalibrationResult& result = record.result;
   fmt::print("calm-calibrate: {} prompts from {}, measure {}, schedule {}\n"
-             "{} consistency, distance {}, delta {}, epsilon {}, p-values {}\n\n",
+             "{} consistency, distance {}, delta {}, epsilon {}, p-values {}\n"
+             "decoding: {}{}\n\n",
              n, f.prompts.string(), f.policy.measure, f.policy.schedule_description(),
              cal::to_string(consistency), cal::to_string(distance), f.delta, f.epsilon,
-             cal::to_string(method));
+             cal::to_string(method), cal::decoding_description(decoding),
+             decoding.greedy() ? "" : fmt::format(" (base seed {}, one seed per prompt, the "
+                                                  "same for the full model and every lambda)",
+                                                  decoding.seed));
   fmt::print("{:>7}  {:>10}  {:>10}  {:>8}  {}\n", "lambda", "mean loss", "p-value", "layers", "");
   const std::size_t L = model->num_layers();
   for (const cal::GridRow& row : result.table) {
@@ -209,12 +220,14 @@ int main(int argc, char** argv) {
   app.add_option("--output", f.output, "where to write calm_calibration.json (default: in the model directory)");
   app.add_option("--threads", f.threads, "threads for the matrix products")->check(CLI::Range(1, 256));
   calm::cli::add_policy_flags(app, f.policy);
+  calm::cli::add_decoding_flags(app, f.decoding, "--seed");
   // The threshold is what this program finds; static exits have none.
   app.remove_option(app.get_option("--threshold"));
   app.remove_option(app.get_option("--static-layer"));
   app.get_option("--measure")->required();
   CLI11_PARSE(app, argc, argv);
   try {
+    calm::cli::check_decoding_flags(app, f.decoding, "--seed");
     return run(f);
   } catch (const std::exception& e) {
     fmt::print(stderr, "calm-calibrate: error: {}\n", e.what());

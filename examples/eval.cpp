@@ -3,8 +3,10 @@
 //   calm-eval --model DIR --calibration-prompts FILE --test-prompts FILE [--splits 100]
 //             [--measures softmax,saturation,classifier] [--deltas 0.05,0.1,0.2,0.3,0.4]
 //             [--epsilon 0.1] [--max-new-tokens 32] [--csv out.csv] [--threads N] [--seed S]
+//             [--temperature T --top-k K --top-p P --sampling-seed S]
 // Every pooled prompt is decoded once per configuration (full model, each measure at each grid
 // lambda, the local oracle, static exits 1..L); every calibration/test split reuses those decodes.
+// Greedy by default; sampled, pooled prompt i draws with prompt_seed(S, i) in every configuration.
 #include "policy_flags.hpp"
 #include "progress.hpp"
 
@@ -40,6 +42,7 @@ struct Flags {
               grid = "1,0.05,0.05";
   std::uint64_t seed = 1;
   calm::cli::PolicyFlags policy;
+  cal::DecodingRecord decoding;  // --temperature --top-k --top-p --sampling-seed
 };
 
 // The flags' policy with another measure (and static exit layer).
@@ -96,6 +99,7 @@ int run(Flags& f) {
   const calm::io::EncodedPrompts encoded =
       calm::io::encode_prompts(pool, tokenizer, f.max_new_tokens, model->max_context());
   const int eos = tokenizer.eos_id();
+  f.decoding.max_new_tokens = f.max_new_tokens;
 
   // Configurations (policy, lambda): 0 = full model, 1 + m*G + j = measure m at grid[j], then
   // the oracle and the static exits 1..L.
@@ -111,7 +115,7 @@ int run(Flags& f) {
     const auto& [policy, lambda] = configs[c];
     return calm::cli::with_decoder(model, sessions, f.model, policy, static_cast<float>(lambda),
                                    [&](auto&& decoder) {
-      return calm::io::greedy_decode(decoder, encoded.prompts[i], f.max_new_tokens, eos);
+      return calm::cli::decode_prompt(decoder, encoded.prompts[i], f.decoding, i, eos);
     });
   };
   decode(0, 0);  // warm-up: caches and page faults, not timed
@@ -143,13 +147,17 @@ int run(Flags& f) {
   rows.push_back(cal::reference_row("oracle", "oracle", 0, costs[oracle], full, L));
   for (std::size_t k = 1; k <= L; ++k)
     rows.push_back(cal::reference_row("static", "static", k, costs[static_1 + k - 1], full, L));
+  cal::set_oracle_saving_shares(rows, L);
 
   fmt::print("calm-eval: {} prompts ({} + {}), {} calibration / {} test per split, {} splits "
              "(seed {}), {} new tokens, {} consistency with {}, p-values {}, epsilon {}\n"
-             "schedule: {}\n\n",
+             "schedule: {}\ndecoding: {}{}\n\n",
              n, from_file[0], from_file[1], n_cal, n - n_cal, f.splits, f.seed, f.max_new_tokens,
              cal::to_string(consistency), cal::to_string(distance), cal::to_string(method),
-             f.epsilon, f.policy.schedule_description());
+             f.epsilon, f.policy.schedule_description(), cal::decoding_description(f.decoding),
+             f.decoding.greedy() ? "" : fmt::format(" (sampling seed {}, one seed per prompt, "
+                                                    "the same in every configuration)",
+                                                    f.decoding.seed));
   fmt::print("validity: share of splits whose test loss exceeds delta (95% Clopper-Pearson "
              "interval); must be <= epsilon = {}\n", f.epsilon);
   fmt::print("{:<12} {:>6} {:>10} {:>9} {:>10} {:>10} {:>17}  {}\n", "measure", "delta",
@@ -165,14 +173,19 @@ int run(Flags& f) {
   }
   fmt::print("\nefficiency at lambda* on the test parts (mean over splits; full model where "
              "nothing is certified)\n");
-  fmt::print("{:<12} {:>6} {:>10} {:>10} {:>14} {:>10}\n", "measure", "delta", "avg layers",
-             "layer x", "wall-clock x", "test loss");
+  fmt::print("of oracle: (L - avg layers) / (L - the local oracle's avg layers), the share of "
+             "the oracle's layer saving\n");
+  fmt::print("{:<12} {:>6} {:>10} {:>10} {:>14} {:>10} {:>10}\n", "measure", "delta",
+             "avg layers", "layer x", "wall-clock x", "test loss", "of oracle");
   for (const cal::EvaluationRow& r : rows) {
     const std::string delta = r.kind == "calibrated" ? fmt::format("{:.2f}", r.delta) : "-";
     const std::string name = r.kind == "static" ? fmt::format("static {}", r.static_layer)
                              : r.kind == "calibrated" ? r.measure : r.kind;
-    fmt::print("{:<12} {:>6} {:>10.2f} {:>9.2f}x {:>13.2f}x {:>10.4f}\n", name, delta,
-               r.average_layers, r.layer_speedup, r.wall_clock_speedup, r.test_loss);
+    fmt::print("{:<12} {:>6} {:>10.2f} {:>9.2f}x {:>13.2f}x {:>10.4f} {:>10}\n", name, delta,
+               r.average_layers, r.layer_speedup, r.wall_clock_speedup, r.test_loss,
+               std::isnan(r.oracle_saving_share)
+                   ? std::string("-")
+                   : fmt::format("{:.0f}%", 100 * r.oracle_saving_share));
   }
   fmt::print("\nover all {} prompts at each threshold: mean loss / average layers / wall-clock "
              "speedup\n{:>7}", n, "lambda");
@@ -231,12 +244,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   app.add_option("--seed", f.seed, "seed of the random splits");
   calm::cli::add_policy_flags(app, f.policy);
+  calm::cli::add_decoding_flags(app, f.decoding, "--sampling-seed");
   // Measures come from --measures; thresholds are calibrated; static exits are all evaluated.
   app.remove_option(app.get_option("--measure"));
   app.remove_option(app.get_option("--threshold"));
   app.remove_option(app.get_option("--static-layer"));
   CLI11_PARSE(app, argc, argv);
   try {
+    calm::cli::check_decoding_flags(app, f.decoding, "--sampling-seed");
     f.measures = cal::split_comma_list(measures);
     if (f.measures.empty()) throw calm::Error("--measures is empty");
     f.deltas = cal::parse_number_list(deltas, "--deltas");

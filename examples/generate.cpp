@@ -1,7 +1,7 @@
 // calm-generate: stream text from a Hugging Face Llama checkpoint with CALM early exit.
 //   calm-generate --model DIR --prompt TEXT [--max-new-tokens N] [--measure softmax|saturation|
 //                 classifier|oracle|static|full --threshold L --tau T ...] [--calibration FILE]
-//                 [--show-exits] [--report out.html] [--json] [--compare-full]
+//                 [--allow-uncertified] [--show-exits] [--report out.html] [--json] [--compare-full]
 //                 [--temperature T --top-k K --top-p P --seed S] [--threads N]
 //                 [--speculative [--gamma G] [--no-reuse-draft]]   (lossless: the draft policy
 //                 is the measure/threshold/static layer given; the output is the full model's)
@@ -21,6 +21,7 @@
 #include <exception>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,9 +34,13 @@ struct Flags {
   std::size_t threads = 1;
   std::size_t context = 0;
   calm::WeightFormat weights = calm::WeightFormat::file;
-  calm::SamplingOptions sampling;
+  calm::SamplingOptions sampling;  // temperature and top_p from the two doubles below
+  double temperature = 0.0, top_p = 1.0;
   calm::cli::PolicyFlags policy;
   std::filesystem::path calibration;
+  bool implicit_calibration = false;  // the calm_calibration.json next to the model, no policy flags
+  bool allow_uncertified = false;
+  std::set<std::string> given;  // the policy and decoding flags on the command line
   bool show_exits = false;
   std::filesystem::path report_html;
   bool json = false;
@@ -44,32 +49,164 @@ struct Flags {
   calm::SpeculativeOptions speculation;
 };
 
-// Applies calm_calibration.json: its measure, schedule and certified threshold lambda*.
-float apply_calibration(Flags& f, std::size_t num_layers) {
-  const calm::calibrate::CalibrationRecord rec = calm::calibrate::read_calibration_json(f.calibration);
-  const std::string fingerprint = calm::calibrate::model_fingerprint(f.model);
+namespace cal = calm::calibrate;
+
+// Whether a calibration's guarantee covers this run, for the messages and --json.
+struct Certification {
+  bool certified = false;  // a certificate was read and covers the run as it is decoded
+  nlohmann::json json;     // "certificate" in --json: null when no calibration file was read
+};
+
+std::string join(const std::vector<std::string>& items, const std::string& separator) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : separator) + item;
+  return out;
+}
+
+// The run's policy against the certified one, each difference naming the setting and both values.
+// A threshold is certified when it is lambda* or any other lambda whose test passed: Learn-then-Test
+// controls the family-wise error over every rejected hypothesis at once (docs/design.md §6).
+std::vector<std::string> policy_differences(const calm::cli::PolicyFlags& run, float lambda,
+                                            const calm::cli::PolicyFlags& cert,
+                                            const cal::CalibrationRecord& rec) {
+  std::vector<std::string> out;
+  const auto differ = [&](const std::string& what, const std::string& here,
+                          const std::string& there) {
+    if (here != there) out.push_back(what + " " + here + " here, " + there + " in the certificate");
+  };
+  differ("measure", run.measure, cert.measure);
+  if (!out.empty() || !run.thresholded()) return out;  // the rest describes cert's measure only
+  const calm::PolicySpec a = run.spec(lambda), b = cert.spec(lambda);
+  differ("schedule", a.schedule, b.schedule);
+  if (a.schedule == b.schedule && a.schedule_params != b.schedule_params)
+    differ("schedule parameters", a.schedule_params.dump(), b.schedule_params.dump());
+  differ("first exit", std::to_string(a.options.first_exit), std::to_string(b.options.first_exit));
+  differ("interval", std::to_string(a.options.interval), std::to_string(b.options.interval));
+  differ("propagation", run.propagation, cert.propagation);
+  if (a.measure_params != b.measure_params)
+    differ("measure parameters", a.measure_params.dump(), b.measure_params.dump());
+  std::vector<std::string> passed;
+  bool certified_lambda = false;
+  for (const cal::GridRow& row : rec.result.table)
+    if (row.passed) {
+      passed.push_back(fmt::format("{:.4g}", row.lambda));
+      certified_lambda = certified_lambda || static_cast<float>(row.lambda) == lambda;
+    }
+  if (!certified_lambda)
+    out.push_back(fmt::format("threshold {:.4g} here, lambda* {:.4g} in the certificate "
+                              "(thresholds certified: {})", lambda, *rec.result.lambda_star,
+                              join(passed, ", ")));
+  return out;
+}
+
+// Applies calm_calibration.json: its measure, schedule and certified threshold lambda*, and the
+// decoding it was computed with for every decoding flag not given. Then compares the run with the
+// certificate: a mismatch is refused with --calibration FILE (unless --allow-uncertified); with
+// the file found next to the model (no policy flags), the full model runs instead. Returns lambda.
+float apply_calibration(Flags& f, std::size_t num_layers, Certification& out) {
+  const cal::CalibrationRecord rec = cal::read_calibration_json(f.calibration);
+  const std::string file = f.calibration.string();
+  const std::string fingerprint = cal::model_fingerprint(f.model);
   if (rec.model_fingerprint != fingerprint)
-    throw calm::Error("'" + f.calibration.string() + "' was calibrated for another model "
+    throw calm::Error("'" + file + "' was calibrated for another model "
                       "(fingerprint " + rec.model_fingerprint + ", this model " + fingerprint + ")");
+  const calm::cli::PolicyFlags given = f.policy;
   const std::optional<calm::PolicySpec> spec =
-      calm::calibrated_policy(rec, f.policy.spec(f.policy.threshold), f.calibration.string());
+      calm::calibrated_policy(rec, f.policy.spec(f.policy.threshold), file);
   if (spec) {
     f.policy.apply(*spec);
     try {  // the schedule's layers against this model's, naming the file
       f.policy.check(num_layers, /*calibrated=*/true);
     } catch (const calm::Error& e) {
-      throw calm::Error("'" + f.calibration.string() + "': key 'schedule': " + e.what());
+      throw calm::Error("'" + file + "': key 'schedule': " + e.what());
     }
   }
+  const calm::cli::PolicyFlags certified_policy = f.policy;
+  // The flags given win over the certificate's; the comparison below then names them.
+  const auto given_flag = [&](const char* flag) { return f.given.count(flag) > 0; };
+  if (given_flag("--measure")) {
+    if (f.policy.measure != given.measure) f.policy.measure_params = nlohmann::json::object();
+    f.policy.measure = given.measure;
+  }
+  if (given_flag("--schedule")) f.policy.schedule = given.schedule;
+  if (given_flag("--tau")) f.policy.tau = given.tau;
+  if (given_flag("--first-exit")) f.policy.first_exit = given.first_exit;
+  if (given_flag("--interval")) f.policy.interval = given.interval;
+  if (given_flag("--propagation")) f.policy.propagation = given.propagation;
+  if (given_flag("--static-layer")) f.policy.static_layer = given.static_layer;
+  if (rec.decoding) {
+    if (!given_flag("--temperature")) f.temperature = rec.decoding->temperature;
+    if (!given_flag("--top-k")) f.sampling.top_k = rec.decoding->top_k;
+    if (!given_flag("--top-p")) f.top_p = rec.decoding->top_p;
+    if (!given_flag("--max-new-tokens")) f.max_new_tokens = rec.decoding->max_new_tokens;
+  }
+  out.json = {{"file", file},
+              {"delta", rec.result.delta},
+              {"epsilon", rec.result.epsilon},
+              {"lambda_star", rec.result.lambda_star ? nlohmann::json(*rec.result.lambda_star)
+                                                     : nlohmann::json(nullptr)},
+              {"format_version", rec.decoding ? cal::kCalibrationVersion : 1},
+              {"decoding", rec.decoding ? cal::to_json(*rec.decoding) : nlohmann::json(nullptr)},
+              {"differences", nlohmann::json::array()},
+              {"unchecked", nlohmann::json::array()}};
   if (!rec.result.lambda_star) {
     fmt::print(stderr, "calm-generate: {} certifies no threshold (delta {}, epsilon {}): "
-               "running the full model\n", f.calibration.string(), rec.result.delta, rec.result.epsilon);
+               "running the full model\n", file, rec.result.delta, rec.result.epsilon);
     f.policy.measure = "full";
+    out.json["action"] = "full model: no threshold certified";
     return 1.0f;
   }
-  fmt::print(stderr, "calm-generate: calibrated threshold {:.2f} (delta {}, epsilon {})\n",
-             *rec.result.lambda_star, rec.result.delta, rec.result.epsilon);
-  return static_cast<float>(*rec.result.lambda_star);
+  const float lambda_star = static_cast<float>(*rec.result.lambda_star);
+  const float lambda = given_flag("--threshold") ? given.threshold : lambda_star;
+  if (!rec.decoding)
+    fmt::print(stderr, "calm-generate: {}: {}\n", file, cal::version1_decoding_note());
+
+  const cal::DecodingRecord run_decoding{
+      .temperature = f.temperature, .top_k = f.temperature > 0 ? f.sampling.top_k : 0,
+      .top_p = f.temperature > 0 ? f.top_p : 1.0, .seed = 0, .max_new_tokens = f.max_new_tokens};
+  const cal::DecodingComparison decoding = cal::compare_decoding(rec.decoding, run_decoding);
+  std::vector<std::string> differences = decoding.differences;
+  for (std::string& d : policy_differences(f.policy, lambda, certified_policy, rec))
+    differences.push_back(std::move(d));
+  out.json["differences"] = differences;
+  out.json["unchecked"] = decoding.unchecked;
+  const std::string certificate = fmt::format(
+      "{} certifies lambda* {:.2f} (delta {}, epsilon {}) for measure {}, {}, {}", file,
+      lambda_star, rec.result.delta, rec.result.epsilon, certified_policy.measure,
+      certified_policy.schedule_description(),
+      rec.decoding ? cal::decoding_description(*rec.decoding)
+                   : std::string("greedy decoding stopping after EOS (format version 1)"));
+  if (differences.empty()) {
+    fmt::print(stderr, "calm-generate: calibrated threshold {:.2f} (delta {}, epsilon {}), "
+               "certified for this run: {}{}\n", lambda, rec.result.delta, rec.result.epsilon,
+               cal::decoding_description(run_decoding),
+               decoding.unchecked.empty() ? "" : "; not checked: " + join(decoding.unchecked, ", "));
+    out.certified = true;
+    out.json["action"] = "certified";
+    return lambda;
+  }
+  const std::string mismatch =
+      certificate + "; its guarantee does not apply to this run: " + join(differences, "; ") +
+      (decoding.unchecked.empty() ? "" : " (not checked: " + join(decoding.unchecked, ", ") + ")");
+  if (f.allow_uncertified) {
+    fmt::print(stderr, "calm-generate: warning: {}. --allow-uncertified: running it anyway, "
+               "WITHOUT the guarantee\n", mismatch);
+    out.json["action"] = "uncertified (--allow-uncertified)";
+    return lambda;
+  }
+  if (f.implicit_calibration) {
+    // No policy was asked for: early exit was chosen only because a certificate was there, and
+    // it does not cover these settings. The full model's output needs no certificate.
+    fmt::print(stderr, "calm-generate: {}. Running the full model instead (give "
+               "--allow-uncertified to exit early without the guarantee, or calibrate these "
+               "settings with calm-calibrate)\n", mismatch);
+    f.policy.measure = "full";
+    out.json["action"] = "full model: the certificate does not cover these settings";
+    return 1.0f;
+  }
+  throw calm::Error(mismatch + ". Run with the certified settings (leave those flags out), "
+                    "calibrate these settings with calm-calibrate, or pass --allow-uncertified "
+                    "to run them without the guarantee");
 }
 
 int run(Flags& f) {
@@ -81,7 +218,13 @@ int run(Flags& f) {
   const auto model = calm::LlamaModel::load(f.model, {.max_context = f.context, .weights = f.weights});
   tokenizer.check_fits(model->config(), (f.model / "config.json").string());
   const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
-  const float lambda = f.calibration.empty() ? f.policy.threshold : apply_calibration(f, model->num_layers());
+  Certification certification;
+  const float lambda = f.calibration.empty()
+                           ? f.policy.threshold
+                           : apply_calibration(f, model->num_layers(), certification);
+  f.sampling.temperature = static_cast<float>(f.temperature);
+  f.sampling.top_p = static_cast<float>(f.top_p);
+  f.sampling.validate();
   const std::vector<int> prompt = tokenizer.encode(f.prompt, /*add_bos=*/true);
   if (prompt.size() + f.max_new_tokens > model->max_context())
     throw calm::Error(fmt::format(
@@ -196,6 +339,8 @@ int run(Flags& f) {
     out["wall_clock_speedup"] = speedup;
     out["tokens_equal_to_full"] = same;
   }
+  out["certified"] = certification.certified;
+  out["certificate"] = certification.json;
   if (f.json) {
     out["prompt"] = f.prompt;
     out["text"] = tokenizer.decode(tokens);
@@ -221,13 +366,16 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, calm::WeightFormat>{{"file", calm::WeightFormat::file},
                                                      {"q8_0", calm::WeightFormat::q8_0}}));
-  app.add_option("--temperature", f.sampling.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
+  app.add_option("--temperature", f.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
   app.add_option("--top-k", f.sampling.top_k, "keep the k most likely tokens (0 = all)");
-  app.add_option("--top-p", f.sampling.top_p, "nucleus mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--top-p", f.top_p, "nucleus mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
   app.add_option("--seed", f.sampling.seed, "random seed for sampling");
   calm::cli::add_policy_flags(app, f.policy);
   app.add_option("--calibration", f.calibration, "calm_calibration.json from calm-calibrate: its "
-                 "measure, schedule and certified threshold")->check(CLI::ExistingFile);
+                 "measure, schedule and certified threshold, and its decoding settings for the "
+                 "flags not given; a run it does not cover is refused")->check(CLI::ExistingFile);
+  app.add_flag("--allow-uncertified", f.allow_uncertified, "run settings that the calibration "
+               "does not cover (a warning says the guarantee does not apply)");
   app.add_flag("--show-exits", f.show_exits, "colour each token by its exit layer");
   app.add_option("--report", f.report_html, "write the coloured text as an HTML page");
   app.add_flag("--json", f.json, "print per-token and per-sequence statistics as JSON");
@@ -239,6 +387,10 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-reuse-draft", f.speculation.reuse_draft, "--speculative: verify drafted "
                "tokens from the embedding instead of from their exact draft layers");
   CLI11_PARSE(app, argc, argv);
+  for (const char* flag : {"--measure", "--threshold", "--tau", "--schedule", "--first-exit",
+                           "--interval", "--static-layer", "--propagation", "--classifier",
+                           "--temperature", "--top-k", "--top-p", "--seed", "--max-new-tokens"})
+    if (app.count(flag) > 0) f.given.insert(flag);
   try {
     // No policy named: the calibrated one next to the model if there is one, else the full
     // model with no exit checks (checks that never exit only cost time).
@@ -246,6 +398,7 @@ int main(int argc, char** argv) {
       const std::filesystem::path calibrated = f.model / calm::calibrate::kCalibrationFileName;
       if (std::filesystem::exists(calibrated)) {
         f.calibration = calibrated;
+        f.implicit_calibration = true;
         fmt::print(stderr, "calm-generate: no policy flags: using the calibrated policy of {} "
                    "(--measure full runs the full model)\n", calibrated.string());
       } else {

@@ -5,16 +5,19 @@
 #pragma once
 
 #include <calm/backends/llama/llama.hpp>
+#include <calm/calibrate/calibration_json.hpp>
 #include <calm/confidence/exit_classifier.hpp>
 #include <calm/confidence/hidden_saturation.hpp>
 #include <calm/confidence/softmax_response.hpp>
 #include <calm/decoder.hpp>
+#include <calm/io/prompts.hpp>
 #include <calm/policy_registry.hpp>
 #include <calm/schedule/constant.hpp>
 #include <calm/schedule/decaying.hpp>
 #include <calm/schedule/local_oracle.hpp>
 #include <calm/schedule/never.hpp>
 #include <calm/schedule/static_exit.hpp>
+#include <calm/sampling/sampler.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -162,6 +165,48 @@ inline bool any_policy_flag(const CLI::App& app) {
                            "--interval", "--static-layer", "--propagation", "--classifier"})
     if (app.count(flag) > 0) return true;
   return false;
+}
+
+// --- how calm-calibrate and calm-eval decode ---------------------------------------------------
+//
+// Greedy by default, or sampled with calm-generate's flags (--temperature --top-k --top-p and a
+// seed flag: calm-eval's --seed is already its splits'). The settings go into the calibration
+// record: the guarantee holds for this decoding only (docs/design.md §6).
+inline void add_decoding_flags(CLI::App& app, calibrate::DecodingRecord& d,
+                               const std::string& seed_flag) {
+  app.add_option("--temperature", d.temperature, "sample at this temperature (0 = greedy, the "
+                 "default)")->check(CLI::Range(0.0, 100.0));
+  app.add_option("--top-k", d.top_k, "with --temperature: keep the k most likely tokens (0 = all)");
+  app.add_option("--top-p", d.top_p, "with --temperature: nucleus mass in (0, 1]")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option(seed_flag, d.seed, "with --temperature: base seed; prompt i samples with "
+                 "calibrate::prompt_seed(seed, i), the same for the full model and every "
+                 "threshold (coupled decodes)");
+}
+
+// Sampling flags without --temperature would be ignored: refused, naming them.
+inline void check_decoding_flags(const CLI::App& app, const calibrate::DecodingRecord& d,
+                                 const std::string& seed_flag) {
+  if (d.greedy())
+    for (const std::string& flag : {std::string("--top-k"), std::string("--top-p"), seed_flag})
+      if (app.count(flag) > 0)
+        throw Error(flag + " has no effect with greedy decoding: give --temperature > 0 to sample");
+  if (!(d.top_p > 0.0 && d.top_p <= 1.0))
+    throw Error("--top-p " + std::to_string(d.top_p) + " must be in (0, 1]");
+  d.sampling(0).validate();
+}
+
+// One prompt decoded as `d` says, with prompt `index`'s own seed when sampling, stopping after
+// `eos`, which is dropped from the tokens (the report still counts it: it was computed).
+template <class DecoderT>
+auto decode_prompt(DecoderT& decoder, const std::vector<int>& prompt,
+                   const calibrate::DecodingRecord& d, std::size_t index, int eos) {
+  if (d.greedy()) return io::greedy_decode(decoder, prompt, d.max_new_tokens, eos);
+  Sampler sampler(d.sampling(index));
+  auto result = decoder.generate(prompt, d.max_new_tokens, sampler,
+                                 [eos](const auto& token) { return token.token != eos; });
+  if (!result.tokens.empty() && result.tokens.back() == eos) result.tokens.pop_back();
+  return result;
 }
 
 // A pool for --threads (none for 1: the caller runs everything).

@@ -8,16 +8,29 @@ build="$root/build"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j"$(nproc)" --target calm-generate
 model="$root/models/shakespeare-8l"
+certificate="$model/calm_calibration.json"
 if [[ ! -f "$model/model.safetensors" ]]; then
   echo "calm: bundled model missing at $model" >&2
   exit 1
 fi
 prompt="ROMEO:"
 args=("$@")
-for a in "${args[@]}"; do [[ "$a" == "--prompt" ]] && prompt=""; done
+length=1
+for a in "${args[@]}"; do
+  [[ "$a" == "--prompt" ]] && prompt=""
+  [[ "$a" == "--max-new-tokens" ]] && length=0
+done
 if [[ -n "$prompt" ]]; then args=(--prompt "$prompt" "${args[@]}"); fi
 # Early exit at the threshold certified by calm-calibrate (classifier measure, delta 0.2,
-# epsilon 0.1), tokens coloured by exit layer, the full model run alongside for the speedup.
-exec "$build/examples/calm-generate" --model "$model" --max-new-tokens 120 \
-  --calibration "$model/calm_calibration.json" --show-exits --compare-full \
-  --temperature 0.8 --top-k 40 --seed 7 "${args[@]}"
+# epsilon 0.1), decoded as it was certified: calm-generate takes the decoding settings the
+# certificate records for every flag not given, and refuses settings it does not cover (say
+# --temperature 0.8 on a greedy certificate) unless --allow-uncertified. Tokens are coloured by
+# exit layer; the full model runs alongside for the speedup.
+# A certificate of format version 1 (no "decoding" record, as the bundled one was first written)
+# does not say its length: it was made with calm-calibrate's defaults, greedy and 32 new tokens
+# (docs/calibration.md), so the demo generates 32.
+if ((length)) && ! grep -q '"decoding"' "$certificate"; then
+  args=(--max-new-tokens 32 "${args[@]}")
+fi
+exec "$build/examples/calm-generate" --model "$model" --calibration "$certificate" \
+  --show-exits --compare-full "${args[@]}"

@@ -40,6 +40,11 @@ def parse_args(argv=None):
     p.add_argument("--rms-eps", type=float, default=1e-5)
     # Optimisation.
     p.add_argument("--exit-loss", choices=["weighted", "uniform", "last"], default="weighted")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="weight of self-distillation: mean over layers i < L of KL(p_L || p_i), p_L detached")
+    p.add_argument("--layer-dropout", type=float, default=0.0,
+                   help="LayerSkip-style layer dropout: layer l is skipped per sequence with probability "
+                        "P * (l - 1) / (L - 1), rising with depth (training only)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=16, help="sequences per step")
     p.add_argument("--lr", type=float, default=2e-3)
@@ -181,16 +186,47 @@ def layer_weights(mode: str, L: int):
     return [0.0] * (L - 1) + [1.0]
 
 
-def training_loss(model, inp, tgt, weights):
-    states = model.hidden_states(inp)
+def hidden_states_with_dropout(model, tokens, p_max: float, gen: torch.Generator):
+    """model.hidden_states with LayerSkip's layer dropout (Elhoushi et al. 2024): each sequence
+    skips layer l (its residual passes unchanged) with probability p_max * (l - 1) / (L - 1), so
+    early layers always run and the later ones learn to refine rather than to carry the model."""
+    if p_max <= 0.0:
+        return model.hidden_states(tokens)
+    B, T = tokens.shape
+    L = model.cfg.num_hidden_layers
+    h = model.model.embed_tokens(tokens)
+    cos, sin = H.rope_tables(model.cfg.head_dim, T, model.cfg.rope_theta, h.dtype, scaling=model.cfg.rope_scaling)
+    states = [h]
+    for l, layer in enumerate(model.model.layers, start=1):
+        p = p_max * (l - 1) / max(1, L - 1)
+        out = layer(h, cos, sin)
+        if p > 0.0:
+            keep = (torch.rand(B, 1, 1, generator=gen) >= p).to(h.dtype)
+            out = h + keep * (out - h)
+        h = out
+        states.append(h)
+    return states
+
+
+def training_loss(model, inp, tgt, weights, distill: float = 0.0, layer_dropout: float = 0.0, gen=None):
+    """sum_i w_i CE_i (+ distill * mean_{i<L} KL(p_L || p_i) with p_L detached: every exit is pulled
+    toward the last layer's distribution, which is what an exit must reproduce)."""
+    states = hidden_states_with_dropout(model, inp, layer_dropout, gen)
+    L = len(weights)
     total, per_layer = 0.0, []
+    last_logp = None
+    if distill > 0.0:
+        last_logp = F.log_softmax(model.exit_head(states[L]).detach().reshape(-1, model.cfg.vocab_size), -1)
     for i, w in enumerate(weights, start=1):
-        if w == 0.0:
+        if w == 0.0 and (last_logp is None or i == L):
             per_layer.append(float("nan"))
             continue
-        logits = model.exit_head(states[i])
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+        logits = model.exit_head(states[i]).reshape(-1, model.cfg.vocab_size)
+        ce = F.cross_entropy(logits, tgt.reshape(-1))
         total = total + w * ce
+        if last_logp is not None and i < L:
+            kl = F.kl_div(F.log_softmax(logits, -1), last_logp, log_target=True, reduction="batchmean")
+            total = total + distill / (L - 1) * kl
         per_layer.append(ce.item())
     return total, per_layer
 
@@ -343,7 +379,8 @@ def main(args):
     val_inp, val_tgt = eval_windows(streams["validation"], args.context, cfg.bos_token_id, args.eval_windows)
     tokens_per_step = args.batch * args.context
     print(f"params {n_params} ({n_params / 1e6:.2f} M), exit loss {args.exit_loss} weights "
-          f"{[round(w, 4) for w in weights]}, {tokens_per_step} tokens/step, {args.steps} steps, "
+          f"{[round(w, 4) for w in weights]}, distill {args.distill}, layer dropout {args.layer_dropout}, "
+          f"{tokens_per_step} tokens/step, {args.steps} steps, "
           f"threads {args.threads} ({args.thread_mode})", flush=True)
 
     def save_state():
@@ -360,7 +397,7 @@ def main(args):
         for g in opt.param_groups:
             g["lr"] = lr
         inp, tgt = sample_batch(streams["train"], args.batch, args.context, cfg.bos_token_id, gen)
-        loss, per_layer = training_loss(model, inp, tgt, weights)
+        loss, per_layer = training_loss(model, inp, tgt, weights, args.distill, args.layer_dropout, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)

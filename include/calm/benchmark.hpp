@@ -5,6 +5,7 @@
 //   calm/benchmark/fixtures.hpp      random checkpoints at named real shapes, prompt files
 //   calm/benchmark/measure_cost.hpp  one confidence check next to one layer of the same model
 //   calm/benchmark/decode.hpp        early vs full decodes, interleaved: layers and time saved
+//   calm/benchmark/memory.hpp        resident memory now and at its peak (what a load costs)
 // CMake: find_package(calm COMPONENTS benchmark), link calm::benchmark (calm::calm alone does
 // not need Google Benchmark). Everything is in namespace calm::bench.
 #pragma once
@@ -13,3 +14,4 @@
 #include "calm/benchmark/decode.hpp"
 #include "calm/benchmark/fixtures.hpp"
 #include "calm/benchmark/measure_cost.hpp"
+#include "calm/benchmark/memory.hpp"

@@ -11,6 +11,7 @@
 #include <calm/decoder.hpp>
 #include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
+#include <calm/sampling/sampler.hpp>
 #include <calm/schedule/decaying.hpp>
 #include <calm/schedule/never.hpp>
 
@@ -159,6 +160,11 @@ TEST_CASE("calm-calibrate: bad input is a clear error, not a crash") {
       {"--model " + quote(kModel) + " --prompts " + quote(kPrompts) + " --measure softmax " + out +
            "--delta 0.1 --epsilon 0.1 --max-new-tokens 120",
        "exceeds the context length 128"},
+      {good + out + "--delta 0.1 --epsilon 0.1 --top-k 40",
+       "--top-k has no effect with greedy decoding: give --temperature > 0"},
+      {good + out + "--delta 0.1 --epsilon 0.1 --seed 3", "--seed has no effect with greedy"},
+      {good + out + "--delta 0.1 --epsilon 0.1 --temperature 0.8 --top-p 0", "--top-p"},
+      {good + out + "--delta 0.1 --epsilon 0.1 --temperature -1", "--temperature"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.args);
@@ -194,6 +200,8 @@ TEST_CASE("calm-calibrate end to end: the table matches independent decodes and 
   CHECK(record.schedule == nlohmann::json{{"schedule", "decaying"}, {"tau", 4.0}, {"first_exit", 1},
                                           {"interval", 1}, {"propagation", "propagate"}});
   CHECK(record.model_fingerprint == cc::model_fingerprint(kModel));
+  CHECK(record.decoding == cc::DecodingRecord{.max_new_tokens = 8});  // greedy, the default
+  CHECK(contains(r.out, "decoding: greedy, up to 8 new tokens, stopping after EOS"));
   const cc::CalibrationResult& result = record.result;
   CHECK(result.n == 8);
   CHECK(result.delta == kDelta);
@@ -254,6 +262,62 @@ TEST_CASE("calm-calibrate end to end: the table matches independent decodes and 
   }
 }
 
+// Sampled: prompt i draws with prompt_seed(seed, i) for the full model and every lambda alike.
+TEST_CASE("calm-calibrate under sampling: recorded, deterministic for a seed, and the table "
+          "matches independent coupled decodes") {
+  const ScratchDir dir("calibrate_sampled");
+  const std::string args = "--model " + quote(kModel) + " --prompts " + quote(kPrompts) +
+                           " --measure softmax --delta 0.3 --epsilon 0.3 --max-new-tokens 8 "
+                           "--temperature 0.9 --top-k 20 --top-p 0.95 --seed 3 --output ";
+  const ProgramRun first = calibrate(args + quote(dir.path / "a.json"));
+  INFO(first.err);
+  REQUIRE(first.status == 0);
+  CHECK(contains(first.out, "decoding: sampling (temperature 0.9, top-k 20, top-p 0.95), up to 8 "
+                            "new tokens, stopping after EOS (base seed 3"));
+  const ProgramRun second = calibrate(args + quote(dir.path / "b.json"));
+  REQUIRE(second.status == 0);
+  const cc::CalibrationRecord a = cc::read_calibration_json(dir.path / "a.json");
+  const cc::CalibrationRecord b = cc::read_calibration_json(dir.path / "b.json");
+  CHECK(a.decoding == cc::DecodingRecord{.temperature = 0.9, .top_k = 20, .top_p = 0.95,
+                                         .seed = 3, .max_new_tokens = 8});
+  CHECK(cc::to_json(a) == cc::to_json(b));  // the same seed, the same table and lambda*
+
+  // Independent decodes with the documented seed rule: the full model and each tested lambda
+  // sample prompt i with Sampler(prompt_seed(3, i)), stopping after EOS.
+  calm::LlamaSession model = calm::LlamaSession::load(kModel);
+  const calm::Tokenizer tokenizer = calm::Tokenizer::load(kModel / "tokenizer.model");
+  const calm::io::PromptFile prompts = calm::io::read_prompt_file(kPrompts);
+  const auto decode = [&](auto&& decoder, std::size_t i) {
+    decoder.start(tokenizer.encode(prompts.prompts[i].prompt, true), 8);
+    std::vector<int> tokens;
+    calm::Sampler sampler(a.decoding->sampling(i));
+    while (!decoder.done()) {
+      const int t = decoder.step(sampler).token;
+      if (t == tokenizer.eos_id()) break;
+      tokens.push_back(t);
+    }
+    return tokens;
+  };
+  std::vector<std::vector<int>> full;
+  for (std::size_t i = 0; i < prompts.prompts.size(); ++i)
+    full.push_back(decode(calm::Decoder<calm::LlamaSession&, calm::SoftmaxResponse, calm::Never>(model), i));
+  // Coupling: the full model decoded twice with a prompt's seed gives the same text (loss 0).
+  for (std::size_t i = 0; i < prompts.prompts.size(); ++i)
+    CHECK(decode(calm::Decoder<calm::LlamaSession&, calm::SoftmaxResponse, calm::Never>(model), i) ==
+          full[i]);
+  for (const cc::GridRow& row : a.result.table) {
+    if (!row.tested) break;
+    CAPTURE(row.lambda);
+    double sum = 0.0;
+    for (std::size_t i = 0; i < prompts.prompts.size(); ++i) {
+      calm::Decoder<calm::LlamaSession&, calm::SoftmaxResponse, calm::DecayingThreshold> early(
+          model, {}, calm::DecayingThreshold{static_cast<float>(row.lambda), 4.0f});
+      sum += 1.0 - cc::rouge_l_f1(decode(early, i), full[i]);
+    }
+    CHECK(*row.mean_loss == doctest::Approx(sum / 8).epsilon(1e-12));
+  }
+}
+
 TEST_CASE("calm-calibrate: risk consistency with a references file and no threshold certified") {
   const ScratchDir dir("calibrate_risk");
   const fs::path output = dir.path / "c.json";
@@ -298,6 +362,10 @@ TEST_CASE("calm-eval: tables and CSV on the tiny fixture and bad input") {
   CHECK(contains(lines[5], "full,full,"));
   CHECK(contains(lines[6], "oracle,oracle,"));
   CHECK(contains(lines[8], "static,static,,,2,2,"));
+  CHECK(lines[0].ends_with(",wall_clock_speedup,oracle_saving_share"));
+  CHECK(lines[5].ends_with(",0"));  // the full model captures none of the oracle's saving
+  CHECK(lines[6].ends_with(",1"));  // the oracle all of it
+  CHECK(contains(r.out, "of oracle"));
 
   struct Case {
     std::string args, message;
@@ -318,6 +386,49 @@ TEST_CASE("calm-eval: tables and CSV on the tiny fixture and bad input") {
     CHECK(bad.status == 1);
     CHECK(contains(bad.err, c.message));
   }
+}
+
+// Coupled decodes: a configuration that never exits early samples exactly the full model's tokens
+// (loss exactly 0), and the whole table is fixed by the sampling seed.
+TEST_CASE("calm-eval under sampling: the full-model configuration has loss 0, deterministic for a seed") {
+  const ScratchDir dir("eval_sampled");
+  const std::string args = kBase + "--calibration-prompts " + quote(kPrompts) + " --test-prompts " +
+                           quote(kPlainPrompts) + " --measures softmax --deltas 0.3 --epsilon 0.3 "
+                           "--splits 5 --temperature 1 --top-k 50 --sampling-seed 11 --csv ";
+  const auto losses = [&](const fs::path& csv) {
+    const ProgramRun r = eval(args + quote(csv));
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    CHECK(contains(r.out, "decoding: sampling (temperature 1, top-k 50, top-p 1), up to 4 new "
+                          "tokens, stopping after EOS (sampling seed 11"));
+    // kind -> test_loss (field 10); static rows by layer.
+    std::vector<std::pair<std::string, std::string>> out;
+    std::stringstream in(read_text(csv));
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::vector<std::string> fields;
+      std::stringstream row(line);
+      for (std::string field; std::getline(row, field, ',');) fields.push_back(field);
+      REQUIRE(fields.size() >= 10);
+      out.emplace_back(fields[0] + fields[4], fields[9]);
+    }
+    return out;
+  };
+  const auto first = losses(dir.path / "a.csv");
+  REQUIRE(first.size() == 1 + 1 + 1 + 2);  // calibrated, full, oracle, static 1..2
+  CHECK(first[1] == std::pair<std::string, std::string>("full", "0"));
+  // Static exit at layer 2 of 2 is the full model: the same samples, loss exactly 0.
+  CHECK(first[4] == std::pair<std::string, std::string>("static2", "0"));
+  CHECK(first[3].second != "0");  // static exit at layer 1 does change the samples
+  CHECK(losses(dir.path / "b.csv") == first);
+
+  const ProgramRun bad = eval(kBase + "--calibration-prompts " + quote(kPrompts) +
+                              " --test-prompts " + quote(kPlainPrompts) + " --measures softmax "
+                              "--sampling-seed 11 --csv " + quote(dir.path / "c.csv"));
+  CHECK(bad.status == 1);
+  CHECK(contains(bad.err, "--sampling-seed has no effect with greedy decoding"));
+  CHECK_FALSE(fs::exists(dir.path / "c.csv"));
 }
 
 TEST_CASE("calm-calibrate and calm-eval refuse an output path they could not write, before decoding") {

@@ -1,8 +1,10 @@
 // calm-generate run as a user would: --speculative gives the full model's tokens (greedy) and
-// reports the speculation in --json; bad combinations are clear errors.
+// reports the speculation in --json; bad combinations are clear errors; a calibration's guarantee
+// is claimed only for the settings it was computed with.
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>
+#include <calm/calibrate/calibration_json.hpp>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -141,9 +143,10 @@ TEST_CASE("calm-generate: a bad schedule in calm_calibration.json names the file
 }
 
 // With no policy flags, calm-generate uses the calibrated policy next to the model, and
-// without one the full model, with no confidence checks (which could never exit).
+// without one the full model, with no confidence checks (which could never exit). No
+// --max-new-tokens: a certificate that records its length supplies it.
 TEST_CASE("calm-generate without policy flags: the calibration next to the model, else the full model") {
-  std::string args = "--model " + quote(kModel) + " --prompt 'ROMEO:' --max-new-tokens 20 --json";
+  std::string args = "--model " + quote(kModel) + " --prompt 'ROMEO:' --json";
   const auto calibrated = run_program(CALM_GENERATE_EXE, args);
   REQUIRE_MESSAGE(calibrated.status == 0, calibrated.err);
   CHECK(contains(calibrated.err, "no policy flags: using the calibrated policy of"));
@@ -152,6 +155,7 @@ TEST_CASE("calm-generate without policy flags: the calibration next to the model
   std::size_t checks = 0;
   for (const auto& t : with_calibration.at("tokens")) checks += t.at("checks").get<std::size_t>();
   CHECK(checks > 0);
+  CHECK(with_calibration.at("certified") == true);
 
   const calm::test::ScratchDir dir("generate_defaults");
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.model", "calm.safetensors"})
@@ -164,7 +168,151 @@ TEST_CASE("calm-generate without policy flags: the calibration next to the model
   CHECK(j.at("average_layers").get<double>() == 8.0);
   for (const auto& t : j.at("tokens")) CHECK(t.at("checks").get<std::size_t>() == 0);
   // The same text as --measure full on the bundled model.
-  const auto same = run_program(CALM_GENERATE_EXE, args + " --measure full");
+  const auto same = run_program(CALM_GENERATE_EXE, args + " --max-new-tokens 20 --measure full");
   REQUIRE_MESSAGE(same.status == 0, same.err);
   CHECK(j.at("text") == nlohmann::json::parse(same.out).at("text"));
+}
+
+namespace {
+
+std::size_t total_checks(const nlohmann::json& j) {
+  std::size_t checks = 0;
+  for (const auto& t : j.at("tokens")) checks += t.at("checks").get<std::size_t>();
+  return checks;
+}
+
+// The committed certificate (format version 1) as version 2 with a decoding record.
+fs::path certificate_with(const calm::test::ScratchDir& dir, const std::string& name,
+                          const nlohmann::json& decoding) {
+  nlohmann::json c = nlohmann::json::parse(calm::test::read_text(kModel / "calm_calibration.json"));
+  c["version"] = 2;
+  c["decoding"] = decoding;
+  return dir.write(name, c.dump());
+}
+
+}  // namespace
+
+TEST_CASE("calm-generate --calibration: a run the certificate does not cover is refused, naming "
+          "each difference, and --allow-uncertified runs it with a warning") {
+  const calm::test::ScratchDir dir("generate_mismatch");
+  const std::string model = "--model " + quote(kModel) + " --prompt 'ROMEO:' ";
+  const std::string committed = "--calibration " + quote(kModel / "calm_calibration.json") + " ";
+  const fs::path greedy24 = certificate_with(
+      dir, "greedy24.json", {{"mode", "greedy"}, {"max_new_tokens", 24}, {"stop", "eos"}});
+  const fs::path sampled24 = certificate_with(
+      dir, "sampled24.json", {{"mode", "sample"}, {"temperature", 0.8}, {"top_k", 40},
+                              {"top_p", 1.0}, {"seed", 0},
+                              {"seed_rule", std::string(calm::calibrate::kSeedRule)},
+                              {"max_new_tokens", 24}, {"stop", "eos"}});
+  const std::string g24 = "--calibration " + quote(greedy24) + " ";
+  const std::string s24 = "--calibration " + quote(sampled24) + " ";
+
+  struct Refused {
+    std::string flags;
+    std::vector<std::string> named;
+  };
+  const std::vector<Refused> refused = {
+      // Version 1, read as greedy: sampling differs.
+      {committed + "--temperature 0.8 --top-k 40 --max-new-tokens 20",
+       {"decoding: sampling (temperature 0.8, top-k 40, top-p 1) here, greedy in the certificate"}},
+      {g24 + "--max-new-tokens 40", {"max new tokens 40 here, 24 in the certificate"}},
+      {g24 + "--temperature 0.5 --max-new-tokens 30",
+       {"decoding: sampling (temperature 0.5, top-k 0, top-p 1) here, greedy in the certificate",
+        "max new tokens 30 here, 24 in the certificate"}},
+      {s24 + "--temperature 0.7 --top-p 0.9",
+       {"temperature 0.7 here, 0.8 in the certificate", "top-p 0.9 here, 1 in the certificate"}},
+      {s24 + "--temperature 0", {"decoding: greedy here, sampling (temperature 0.8"}},
+      {g24 + "--threshold 0.5", {"threshold 0.5 here, lambda* 0.95 in the certificate "
+                                 "(thresholds certified: 1, 0.95)"}},
+      {g24 + "--measure softmax", {"measure softmax here, classifier in the certificate"}},
+      {g24 + "--tau 2", {"schedule parameters {\"tau\":2.0} here, {\"tau\":4.0} in the certificate"}},
+      {g24 + "--first-exit 2 --propagation true_cache",
+       {"first exit 2 here, 1 in the certificate", "propagation true_cache here, propagate in the"}},
+  };
+  for (const Refused& c : refused) {
+    CAPTURE(c.flags);
+    const auto run = run_program(CALM_GENERATE_EXE, model + c.flags);
+    CHECK(run.status == 1);
+    CHECK(contains(run.err, "its guarantee does not apply to this run"));
+    for (const std::string& name : c.named) CHECK(contains(run.err, name));
+    CHECK(contains(run.err, "--allow-uncertified"));
+    CHECK(!contains(run.out, "ROMEO"));  // refused before anything was generated
+  }
+
+  // --allow-uncertified: runs as asked, warns, and --json says it is not certified.
+  const auto allowed = run_program(CALM_GENERATE_EXE, model + committed +
+                                   "--temperature 0.8 --top-k 40 --max-new-tokens 20 --json "
+                                   "--allow-uncertified");
+  REQUIRE_MESSAGE(allowed.status == 0, allowed.err);
+  CHECK(contains(allowed.err, "WITHOUT the guarantee"));
+  const auto a = nlohmann::json::parse(allowed.out);
+  CHECK(a.at("certified") == false);
+  CHECK(a.at("certificate").at("action") == "uncertified (--allow-uncertified)");
+  CHECK(a.at("certificate").at("differences").size() == 1);
+  CHECK(total_checks(a) > 0);  // early exits ran
+
+  // Covered runs. Version 1 is said to be read as greedy with its length unchecked.
+  const auto v1 = run_program(CALM_GENERATE_EXE, model + committed + "--max-new-tokens 20 --json");
+  REQUIRE_MESSAGE(v1.status == 0, v1.err);
+  CHECK(contains(v1.err, "format version 1 records no decoding settings: read as greedy"));
+  CHECK(contains(v1.err, "calibrated threshold 0.95 (delta 0.2, epsilon 0.1), certified for this run"));
+  const auto v1j = nlohmann::json::parse(v1.out);
+  CHECK(v1j.at("certified") == true);
+  CHECK(v1j.at("certificate").at("format_version") == 1);
+  CHECK(v1j.at("certificate").at("unchecked").size() == 1);
+  // A certified lambda above lambda* (its test passed too) is covered.
+  const auto at_one = run_program(CALM_GENERATE_EXE, model + g24 + "--threshold 1 --json");
+  REQUIRE_MESSAGE(at_one.status == 0, at_one.err);
+  CHECK(nlohmann::json::parse(at_one.out).at("certified") == true);
+  // The decoding flags not given come from the certificate: 24 tokens, and its sampler (the
+  // same text as those settings given by hand, with the seed given here).
+  const auto g = run_program(CALM_GENERATE_EXE, model + g24 + "--json");
+  REQUIRE_MESSAGE(g.status == 0, g.err);
+  const auto gj = nlohmann::json::parse(g.out);
+  CHECK(gj.at("certified") == true);
+  CHECK(gj.at("certificate").at("unchecked").empty());
+  CHECK(gj.at("generated_tokens").get<std::size_t>() <= 24);
+  const auto s = run_program(CALM_GENERATE_EXE, model + s24 + "--seed 5 --json");
+  REQUIRE_MESSAGE(s.status == 0, s.err);
+  const auto sj = nlohmann::json::parse(s.out);
+  CHECK(sj.at("certified") == true);
+  const auto by_hand = run_program(CALM_GENERATE_EXE, model + committed +
+                                   "--temperature 0.8 --top-k 40 --max-new-tokens 24 --seed 5 "
+                                   "--allow-uncertified --json");
+  REQUIRE_MESSAGE(by_hand.status == 0, by_hand.err);
+  CHECK(nlohmann::json::parse(by_hand.out).at("text") == sj.at("text"));
+  CHECK(sj.at("text") != gj.at("text"));  // it did sample
+  // Without a calibration: not certified, no certificate.
+  const auto none = run_program(CALM_GENERATE_EXE, model + "--measure full --max-new-tokens 8 --json");
+  REQUIRE_MESSAGE(none.status == 0, none.err);
+  CHECK(nlohmann::json::parse(none.out).at("certified") == false);
+  CHECK(nlohmann::json::parse(none.out).at("certificate").is_null());
+}
+
+// The certificate next to the model was picked because no policy was asked for; when it does not
+// cover the decoding asked for, the full model runs (its output needs no certificate) and the
+// reason is printed.
+TEST_CASE("calm-generate without policy flags: settings the certificate does not cover run the "
+          "full model, saying why") {
+  const std::string args = "--model " + quote(kModel) + " --prompt 'ROMEO:' --max-new-tokens 20 "
+                           "--temperature 0.8 --top-k 40 --seed 7 --json";
+  const auto run = run_program(CALM_GENERATE_EXE, args);
+  REQUIRE_MESSAGE(run.status == 0, run.err);
+  CHECK(contains(run.err, "its guarantee does not apply to this run: decoding: sampling "
+                          "(temperature 0.8, top-k 40, top-p 1) here, greedy in the certificate"));
+  CHECK(contains(run.err, "Running the full model instead"));
+  const auto j = nlohmann::json::parse(run.out);
+  CHECK(j.at("certified") == false);
+  CHECK(j.at("certificate").at("action") == "full model: the certificate does not cover these settings");
+  CHECK(j.at("average_layers").get<double>() == 8.0);
+  CHECK(total_checks(j) == 0);
+  // The same samples as asking for the full model.
+  const auto full = run_program(CALM_GENERATE_EXE, args + " --measure full");
+  REQUIRE_MESSAGE(full.status == 0, full.err);
+  CHECK(j.at("text") == nlohmann::json::parse(full.out).at("text"));
+  // --allow-uncertified: exits early anyway, with the warning.
+  const auto allowed = run_program(CALM_GENERATE_EXE, args + " --allow-uncertified");
+  REQUIRE_MESSAGE(allowed.status == 0, allowed.err);
+  CHECK(contains(allowed.err, "WITHOUT the guarantee"));
+  CHECK(total_checks(nlohmann::json::parse(allowed.out)) > 0);
 }

@@ -57,7 +57,13 @@ cc::CalibrationRecord sample_record(std::vector<double> means = {0.0, 0.1, 0.3, 
   record.consistency = cc::Consistency::textual;
   record.distance = cc::Distance::rouge_l;
   record.model_fingerprint = "fnv1a64:0123456789abcdef";
+  record.decoding = cc::DecodingRecord{.max_new_tokens = 24};  // greedy
   return record;
+}
+
+// A sampled decoding record.
+cc::DecodingRecord sampled() {
+  return {.temperature = 0.8, .top_k = 40, .top_p = 0.95, .seed = 7, .max_new_tokens = 32};
 }
 
 // The sample record's JSON with one key replaced, written to `file`.
@@ -87,6 +93,7 @@ TEST_CASE("calibration JSON round-trips every field") {
   CHECK(read.result.n == 10);
   CHECK(read.result.method == cc::PValueMethod::hoeffding);
   CHECK(read.result.lambda_star == written.result.lambda_star);
+  CHECK(read.decoding == written.decoding);
   REQUIRE(read.result.table.size() == written.result.table.size());
   for (std::size_t j = 0; j < read.result.table.size(); ++j) {
     CAPTURE(j);
@@ -103,6 +110,9 @@ TEST_CASE("calibration JSON round-trips every field") {
   CHECK(document["method"] == "hoeffding");
   CHECK(document["table"][3]["p_value"].is_null());
   CHECK(document["lambda_star"] == 0.9);
+  CHECK(document["version"] == 2);
+  CHECK(document["decoding"] ==
+        nlohmann::json{{"mode", "greedy"}, {"max_new_tokens", 24}, {"stop", "eos"}});
   CHECK(other_entries(dir.path, "calm_calibration.json").empty());
 
   // No certified threshold: lambda_star is null and reads back empty; schedule as a string.
@@ -186,7 +196,9 @@ TEST_CASE("reading rejects unreadable, malformed and invalid files, naming file 
       {"measure", "", "key 'measure': is empty"},
       {"lambda_star", 0.8, "key 'lambda_star': must be the lambda of the last passing table row"},
       {"lambda_star", nullptr, "key 'lambda_star'"},
-      {"version", 2, "key 'version'"},
+      {"version", 3, "key 'version': expected 1 or 2, got 3"},
+      {"version", 0, "key 'version'"},
+      {"decoding", "greedy", "key 'decoding': expected an object, got string"},
       {"format", "other", "key 'format'"},
       {"table", nlohmann::json::array(), "key 'table': expected a non-empty array"},
       {"model_fingerprint", 42, "key 'model_fingerprint': expected a string"},
@@ -213,6 +225,149 @@ TEST_CASE("reading rejects unreadable, malformed and invalid files, naming file 
   CHECK(contains(with_row(1, "lambda", 1.0), "key 'table[1].lambda': lambdas must be strictly"));
   CHECK(contains(with_row(3, "passed", true), "key 'table[3].passed'"));
   CHECK(contains(with_row(0, "tested", "yes"), "key 'table[0].tested': expected true/false"));
+}
+
+TEST_CASE("decoding record: sampled round trip, version 1 read as not recorded, bad fields named") {
+  ScratchDir dir("decoding");
+  const fs::path file = dir.path / "calm_calibration.json";
+  const std::string name = file.string();
+
+  cc::CalibrationRecord record = sample_record();
+  record.decoding = sampled();
+  cc::write_calibration_json(file, record);
+  const nlohmann::json document = nlohmann::json::parse(read_text(file));
+  CHECK(document["version"] == 2);
+  CHECK(document["decoding"] == nlohmann::json{{"mode", "sample"}, {"temperature", 0.8},
+                                               {"top_k", 40}, {"top_p", 0.95}, {"seed", 7},
+                                               {"seed_rule", std::string(cc::kSeedRule)},
+                                               {"max_new_tokens", 32}, {"stop", "eos"}});
+  const cc::CalibrationRecord read = cc::read_calibration_json(file);
+  REQUIRE(read.decoding.has_value());
+  CHECK(*read.decoding == sampled());
+  // The sampler options of prompt i: the record's parameters, prompt i's own seed.
+  const calm::SamplingOptions s3 = read.decoding->sampling(3);
+  CHECK(s3.temperature == 0.8f);
+  CHECK(s3.top_k == 40);
+  CHECK(s3.top_p == 0.95f);
+  CHECK(s3.seed == cc::prompt_seed(7, 3));
+  CHECK(cc::DecodingRecord{}.sampling(3).temperature == 0.0f);  // greedy
+
+  // Version 1 (the committed models/shakespeare-8l file has this layout): no "decoding"; it reads
+  // with the record empty and is written back as version 1, unchanged.
+  nlohmann::json v1 = cc::to_json(sample_record());
+  v1.erase("decoding");
+  v1["version"] = 1;
+  write_text(file, v1.dump());
+  const cc::CalibrationRecord old = cc::read_calibration_json(file);
+  CHECK_FALSE(old.decoding.has_value());
+  CHECK(cc::to_json(old) == v1);
+  CHECK(contains(cc::version1_decoding_note(), "greedy"));
+  // A version-1 file with a decoding record, or version 2 without one, is refused.
+  nlohmann::json v1_with = v1;
+  v1_with["decoding"] = cc::to_json(sampled());
+  write_text(file, v1_with.dump());
+  CHECK(contains(error_of([&] { cc::read_calibration_json(file); }),
+                 name + ": key 'decoding': not part of format version 1"));
+  nlohmann::json v2_without = v1;
+  v2_without["version"] = 2;
+  write_text(file, v2_without.dump());
+  CHECK(contains(error_of([&] { cc::read_calibration_json(file); }),
+                 name + ": key 'decoding': missing"));
+
+  struct Case {
+    std::string key;
+    nlohmann::json value;  // null: the key is erased
+    std::string expected;
+    bool greedy = false;   // modify the greedy record instead of the sampled one
+  };
+  const std::vector<Case> cases = {
+      {"mode", "beam", "key 'decoding.mode': expected \"greedy\" or \"sample\", got \"beam\""},
+      {"mode", nullptr, "key 'decoding.mode': missing"},
+      {"temperature", 0.0, "key 'decoding.temperature': value 0 is outside (0, 100]"},
+      {"temperature", "hot", "key 'decoding.temperature': expected a number, got string"},
+      {"temperature", nullptr, "key 'decoding.temperature': missing"},
+      {"top_k", -1, "key 'decoding.top_k': expected an integer"},
+      {"top_k", 2.5, "key 'decoding.top_k': expected an integer"},
+      {"top_p", 0.0, "key 'decoding.top_p': value 0 is outside (0, 1]"},
+      {"top_p", 1.5, "key 'decoding.top_p': value 1.5 is outside (0, 1]"},
+      {"seed", "7", "key 'decoding.seed': expected an integer"},
+      {"seed_rule", "mt19937(seed)", "key 'decoding.seed_rule': expected \"splitmix64"},
+      {"seed_rule", nullptr, "key 'decoding.seed_rule': missing"},
+      {"max_new_tokens", 0, "key 'decoding.max_new_tokens': expected an integer in [1, 1048576]"},
+      {"max_new_tokens", nullptr, "key 'decoding.max_new_tokens': missing"},
+      {"stop", "length", "key 'decoding.stop': expected \"eos\""},
+      {"beams", 4, "key 'decoding.beams': unknown key"},
+      {"temperature", 0.8, "key 'decoding.temperature': not used with \"mode\": \"greedy\"", true},
+      {"max_new_tokens", "32", "key 'decoding.max_new_tokens'", true},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.key);
+    CAPTURE(c.value.dump());
+    nlohmann::json doc = cc::to_json(sample_record());
+    if (!c.greedy) doc["decoding"] = cc::to_json(sampled());
+    if (c.value.is_null()) doc["decoding"].erase(c.key);
+    else doc["decoding"][c.key] = c.value;
+    write_text(file, doc.dump());
+    const std::string message = error_of([&] { cc::read_calibration_json(file); });
+    CAPTURE(message);
+    CHECK(contains(message, name + ": "));
+    CHECK(contains(message, c.expected));
+  }
+}
+
+TEST_CASE("prompt_seed: SplitMix64's outputs, one per prompt") {
+  // SplitMix64 seeded with 0: its first outputs (the published reference sequence).
+  CHECK(cc::prompt_seed(0, 0) == 0xe220a8397b1dcdafULL);
+  CHECK(cc::prompt_seed(0, 1) == 0x6e789e6aa1b965f4ULL);
+  CHECK(cc::prompt_seed(0, 2) == 0x06c45d188009454fULL);
+  CHECK(cc::prompt_seed(7, 5) == cc::prompt_seed(7, 5));
+  CHECK(cc::prompt_seed(7, 5) != cc::prompt_seed(7, 6));
+  CHECK(cc::prompt_seed(7, 5) != cc::prompt_seed(8, 5));
+}
+
+TEST_CASE("compare_decoding: every difference named, the seed not compared, v1 read as greedy") {
+  const cc::DecodingRecord greedy{.max_new_tokens = 32};
+  CHECK(cc::compare_decoding(greedy, greedy).differences.empty());
+  CHECK(cc::compare_decoding(greedy, greedy).unchecked.empty());
+  CHECK(cc::compare_decoding(sampled(), sampled()).differences.empty());
+  cc::DecodingRecord other_seed = sampled();
+  other_seed.seed = 99;  // one more draw of the randomness the guarantee averages over
+  CHECK(cc::compare_decoding(sampled(), other_seed).differences.empty());
+  // A run's float flag (0.8f) against the record's double (0.8): equal at the sampler's precision.
+  cc::DecodingRecord from_float = sampled();
+  from_float.temperature = static_cast<double>(0.8f);
+  CHECK(cc::compare_decoding(sampled(), from_float).differences.empty());
+
+  cc::DecodingRecord run = sampled();
+  run.max_new_tokens = 120;
+  auto c = cc::compare_decoding(greedy, run);
+  REQUIRE(c.differences.size() == 2);
+  CHECK(c.differences[0] == "decoding: sampling (temperature 0.8, top-k 40, top-p 0.95) here, "
+                            "greedy in the certificate");
+  CHECK(c.differences[1] == "max new tokens 120 here, 32 in the certificate");
+
+  run = sampled();
+  run.temperature = 0.7;
+  run.top_k = 0;
+  run.top_p = 1.0;
+  c = cc::compare_decoding(sampled(), run);
+  REQUIRE(c.differences.size() == 3);
+  CHECK(c.differences[0] == "temperature 0.7 here, 0.8 in the certificate");
+  CHECK(c.differences[1] == "top-k 0 here, 40 in the certificate");
+  CHECK(c.differences[2] == "top-p 1 here, 0.95 in the certificate");
+  CHECK(cc::compare_decoding(sampled(), greedy).differences[0] ==
+        "decoding: greedy here, sampling (temperature 0.8, top-k 40, top-p 0.95) in the "
+        "certificate");
+
+  // Version 1: read as greedy; the length is not recorded, so not compared but listed.
+  c = cc::compare_decoding(std::nullopt, cc::DecodingRecord{.max_new_tokens = 120});
+  CHECK(c.differences.empty());
+  REQUIRE(c.unchecked.size() == 1);
+  CHECK(contains(c.unchecked[0], "max new tokens"));
+  c = cc::compare_decoding(std::nullopt, sampled());
+  REQUIRE(c.differences.size() == 1);
+  CHECK(contains(c.differences[0], "greedy in the certificate"));
+  CHECK(cc::decoding_description(greedy) == "greedy, up to 32 new tokens, stopping after EOS");
 }
 
 TEST_CASE("FNV-1a 64 matches the published test vectors") {

@@ -88,6 +88,23 @@ TEST_CASE("MappedFile maps the bytes and names the path in errors") {
   CHECK_ERROR_NAMES(MappedFile(dir.path), dir.path.string(), "not a regular file");
 }
 
+TEST_CASE("MappedFile::release_pages drops residency only: the bytes read back unchanged") {
+  TempDir dir;
+  const fs::path p = dir.path / "pages.bin";
+  std::string content(5 * 4096 + 123, '\0');
+  for (std::size_t i = 0; i < content.size(); ++i) content[i] = char(i * 131 % 251);
+  write_file(p, content);
+  const MappedFile f(p);
+  const std::span<const std::byte> all = f.bytes();
+  CHECK(f.release_pages(all.subspan(100, 3 * 4096)));  // a range inside: whole pages dropped
+  CHECK(f.release_pages(all));
+  CHECK(std::memcmp(all.data(), content.data(), content.size()) == 0);
+  // Ranges outside the mapping are refused and nothing is dropped (e.g. ordinary memory).
+  CHECK_FALSE(f.release_pages(std::as_bytes(std::span(content))));
+  CHECK_FALSE(f.release_pages({all.data() + 10, all.size()}));  // runs past the end
+  CHECK(f.release_pages(all.subspan(all.size(), 0)));            // empty, at the end
+}
+
 TEST_CASE("SafeTensorsFile reads F32, F16 and BF16 tensors and metadata") {
   TempDir dir;
   // Data section: a (F32, [2, 3], bytes 0..24), b (BF16, [2], 24..28), c (F16, [2], 28..32),

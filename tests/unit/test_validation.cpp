@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <numeric>
 #include <span>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -409,9 +410,48 @@ TEST_CASE("evaluation_csv: header, 6 significant digits, empty fields for what d
       csv ==
       "kind,measure,delta,epsilon,static_layer,num_layers,splits,certified_share,"
       "lambda_star_median,test_loss,violation_share,violation_ci95_low,violation_ci95_high,"
-      "average_layers,layer_speedup,wall_clock_speedup\n"
-      "calibrated,softmax,0.2,0.3,,2,20,0.75,0.85,0.123457,0.05,0.00126,0.248732,1.5,1.33333,1.25\n"
-      "static,static,,,2,2,0,,,0.25,,,,2,1,2\n");
+      "average_layers,layer_speedup,wall_clock_speedup,oracle_saving_share\n"
+      "calibrated,softmax,0.2,0.3,,2,20,0.75,0.85,0.123457,0.05,0.00126,0.248732,1.5,1.33333,1.25,\n"
+      "static,static,,,2,2,0,,,0.25,,,,2,1,2,\n");
+}
+
+// By hand, L = 8: the oracle averages 2.8 layers, a saving of 8 - 2.8 = 5.2 layers. λ* at 7.35
+// layers saves 0.65 of them: 0.65 / 5.2 = 0.125; 6.44 layers: 1.56 / 5.2 = 0.3; the full model
+// (8 layers) 0; the oracle itself 1; a static exit at 1.5 layers 6.5 / 5.2 = 1.25 (it saves more
+// than the oracle, at a loss).
+TEST_CASE("oracle_saving_share: (L - layers at lambda*) / (L - oracle layers), in rows and CSV") {
+  CHECK(cc::oracle_saving_share(8, 7.35, 2.8) == doctest::Approx(0.125).epsilon(1e-12));
+  CHECK(cc::oracle_saving_share(8, 6.44, 2.8) == doctest::Approx(0.3).epsilon(1e-12));
+  CHECK(cc::oracle_saving_share(8, 8.0, 2.8) == 0.0);
+  CHECK(cc::oracle_saving_share(8, 2.8, 2.8) == doctest::Approx(1.0).epsilon(1e-12));
+  CHECK(std::isnan(cc::oracle_saving_share(8, 7.0, 8.0)));  // the oracle saves nothing
+
+  std::vector<cc::EvaluationRow> rows(5);
+  rows[0] = {.kind = "calibrated", .measure = "softmax", .delta = 0.2, .average_layers = 7.35};
+  rows[1] = {.kind = "calibrated", .measure = "softmax", .delta = 0.4, .average_layers = 6.44};
+  rows[2] = {.kind = "full", .measure = "full", .average_layers = 8.0};
+  rows[3] = {.kind = "oracle", .measure = "oracle", .average_layers = 2.8};
+  rows[4] = {.kind = "static", .measure = "static", .static_layer = 1, .average_layers = 1.5};
+  std::vector<cc::EvaluationRow> no_oracle = {rows[0]};
+  cc::set_oracle_saving_shares(no_oracle, 8);
+  CHECK(std::isnan(no_oracle[0].oracle_saving_share));
+  cc::set_oracle_saving_shares(rows, 8);
+  CHECK(rows[0].oracle_saving_share == doctest::Approx(0.125).epsilon(1e-12));
+  CHECK(rows[1].oracle_saving_share == doctest::Approx(0.3).epsilon(1e-12));
+  CHECK(rows[2].oracle_saving_share == 0.0);
+  CHECK(rows[3].oracle_saving_share == doctest::Approx(1.0).epsilon(1e-12));
+  CHECK(rows[4].oracle_saving_share == doctest::Approx(1.25).epsilon(1e-12));
+  const std::string csv = cc::evaluation_csv(rows, 0.1, 8);
+  std::vector<std::string> lines;
+  std::stringstream in(csv);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  REQUIRE(lines.size() == 6);
+  CHECK(lines[0].ends_with(",wall_clock_speedup,oracle_saving_share"));
+  CHECK(lines[1].ends_with(",0.125"));
+  CHECK(lines[2].ends_with(",0.3"));
+  CHECK(lines[3].ends_with(",0"));
+  CHECK(lines[4].ends_with(",1"));
+  CHECK(lines[5].ends_with(",1.25"));
 }
 
 TEST_CASE("parse_lambda_grid, parse_number_list, split_comma_list") {

@@ -86,9 +86,15 @@ inline const ModelShape kLlama32_1B{
                      {"high_freq_factor", 4.0},
                      {"original_max_position_embeddings", 8192}}};
 
+// Llama-2-7B: 13.5 GB of bf16 weights, the largest shape a 24 GB machine decodes from memory.
+inline const ModelShape kLlama2_7B{.name = "llama-2-7b", .hidden = 4096, .intermediate = 11008,
+                                   .layers = 32, .heads = 32, .kv_heads = 32, .vocab = 32000,
+                                   .max_position_embeddings = 4096};
+
 // Every named shape, for programs that take a shape by name.
 inline std::span<const ModelShape* const> named_shapes() {
-  static const ModelShape* const all[] = {&kShakespeare8l, &kSmall, &kTinyLlama, &kLlama32_1B};
+  static const ModelShape* const all[] = {&kShakespeare8l, &kSmall, &kTinyLlama, &kLlama32_1B,
+                                          &kLlama2_7B};
   return all;
 }
 inline const ModelShape& named_shape(std::string_view name) {

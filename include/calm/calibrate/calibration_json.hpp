@@ -1,8 +1,8 @@
 // calm_calibration.json: the outcome of a calibration, written next to the model
 // (docs/design.md §6), and a content fingerprint of the model files it was computed for.
 //
-// Layout (version 1):
-//   { "format": "calm-calibration", "version": 1,
+// Layout (version 2):
+//   { "format": "calm-calibration", "version": 2,
 //     "measure": "softmax-response", "schedule": "<string>" | { ... },
 //     "consistency": "textual" | "risk", "distance": "token-mismatch" | "rouge-l" | "token-f1",
 //     "method": "hoeffding" | "bentkus" | "hoeffding-bentkus",
@@ -10,7 +10,16 @@
 //     "table": [ { "lambda": 1.0, "mean_loss": 0.0 | null, "p_value": 1e-12 | null,
 //                  "tested": true, "passed": true }, ... ],
 //     "lambda_star": 0.85 | null,
-//     "model_fingerprint": "fnv1a64:0123456789abcdef" }
+//     "model_fingerprint": "fnv1a64:0123456789abcdef",
+//     "decoding": { "mode": "greedy", "max_new_tokens": 32, "stop": "eos" }
+//              | { "mode": "sample", "temperature": 0.8, "top_k": 40, "top_p": 1.0, "seed": 7,
+//                  "seed_rule": "splitmix64(seed + prompt_index * 0x9e3779b97f4a7c15)",
+//                  "max_new_tokens": 32, "stop": "eos" } }
+// The guarantee holds for the decoding it was computed with only (docs/design.md §6): the
+// "decoding" record says which. Version 1 is the same layout without "decoding"; it still reads,
+// with CalibrationRecord::decoding empty: calm-calibrate then decoded greedily, stopping after EOS,
+// and did not record how many tokens (version1_decoding_note()). A record without decoding
+// settings is written as version 1.
 // Writing is atomic (calm::io::write_atomically: temp file in the same directory, fsync, rename):
 // readers see the old file or the new one, never half of one.
 #pragma once
@@ -21,6 +30,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -39,12 +49,115 @@
 #include "calm/io/json.hpp"
 #include "calm/io/mapped_file.hpp"
 #include "calm/io/tokenizer_file.hpp"
+#include "calm/sampling/sampler.hpp"
 
 namespace calm::calibrate {
 
 inline constexpr std::string_view kCalibrationFileName = "calm_calibration.json";
 inline constexpr std::string_view kCalibrationFormat = "calm-calibration";
-inline constexpr int kCalibrationVersion = 1;
+inline constexpr int kCalibrationVersion = 2;  // 1: the same without "decoding"
+
+// The per-prompt seed rule of sampled calibrations, as "decoding.seed_rule" names it.
+inline constexpr std::string_view kSeedRule = "splitmix64(seed + prompt_index * 0x9e3779b97f4a7c15)";
+
+// The seed that prompt `prompt_index` samples with, from the base seed: the first output of
+// SplitMix64 (Steele, Lea and Flood 2014) started at seed + prompt_index * golden gamma, i.e. the
+// prompt_index-th output of the generator seeded with `seed`. The full model and every lambda
+// decode a prompt with this same seed, so their samples share the uniform draws step by step
+// (common random numbers): the loss then measures the early exits, not sampling noise.
+inline std::uint64_t prompt_seed(std::uint64_t seed, std::size_t prompt_index) noexcept {
+  std::uint64_t z = seed + (static_cast<std::uint64_t>(prompt_index) + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// How a calibration decoded each prompt. The stop rule is fixed: generation ends after the
+// tokenizer's EOS, which is not part of the text compared ("stop": "eos").
+struct DecodingRecord {
+  double temperature = 0.0;  // 0: greedy (argmax); top_k, top_p and seed are then unused (0, 1, 0)
+  std::size_t top_k = 0;     // 0: no top-k cut
+  double top_p = 1.0;        // 1: no nucleus cut
+  std::uint64_t seed = 0;    // base seed: prompt i samples with prompt_seed(seed, i)
+  std::size_t max_new_tokens = 32;
+
+  bool greedy() const noexcept { return temperature == 0.0; }
+  // The sampler options of prompt `prompt_index`.
+  SamplingOptions sampling(std::size_t prompt_index) const noexcept {
+    if (greedy()) return {};
+    return {.temperature = static_cast<float>(temperature), .top_k = top_k,
+            .top_p = static_cast<float>(top_p), .seed = prompt_seed(seed, prompt_index)};
+  }
+  bool operator==(const DecodingRecord&) const = default;
+};
+
+// "greedy" or "sampling (temperature 0.8, top-k 40, top-p 1, seed 7 per prompt)" (no length).
+inline std::string decoding_mode_description(const DecodingRecord& d) {
+  if (d.greedy()) return "greedy";
+  std::ostringstream text;
+  text << "sampling (temperature " << d.temperature << ", top-k " << d.top_k << ", top-p "
+       << d.top_p << ")";
+  return text.str();
+}
+
+// "greedy, up to 32 new tokens, stopping after EOS".
+inline std::string decoding_description(const DecodingRecord& d) {
+  return decoding_mode_description(d) + ", up to " + std::to_string(d.max_new_tokens) +
+         " new tokens, stopping after EOS";
+}
+
+// What a version-1 file (no "decoding") is read as.
+inline std::string version1_decoding_note() {
+  return "format version 1 records no decoding settings: read as greedy decoding stopping after "
+         "EOS (the only decoding calm-calibrate had then); its max new tokens are not recorded "
+         "and cannot be checked";
+}
+
+// A run's decoding against a certificate's. The seed is not compared: the calibration drew one
+// seed per prompt, and the guarantee bounds the expected loss over that randomness, of which a
+// run's seed is one more draw.
+struct DecodingComparison {
+  std::vector<std::string> differences;  // each names the setting, the run's and the certified value
+  std::vector<std::string> unchecked;    // settings the certificate does not record
+};
+
+inline DecodingComparison compare_decoding(const std::optional<DecodingRecord>& certified,
+                                           const DecodingRecord& run) {
+  DecodingComparison out;
+  const DecodingRecord cert = certified.value_or(DecodingRecord{});  // version 1: greedy
+  const auto number = [](double v) {
+    std::ostringstream text;
+    text << v;
+    return text.str();
+  };
+  if (run.greedy() != cert.greedy()) {
+    out.differences.push_back("decoding: " + decoding_mode_description(run) + " here, " +
+                              decoding_mode_description(cert) + " in the certificate");
+  } else if (!run.greedy()) {
+    // Compared at the precision the sampler uses (float).
+    const auto differs = [](double a, double b) {
+      return static_cast<float>(a) != static_cast<float>(b);
+    };
+    if (differs(run.temperature, cert.temperature))
+      out.differences.push_back("temperature " + number(run.temperature) + " here, " +
+                                number(cert.temperature) + " in the certificate");
+    if (run.top_k != cert.top_k)
+      out.differences.push_back("top-k " + std::to_string(run.top_k) + " here, " +
+                                std::to_string(cert.top_k) + " in the certificate");
+    if (differs(run.top_p, cert.top_p))
+      out.differences.push_back("top-p " + number(run.top_p) + " here, " + number(cert.top_p) +
+                                " in the certificate");
+  }
+  if (!certified) {
+    out.unchecked.push_back("max new tokens (not recorded in format version 1)");
+  } else if (run.max_new_tokens != cert.max_new_tokens) {
+    // The decaying schedule's threshold depends on t / max new tokens (docs/design.md §4), and
+    // the loss is measured over the whole generated text: another length is another test.
+    out.differences.push_back("max new tokens " + std::to_string(run.max_new_tokens) + " here, " +
+                              std::to_string(cert.max_new_tokens) + " in the certificate");
+  }
+  return out;
+}
 
 // Everything calm_calibration.json holds.
 struct CalibrationRecord {
@@ -54,6 +167,7 @@ struct CalibrationRecord {
   Distance distance = Distance::token_mismatch;  // D (textual) or R (risk)
   std::string model_fingerprint;                 // model_fingerprint(model_dir)
   CalibrationResult result;                      // delta, epsilon, n, method, table, lambda*
+  std::optional<DecodingRecord> decoding;        // empty: not recorded (format version 1)
 };
 
 namespace detail {
@@ -128,6 +242,20 @@ class JsonReader {
 
 }  // namespace detail
 
+inline nlohmann::json to_json(const DecodingRecord& d) {
+  nlohmann::json out = {{"mode", d.greedy() ? "greedy" : "sample"}};
+  if (!d.greedy()) {
+    out["temperature"] = d.temperature;
+    out["top_k"] = d.top_k;
+    out["top_p"] = d.top_p;
+    out["seed"] = d.seed;
+    out["seed_rule"] = kSeedRule;
+  }
+  out["max_new_tokens"] = d.max_new_tokens;
+  out["stop"] = "eos";
+  return out;
+}
+
 inline nlohmann::json to_json(const CalibrationRecord& record) {
   nlohmann::json table = nlohmann::json::array();
   for (const GridRow& row : record.result.table) {
@@ -137,8 +265,8 @@ inline nlohmann::json to_json(const CalibrationRecord& record) {
                      {"tested", row.tested},
                      {"passed", row.passed}});
   }
-  return {{"format", kCalibrationFormat},
-          {"version", kCalibrationVersion},
+  nlohmann::json document = {{"format", kCalibrationFormat},
+          {"version", record.decoding ? kCalibrationVersion : 1},
           {"measure", record.measure},
           {"schedule", record.schedule},
           {"consistency", to_string(record.consistency)},
@@ -150,7 +278,54 @@ inline nlohmann::json to_json(const CalibrationRecord& record) {
           {"table", std::move(table)},
           {"lambda_star", detail::optional_number(record.result.lambda_star)},
           {"model_fingerprint", record.model_fingerprint}};
+  if (record.decoding) document["decoding"] = to_json(*record.decoding);
+  return document;
 }
+
+namespace detail {
+
+// The "decoding" object of a version-2 document; every key is checked, unknown ones refused.
+inline DecodingRecord decoding_from_json(const JsonReader& read, const nlohmann::json& value) {
+  if (!value.is_object())
+    read.fail("decoding", "expected an object, got " + std::string(value.type_name()));
+  const auto integer = [&](const std::string& key, std::uint64_t low, std::uint64_t high) {
+    const auto& v = read.field(value, key, "decoding." + key);
+    if (!v.is_number_unsigned() || v.get<std::uint64_t>() < low || v.get<std::uint64_t>() > high)
+      read.fail("decoding." + key, "expected an integer in [" + std::to_string(low) + ", " +
+                                       std::to_string(high) + "], got " + io::json_excerpt(v));
+    return v.get<std::uint64_t>();
+  };
+  DecodingRecord d;
+  const std::string mode = read.string(read.field(value, "mode", "decoding.mode"), "decoding.mode");
+  if (mode != "greedy" && mode != "sample")
+    read.fail("decoding.mode", "expected \"greedy\" or \"sample\", got \"" + mode + "\"");
+  std::set<std::string> known = {"mode", "max_new_tokens", "stop"};
+  if (mode == "sample") {
+    known.insert({"temperature", "top_k", "top_p", "seed", "seed_rule"});
+    d.temperature = read.number(read.field(value, "temperature", "decoding.temperature"),
+                                "decoding.temperature", 0.0, 100.0, /*open_low=*/true);
+    d.top_k = static_cast<std::size_t>(integer("top_k", 0, std::numeric_limits<std::uint32_t>::max()));
+    d.top_p = read.number(read.field(value, "top_p", "decoding.top_p"), "decoding.top_p", 0.0,
+                          1.0, /*open_low=*/true);
+    d.seed = integer("seed", 0, std::numeric_limits<std::uint64_t>::max());
+    if (read.string(read.field(value, "seed_rule", "decoding.seed_rule"), "decoding.seed_rule") !=
+        kSeedRule)
+      read.fail("decoding.seed_rule", "expected \"" + std::string(kSeedRule) + "\"");
+  }
+  d.max_new_tokens = static_cast<std::size_t>(integer("max_new_tokens", 1, 1 << 20));
+  if (read.string(read.field(value, "stop", "decoding.stop"), "decoding.stop") != "eos")
+    read.fail("decoding.stop", "expected \"eos\" (generation ends after the tokenizer's EOS)");
+  for (const auto& [key, unused] : value.items())
+    if (!known.count(key))
+      read.fail("decoding." + key, mode == "greedy" && (key == "temperature" || key == "top_k" ||
+                                                        key == "top_p" || key == "seed" ||
+                                                        key == "seed_rule")
+                                       ? "not used with \"mode\": \"greedy\""
+                                       : "unknown key");
+  return d;
+}
+
+}  // namespace detail
 
 // Parses and validates a calibration document; `source` (usually the file name) prefixes errors.
 inline CalibrationRecord calibration_from_json(const nlohmann::json& document,
@@ -163,12 +338,18 @@ inline CalibrationRecord calibration_from_json(const nlohmann::json& document,
     read.fail("format", "expected \"" + std::string(kCalibrationFormat) + "\"");
   }
   const auto& version = read.field(document, "version", "version");
-  if (!version.is_number_integer() || version.get<std::int64_t>() != kCalibrationVersion) {
-    read.fail("version", "expected " + std::to_string(kCalibrationVersion) + ", got " +
+  if (!version.is_number_integer() || version.get<std::int64_t>() < 1 ||
+      version.get<std::int64_t>() > kCalibrationVersion) {
+    read.fail("version", "expected 1 or " + std::to_string(kCalibrationVersion) + ", got " +
                              io::json_excerpt(version));
   }
 
   CalibrationRecord record;
+  if (version.get<std::int64_t>() >= 2) {
+    record.decoding = detail::decoding_from_json(read, read.field(document, "decoding", "decoding"));
+  } else if (document.contains("decoding")) {
+    read.fail("decoding", "not part of format version 1 (a file with it is version 2)");
+  }
   record.measure = read.string(read.field(document, "measure", "measure"), "measure");
   if (record.measure.empty()) read.fail("measure", "is empty");
   record.schedule = read.field(document, "schedule", "schedule");

@@ -382,7 +382,32 @@ struct EvaluationRow {
   double average_layers = 0.0;
   double layer_speedup = 0.0;
   double wall_clock_speedup = 0.0;
+  // (L - average_layers) / (L - the local oracle's average layers): the share of the oracle's
+  // layer saving this row captures (docs/design.md §7); NaN without an oracle row or when the
+  // oracle saves nothing. set_oracle_saving_shares() fills it.
+  double oracle_saving_share = std::numeric_limits<double>::quiet_NaN();
 };
+
+// (L - average_layers) / (L - oracle_average_layers); NaN when the oracle saves no layer.
+inline double oracle_saving_share(std::size_t num_layers, double average_layers,
+                                  double oracle_average_layers) {
+  const auto L = static_cast<double>(num_layers);
+  const double oracle_saving = L - oracle_average_layers;
+  if (!(oracle_saving > 0.0)) return std::numeric_limits<double>::quiet_NaN();
+  return (L - average_layers) / oracle_saving;
+}
+
+// Fills every row's oracle_saving_share against the first row of kind "oracle" (a reference line
+// over the whole pool; a calibrated row's average is the mean over the splits' test parts, which
+// together cover the pool). Without an oracle row the shares stay NaN.
+inline void set_oracle_saving_shares(std::vector<EvaluationRow>& rows, std::size_t num_layers) {
+  const auto oracle = std::find_if(rows.begin(), rows.end(),
+                                   [](const EvaluationRow& r) { return r.kind == "oracle"; });
+  if (oracle == rows.end()) return;
+  const double oracle_layers = oracle->average_layers;
+  for (EvaluationRow& r : rows)
+    r.oracle_saving_share = oracle_saving_share(num_layers, r.average_layers, oracle_layers);
+}
 
 inline EvaluationRow calibrated_row(const std::string& measure, const ValidationSummary& v) {
   return {.kind = "calibrated", .measure = measure, .delta = v.delta, .splits = v.per_split.size(),
@@ -405,7 +430,8 @@ inline EvaluationRow reference_row(std::string kind, std::string measure, std::s
 }
 
 // The rows as CSV with a header line (tools/plot_efficiency.py reads it); numbers with 6
-// significant digits, empty fields for NaN; epsilon is written on calibrated rows only.
+// significant digits, empty fields for NaN; epsilon is written on calibrated rows only. Columns
+// are only ever added at the end (oracle_saving_share was), so older readers keep working.
 inline std::string evaluation_csv(const std::vector<EvaluationRow>& rows, double epsilon,
                                   std::size_t num_layers) {
   const auto number = [](double v) -> std::string {
@@ -417,15 +443,17 @@ inline std::string evaluation_csv(const std::vector<EvaluationRow>& rows, double
   std::string csv =
       "kind,measure,delta,epsilon,static_layer,num_layers,splits,certified_share,"
       "lambda_star_median,test_loss,violation_share,violation_ci95_low,violation_ci95_high,"
-      "average_layers,layer_speedup,wall_clock_speedup\n";
+      "average_layers,layer_speedup,wall_clock_speedup,oracle_saving_share\n";
   for (const EvaluationRow& r : rows) {
     const std::string fields[] = {
         r.kind, r.measure, number(r.delta), r.kind == "calibrated" ? number(epsilon) : "",
         r.static_layer ? std::to_string(r.static_layer) : "", std::to_string(num_layers),
         std::to_string(r.splits), number(r.certified_share), number(r.lambda_star_median),
         number(r.test_loss), number(r.violation_share), number(r.ci_low), number(r.ci_high),
-        number(r.average_layers), number(r.layer_speedup), number(r.wall_clock_speedup)};
-    for (const std::string& field : fields) csv += field + (&field == &fields[15] ? "\n" : ",");
+        number(r.average_layers), number(r.layer_speedup), number(r.wall_clock_speedup),
+        number(r.oracle_saving_share)};
+    for (std::size_t k = 0; k < std::size(fields); ++k)
+      csv += fields[k] + (k + 1 == std::size(fields) ? "\n" : ",");
   }
   return csv;
 }

@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <span>
@@ -97,9 +98,34 @@ class MappedFile {
   std::size_t size() const noexcept { return size_; }
   const std::filesystem::path& path() const noexcept { return path_; }
 
+  // Drops this process's resident pages of `range` (the whole pages inside it) once their bytes
+  // have been copied elsewhere, so a checkpoint copied into memory is not resident twice. The
+  // mapping is private and never written: a later read of a dropped page reads the same bytes
+  // from the file again. Returns false (and drops nothing) for a range outside the mapping.
+  bool release_pages(std::span<const std::byte> range) const noexcept {
+    const auto [first, last] = whole_pages(range);
+    if (first == nullptr) return false;
+    if (first < last) ::madvise(first, std::size_t(last - first), MADV_DONTNEED);
+    return true;
+  }
+
  private:
   [[noreturn]] void Fail(const char* what, int err) const {
     throw Error(std::string(what) + " '" + path_.string() + "': " + std::strerror(err));
+  }
+  // The whole pages inside range, or {nullptr, nullptr} when range is not inside the mapping.
+  std::pair<std::byte*, std::byte*> whole_pages(std::span<const std::byte> range) const noexcept {
+    const auto begin = reinterpret_cast<std::uintptr_t>(range.data());
+    const auto base = reinterpret_cast<std::uintptr_t>(data_);
+    if (data_ == nullptr || begin < base || range.size() > size_ || begin - base > size_ - range.size())
+      return {nullptr, nullptr};
+    const long page_size = ::sysconf(_SC_PAGESIZE);
+    const std::uintptr_t page = page_size > 0 ? std::uintptr_t(page_size) : 4096;
+    const std::uintptr_t end = begin + range.size();
+    const std::uintptr_t first = (begin + page - 1) / page * page;
+    std::uintptr_t last = end / page * page;
+    if (last < first) last = first;
+    return {reinterpret_cast<std::byte*>(first), reinterpret_cast<std::byte*>(last)};
   }
   void Unmap() noexcept {
     if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);

@@ -180,6 +180,7 @@ class SafeTensorsFile {
     return metadata_;
   }
   const std::filesystem::path& path() const noexcept { return file_.path(); }
+  const MappedFile& mapping() const noexcept { return file_; }
 
  private:
   explicit SafeTensorsFile(MappedFile file) : file_(std::move(file)) {}
@@ -402,6 +403,14 @@ class Checkpoint {
   }
   std::span<const SafeTensorsFile> files() const noexcept { return files_; }
   const std::filesystem::path& dir() const noexcept { return dir_; }
+
+  // MappedFile::release_pages on whichever file's mapping holds `range`; false when none does
+  // (e.g. a realigned copy in ordinary memory, which must not be dropped).
+  bool release_pages(std::span<const std::byte> range) const noexcept {
+    for (const SafeTensorsFile& f : files_)
+      if (f.mapping().release_pages(range)) return true;
+    return false;
+  }
 
  private:
   Checkpoint() = default;

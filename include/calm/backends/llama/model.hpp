@@ -95,9 +95,9 @@ class LlamaModel {
         weights_(LlamaWeights::load(ckpt_, config_)) {
     if (opts.check_all_weights) LlamaWeights::check_all_finite(ckpt_);
     if (opts.weights == WeightFormat::q8_0)
-      arena_ = weights_.quantize_to_arena(opts.copy_weights);
+      arena_ = weights_.quantize_to_arena(ckpt_, opts.copy_weights);
     else if (opts.copy_weights)
-      arena_ = weights_.copy_to_arena();
+      arena_ = weights_.copy_to_arena(ckpt_);
     const std::size_t cfg_max = config_.max_position_embeddings;
     max_context_ = opts.max_context ? opts.max_context : std::min<std::size_t>(cfg_max, 4096);
     if (max_context_ > cfg_max)
@@ -167,6 +167,8 @@ class LlamaModel {
 
   // Bytes of weights one generated token reads with the full model (the memory-bound cost).
   std::size_t weight_bytes_per_token() const noexcept { return weights_.bytes_per_token(); }
+  // Bytes the weights occupy in memory (the copy, the q8_0 arena, or the mapped tensors in place).
+  std::size_t resident_weight_bytes() const { return weights_.bytes_in_memory(); }
 
  private:
   LlamaConfig config_;

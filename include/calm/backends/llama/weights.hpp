@@ -341,9 +341,25 @@ struct LlamaWeights {
     return out;
   }
 
+  // The source pages are dropped behind a copy every kReleaseChunk bytes, so no tensor (the head
+  // alone is 0.5 GB in Llama 3) is ever resident twice.
+  static constexpr std::size_t kReleaseChunk = std::size_t{8} << 20;
+
+  // memcpy that drops the source's pages of the checkpoint behind it, a chunk at a time.
+  static void copy_releasing(std::byte* dst, const std::byte* src, std::size_t bytes,
+                             const io::Checkpoint& source) {
+    for (std::size_t done = 0; done < bytes; done += kReleaseChunk) {
+      const std::size_t n = std::min(kReleaseChunk, bytes - done);
+      std::memcpy(dst + done, src + done, n);
+      source.release_pages({src + done, n});
+    }
+  }
+
   // Copies every linear weight into one arena (64-byte aligned each) and points at the copies
-  // (realigned copies are then no longer needed).
-  WeightArena copy_to_arena() {
+  // (realigned copies are then no longer needed). The file mapping's pages are dropped behind
+  // the copy (io::Checkpoint::release_pages), so the checkpoint is never resident twice: peak
+  // memory is the arena plus a chunk (measured: bench/bench_load.cpp).
+  WeightArena copy_to_arena(const io::Checkpoint& source) {
     const auto all = linears();
     const auto padded = [](std::size_t b) { return (b + 63) / 64 * 64; };
     std::size_t total = 0;
@@ -352,7 +368,7 @@ struct LlamaWeights {
     std::size_t offset = 0;
     const std::byte* old_embed = embed.data;
     for (Linear* w : all) {
-      std::memcpy(arena.data() + offset, w->data, w->bytes());
+      copy_releasing(arena.data() + offset, w->data, w->bytes(), source);
       w->data = arena.data() + offset;
       offset += padded(w->bytes());
     }
@@ -365,8 +381,9 @@ struct LlamaWeights {
   // scales, each 64-byte aligned) and points at it; with copy_dense the embedding (and a tied
   // head) is copied there too in its file dtype, else it stays where it is. Refuses, naming
   // the tensor, a matrix whose cols is not a multiple of 32 (q8_0 keeps whole blocks) or that
-  // holds a non-finite weight or one beyond q8_0's range (|w| > 127 * 65504).
-  WeightArena quantize_to_arena(bool copy_dense) {
+  // holds a non-finite weight or one beyond q8_0's range (|w| > 127 * 65504). As in
+  // copy_to_arena, each source tensor's file pages are dropped once it is quantized or copied.
+  WeightArena quantize_to_arena(const io::Checkpoint& source, bool copy_dense) {
     struct Named {
       std::string name;
       Linear* w;
@@ -399,7 +416,7 @@ struct LlamaWeights {
     WeightArena arena(total);
     std::size_t offset = 0;
     if (copy_dense) {
-      std::memcpy(arena.data(), embed.data, embed.bytes());
+      copy_releasing(arena.data(), embed.data, embed.bytes(), source);
       embed.data = arena.data();
       offset = padded(embed.bytes());
       if (tied) lm_head.data = embed.data;
@@ -409,12 +426,19 @@ struct LlamaWeights {
       auto* q = reinterpret_cast<std::int8_t*>(arena.data() + offset);
       auto* d = reinterpret_cast<float*>(arena.data() + offset + padded(w.rows * w.cols));
       const std::size_t nb = w.cols / kernels::kQ8Block;
+      const std::size_t row_bytes = w.cols * dtype_size(w.dtype);
       w.visit([&](const auto* src) {
-        for (std::size_t r = 0; r < w.rows; ++r)
+        std::size_t released = 0;  // source rows [0, released) are dropped
+        for (std::size_t r = 0; r < w.rows; ++r) {
           if (!kernels::quantize_row_q8_0(q + r * w.cols, d + r * nb, src + r * w.cols, w.cols))
             throw Error("tensor '" + n.name + "' row " + std::to_string(r) +
                         " holds a non-finite weight or one beyond q8_0's range (|w| > 127 * "
                         "65504); calm cannot quantize it");
+          if ((r + 1 - released) * row_bytes >= kReleaseChunk || r + 1 == w.rows) {
+            source.release_pages({w.data + released * row_bytes, (r + 1 - released) * row_bytes});
+            released = r + 1;
+          }
+        }
       });
       offset += q8_bytes(w);
       w.format = WeightFormat::q8_0;
@@ -423,6 +447,17 @@ struct LlamaWeights {
     }
     if (copy_dense) realigned.clear();
     return arena;
+  }
+
+  // Bytes the weights occupy in memory: every linear once (q8_0 with its scales) and the norms.
+  std::size_t bytes_in_memory() const {
+    std::size_t b = final_norm.size() * sizeof(float) + embed.bytes();
+    if (lm_head.data != embed.data) b += lm_head.bytes();
+    for (const auto& l : layers) {
+      for (const Linear* w : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) b += w->bytes();
+      b += (l.input_norm.size() + l.post_attention_norm.size()) * sizeof(float);
+    }
+    return b;
   }
 
   // Bytes of weights one decode step reads through all layers and the head (memory-bound cost).
