@@ -107,6 +107,43 @@ class ModelTest(unittest.TestCase):
         self.assertLess((model.exit_head(h) - expect).abs().max().item(), 1e-12)
 
 
+class TrainingLossTest(unittest.TestCase):
+    """train.training_loss against the formulas written out by hand."""
+
+    def setUp(self):
+        self.model = ModelTest().make(False, 2)
+        self.inp = torch.tensor([[1, 5, 9, 3], [2, 7, 30, 4]])
+        self.tgt = torch.tensor([[5, 9, 3, 8], [7, 30, 4, 11]])
+
+    def test_weighted_ce_plus_distillation(self):
+        weights = train.layer_weights("weighted", 2)
+        with torch.no_grad():
+            total, _ = train.training_loss(self.model, self.inp, self.tgt, weights, distill=0.5)
+            states = self.model.hidden_states(self.inp)
+            z = [self.model.exit_head(states[i]).reshape(-1, 37) for i in (1, 2)]
+            ce = [torch.nn.functional.cross_entropy(x, self.tgt.reshape(-1)) for x in z]
+            p_last = torch.softmax(z[1], -1)
+            # KL(p_L || p_1) = sum_v p_L (log p_L - log p_1), averaged over positions.
+            kl = (p_last * (torch.log_softmax(z[1], -1) - torch.log_softmax(z[0], -1))).sum(-1).mean()
+            expect = weights[0] * ce[0] + weights[1] * ce[1] + 0.5 * kl
+        self.assertAlmostEqual(total.item(), expect.item(), places=10)
+        with torch.no_grad():
+            plain, _ = train.training_loss(self.model, self.inp, self.tgt, weights)
+        self.assertAlmostEqual(plain.item(), (weights[0] * ce[0] + weights[1] * ce[1]).item(), places=10)
+
+    def test_layer_dropout(self):
+        gen = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            full = self.model.hidden_states(self.inp)
+            same = train.hidden_states_with_dropout(self.model, self.inp, 0.0, gen)
+            # p_max 1: layer 1 always runs (p = 0), the last layer is always skipped (p = 1).
+            dropped = train.hidden_states_with_dropout(self.model, self.inp, 1.0, gen)
+        for a, b in zip(full, same):
+            self.assertTrue(torch.equal(a, b))
+        self.assertTrue(torch.allclose(dropped[1], full[1], atol=1e-12))
+        self.assertTrue(torch.equal(dropped[2], dropped[1]))
+
+
 class SafetensorsTest(unittest.TestCase):
     def test_round_trip_and_layout(self):
         tensors = {"b": torch.tensor([[1.0, -2.5], [3.0, 0.15625]]), "a": torch.arange(3, dtype=torch.float32)}
