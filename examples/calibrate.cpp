@@ -150,7 +150,11 @@ int run(Flags& f) {
                                 .distance = distance,
                                 .model_fingerprint = fingerprint,
                                 .result = cal::calibrate(losses_at, options),
-                                .decoding = decoding};
+                                .decoding = decoding,
+                                .measure_fingerprint =
+                                    f.policy.measure == "classifier"
+                                        ? cal::file_fingerprint(f.policy.classifier_file(f.model))
+                                        : std::string()};
   cal::write_calibration_json(output, record);
 
   const cal::CalibrationResult& result = record.result;

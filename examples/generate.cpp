@@ -168,6 +168,14 @@ float apply_calibration(Flags& f, std::size_t num_layers, Certification& out) {
   std::vector<std::string> differences = decoding.differences;
   for (std::string& d : policy_differences(f.policy, lambda, certified_policy, rec))
     differences.push_back(std::move(d));
+  if (!rec.measure_fingerprint.empty() && f.policy.measure == "classifier") {
+    const std::filesystem::path classifier = f.policy.classifier_file(f.model);
+    const std::string here = cal::file_fingerprint(classifier);
+    if (here != rec.measure_fingerprint)
+      differences.push_back("classifier " + classifier.string() + " is not the one certified " +
+                            "(fingerprint " + here + " here, " + rec.measure_fingerprint +
+                            " in the certificate)");
+  }
   out.json["differences"] = differences;
   out.json["unchecked"] = decoding.unchecked;
   const std::string certificate = fmt::format(

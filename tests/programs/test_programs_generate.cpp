@@ -181,12 +181,38 @@ std::size_t total_checks(const nlohmann::json& j) {
   return checks;
 }
 
-// The committed certificate (format version 1) as version 2 with a decoding record.
+// A certificate for the bundled model with the policy and table these tests name (classifier,
+// decaying tau 4 from layer 1, lambda* 0.95 with 1 and 0.95 passed, delta 0.2, epsilon 0.1),
+// whatever the committed calm_calibration.json holds: version 2 with `decoding`, or version 1
+// (no decoding record) when it is null. The model fingerprint is the committed file's.
 fs::path certificate_with(const calm::test::ScratchDir& dir, const std::string& name,
                           const nlohmann::json& decoding) {
   nlohmann::json c = nlohmann::json::parse(calm::test::read_text(kModel / "calm_calibration.json"));
-  c["version"] = 2;
-  c["decoding"] = decoding;
+  c["measure"] = "classifier";
+  c["schedule"] = {{"schedule", "decaying"}, {"tau", 4.0}, {"first_exit", 1}, {"interval", 1},
+                   {"propagation", "propagate"}};
+  c["delta"] = 0.2;
+  c["epsilon"] = 0.1;
+  c["lambda_star"] = 0.95;
+  c["table"] = nlohmann::json::array();
+  for (int k = 0; k <= 19; ++k) {
+    const double lambda = 1.0 - 0.05 * k;
+    const bool tested = k <= 2, passed = k <= 1;
+    c["table"].push_back({{"lambda", lambda},
+                          {"mean_loss", tested ? nlohmann::json(0.05 * k) : nlohmann::json(nullptr)},
+                          {"p_value", tested ? nlohmann::json(passed ? 0.01 : 0.3) : nlohmann::json(nullptr)},
+                          {"tested", tested},
+                          {"passed", passed}});
+  }
+  c.erase("measure_fingerprint");
+  c.erase("measure_params");
+  if (decoding.is_null()) {
+    c["version"] = 1;
+    c.erase("decoding");
+  } else {
+    c["version"] = 2;
+    c["decoding"] = decoding;
+  }
   return dir.write(name, c.dump());
 }
 
@@ -196,7 +222,8 @@ TEST_CASE("calm-generate --calibration: a run the certificate does not cover is 
           "each difference, and --allow-uncertified runs it with a warning") {
   const calm::test::ScratchDir dir("generate_mismatch");
   const std::string model = "--model " + quote(kModel) + " --prompt 'ROMEO:' ";
-  const std::string committed = "--calibration " + quote(kModel / "calm_calibration.json") + " ";
+  const std::string committed =  // a version-1 certificate, as the bundled one was first written
+      "--calibration " + quote(certificate_with(dir, "v1.json", nullptr)) + " ";
   const fs::path greedy24 = certificate_with(
       dir, "greedy24.json", {{"mode", "greedy"}, {"max_new_tokens", 24}, {"stop", "eos"}});
   const fs::path sampled24 = certificate_with(
@@ -237,6 +264,23 @@ TEST_CASE("calm-generate --calibration: a run the certificate does not cover is 
     for (const std::string& name : c.named) CHECK(contains(run.err, name));
     CHECK(contains(run.err, "--allow-uncertified"));
     CHECK(!contains(run.out, "ROMEO"));  // refused before anything was generated
+  }
+
+  // A classifier certificate names its calm.safetensors by content: another classifier is
+  // another policy.
+  {
+    nlohmann::json c = nlohmann::json::parse(calm::test::read_text(greedy24));
+    c["measure_fingerprint"] = "fnv1a64:0000000000000000";
+    const fs::path other = dir.write("other_classifier.json", c.dump());
+    const auto run = run_program(CALM_GENERATE_EXE, model + "--calibration " + quote(other));
+    CHECK(run.status == 1);
+    CHECK(contains(run.err, "calm.safetensors is not the one certified (fingerprint fnv1a64:"));
+    CHECK(contains(run.err, "fnv1a64:0000000000000000 in the certificate"));
+    c["measure_fingerprint"] = calm::calibrate::file_fingerprint(kModel / "calm.safetensors");
+    const fs::path same = dir.write("same_classifier.json", c.dump());
+    const auto ok = run_program(CALM_GENERATE_EXE, model + "--calibration " + quote(same) + " --json");
+    REQUIRE_MESSAGE(ok.status == 0, ok.err);
+    CHECK(nlohmann::json::parse(ok.out).at("certified") == true);
   }
 
   // --allow-uncertified: runs as asked, warns, and --json says it is not certified.

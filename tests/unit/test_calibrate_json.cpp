@@ -315,6 +315,38 @@ TEST_CASE("decoding record: sampled round trip, version 1 read as not recorded, 
   }
 }
 
+TEST_CASE("measure fingerprint: the classifier's file is recorded, checked and content-only") {
+  ScratchDir dir("measure_fingerprint");
+  const fs::path a = dir.path / "calm.safetensors", b = dir.path / "copy.safetensors";
+  write_text(a, std::string(300, '\x05'));
+  write_text(b, std::string(300, '\x05'));
+  const std::string fa = cc::file_fingerprint(a);
+  CHECK(fa.rfind("fnv1a64:", 0) == 0);
+  CHECK(fa.size() == 24);
+  CHECK(cc::file_fingerprint(b) == fa);  // the name does not count, the bytes do
+  write_text(b, std::string(299, '\x05') + "\x06");
+  CHECK(cc::file_fingerprint(b) != fa);
+  CHECK(error_of([&] { cc::file_fingerprint(dir.path / "absent"); }).find("absent") != std::string::npos);
+
+  const fs::path file = dir.path / "calm_calibration.json";
+  cc::CalibrationRecord record = sample_record();
+  record.decoding = cc::DecodingRecord{};
+  record.measure_fingerprint = fa;
+  cc::write_calibration_json(file, record);
+  CHECK(cc::read_calibration_json(file).measure_fingerprint == fa);
+  nlohmann::json doc = nlohmann::json::parse(read_text(file));
+  doc["measure_fingerprint"] = "fnv1a64:12";
+  write_text(file, doc.dump());
+  CHECK(error_of([&] { cc::read_calibration_json(file); }).find("key 'measure_fingerprint'") !=
+        std::string::npos);
+  doc.erase("decoding");
+  doc["version"] = 1;
+  doc["measure_fingerprint"] = fa;
+  write_text(file, doc.dump());
+  CHECK(error_of([&] { cc::read_calibration_json(file); }).find("not part of format version 1") !=
+        std::string::npos);
+}
+
 TEST_CASE("prompt_seed: SplitMix64's outputs, one per prompt") {
   // SplitMix64 seeded with 0: its first outputs (the published reference sequence).
   CHECK(cc::prompt_seed(0, 0) == 0xe220a8397b1dcdafULL);

@@ -168,6 +168,9 @@ struct CalibrationRecord {
   std::string model_fingerprint;                 // model_fingerprint(model_dir)
   CalibrationResult result;                      // delta, epsilon, n, method, table, lambda*
   std::optional<DecodingRecord> decoding;        // empty: not recorded (format version 1)
+  // file_fingerprint of the file a measure reads (the exit classifier's calm.safetensors): a
+  // certificate holds for that classifier only. Empty: the measure reads no file, or version 1.
+  std::string measure_fingerprint;
 };
 
 namespace detail {
@@ -279,6 +282,7 @@ inline nlohmann::json to_json(const CalibrationRecord& record) {
           {"lambda_star", detail::optional_number(record.result.lambda_star)},
           {"model_fingerprint", record.model_fingerprint}};
   if (record.decoding) document["decoding"] = to_json(*record.decoding);
+  if (!record.measure_fingerprint.empty()) document["measure_fingerprint"] = record.measure_fingerprint;
   return document;
 }
 
@@ -364,6 +368,14 @@ inline CalibrationRecord calibration_from_json(const nlohmann::json& document,
                                 [](const std::string& s) { return parse_distance(s); });
   record.model_fingerprint = read.string(
       read.field(document, "model_fingerprint", "model_fingerprint"), "model_fingerprint");
+  if (document.contains("measure_fingerprint")) {
+    if (!record.decoding)
+      read.fail("measure_fingerprint", "not part of format version 1 (a file with it is version 2)");
+    record.measure_fingerprint = read.string(document["measure_fingerprint"], "measure_fingerprint");
+    if (record.measure_fingerprint.rfind("fnv1a64:", 0) != 0 || record.measure_fingerprint.size() != 24)
+      read.fail("measure_fingerprint", "expected \"fnv1a64:\" and 16 hex digits, got " +
+                                           io::json_excerpt(document["measure_fingerprint"]));
+  }
 
   CalibrationResult& result = record.result;
   result.method = read.parsed(read.field(document, "method", "method"), "method",
@@ -482,6 +494,19 @@ inline void hash_file(Fnv1a64& hash, const std::filesystem::path& file, const st
 }
 
 }  // namespace detail
+
+// Content fingerprint of one file (FNV-1a 64 over its bytes, whatever its name):
+// the exit classifier's calm.safetensors, which a classifier certificate depends on as much as
+// on the weights. Returns "fnv1a64:" followed by 16 lowercase hex digits.
+inline std::string file_fingerprint(const std::filesystem::path& file) {
+  if (!std::filesystem::is_regular_file(file))
+    throw Error("fingerprint: " + file.string() + " is missing or not a regular file");
+  detail::Fnv1a64 hash;
+  detail::hash_file(hash, file, "measure-file");  // the content, whatever the file is called
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash.value()));
+  return "fnv1a64:" + std::string(hex);
+}
 
 // Content fingerprint of a model directory: FNV-1a 64 over config.json, the weights
 // (model.safetensors, or model.safetensors.index.json plus the shards its weight_map names, in
