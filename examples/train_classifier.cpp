@@ -1,10 +1,15 @@
 // calm-train-classifier: trains the early-exit classifier (docs/design.md §3c), backbone frozen.
-//   calm-train-classifier --model DIR --text FILE [--max-tokens 4096] [--epochs 200]
-//                         [--lr 0.01] [--threads 1] [--window 128]
+//   calm-train-classifier --model DIR --text FILE [--kind mlp|linear] [--hidden-units 32]
+//                         [--max-tokens 1000000] [--epochs 12] [--batch 256] [--patience 3]
+//                         [--lr 0.002] [--holdout 0.15] [--seed 1] [--threads 1] [--window 128]
+//                         [--evaluate]
 // Teacher forcing over windows of the text: at every position and layer i = 1..L-1 it records
-// RMSNorm_final(d^i) and the label z = [argmax head(d^i) == argmax head(d^L)], trains the shared
-// 2-way classifier with class-balanced cross-entropy (full batch, Adam), reports held-out
-// accuracy per layer (the last 20% of positions), and writes DIR/calm.safetensors atomically.
+// the classifier's input (RMSNorm_final(d^i) and the extras of calm::exit_features) and the label
+// z = [argmax head(d^i) == argmax head(d^L)]. The last --holdout share of positions is held out.
+// Trains with minibatch Adam on class-balanced cross-entropy (inputs standardised, folded into
+// the first layer at the end), keeps the epoch of lowest held-out loss, reports held-out
+// accuracy and precision / coverage at high confidence per layer, and writes DIR/calm.safetensors
+// atomically. --evaluate reports on DIR/calm.safetensors as it is and writes nothing.
 #include <calm/backends/llama/llama.hpp>
 #include <calm/confidence/exit_classifier.hpp>
 #include <calm/io/mapped_file.hpp>
@@ -14,27 +19,128 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <exception>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <vector>
 
 namespace {
 
-struct Samples {
-  std::vector<float> features;  // (n, hidden)
-  std::vector<int> labels;      // (n)
-  std::vector<std::size_t> layers;  // (n) 1-based layer of each sample
-};
+namespace tr = calm::exit_classifier_training;
+
+using Samples = tr::Dataset;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Runs the model teacher-forced over windows of `tokens` and records one sample per position and
+// layer 1..L-1: positions before `split` go to train (kept only with keep_train), the rest to
+// test. Each window is one batched pass per layer (matrix products), BOS at position 0; the rows
+// round as matrix products do, not bitwise as decoding's, which a classifier does not notice.
+void collect(calm::LlamaSession& model, const std::vector<int>& tokens, std::size_t window,
+             std::size_t split, bool keep_train, Samples& train, Samples& test) {
+  const std::size_t L = model.num_layers(), h = model.hidden_size(), V = model.vocab_size();
+  const std::size_t stride = h + calm::kExitClassifierExtras;
+  train.stride = test.stride = stride;
+  const int bos = model.config().bos_token_id;
+  std::vector<float> x((window + 1) * h), prev((window + 1) * h), logits((window + 1) * V);
+  std::vector<float> normed(h), rows((L - 1) * (window + 1) * stride);  // (L-1, n, stride)
+  std::vector<std::size_t> argmaxes(L * (window + 1));                    // (L, n)
+  for (std::size_t start = 0; start < tokens.size(); start += window) {
+    const std::size_t end = std::min(tokens.size(), start + window);
+    if (!keep_train && end <= split) continue;
+    const std::size_t n = end - start + 1;  // BOS and the window's tokens
+    model.embed(bos, std::span<float>(x.data(), h));
+    for (std::size_t t = 1; t < n; ++t)
+      model.embed(tokens[start + t - 1], std::span<float>(x.data() + t * h, h));
+    for (std::size_t i = 0; i < L; ++i) {
+      std::copy(x.begin(), x.begin() + n * h, prev.begin());
+      model.run_layers(i, i + 1, std::span<float>(x.data(), n * h), 0);
+      model.exit_heads(std::span<const float>(x.data(), n * h),
+                       std::span<float>(logits.data(), n * V));
+      for (std::size_t t = 0; t < n; ++t) {
+        argmaxes[i * n + t] = calm::kernels::argmax(logits.data() + t * V, V);
+        if (i + 1 == L) continue;
+        const std::span<const float> state(x.data() + t * h, h);
+        model.final_norm(state, normed);
+        float* row = rows.data() + (i * n + t) * stride;
+        std::copy(normed.begin(), normed.end(), row);
+        calm::ExitSignal s;  // as the decoder fills it with first exit 1, interval 1
+        s.layer = i + 1;
+        s.num_layers = L;
+        s.state = state;
+        if (i > 0) s.previous_state = std::span<const float>(prev.data() + t * h, h);
+        calm::exit_features(s, row + h);
+      }
+    }
+    for (std::size_t t = 1; t < n; ++t) {
+      const std::size_t j = start + t - 1;
+      if (j < split && !keep_train) continue;
+      Samples& s = j < split ? train : test;
+      for (std::size_t i = 0; i + 1 < L; ++i) {
+        const float* row = rows.data() + (i * n + t) * stride;
+        s.rows.insert(s.rows.end(), row, row + stride);
+        s.labels.push_back(tr::label(argmaxes[i * n + t], argmaxes[(L - 1) * n + t]));
+        s.layers.push_back(static_cast<std::uint8_t>(i + 1));
+      }
+    }
+  }
+}
+
+// Held-out accuracy (exit when score >= 0.5), positive share, and at each high threshold the
+// precision (share of samples scoring >= it whose label is 1: a safe exit) and coverage (share
+// of all samples scoring >= it), per layer and over all layers.
+void report(const calm::ExitClassifier& c, const Samples& d, std::size_t L) {
+  constexpr double kThresholds[] = {0.8, 0.9, 0.95, 0.99};
+  constexpr std::size_t K = std::size(kThresholds);
+  struct Counts {
+    std::size_t n = 0, correct = 0, positive = 0, above[K] = {}, above_pos[K] = {};
+  };
+  std::vector<Counts> by(L + 1);  // [0]: all layers
+  for (std::size_t s = 0; s < d.size(); ++s) {
+    const float p = c.score_row(d.row(s));
+    const int y = d.labels[s];
+    for (Counts* k : {&by[0], &by[d.layers[s]]}) {
+      ++k->n;
+      k->correct += std::size_t((p >= 0.5f ? 1 : 0) == y);
+      k->positive += std::size_t(y);
+      for (std::size_t q = 0; q < K; ++q)
+        if (p >= kThresholds[q]) {
+          ++k->above[q];
+          k->above_pos[q] += std::size_t(y);
+        }
+    }
+  }
+  fmt::print("held out ({} samples): accuracy, positive share, precision / coverage at score >= "
+             "0.8 0.9 0.95 0.99\n", d.size());
+  fmt::print("  layer   acc   pos |   p@.8  c@.8 |   p@.9  c@.9 |  p@.95 c@.95 |  p@.99 c@.99\n");
+  for (std::size_t i = 1; i <= L; ++i) {
+    const std::size_t at = i == L ? 0 : i;
+    const Counts& k = by[at];
+    if (k.n == 0) continue;
+    std::string line = fmt::format("  {:>5} {:.3f} {:.3f}", at == 0 ? std::string("all")
+                                                                   : std::to_string(at),
+                                   double(k.correct) / double(k.n),
+                                   double(k.positive) / double(k.n));
+    for (std::size_t q = 0; q < K; ++q) {
+      const std::string prec =
+          k.above[q] > 0 ? fmt::format("{:.3f}", double(k.above_pos[q]) / double(k.above[q]))
+                         : std::string("    -");
+      line += fmt::format(" | {:>6} {:.3f}", prec, double(k.above[q]) / double(k.n));
+    }
+    fmt::print("{}\n", line);
+  }
+}
 
 int run(const std::filesystem::path& dir, const std::filesystem::path& text_file,
-        const calm::exit_classifier_training::TrainingFlags& flags) {
-  namespace tr = calm::exit_classifier_training;
+        const tr::TrainingFlags& flags, bool evaluate) {
   tr::check_training_flags(flags);
-  const std::size_t max_tokens = flags.max_tokens, epochs = flags.epochs, threads = flags.threads;
-  const float lr = flags.lr;
-  std::size_t window = flags.window;
+  const auto t_start = std::chrono::steady_clock::now();
   calm::io::require_regular_file(text_file, "--text:");
   std::ifstream in(text_file);
   if (!in) throw calm::Error("--text: cannot read '" + text_file.string() + "'");
@@ -43,90 +149,76 @@ int run(const std::filesystem::path& dir, const std::filesystem::path& text_file
   const calm::Tokenizer tok = calm::Tokenizer::load_folder(dir);
   fmt::print(stderr, "calm-train-classifier: tokenizer: {}\n", tok.description());
   std::vector<int> tokens = tok.encode(ss.str(), /*add_bos=*/false);
-  if (tokens.size() > max_tokens) tokens.resize(max_tokens);
+  if (tokens.size() > flags.max_tokens) tokens.resize(flags.max_tokens);
   if (tokens.size() < 10)
     throw calm::Error("--text: '" + text_file.string() + "' has only " +
                       std::to_string(tokens.size()) + " tokens; need at least 10");
-  calm::LlamaSession model = calm::LlamaSession::load(dir, threads);
+  calm::LlamaSession model = calm::LlamaSession::load(dir, flags.threads);
   tok.check_fits(model.config(), (dir / "config.json").string());
   const std::size_t L = model.num_layers(), h = model.hidden_size();
   if (L < 2) throw calm::Error("the model has one layer: nothing to exit early from");
+  if (L > 255) throw calm::Error("the model has more than 255 layers");
   if (model.max_context() < 2)
     throw calm::Error("the model's context of " + std::to_string(model.max_context()) +
                       " position holds no teacher-forcing window (BOS and one token)");
-  window = std::min(window, model.max_context() - 1);
+  const std::size_t window = std::min(flags.window, model.max_context() - 1);
+  // Samples are kept in memory, (L - 1) rows of hidden + 3 floats per token: refuse a run that
+  // would not fit rather than be killed halfway.
+  const double bytes = double(tokens.size()) * double(L - 1) *
+                       double(h + calm::kExitClassifierExtras) * 4.0;
+  if (bytes > 12e9)
+    throw calm::Error("--max-tokens " + std::to_string(tokens.size()) + " would keep " +
+                      fmt::format("{:.1f}", bytes / 1e9) +
+                      " GB of samples in memory (limit 12 GB): lower --max-tokens");
+  const std::size_t split =
+      tokens.size() - std::max<std::size_t>(1, std::size_t(double(tokens.size()) * flags.holdout));
 
-  // Teacher forcing: windows of `window` tokens, each starting with BOS at position 0.
-  const std::size_t split = tokens.size() * 4 / 5;  // positions before: train; after: held out
+  // --evaluate reads the file first: a missing or refused one fails before the model runs.
+  std::optional<calm::ExitClassifier> given;
+  if (evaluate) given = calm::ExitClassifier::load(dir / "calm.safetensors", h);
   Samples train, test;
-  std::vector<float> x(h), normed(h), logits(model.vocab_size());
-  std::vector<float> states((L - 1) * h);
-  std::vector<std::size_t> argmaxes(L);
-  const int bos = model.config().bos_token_id;
-  for (std::size_t start = 0; start < tokens.size(); start += window) {
-    const std::size_t end = std::min(tokens.size(), start + window);
-    for (std::size_t j = start; j < end; ++j) {
-      const std::size_t pos = j - start + 1;
-      if (pos == 1) {
-        model.embed(bos, x);
-        for (std::size_t i = 0; i < L; ++i) model.run_layer(i, x, 0);
-      }
-      model.embed(tokens[j], x);
-      for (std::size_t i = 0; i < L; ++i) {
-        model.run_layer(i, x, pos);
-        model.final_norm(x, normed);
-        model.lm_head(normed, logits);
-        argmaxes[i] = calm::kernels::argmax(logits.data(), logits.size());
-        if (i + 1 < L) std::copy(normed.begin(), normed.end(), states.begin() + i * h);
-      }
-      Samples& s = j < split ? train : test;
-      for (std::size_t i = 0; i + 1 < L; ++i) {
-        s.features.insert(s.features.end(), states.begin() + i * h, states.begin() + (i + 1) * h);
-        s.labels.push_back(tr::label(argmaxes[i], argmaxes[L - 1]));
-        s.layers.push_back(i + 1);
-      }
-    }
+  const auto t_collect = std::chrono::steady_clock::now();
+  if (!evaluate) {
+    train.rows.reserve(split * (L - 1) * (h + calm::kExitClassifierExtras));
+    train.labels.reserve(split * (L - 1));
+    train.layers.reserve(split * (L - 1));
   }
+  collect(model, tokens, window, split, !evaluate, train, test);
+  fmt::print("{} tokens ({} held out), {} layers: samples collected in {:.1f} s\n", tokens.size(),
+             tokens.size() - split, L, seconds_since(t_collect));
+  if (evaluate) {
+    fmt::print("{}: kind {}\n", (dir / "calm.safetensors").string(),
+               given->kind() == calm::ExitClassifierKind::mlp ? "mlp" : "linear");
+    report(*given, test, L);
+    return 0;
+  }
+  if (train.size() == 0) throw calm::Error("--text: no training positions before the held-out part");
+  const auto t_train = std::chrono::steady_clock::now();
   std::size_t n_pos = 0;
   for (int y : train.labels) n_pos += std::size_t(y);
-  const tr::ClassWeights w = tr::balanced_weights(n_pos, train.labels.size());
+  const tr::ClassWeights w = tr::balanced_weights(n_pos, train.size());
   fmt::print("{} train samples ({} positive), {} held out; class weights +{:.3f} -{:.3f}\n",
-             train.labels.size(), n_pos, test.labels.size(), w.positive, w.negative);
-
-  // Full-batch Adam (beta1 0.9, beta2 0.999): the problem is convex and small.
-  const float zero[2] = {0.0f, 0.0f};
-  calm::ExitClassifier clf(std::vector<float>(2 * h, 0.0f), zero);
-  std::vector<float> gw(2 * h), gb(2), m(2 * h + 2, 0.0f), v(2 * h + 2, 0.0f);
-  double loss = 0.0;
-  for (std::size_t e = 1; e <= epochs; ++e) {
-    loss = tr::loss_and_gradient(clf, train.features, train.labels, w, gw, gb);
-    const double c1 = 1.0 - std::pow(0.9, double(e)), c2 = 1.0 - std::pow(0.999, double(e));
-    const auto update = [&](float& param, float g, std::size_t k) {
-      m[k] = 0.9f * m[k] + 0.1f * g;
-      v[k] = 0.999f * v[k] + 0.001f * g * g;
-      param -= float(lr * (m[k] / c1) / (std::sqrt(v[k] / c2) + 1e-8));
-    };
-    for (std::size_t k = 0; k < 2 * h; ++k) update(clf.weight()[k], gw[k], k);
-    for (std::size_t k = 0; k < 2; ++k) update(clf.bias()[k], gb[k], 2 * h + k);
-    if (e == 1 || e % 50 == 0 || e == epochs) fmt::print("epoch {:4}: loss {:.5f}\n", e, loss);
-  }
-
-  // Held-out accuracy per layer (predict "exit" when softmax[1] >= 0.5).
-  std::vector<std::size_t> correct(L, 0), total(L, 0), positives(L, 0);
-  calm::ExitSignal sig;
-  for (std::size_t s = 0; s < test.labels.size(); ++s) {
-    sig.normed_state = std::span<const float>(test.features.data() + s * h, h);
-    const int pred = clf.score(sig) >= 0.5f ? 1 : 0;
-    const std::size_t layer = test.layers[s];
-    correct[layer] += std::size_t(pred == test.labels[s]);
-    positives[layer] += std::size_t(test.labels[s]);
-    ++total[layer];
-  }
-  fmt::print("held-out accuracy per layer (share of positive labels):\n");
-  for (std::size_t i = 1; i < L; ++i)
-    if (total[i] > 0)
-      fmt::print("  layer {:3}: {:.3f} ({:.3f})\n", i, double(correct[i]) / double(total[i]),
-                 double(positives[i]) / double(total[i]));
+             train.size(), n_pos, test.size(), w.positive, w.negative);
+  auto t_epoch = std::chrono::steady_clock::now();
+  std::size_t kept = 0;
+  double kept_loss = 0.0;
+  const calm::ExitClassifier clf =
+      tr::train(train, test, h, flags, [&](const tr::EpochReport& r) {
+        if (r.kept) {
+          kept = r.epoch;
+          kept_loss = r.heldout_loss;
+        }
+        if (r.epoch == 0)
+          fmt::print("epoch    0: held-out loss {:.5f}\n", r.heldout_loss);
+        else
+          fmt::print("epoch {:4}: train loss {:.5f}, held-out loss {:.5f} ({:.1f} s)\n", r.epoch,
+                     r.train_loss, r.heldout_loss, seconds_since(t_epoch));
+        t_epoch = std::chrono::steady_clock::now();
+      });
+  fmt::print("kept epoch {} (held-out loss {:.5f})\n", kept, kept_loss);
+  fmt::print("trained in {:.1f} s (total {:.1f} s)\n", seconds_since(t_train),
+             seconds_since(t_start));
+  report(clf, test, L);
   clf.save(dir / "calm.safetensors");
   fmt::print("wrote {}\n", (dir / "calm.safetensors").string());
   return 0;
@@ -137,17 +229,26 @@ int run(const std::filesystem::path& dir, const std::filesystem::path& text_file
 int main(int argc, char** argv) {
   CLI::App app{"calm-train-classifier: train the early-exit classifier (docs/design.md §3c)"};
   std::string model, text;
-  calm::exit_classifier_training::TrainingFlags f;
+  tr::TrainingFlags f;
+  bool evaluate = false;
   app.add_option("--model", model, "Hugging Face Llama checkpoint folder")->required();
   app.add_option("--text", text, "training text (UTF-8)")->required();
+  app.add_option("--kind", f.kind, "classifier kind: mlp (default) or linear (CALM's head)");
+  app.add_option("--hidden-units", f.hidden_units, "the mlp's hidden units (1 to 4096)");
   app.add_option("--max-tokens", f.max_tokens, "tokens of the text to use (at least 10)");
-  app.add_option("--epochs", f.epochs, "full-batch Adam steps (at least 1)");
-  app.add_option("--lr", f.lr, "Adam learning rate (finite, positive)");
+  app.add_option("--epochs", f.epochs, "passes over the training samples (at least 1)");
+  app.add_option("--batch", f.batch, "samples per Adam step (at least 1)");
+  app.add_option("--patience", f.patience, "epochs without held-out improvement before stopping");
+  app.add_option("--lr", f.lr, "Adam learning rate, cosine-decayed (finite, positive)");
+  app.add_option("--holdout", f.holdout, "share of positions held out, the last (0.05 to 0.5)");
+  app.add_option("--seed", f.seed, "seed of initialisation and shuffling");
   app.add_option("--threads", f.threads, "threads for the model")->check(CLI::Range(1, 256));
   app.add_option("--window", f.window, "teacher-forcing window length in tokens (at least 1)");
+  app.add_flag("--evaluate", evaluate,
+               "report on DIR/calm.safetensors as it is (the held-out part), write nothing");
   CLI11_PARSE(app, argc, argv);
   try {
-    return run(model, text, f);
+    return run(model, text, f, evaluate);
   } catch (const std::exception& e) {
     fmt::print(stderr, "calm-train-classifier: {}\n", e.what());
     return 1;

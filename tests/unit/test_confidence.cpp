@@ -238,7 +238,24 @@ TEST_CASE("classifier training flags: each out-of-range value is refused, naming
     CHECK_ERROR_NAMES(tr::check_training_flags(with([&](auto& f) { f.lr = lr; })), "--lr",
                       "(0, inf)");
   }
+  CHECK_ERROR_NAMES(tr::check_training_flags(with([](auto& f) { f.kind = "svm"; })), "--kind 'svm'",
+                    "linear or mlp");
+  CHECK_ERROR_NAMES(tr::check_training_flags(with([](auto& f) { f.hidden_units = 0; })),
+                    "--hidden-units 0", "[1, 4096]");
+  CHECK_ERROR_NAMES(tr::check_training_flags(with([](auto& f) { f.hidden_units = 5000; })),
+                    "--hidden-units 5000", "[1, 4096]");
+  CHECK_ERROR_NAMES(tr::check_training_flags(with([](auto& f) { f.batch = 0; })), "--batch 0",
+                    "[1, inf)");
+  for (const float holdout : {std::numeric_limits<float>::quiet_NaN(), 0.0f, 0.01f, 0.6f}) {
+    CAPTURE(holdout);
+    CHECK_ERROR_NAMES(tr::check_training_flags(with([&](auto& f) { f.holdout = holdout; })),
+                      "--holdout", "[0.05, 0.5]");
+  }
   CHECK_NOTHROW(tr::check_training_flags(with([](auto& f) {
+    f.kind = "linear";
+    f.hidden_units = 1;
+    f.batch = 1;
+    f.holdout = 0.5f;
     f.window = 1;
     f.threads = 256;
     f.epochs = 1;
@@ -255,33 +272,14 @@ TEST_CASE("classifier training: labels, class-balanced weights, loss and gradien
   CHECK(w.negative == doctest::Approx(0.25));
   CHECK_THROWS_AS(tr::balanced_weights(5, 4), calm::Error);
 
-  // Zero classifier: every sample costs ln 2, weighted: (0.75 ln2 + 3 * 0.25 ln2) / 4.
+  // Zero classifier: every sample costs ln 2, weighted: (0.75 ln2 + 3 * 0.25 ln2) / 4. Rows are
+  // [normed state (hidden 1), the 3 extras], which the linear kind does not read. The gradient
+  // against central differences, for both kinds: tests/unit/test_exit_classifier.cpp.
   const float zero_b[2] = {0.0f, 0.0f};
-  calm::ExitClassifier c({0.0f, 0.0f}, zero_b);  // hidden 1
-  const std::vector<float> x = {1.0f, -2.0f, 0.5f, 3.0f};
+  const calm::ExitClassifier c({0.0f, 0.0f}, zero_b);  // hidden 1
+  const std::vector<float> rows = {1.0f, 9, 9, 9, -2.0f, 9, 9, 9, 0.5f, 9, 9, 9, 3.0f, 9, 9, 9};
   const std::vector<int> y = {1, 0, 0, 0};
-  std::vector<float> gw(2), gb(2);
-  CHECK(tr::loss_and_gradient(c, x, y, w, gw, gb) == doctest::Approx(1.5 * std::log(2.0) / 4));
-  // Gradient against central differences on a non-trivial classifier (tolerance 1e-3: f32
-  // logits, h = 1e-3).
-  const float b2[2] = {0.3f, -0.2f};
-  calm::ExitClassifier c2({0.7f, -0.4f}, b2);
-  tr::loss_and_gradient(c2, x, y, w, gw, gb);
-  for (std::size_t j = 0; j < 2; ++j) {
-    const float h = 1e-3f;
-    calm::ExitClassifier p = c2, m = c2;
-    p.weight()[j] += h;
-    m.weight()[j] -= h;
-    std::vector<float> t1(2), t2(2);
-    const double num = (tr::loss_and_gradient(p, x, y, w, t1, t2) -
-                        tr::loss_and_gradient(m, x, y, w, t1, t2)) / (2 * h);
-    CHECK(gw[j] == doctest::Approx(num).epsilon(1e-3));
-    p = c2;
-    m = c2;
-    p.bias()[j] += h;
-    m.bias()[j] -= h;
-    const double numb = (tr::loss_and_gradient(p, x, y, w, t1, t2) -
-                         tr::loss_and_gradient(m, x, y, w, t1, t2)) / (2 * h);
-    CHECK(gb[j] == doctest::Approx(numb).epsilon(1e-3));
-  }
+  std::vector<float> grad(c.num_parameters());
+  CHECK(tr::batch_loss_and_gradient(c, rows, 4, y, w, grad) ==
+        doctest::Approx(1.5 * std::log(2.0) / 4));
 }

@@ -17,6 +17,7 @@
 #include "calm/core/dtype.hpp"
 #include "calm/core/error.hpp"
 #include "calm/core/thread_pool.hpp"
+#include "unit/kernel_test_support.hpp"
 #include "calm/kernels/kernels.hpp"
 
 namespace k = calm::kernels;
@@ -30,27 +31,9 @@ constexpr std::size_t kWidth = xsimd::batch<float>::size;
 // Lengths 0..2*width+k; 32 is the bf16 pair-dot step of matmul, so cover past 2*32 too.
 constexpr std::size_t kMaxLen = 2 * (kWidth > 32 ? kWidth : 32) + 5;
 
-// Unaligned on purpose: one float (or one 16-bit weight) past a 64-byte boundary.
-template <class T>
-struct Unaligned {
-  AlignedBuffer<T> buf;
-  explicit Unaligned(std::size_t n) : buf(n + 1) {}
-  T* data() { return buf.data() + 1; }
-  T& operator[](std::size_t i) { return buf[i + 1]; }
-};
-
-template <class T>
-T from_float(float v) {
-  if constexpr (std::is_same_v<T, bf16>) return calm::to_bf16(v);
-  else if constexpr (std::is_same_v<T, f16>) return calm::to_f16(v);
-  else return v;
-}
-
-template <class T>
-void fill(T* p, std::size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  for (std::size_t i = 0; i < n; ++i) p[i] = from_float<T>(d(rng));
-}
+using calm::test::fill;
+using calm::test::from_float;
+using calm::test::Unaligned;
 
 // Two float sums of n terms in different orders differ by at most ~n*eps*sum|terms| each.
 float sum_tolerance(std::size_t n, float abs_sum) {

@@ -192,16 +192,24 @@ inline std::filesystem::path random_checkpoint(const ModelShape& s,
   return dir;
 }
 
-// An exit classifier with random weights for hidden size `hidden`: what a check of
-// calm::ExitClassifier costs does not depend on its values.
-inline ExitClassifier random_exit_classifier(std::size_t hidden, std::uint32_t seed = 7) {
-  std::vector<float> w(2 * hidden);
-  for (float& x : w) {
-    seed = seed * 1664525u + 1013904223u;
-    x = (static_cast<float>(seed >> 8) * 0x1.0p-24f - 0.5f) * 0.1f;
-  }
+// An exit classifier with random weights for hidden size `hidden`, of either kind (the mlp with
+// `units` hidden units): what a check of calm::ExitClassifier costs does not depend on its values.
+inline ExitClassifier random_exit_classifier(std::size_t hidden, std::uint32_t seed = 7,
+                                             ExitClassifierKind kind = ExitClassifierKind::linear,
+                                             std::size_t units = 32) {
+  const auto values = [&](std::size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) {
+      seed = seed * 1664525u + 1013904223u;
+      x = (static_cast<float>(seed >> 8) * 0x1.0p-24f - 0.5f) * 0.1f;
+    }
+    return v;
+  };
+  if (kind == ExitClassifierKind::mlp)
+    return ExitClassifier::mlp(hidden, values(units * (hidden + kExitClassifierExtras)),
+                               values(units), values(units), 0.0f);
   const float bias[2] = {0.0f, 0.0f};
-  return ExitClassifier(std::move(w), std::span<const float, 2>(bias));
+  return ExitClassifier(values(2 * hidden), std::span<const float, 2>(bias));
 }
 
 // The first `count` prompts of a prompt file (calm/io/prompts.hpp: *.jsonl {"prompt": ...} or

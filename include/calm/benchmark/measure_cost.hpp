@@ -250,21 +250,22 @@ void register_check_costs_of([[maybe_unused]] const std::string& prefix,
 }
 
 // The user's measures, then calm's own at the same model: softmax response (the top-2 gap),
-// hidden-state saturation, and the exit classifier (random weights of the model's hidden size:
-// its cost does not depend on them).
+// hidden-state saturation, and the exit classifier of both kinds (linear and a 32-unit mlp, random
+// weights of the model's hidden size: its cost does not depend on them).
 template <class... Measures>
 void register_check_costs(const std::string& prefix, const ModelSource& source,
                           const Measures&... measures) {
   register_check_costs_of(prefix, source, {}, measures...);
   // The classifier's hidden size is only known once the model is: build it in the benchmark.
   register_check_costs_of(prefix, source, {}, SoftmaxResponse{}, HiddenSaturation{});
-  ::benchmark::RegisterBenchmark((prefix + "/classifier").c_str(),
-                                 [source](::benchmark::State& state) {
-                                   const CheckCostOptions opts;
-                                   LlamaSession session(source(), session_options(opts));
-                                   check_cost(state, session,
-                                              random_exit_classifier(session.hidden_size()), opts);
-                                 });
+  for (const auto kind : {ExitClassifierKind::linear, ExitClassifierKind::mlp}) {
+    const std::string name = kind == ExitClassifierKind::linear ? "/classifier" : "/classifier-mlp";
+    ::benchmark::RegisterBenchmark((prefix + name).c_str(), [source, kind](::benchmark::State& state) {
+      const CheckCostOptions opts;
+      LlamaSession session(source(), session_options(opts));
+      check_cost(state, session, random_exit_classifier(session.hidden_size(), 7, kind), opts);
+    });
+  }
 }
 template <class... Measures>
 void register_check_costs(const std::string& prefix, std::shared_ptr<const LlamaModel> model,

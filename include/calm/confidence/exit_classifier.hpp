@@ -1,19 +1,33 @@
-// Early-exit classifier (docs/design.md §3c): c = softmax(W_c . RMSNorm_final(d_t^i) + b_c)[1], one
-// classifier shared by all layers, W_c (2, hidden), b_c (2), stored in calm.safetensors as
-// calm.exit_classifier.weight / calm.exit_classifier.bias. O(d) per check, no vocabulary
-// projection. Also here: the pieces of its training (labels, class-balanced loss) so that
-// calm-train-classifier and the tests share one definition.
+// Early-exit classifier (docs/design.md §3c): c = P(the exit head's argmax at this layer equals
+// the top layer's), one classifier shared by all layers, stored in calm.safetensors. Two kinds:
+//   linear  c = softmax(W_c . RMSNorm_final(d_t^i) + b_c)[1], W_c (2, hidden), b_c (2): CALM's
+//           head; calm.exit_classifier.weight / calm.exit_classifier.bias.
+//   mlp     c = sigmoid(w2 . silu(W1 . f + b1) + b2) on f = [RMSNorm_final(d_t^i) (hidden),
+//           i / L, cos(d_t^prev, d_t^i), log rms(d_t^i)] (hidden + 3), W1 (units, hidden + 3),
+//           b1 (units), w2 (1, units), b2 (1); calm.exit_classifier.fc{1,2}.{weight,bias}.
+// Both are O(d) per check (the mlp O((hidden + 3) . units)), with no vocabulary projection.
+// File format (§3c): __metadata__ {"format": "calm-exit-classifier", "version": "2",
+// "kind": ...}; a file without __metadata__ is version 1, the linear kind.
+// Also here: the pieces of its training (labels, features, class-balanced loss and gradients) so
+// that calm-train-classifier and the tests share one definition.
 #pragma once
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <initializer_list>
+#include <map>
 #include <optional>
+#include <random>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -21,65 +35,212 @@
 #include "calm/core/error.hpp"
 #include "calm/io/safetensors.hpp"
 #include "calm/io/safetensors_writer.hpp"
+#include "calm/kernels/cosine.hpp"
+#include "calm/kernels/elementwise.hpp"
 
 namespace calm {
 
 inline constexpr const char* kExitClassifierWeight = "calm.exit_classifier.weight";
 inline constexpr const char* kExitClassifierBias = "calm.exit_classifier.bias";
+inline constexpr const char* kExitClassifierFc1Weight = "calm.exit_classifier.fc1.weight";
+inline constexpr const char* kExitClassifierFc1Bias = "calm.exit_classifier.fc1.bias";
+inline constexpr const char* kExitClassifierFc2Weight = "calm.exit_classifier.fc2.weight";
+inline constexpr const char* kExitClassifierFc2Bias = "calm.exit_classifier.fc2.bias";
+
+// __metadata__ of a version-2 file (docs/design.md §3c).
+inline constexpr std::string_view kExitClassifierFormat = "calm-exit-classifier";
+inline constexpr std::string_view kExitClassifierVersion = "2";
+// The mlp's input, in column order: the normed state, then the extras of exit_features().
+inline constexpr std::string_view kExitClassifierFeatures =
+    "normed_state,layer_fraction,cosine_previous,log_rms";
+inline constexpr std::size_t kExitClassifierExtras = 3;
+inline constexpr std::size_t kExitClassifierMaxUnits = 4096;
+
+enum class ExitClassifierKind : unsigned char { linear, mlp };
+
+// The extras of the mlp's input from what ExitSignal carries, each O(d):
+//   [0] i / L: where the check is; the positive rate rises steeply with depth.
+//   [1] cos(d_t^prev, d_t^i) of the pre-norm states (§3b's saturation), 0 without a previous
+//       exit point (state and previous_state differ in size).
+//   [2] log rms(d_t^i) = 0.5 ln(mean d^2 + 1e-12): the residual stream's scale, which the
+//       normed state hides (the epsilon keeps an all-zero state finite).
+// Non-finite states give non-finite extras; the caller refuses to exit on them.
+inline void exit_features(const ExitSignal& s, float extras[kExitClassifierExtras]) noexcept {
+  extras[0] = s.num_layers > 0 ? static_cast<float>(s.layer) / static_cast<float>(s.num_layers)
+                               : 0.0f;
+  extras[1] = !s.previous_state.empty() && s.previous_state.size() == s.state.size()
+                  ? kernels::cosine(s.previous_state.data(), s.state.data(), s.state.size())
+                  : 0.0f;
+  const std::size_t n = s.state.size();
+  const float ms = n > 0 ? kernels::dot(s.state.data(), s.state.data(), n) / float(n) : 0.0f;
+  extras[2] = 0.5f * std::log(ms + 1e-12f);
+}
 
 class ExitClassifier {
  public:
   static constexpr bool needs_logits = false;
   static constexpr bool needs_normed_state = true;
+  static constexpr bool needs_previous_state = true;  // the mlp's cosine; unused by linear
   static constexpr float max_score = 1.0f;
 
   ExitClassifier() = default;
-  // weight (2, hidden) row-major, bias (2).
+  // The linear kind: weight (2, hidden) row-major, bias (2).
   ExitClassifier(std::vector<float> weight, std::span<const float, 2> bias)
       : weight_(std::move(weight)), bias_{bias[0], bias[1]} {
     if (weight_.empty() || weight_.size() % 2 != 0)
       throw Error("ExitClassifier: weight must have shape (2, hidden), got " +
                   std::to_string(weight_.size()) + " values");
+    hidden_ = weight_.size() / 2;
+  }
+
+  // The mlp kind for a model of hidden size `hidden`: fc1_weight (units, hidden + 3) row-major,
+  // fc1_bias (units), fc2_weight (units), fc2_bias.
+  static ExitClassifier mlp(std::size_t hidden, std::vector<float> fc1_weight,
+                            std::vector<float> fc1_bias, std::vector<float> fc2_weight,
+                            float fc2_bias) {
+    const std::size_t units = fc1_bias.size();
+    if (hidden == 0 || units == 0 || units > kExitClassifierMaxUnits ||
+        fc1_weight.size() != units * (hidden + kExitClassifierExtras) ||
+        fc2_weight.size() != units)
+      throw Error("ExitClassifier::mlp: need hidden > 0, 1 <= units <= " +
+                  std::to_string(kExitClassifierMaxUnits) +
+                  ", fc1_weight (units, hidden + 3), fc2_weight (units); got hidden " +
+                  std::to_string(hidden) + ", units " + std::to_string(units) + ", " +
+                  std::to_string(fc1_weight.size()) + " and " +
+                  std::to_string(fc2_weight.size()) + " values");
+    ExitClassifier c;
+    c.kind_ = ExitClassifierKind::mlp;
+    c.hidden_ = hidden;
+    c.weight_ = std::move(fc1_weight);
+    c.fc1_bias_ = std::move(fc1_bias);
+    c.fc2_weight_ = std::move(fc2_weight);
+    c.fc2_bias_ = fc2_bias;
+    return c;
   }
 
   // Reads calm.safetensors (F32, F16 or BF16, at any alignment: io/safetensors.hpp); hidden is
-  // the model's hidden size. A NaN or an infinity in either tensor is refused, naming it: such a
-  // classifier would never exit (NaN) or always exit (an infinite bias).
+  // the model's hidden size. Version 1 (no __metadata__) is the linear kind, read as it always
+  // was. Version 2 is refused, naming the file and the key or tensor, for an unknown format,
+  // version, kind or metadata key, a missing, mis-shaped or unknown tensor. A NaN or an infinity
+  // in any tensor is refused: such a classifier would never exit (NaN) or always exit (an
+  // infinite bias).
   static ExitClassifier load(const std::filesystem::path& file, std::size_t hidden) {
     const io::SafeTensorsFile st = io::SafeTensorsFile::open(file);
-    const auto read = [&](const char* name, std::size_t rows, std::size_t cols) {
+    const std::string where = "'" + file.string() + "'";
+    const auto read = [&](const char* name, std::initializer_list<std::size_t> expected) {
       const io::TensorView* t = st.find(name);
-      if (t == nullptr) throw Error("'" + file.string() + "': no tensor '" + name + "'");
-      const bool ok = rows == 1 ? (t->shape.size() == 1 && t->shape[0] == cols)
-                                : (t->shape.size() == 2 && t->shape[0] == rows &&
-                                   t->shape[1] == cols);
-      if (!ok)
-        throw Error("tensor '" + std::string(name) + "' in '" + file.string() + "' has shape " +
+      if (t == nullptr) throw Error(where + ": no tensor '" + name + "'");
+      const std::vector<std::size_t> want(expected);
+      if (t->shape != want)
+        throw Error("tensor '" + std::string(name) + "' in " + where + " has shape " +
                     io::detail::shape_string(t->shape) + ", expected " +
-                    (rows == 1 ? "[" + std::to_string(cols) + "]"
-                               : "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]"));
+                    io::detail::shape_string(want));
       if (const std::optional<std::size_t> bad = t->first_non_finite()) {
-        throw Error("tensor '" + std::string(name) + "' in '" + file.string() + "' holds " +
+        throw Error("tensor '" + std::string(name) + "' in " + where + " holds " +
                     describe_non_finite(t->value(*bad)) + " at index " + std::to_string(*bad) +
                     "; a classifier with a non-finite value would never or always exit, so calm "
                     "refuses it");
       }
       return t->to_floats();
     };
-    std::vector<float> w = read(kExitClassifierWeight, 2, hidden);
-    const std::vector<float> b = read(kExitClassifierBias, 1, 2);
-    return ExitClassifier(std::move(w), std::span<const float, 2>(b.data(), 2));
+    const auto& md = st.metadata();
+    if (md.empty()) {  // version 1: CALM's linear head
+      std::vector<float> w = read(kExitClassifierWeight, {2, hidden});
+      const std::vector<float> b = read(kExitClassifierBias, {2});
+      return ExitClassifier(std::move(w), std::span<const float, 2>(b.data(), 2));
+    }
+    const auto meta = [&](const char* key) -> const std::string& {
+      const auto it = md.find(key);
+      if (it == md.end())
+        throw Error(where + ": __metadata__ has no key '" + key + "' (version 2 needs it)");
+      return it->second;
+    };
+    const auto bad_meta = [&](const char* key, const std::string& expected) {
+      throw Error(where + ": __metadata__ key '" + key + "' is '" + meta(key) + "', expected " +
+                  expected);
+    };
+    if (meta("format") != kExitClassifierFormat)
+      bad_meta("format", "'" + std::string(kExitClassifierFormat) + "'");
+    if (meta("version") != kExitClassifierVersion)
+      bad_meta("version", "'2' (version 1 files have no __metadata__)");
+    const std::string& kind = meta("kind");
+    if (kind != "linear" && kind != "mlp") bad_meta("kind", "'linear' or 'mlp'");
+    const bool is_mlp = kind == "mlp";
+    for (const auto& [key, value] : md) {
+      const bool known = key == "format" || key == "version" || key == "kind" ||
+                         (is_mlp && (key == "features" || key == "hidden_units" ||
+                                     key == "activation"));
+      if (!known)
+        throw Error(where + ": __metadata__ key '" + key + "' is unknown to a classifier of kind '" +
+                    kind + "'");
+    }
+    const auto refuse_unknown_tensors = [&](std::initializer_list<const char*> names) {
+      for (const io::TensorView& t : st.tensors()) {
+        bool known = false;
+        for (const char* n : names) known = known || t.name == n;
+        if (!known)
+          throw Error(where + ": tensor '" + t.name + "' is unknown to a classifier of kind '" +
+                      kind + "'");
+      }
+    };
+    if (!is_mlp) {
+      refuse_unknown_tensors({kExitClassifierWeight, kExitClassifierBias});
+      std::vector<float> w = read(kExitClassifierWeight, {2, hidden});
+      const std::vector<float> b = read(kExitClassifierBias, {2});
+      return ExitClassifier(std::move(w), std::span<const float, 2>(b.data(), 2));
+    }
+    if (meta("features") != kExitClassifierFeatures)
+      bad_meta("features", "'" + std::string(kExitClassifierFeatures) + "'");
+    if (meta("activation") != "silu") bad_meta("activation", "'silu'");
+    const std::string& units_text = meta("hidden_units");
+    std::size_t units = 0;
+    const auto [end, ec] =
+        std::from_chars(units_text.data(), units_text.data() + units_text.size(), units);
+    if (ec != std::errc() || end != units_text.data() + units_text.size() || units < 1 ||
+        units > kExitClassifierMaxUnits)
+      bad_meta("hidden_units",
+               "an integer in [1, " + std::to_string(kExitClassifierMaxUnits) + "]");
+    refuse_unknown_tensors({kExitClassifierFc1Weight, kExitClassifierFc1Bias,
+                            kExitClassifierFc2Weight, kExitClassifierFc2Bias});
+    std::vector<float> w1 = read(kExitClassifierFc1Weight, {units, hidden + kExitClassifierExtras});
+    std::vector<float> b1 = read(kExitClassifierFc1Bias, {units});
+    std::vector<float> w2 = read(kExitClassifierFc2Weight, {1, units});
+    const std::vector<float> b2 = read(kExitClassifierFc2Bias, {1});
+    return mlp(hidden, std::move(w1), std::move(b1), std::move(w2), b2[0]);
   }
 
-  std::size_t hidden_size() const noexcept { return weight_.size() / 2; }
-  std::span<const float> weight() const noexcept { return weight_; }  // (2, hidden)
+  ExitClassifierKind kind() const noexcept { return kind_; }
+  std::size_t hidden_size() const noexcept { return hidden_; }
+  // The mlp's hidden units (0 for linear) and input size (hidden + 3; hidden for linear).
+  std::size_t hidden_units() const noexcept { return fc1_bias_.size(); }
+  std::size_t num_inputs() const noexcept {
+    return kind_ == ExitClassifierKind::mlp ? hidden_ + kExitClassifierExtras : hidden_;
+  }
+  // linear: W_c (2, hidden) and b_c (2). mlp: W1 (units, hidden + 3); bias() is unused (0, 0).
+  std::span<const float> weight() const noexcept { return weight_; }
   std::span<const float, 2> bias() const noexcept { return bias_; }
   std::span<float> weight() noexcept { return weight_; }  // for training
   std::span<float, 2> bias() noexcept { return bias_; }
+  // mlp: b1 (units), w2 (units), b2.
+  std::span<const float> fc1_bias() const noexcept { return fc1_bias_; }
+  std::span<const float> fc2_weight() const noexcept { return fc2_weight_; }
+  float fc2_bias() const noexcept { return fc2_bias_; }
 
-  // Logits z (2) of the classifier on a normed state (hidden).
+  // Every parameter tensor in file order (linear: W_c, b_c; mlp: W1, b1, w2, b2), for training:
+  // an optimizer updates them through these views, a gradient uses the same layout.
+  std::vector<std::span<float>> parameters() noexcept {
+    if (kind_ == ExitClassifierKind::linear) return {weight_, bias_};
+    return {weight_, fc1_bias_, fc2_weight_, std::span<float>(&fc2_bias_, 1)};
+  }
+  std::size_t num_parameters() const noexcept {
+    return weight_.size() + (kind_ == ExitClassifierKind::linear
+                                 ? 2
+                                 : fc1_bias_.size() + fc2_weight_.size() + 1);
+  }
+
+  // Logits z (2) of the linear kind on a normed state (hidden).
   void logits(std::span<const float> normed, float z[2]) const noexcept {
-    const std::size_t h = hidden_size();
+    const std::size_t h = hidden_;
     float z0 = bias_[0], z1 = bias_[1];
     for (std::size_t j = 0; j < h; ++j) {
       z0 += weight_[j] * normed[j];
@@ -89,19 +250,41 @@ class ExitClassifier {
     z[1] = z1;
   }
 
-  float score(const ExitSignal& s) const noexcept {
-    if (s.normed_state.size() != hidden_size()) return 0.0f;  // unconfigured: never exits
-    float z[2];
-    logits(s.normed_state, z);
-    // A NaN or infinite state (or weights) gives non-finite logits: never exit on them.
-    if (!std::isfinite(z[0]) || !std::isfinite(z[1])) return 0.0f;
-    // softmax(z)[1] = 1 / (1 + exp(z0 - z1)): exact for any finite z, no overflow to NaN.
-    return 1.0f / (1.0f + std::exp(z[0] - z[1]));
+  // The mlp's logit on a normed state (hidden) and extras (3); `pre` (units), if not null,
+  // receives the pre-activations W1 . f + b1 (training's backward pass reads them).
+  float mlp_logit(std::span<const float> normed, const float* extras,
+                  float* pre = nullptr) const noexcept {
+    const std::size_t h = hidden_, f = h + kExitClassifierExtras;
+    float z = fc2_bias_;
+    for (std::size_t u = 0; u < fc1_bias_.size(); ++u) {
+      const float* row = weight_.data() + u * f;  // (hidden + 3)
+      float a = fc1_bias_[u] + kernels::dot(row, normed.data(), h);
+      for (std::size_t k = 0; k < kExitClassifierExtras; ++k) a += row[h + k] * extras[k];
+      if (pre != nullptr) pre[u] = a;
+      z += fc2_weight_[u] * kernels::scalar::silu(a);
+    }
+    return z;
   }
 
-  // Writes calm.safetensors (F32) atomically: readers see the old file or the whole new one.
-  // A classifier holding a NaN or an infinity is refused (load would refuse it), and `file` is
-  // left as it was.
+  // The score on a training row: the normed state (hidden) followed by the extras (3), as
+  // exit_features() computes them; equal to score() on the ExitSignal the row came from.
+  float score_row(std::span<const float> row) const noexcept {
+    if (kind_ == ExitClassifierKind::linear) return linear_score(row.first(hidden_));
+    return mlp_score(row.first(hidden_), row.data() + hidden_);
+  }
+
+  float score(const ExitSignal& s) const noexcept {
+    if (hidden_ == 0 || s.normed_state.size() != hidden_) return 0.0f;  // unconfigured: never exits
+    if (kind_ == ExitClassifierKind::linear) return linear_score(s.normed_state);
+    if (s.state.size() != hidden_) return 0.0f;
+    float extras[kExitClassifierExtras];
+    exit_features(s, extras);
+    return mlp_score(s.normed_state, extras);
+  }
+
+  // Writes calm.safetensors (F32, version 2) atomically: readers see the old file or the whole
+  // new one. A classifier holding a NaN or an infinity is refused (load would refuse it), and
+  // `file` is left as it was.
   void save(const std::filesystem::path& file) const {
     const auto check = [&](std::span<const float> values, const char* name) {
       for (std::size_t i = 0; i < values.size(); ++i) {
@@ -111,12 +294,37 @@ class ExitClassifier {
                       " (the file is left as it was)");
       }
     };
-    check(weight_, kExitClassifierWeight);
-    check(bias_, kExitClassifierBias);
+    std::map<std::string, std::string> metadata = {
+        {"format", std::string(kExitClassifierFormat)},
+        {"version", std::string(kExitClassifierVersion)}};
+    const auto bytes = [](std::span<const float> v) { return std::as_bytes(v); };
+    if (kind_ == ExitClassifierKind::linear) {
+      check(weight_, kExitClassifierWeight);
+      check(bias_, kExitClassifierBias);
+      metadata["kind"] = "linear";
+      const io::TensorToWrite tensors[] = {
+          {kExitClassifierWeight, DType::f32, {2, hidden_}, bytes(weight_)},
+          {kExitClassifierBias, DType::f32, {2}, bytes(bias_)}};
+      io::write_safetensors(file, tensors, metadata);
+      return;
+    }
+    const std::span<const float> b2(&fc2_bias_, 1);
+    check(weight_, kExitClassifierFc1Weight);
+    check(fc1_bias_, kExitClassifierFc1Bias);
+    check(fc2_weight_, kExitClassifierFc2Weight);
+    check(b2, kExitClassifierFc2Bias);
+    const std::size_t units = hidden_units();
+    metadata["kind"] = "mlp";
+    metadata["features"] = std::string(kExitClassifierFeatures);
+    metadata["hidden_units"] = std::to_string(units);
+    metadata["activation"] = "silu";
     const io::TensorToWrite tensors[] = {
-        {kExitClassifierWeight, DType::f32, {2, hidden_size()}, std::as_bytes(std::span(weight_))},
-        {kExitClassifierBias, DType::f32, {2}, std::as_bytes(std::span(bias_))}};
-    io::write_safetensors(file, tensors);
+        {kExitClassifierFc1Weight, DType::f32, {units, hidden_ + kExitClassifierExtras},
+         bytes(weight_)},
+        {kExitClassifierFc1Bias, DType::f32, {units}, bytes(fc1_bias_)},
+        {kExitClassifierFc2Weight, DType::f32, {1, units}, bytes(fc2_weight_)},
+        {kExitClassifierFc2Bias, DType::f32, {1}, bytes(b2)}};
+    io::write_safetensors(file, tensors, metadata);
   }
 
  private:
@@ -124,8 +332,29 @@ class ExitClassifier {
     return std::isnan(v) ? "NaN" : (v > 0 ? "+inf" : "-inf");
   }
 
-  std::vector<float> weight_;  // (2, hidden)
-  float bias_[2] = {0.0f, 0.0f};
+  float linear_score(std::span<const float> normed) const noexcept {
+    float z[2];
+    logits(normed, z);
+    // A NaN or infinite state (or weights) gives non-finite logits: never exit on them.
+    if (!std::isfinite(z[0]) || !std::isfinite(z[1])) return 0.0f;
+    // softmax(z)[1] = 1 / (1 + exp(z0 - z1)): exact for any finite z, no overflow to NaN.
+    return 1.0f / (1.0f + std::exp(z[0] - z[1]));
+  }
+
+  float mlp_score(std::span<const float> normed, const float* extras) const noexcept {
+    const float z = mlp_logit(normed, extras);
+    // A non-finite state reaches z as NaN or ±inf (silu(-inf) is NaN): never exit on it.
+    if (!std::isfinite(z)) return 0.0f;
+    return 1.0f / (1.0f + std::exp(-z));
+  }
+
+  ExitClassifierKind kind_ = ExitClassifierKind::linear;
+  std::size_t hidden_ = 0;
+  std::vector<float> weight_;  // linear: W_c (2, hidden); mlp: W1 (units, hidden + 3)
+  float bias_[2] = {0.0f, 0.0f};  // linear: b_c (2)
+  std::vector<float> fc1_bias_;    // mlp: b1 (units)
+  std::vector<float> fc2_weight_;  // mlp: w2 (units)
+  float fc2_bias_ = 0.0f;          // mlp: b2
 };
 
 static_assert(ConfidenceMeasure<ExitClassifier>);
@@ -150,64 +379,277 @@ inline ClassWeights balanced_weights(std::size_t n_pos, std::size_t n) {
   return {static_cast<float>(1.0 - p), static_cast<float>(p)};
 }
 
-// Mean weighted cross-entropy over samples (features: (n, hidden) rows of RMSNorm_final(d),
-// labels (n) in {0,1}), and its gradient (grad_w (2, hidden), grad_b (2)) — both averaged over
-// n. Accumulated in double: millions of small terms.
-inline double loss_and_gradient(const ExitClassifier& c, std::span<const float> features,
-                                std::span<const int> labels, ClassWeights w,
-                                std::span<float> grad_w, std::span<float> grad_b) {
-  const std::size_t h = c.hidden_size();
-  const std::size_t n = labels.size();
-  std::vector<double> gw(2 * h, 0.0);
-  double gb[2] = {0.0, 0.0};
+// Either kind, on a minibatch: rows (n, stride) of [normed state (hidden), extras (3)] (stride
+// >= hidden + 3; the linear kind reads the first hidden columns), labels (n). Returns the mean
+// weighted cross-entropy and writes its gradient into grad (c.num_parameters(), in the layout of
+// c.parameters()). Float products, double sums over samples: a minibatch is a few hundred rows.
+inline double batch_loss_and_gradient(const ExitClassifier& c, std::span<const float> rows,
+                                      std::size_t stride, std::span<const int> labels,
+                                      ClassWeights w, std::span<float> grad) {
+  const std::size_t n = labels.size(), h = c.hidden_size();
+  if (stride < h + kExitClassifierExtras || rows.size() < n * stride ||
+      grad.size() != c.num_parameters())
+    throw Error("exit classifier: batch_loss_and_gradient: rows must be (n, >= hidden + 3) and "
+                "grad (num_parameters)");
+  std::fill(grad.begin(), grad.end(), 0.0f);
   double loss = 0.0;
+  const float inv = n > 0 ? 1.0f / static_cast<float>(n) : 0.0f;
+  if (c.kind() == ExitClassifierKind::linear) {
+    float* gw = grad.data();          // (2, hidden)
+    float* gb = grad.data() + 2 * h;  // (2)
+    for (std::size_t s = 0; s < n; ++s) {
+      const float* x = rows.data() + s * stride;
+      float z[2];
+      c.logits(std::span<const float>(x, h), z);
+      const double m = z[0] > z[1] ? z[0] : z[1];
+      const double lse = m + std::log(std::exp(z[0] - m) + std::exp(z[1] - m));
+      const int y = labels[s];
+      const double weight = y == 1 ? w.positive : w.negative;
+      loss += weight * (lse - z[y]);
+      for (int k = 0; k < 2; ++k) {
+        const float dz = static_cast<float>(weight * (std::exp(z[k] - lse) - (k == y)) * inv);
+        gb[k] += dz;
+        kernels::axpy(gw + k * h, dz, x, h);
+      }
+    }
+    return n > 0 ? loss / static_cast<double>(n) : 0.0;
+  }
+  // mlp: a = W1 f + b1, g = silu(a), z = w2 . g + b2, p = sigmoid(z);
+  // dL/dz = weight (p - y); dL/da_u = dL/dz w2_u silu'(a_u), silu'(a) = s(a) (1 + a (1 - s(a))).
+  const std::size_t units = c.hidden_units(), f = h + kExitClassifierExtras;
+  float* gw1 = grad.data();               // (units, hidden + 3)
+  float* gb1 = gw1 + units * f;           // (units)
+  float* gw2 = gb1 + units;               // (units)
+  float* gb2 = gw2 + units;               // (1)
+  const std::span<const float> w2 = c.fc2_weight();
+  std::vector<float> pre(units);
   for (std::size_t s = 0; s < n; ++s) {
-    const std::span<const float> x = features.subspan(s * h, h);
-    float z[2];
-    c.logits(x, z);
-    const double m = z[0] > z[1] ? z[0] : z[1];
-    const double lse = m + std::log(std::exp(z[0] - m) + std::exp(z[1] - m));
+    const float* x = rows.data() + s * stride;
+    const float z = c.mlp_logit(std::span<const float>(x, h), x + h, pre.data());
     const int y = labels[s];
     const double weight = y == 1 ? w.positive : w.negative;
-    loss += weight * (lse - z[y]);
-    for (int k = 0; k < 2; ++k) {
-      const double dz = weight * (std::exp(z[k] - lse) - (k == y ? 1.0 : 0.0));
-      gb[k] += dz;
-      for (std::size_t j = 0; j < h; ++j) gw[k * h + j] += dz * x[j];
+    // -log sigmoid(z) = softplus(-z), -log(1 - sigmoid(z)) = softplus(z), computed stably.
+    const double t = y == 1 ? -z : z;
+    loss += weight * (t > 0 ? t + std::log1p(std::exp(-t)) : std::log1p(std::exp(t)));
+    const double p = 1.0 / (1.0 + std::exp(-static_cast<double>(z)));
+    const float dz = static_cast<float>(weight * (p - y)) * inv;
+    *gb2 += dz;
+    for (std::size_t u = 0; u < units; ++u) {
+      const float a = pre[u];
+      const float sg = 1.0f / (1.0f + std::exp(-a));
+      gw2[u] += dz * a * sg;
+      const float da = dz * w2[u] * sg * (1.0f + a * (1.0f - sg));
+      gb1[u] += da;
+      kernels::axpy(gw1 + u * f, da, x, f);
     }
   }
-  const double inv = n > 0 ? 1.0 / static_cast<double>(n) : 0.0;
-  for (std::size_t j = 0; j < 2 * h; ++j) grad_w[j] = static_cast<float>(gw[j] * inv);
-  grad_b[0] = static_cast<float>(gb[0] * inv);
-  grad_b[1] = static_cast<float>(gb[1] * inv);
-  return loss * inv;
+  return n > 0 ? loss / static_cast<double>(n) : 0.0;
+}
+
+// Folds a per-column standardisation x' = (x - mean) / scale, which training applies to its
+// rows, into the classifier's first layer, so that the saved classifier reads raw features:
+// W' = W / scale (column-wise), b' = b - W' . mean. mean and scale: (num_inputs()).
+inline void fold_standardisation(ExitClassifier& c, std::span<const float> mean,
+                                 std::span<const float> scale) {
+  const std::size_t cols = c.num_inputs();
+  std::vector<std::span<float>> p = c.parameters();
+  const std::size_t rows = p[0].size() / cols;
+  for (std::size_t r = 0; r < rows; ++r) {
+    float* w = p[0].data() + r * cols;
+    double shift = 0.0;
+    for (std::size_t j = 0; j < cols; ++j) {
+      w[j] /= scale[j];
+      shift += static_cast<double>(w[j]) * mean[j];
+    }
+    p[1][r] -= static_cast<float>(shift);
+  }
 }
 
 // The settings of a training run (calm-train-classifier's flags).
 struct TrainingFlags {
-  std::size_t max_tokens = 4096;  // --max-tokens: tokens of the text to use
-  std::size_t epochs = 200;       // --epochs: full-batch Adam steps
-  float lr = 0.01f;               // --lr: Adam learning rate
-  std::size_t threads = 1;        // --threads
-  std::size_t window = 128;       // --window: teacher-forcing window in tokens
+  std::string kind = "mlp";            // --kind: linear | mlp
+  std::size_t hidden_units = 32;       // --hidden-units: the mlp's width
+  std::size_t max_tokens = 1'000'000;  // --max-tokens: tokens of the text to use (a whole text)
+  std::size_t epochs = 12;             // --epochs: passes over the training samples
+  std::size_t batch = 256;             // --batch: samples per Adam step
+  std::size_t patience = 3;            // --patience: epochs without held-out improvement
+  float holdout = 0.15f;               // --holdout: share of positions (the last) held out
+  float lr = 0.002f;                   // --lr: Adam learning rate (cosine-decayed)
+  std::uint64_t seed = 1;              // --seed: initialisation and shuffling
+  std::size_t threads = 1;             // --threads
+  std::size_t window = 128;            // --window: teacher-forcing window in tokens
 };
 
 // Refuses settings that would loop forever (--window 0), train nothing (--epochs 0: an all-zero
-// classifier), train to NaN (--lr nan, inf, <= 0) or start unbounded threads; errors name the flag
-// and its valid range.
+// classifier), train to NaN (--lr nan, inf, <= 0), hold out nothing or everything, or start
+// unbounded threads; errors name the flag and its valid range.
 inline void check_training_flags(const TrainingFlags& f) {
   const auto fail = [](const char* flag, const std::string& got, const char* range) {
     throw Error(std::string(flag) + " " + got + " is outside its valid range " + range);
   };
+  const auto text = [](float v) {
+    char t[32];
+    std::snprintf(t, sizeof t, "%g", static_cast<double>(v));
+    return std::string(t);
+  };
+  if (f.kind != "linear" && f.kind != "mlp")
+    throw Error("--kind '" + f.kind + "' is not a classifier kind: use linear or mlp");
+  if (f.hidden_units < 1 || f.hidden_units > kExitClassifierMaxUnits)
+    fail("--hidden-units", std::to_string(f.hidden_units), "[1, 4096]");
   if (f.max_tokens < 10) fail("--max-tokens", std::to_string(f.max_tokens), "[10, inf)");
   if (f.epochs < 1) fail("--epochs", std::to_string(f.epochs), "[1, inf)");
-  if (!(std::isfinite(f.lr) && f.lr > 0.0f)) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%g", static_cast<double>(f.lr));
-    fail("--lr", text, "(0, inf), finite");
-  }
+  if (f.batch < 1) fail("--batch", std::to_string(f.batch), "[1, inf)");
+  if (!(std::isfinite(f.lr) && f.lr > 0.0f)) fail("--lr", text(f.lr), "(0, inf), finite");
+  if (!(f.holdout >= 0.05f && f.holdout <= 0.5f)) fail("--holdout", text(f.holdout), "[0.05, 0.5]");
   if (f.threads < 1 || f.threads > 256) fail("--threads", std::to_string(f.threads), "[1, 256]");
   if (f.window < 1) fail("--window", std::to_string(f.window), "[1, inf)");
+}
+
+
+// Samples of training: one row per (position, layer), as calm-train-classifier collects them.
+struct Dataset {
+  std::size_t stride = 0;            // hidden + 3
+  std::vector<float> rows;           // (n, stride): RMSNorm_final(d^i), then exit_features()
+  std::vector<int> labels;           // (n) z in {0, 1}
+  std::vector<std::uint8_t> layers;  // (n) 1-based layer i (reporting only)
+  std::size_t size() const noexcept { return labels.size(); }
+  std::span<const float> row(std::size_t s) const noexcept {
+    return {rows.data() + s * stride, stride};
+  }
+};
+
+// Mean class-weighted cross-entropy of c on raw rows, through score_row (what decoding sees).
+inline double weighted_loss(const ExitClassifier& c, const Dataset& d, ClassWeights w) {
+  double loss = 0.0;
+  for (std::size_t s = 0; s < d.size(); ++s) {
+    const double p = c.score_row(d.row(s));
+    const double q = d.labels[s] == 1 ? p : 1.0 - p;
+    loss += (d.labels[s] == 1 ? w.positive : w.negative) * -std::log(std::max(q, 1e-12));
+  }
+  return d.size() > 0 ? loss / static_cast<double>(d.size()) : 0.0;
+}
+
+struct EpochReport {
+  std::size_t epoch = 0;  // 0: before training
+  double train_loss = 0.0, heldout_loss = 0.0;
+  bool kept = false;  // the best held-out loss so far
+};
+
+// Uniform in [-a, a) from the top 24 bits of a mt19937_64 draw: the same numbers with any
+// standard library (std::uniform_real_distribution's algorithm is unspecified).
+inline float uniform(std::mt19937_64& rng, float a) {
+  return (static_cast<float>(rng() >> 40) * 0x1.0p-24f * 2.0f - 1.0f) * a;
+}
+
+// Trains a classifier of flags.kind for hidden size `hidden` on `train` and returns the one of
+// the epoch with the lowest class-weighted loss on `heldout` (early stopping after
+// flags.patience epochs without improvement), reading raw features. Minibatch Adam (beta1 0.9,
+// beta2 0.999) with a cosine-decayed learning rate, class weights from train's labels (§3c).
+// The inputs are standardised per column in place in train.rows (the normed state's columns
+// differ in scale by the final norm's gains, and one learning rate suits unit-scale inputs);
+// the standardisation is folded into the returned classifier. Deterministic for a seed.
+inline ExitClassifier train(Dataset& train, const Dataset& heldout, std::size_t hidden,
+                            const TrainingFlags& flags,
+                            const std::function<void(const EpochReport&)>& on_epoch = {}) {
+  check_training_flags(flags);
+  const std::size_t n = train.size(), stride = train.stride;
+  if (n == 0 || stride < hidden + kExitClassifierExtras || train.rows.size() != n * stride ||
+      heldout.stride != stride || heldout.rows.size() != heldout.size() * stride)
+    throw Error("exit classifier training: need samples, rows (n, hidden + 3) in both sets");
+  std::size_t n_pos = 0;
+  for (int y : train.labels) n_pos += static_cast<std::size_t>(y);
+  const ClassWeights w = balanced_weights(n_pos, n);
+
+  std::vector<float> mean(stride, 0.0f), scale(stride, 1.0f);
+  {
+    std::vector<double> s1(stride, 0.0), s2(stride, 0.0);
+    for (std::size_t s = 0; s < n; ++s)
+      for (std::size_t j = 0; j < stride; ++j) {
+        const double v = train.rows[s * stride + j];
+        s1[j] += v;
+        s2[j] += v * v;
+      }
+    for (std::size_t j = 0; j < stride; ++j) {
+      const double m = s1[j] / double(n), var = std::max(0.0, s2[j] / double(n) - m * m);
+      mean[j] = static_cast<float>(m);
+      // A constant column (e.g. i / L of a one-layer set) stays as it is, only centred.
+      scale[j] = var > 1e-12 ? static_cast<float>(std::sqrt(var)) : 1.0f;
+    }
+    for (std::size_t s = 0; s < n; ++s)
+      for (std::size_t j = 0; j < stride; ++j)
+        train.rows[s * stride + j] = (train.rows[s * stride + j] - mean[j]) / scale[j];
+  }
+
+  std::mt19937_64 rng(flags.seed);
+  ExitClassifier clf;
+  if (flags.kind == "linear") {
+    const float zero[2] = {0.0f, 0.0f};
+    clf = ExitClassifier(std::vector<float>(2 * hidden, 0.0f), zero);  // convex: start at 0
+  } else {
+    const std::size_t units = flags.hidden_units, f = hidden + kExitClassifierExtras;
+    std::vector<float> w1(units * f), w2(units);
+    for (float& v : w1) v = uniform(rng, 1.0f / std::sqrt(float(f)));  // PyTorch's nn.Linear
+    for (float& v : w2) v = uniform(rng, 1.0f / std::sqrt(float(units)));
+    clf = ExitClassifier::mlp(hidden, std::move(w1), std::vector<float>(units, 0.0f),
+                              std::move(w2), 0.0f);
+  }
+  const auto folded = [&](const ExitClassifier& c) {
+    ExitClassifier out = c;
+    fold_standardisation(out, std::span<const float>(mean).first(c.num_inputs()),
+                         std::span<const float>(scale).first(c.num_inputs()));
+    return out;
+  };
+
+  const std::size_t P = clf.num_parameters(), B = std::min(flags.batch, n);
+  const std::size_t total = (n + B - 1) / B * flags.epochs;
+  std::vector<float> grad(P), m(P, 0.0f), v(P, 0.0f), batch_rows(B * stride);
+  std::vector<int> batch_labels(B);
+  std::vector<std::size_t> order(n);
+  for (std::size_t s = 0; s < n; ++s) order[s] = s;
+  ExitClassifier best = folded(clf);
+  double best_loss = weighted_loss(best, heldout, w);
+  std::size_t best_epoch = 0, step = 0;
+  if (on_epoch) on_epoch({0, 0.0, best_loss, true});
+  for (std::size_t e = 1; e <= flags.epochs; ++e) {
+    for (std::size_t s = n - 1; s > 0; --s) std::swap(order[s], order[rng() % (s + 1)]);
+    double train_loss = 0.0;
+    for (std::size_t b0 = 0; b0 < n; b0 += B) {
+      const std::size_t nb = std::min(B, n - b0);
+      for (std::size_t k = 0; k < nb; ++k) {
+        std::copy_n(train.rows.data() + order[b0 + k] * stride, stride,
+                    batch_rows.data() + k * stride);
+        batch_labels[k] = train.labels[order[b0 + k]];
+      }
+      train_loss += double(nb) * batch_loss_and_gradient(
+                                     clf, std::span<const float>(batch_rows.data(), nb * stride),
+                                     stride, std::span<const int>(batch_labels.data(), nb), w,
+                                     grad);
+      ++step;
+      const double lr =
+          flags.lr * 0.5 * (1.0 + std::cos(3.14159265358979323846 * double(step - 1) / double(total)));
+      const double c1 = 1.0 - std::pow(0.9, double(step)), c2 = 1.0 - std::pow(0.999, double(step));
+      std::size_t k = 0;
+      for (std::span<float> p : clf.parameters())
+        for (float& param : p) {
+          const float g = grad[k];
+          m[k] = 0.9f * m[k] + 0.1f * g;
+          v[k] = 0.999f * v[k] + 0.001f * g * g;
+          param -= static_cast<float>(lr * (m[k] / c1) / (std::sqrt(v[k] / c2) + 1e-8));
+          ++k;
+        }
+    }
+    ExitClassifier now = folded(clf);
+    const double held = weighted_loss(now, heldout, w);
+    const bool kept = held < best_loss;
+    if (kept) {
+      best_loss = held;
+      best = std::move(now);
+      best_epoch = e;
+    }
+    if (on_epoch) on_epoch({e, train_loss / double(n), held, kept});
+    if (!kept && e - best_epoch >= flags.patience) break;
+  }
+  return best;
 }
 
 }  // namespace exit_classifier_training

@@ -7,8 +7,9 @@
 // NUMERICS: that path rounds the activations X to bf16 (round to nearest even) once per call,
 // a relative error <= 2^-9 per product that the f32 paths do not have; prefill results then
 // differ slightly from decode's matvec, which widens the weights and keeps X in f32. Without
-// __AVX512BF16__ (and for f32/f16 weights) matmul widens weights to f32 and accumulates in f32
-// like matvec (for f32/f16 weights in exactly matvec's order).
+// __AVX512BF16__ (and for f32/f16 weights) matmul widens weights to f32 exactly and accumulates
+// in f32 like matvec, but in another order (register-blocked tiles on AVX2 and wider, see
+// matmul_rows_tiled): prefill then differs from decode by f32 rounding only.
 #pragma once
 
 #include <cstddef>
@@ -40,7 +41,8 @@ void matmul(float* y, const T* w, const float* x, std::size_t n, std::size_t row
 namespace detail {
 
 // Rows [r0, r1) of Y for all n tokens; a group of 4 weight rows stays in L1 while the tokens
-// stream past it. f32 accumulation, in dot_rows' order.
+// stream past it. f32 accumulation, in dot_rows' order. The path for archs below AVX2, and for
+// n < kMatmulTileMinTokens (too few tokens to amortise matmul_rows_tiled's widened copy of W).
 template <class Arch, class T>
 inline void matmul_rows_f32(float* y, const T* w, const float* x, std::size_t n, std::size_t r0,
                             std::size_t r1, std::size_t rows, std::size_t cols) noexcept {
@@ -54,6 +56,172 @@ inline void matmul_rows_f32(float* y, const T* w, const float* x, std::size_t n,
   }
   for (; r < r1; ++r) {
     for (std::size_t t = 0; t < n; ++t) dot_rows<Arch, 1>(y + t * rows + r, w + r * cols, x + t * cols, cols);
+  }
+}
+
+// Register-blocked f32 path (AVX2 and wider; bf16 weights take it only without AVX512-BF16).
+//
+// matmul_rows_f32 calls dot_rows once per token, so every bf16/f16 weight is re-widened n
+// times and every FMA waits on about one load and one convert. Here W is widened once per call
+// and laid out for outer products, as in BLIS' 6x16 AVX2 kernel: a micro-panel of NR = 2
+// batches of rows (16 on AVX2, 32 on AVX-512) x kMatmulTileCols columns is widened to f32 and
+// transposed into thread-local scratch (column c's NR weights are contiguous), then a tile of
+// MT = 6 tokens x NR rows keeps 12 accumulator batches in registers: per column, 2 aligned W
+// loads and 6 broadcast X loads feed 12 FMAs. 12 accumulators + 2 W + 1 broadcast fit AVX2's
+// 16 ymm registers, 12 independent chains cover the FMA latency (4 cycles x 2 ports), and each
+// accumulator lane is one output, so there are no horizontal sums and no column tails. The
+// micro-panel (256 columns x 16 rows x 4 bytes = 16 KiB on AVX2, 32 KiB on AVX-512) stays in
+// L1 while all token tiles pass over it; the X block (n x 256 x 4 bytes, 64 KiB at n = 64)
+// stays in L2. Widening and transposing cost ~1 op per weight, against n/8 FMAs per weight.
+//
+// NUMERICS: every output is a plain chain of fma over the columns in order (the accumulators
+// are reloaded from y between column blocks), s = fma(w[c], x[c], s) for c = 0..cols-1, on
+// archs with FMA (xsimd::fma is mul + add below them). That is not dot_rows' order, so prefill
+// differs from decode's matvec by f32 rounding (~cols * 2^-24 relative to sum |w x|); tests
+// bound it like that. The order depends only on cols, never on the row or token grouping, so
+// results do not depend on the thread count, the batch width or a row's place in a tile. A call
+// with fewer than kMatmulTileMinTokens tokens takes matmul_rows_f32 (dot_rows' order), so a
+// token's result may differ in the last bits between a short and a long call.
+inline constexpr std::size_t kMatmulTileTokens = 6;    // MT
+inline constexpr std::size_t kMatmulTileCols = 256;    // columns per micro-panel
+// Below this many tokens the widened copy does not pay for itself: matmul_rows_f32. Measured
+// (bf16 2048x2048, 1 thread, AVX2 build on an AMD EPYC): dot_rows ~65 GFLOP/s at any n, the
+// tiles 35 / 63 / 71 / 84 at n = 2 / 4 / 6 / 12: the crossover is at 5-8 tokens.
+inline constexpr std::size_t kMatmulTileMinTokens = 8;
+
+template <class Arch>
+inline constexpr bool kHasTiledMatmul = kIsAvx2<Arch> || kIsAvx512<Arch>;
+
+// Rows per micro-panel: two batches.
+template <class Arch>
+inline constexpr std::size_t kMatmulTileRows = 2 * fbatch<Arch>::size;
+
+// wp[c * NR + j] = w[j * cols + c] widened, for j < nr, c < len; rows nr..NR-1 are zero.
+template <class Arch, class T>
+inline void pack_panel(float* wp, const T* w, std::size_t cols, std::size_t nr,
+                       std::size_t len) noexcept {
+  using B = fbatch<Arch>;
+  constexpr std::size_t N = B::size, NR = kMatmulTileRows<Arch>;
+  std::size_t j = 0;
+#if defined(__AVX2__)
+  if constexpr (kIsAvx2<Arch> && !kIsAvx512<Arch>) {
+    // 8 rows x 8 columns at a time through an 8x8 transpose in registers (24 shuffles per 64
+    // weights instead of 64 scalar stores).
+    for (; j + 8 <= nr; j += 8) {
+      std::size_t c = 0;
+      for (; c + 8 <= len; c += 8) {
+        __m256 r[8];
+        for (std::size_t i = 0; i < 8; ++i) r[i] = load_widened<Arch>(w + (j + i) * cols + c);
+        const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float* d = wp + c * NR + j;
+        _mm256_store_ps(d + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_store_ps(d + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_store_ps(d + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_store_ps(d + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_store_ps(d + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_store_ps(d + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_store_ps(d + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_store_ps(d + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+      }
+      for (; c < len; ++c)
+        for (std::size_t i = 0; i < 8; ++i) wp[c * NR + j + i] = to_float(w[(j + i) * cols + c]);
+    }
+  }
+#endif
+  for (; j < nr; ++j) {
+    const T* src = w + j * cols;
+    std::size_t c = 0;
+    alignas(64) float tmp[N];
+    for (; c + N <= len; c += N) {
+      load_widened<Arch>(src + c).store_aligned(tmp);
+      for (std::size_t i = 0; i < N; ++i) wp[(c + i) * NR + j] = tmp[i];
+    }
+    for (; c < len; ++c) wp[c * NR + j] = to_float(src[c]);
+  }
+  for (; j < NR; ++j)
+    for (std::size_t c = 0; c < len; ++c) wp[c * NR + j] = 0.0f;
+}
+
+// y[MT tokens, nr rows] = (accumulate ? y : 0) + x[MT, 0:len] wp^T, wp from pack_panel.
+template <class Arch, std::size_t MT>
+inline void outer_tile(float* y, std::size_t y_stride, std::size_t nr, const float* wp,
+                       const float* x, std::size_t x_stride, std::size_t len,
+                       bool accumulate) noexcept {
+  using B = fbatch<Arch>;
+  constexpr std::size_t N = B::size, NR = kMatmulTileRows<Arch>;
+  B acc[MT][2];
+  alignas(64) float part[NR];  // a row tail (nr < NR) goes through here
+  for (std::size_t t = 0; t < MT; ++t) {
+    if (!accumulate) {
+      acc[t][0] = acc[t][1] = B(0.0f);
+    } else if (nr == NR) {
+      acc[t][0] = B::load_unaligned(y + t * y_stride);
+      acc[t][1] = B::load_unaligned(y + t * y_stride + N);
+    } else {
+      for (std::size_t j = 0; j < NR; ++j) part[j] = j < nr ? y[t * y_stride + j] : 0.0f;
+      acc[t][0] = B::load_aligned(part);
+      acc[t][1] = B::load_aligned(part + N);
+    }
+  }
+  for (std::size_t c = 0; c < len; ++c) {
+    const B w0 = B::load_aligned(wp + c * NR), w1 = B::load_aligned(wp + c * NR + N);
+    for (std::size_t t = 0; t < MT; ++t) {
+      const B xb(x[t * x_stride + c]);
+      acc[t][0] = xsimd::fma(w0, xb, acc[t][0]);
+      acc[t][1] = xsimd::fma(w1, xb, acc[t][1]);
+    }
+  }
+  for (std::size_t t = 0; t < MT; ++t) {
+    if (nr == NR) {
+      acc[t][0].store_unaligned(y + t * y_stride);
+      acc[t][1].store_unaligned(y + t * y_stride + N);
+    } else {
+      acc[t][0].store_aligned(part);
+      acc[t][1].store_aligned(part + N);
+      for (std::size_t j = 0; j < nr; ++j) y[t * y_stride + j] = part[j];
+    }
+  }
+}
+
+// Rows [r0, r1) of y(n, rows) through the outer-product tiles (see above).
+template <class Arch, class T>
+inline void matmul_rows_tiled(float* y, const T* w, const float* x, std::size_t n,
+                              std::size_t r0, std::size_t r1, std::size_t rows,
+                              std::size_t cols) {
+  constexpr std::size_t NR = kMatmulTileRows<Arch>, MT = kMatmulTileTokens;
+  static_assert(MT == 6, "the token-tail switch below covers 1..5");
+  // The widened micro-panel, reused across calls; allocated on first use in each thread.
+  thread_local AlignedBuffer<float> panel;
+  panel.reserve_discard(NR * kMatmulTileCols);
+  float* const wp = panel.data();
+  for (std::size_t p0 = r0; p0 < r1; p0 += NR) {
+    const std::size_t nr = r1 - p0 < NR ? r1 - p0 : NR;
+    // One pass per column block, even when cols == 0 (it writes the zeros).
+    for (std::size_t c0 = 0; c0 < cols || c0 == 0; c0 += kMatmulTileCols) {
+      const std::size_t len = cols - c0 < kMatmulTileCols ? cols - c0 : kMatmulTileCols;
+      pack_panel<Arch>(wp, w + p0 * cols + c0, cols, nr, len);
+      const bool accumulate = c0 > 0;
+      const float* xc = x + c0;
+      float* yp = y + p0;
+      std::size_t t = 0;
+      for (; t + MT <= n; t += MT)
+        outer_tile<Arch, MT>(yp + t * rows, rows, nr, wp, xc + t * cols, cols, len, accumulate);
+      switch (n - t) {
+        case 5: outer_tile<Arch, 5>(yp + t * rows, rows, nr, wp, xc + t * cols, cols, len, accumulate); break;
+        case 4: outer_tile<Arch, 4>(yp + t * rows, rows, nr, wp, xc + t * cols, cols, len, accumulate); break;
+        case 3: outer_tile<Arch, 3>(yp + t * rows, rows, nr, wp, xc + t * cols, cols, len, accumulate); break;
+        case 2: outer_tile<Arch, 2>(yp + t * rows, rows, nr, wp, xc + t * cols, cols, len, accumulate); break;
+        case 1: outer_tile<Arch, 1>(yp + t * rows, rows, nr, wp, xc + t * cols, cols, len, accumulate); break;
+        default: break;
+      }
+    }
   }
 }
 
@@ -186,6 +354,12 @@ void matmul(float* y, const T* w, const float* x, std::size_t n, std::size_t row
       return;
     }
 #endif
+    if constexpr (detail::kHasTiledMatmul<Arch>) {
+      if (n >= detail::kMatmulTileMinTokens) {
+        detail::matmul_rows_tiled<Arch>(y, w, x, n, r0, r1, rows, cols);
+        return;
+      }
+    }
     detail::matmul_rows_f32<Arch>(y, w, x, n, r0, r1, rows, cols);
   };
   if (pool == nullptr || n_tasks <= 1) {

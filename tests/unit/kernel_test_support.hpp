@@ -1,0 +1,36 @@
+// What the kernel tests share: unaligned buffers, and random weights in f32/bf16/f16.
+#pragma once
+
+#include <cstddef>
+#include <random>
+#include <type_traits>
+
+#include "calm/core/aligned.hpp"
+#include "calm/core/dtype.hpp"
+
+namespace calm::test {
+
+// Unaligned on purpose: one element past a 64-byte boundary.
+template <class T>
+struct Unaligned {
+  AlignedBuffer<T> buf;
+  explicit Unaligned(std::size_t n) : buf(n + 1) {}
+  T* data() { return buf.data() + 1; }
+  T& operator[](std::size_t i) { return buf[i + 1]; }
+};
+
+template <class T>
+T from_float(float v) {
+  if constexpr (std::is_same_v<T, bf16>) return to_bf16(v);
+  else if constexpr (std::is_same_v<T, f16>) return to_f16(v);
+  else return v;
+}
+
+// n values uniform in [lo, hi), rounded to T.
+template <class T>
+void fill(T* p, std::size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  for (std::size_t i = 0; i < n; ++i) p[i] = from_float<T>(d(rng));
+}
+
+}  // namespace calm::test
