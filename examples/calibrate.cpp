@@ -124,7 +124,7 @@ int run(Flags& f) {
   auto losses_at = [&](double lambda) {
     std::vector<double> losses(n);
     Efficiency& e = efficiency[lambda];
-    calm::cli::Progress progress(fmt::format("lambda {:.2f}", lambda), n);
+    calm::cli::Progress progress(fmt::format("lambda {:.4g}", lambda), n);
     calm::cli::with_decoder(model, sessions, f.model, f.policy, static_cast<float>(lambda), [&](auto&& decoder) {
       for (std::size_t i = 0; i < n; ++i) {
         auto r = calm::cli::decode_prompt(decoder, encoded.prompts[i], decoding, i, eos);
@@ -171,19 +171,19 @@ int run(Flags& f) {
   const std::size_t L = model->num_layers();
   for (const cal::GridRow& row : result.table) {
     if (!row.tested) {
-      fmt::print("{:>7.2f}  {:>10}  {:>10}  {:>8}  not tested (fixed sequence stopped)\n",
+      fmt::print("{:>7.4g}  {:>10}  {:>10}  {:>8}  not tested (fixed sequence stopped)\n",
                  row.lambda, "-", "-", "-");
       continue;
     }
     const Efficiency& e = efficiency.at(row.lambda);
     const double avg = e.tokens ? e.layers / static_cast<double>(e.tokens) : 0.0;
-    fmt::print("{:>7.2f}  {:>10.4f}  {:>10.3g}  {:>8.2f}  {}\n", row.lambda, *row.mean_loss,
+    fmt::print("{:>7.4g}  {:>10.4f}  {:>10.3g}  {:>8.2f}  {}\n", row.lambda, *row.mean_loss,
                *row.p_value, avg, row.passed ? "passed" : "FAILED (p > epsilon)");
   }
   if (result.lambda_star) {
     const Efficiency& e = efficiency.at(*result.lambda_star);
     const double avg = e.tokens ? e.layers / static_cast<double>(e.tokens) : 0.0;
-    fmt::print("\nlambda* = {:.2f}: on these prompts, average layers {:.2f} of {} (layer speedup "
+    fmt::print("\nlambda* = {:.4g}: on these prompts, average layers {:.2f} of {} (layer speedup "
                "{:.2f}x), wall-clock speedup {:.2f}x against the full model\n",
                *result.lambda_star, avg, L, avg > 0 ? static_cast<double>(L) / avg : 0.0,
                e.seconds > 0 ? full_seconds / e.seconds : 0.0);

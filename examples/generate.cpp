@@ -179,13 +179,13 @@ float apply_calibration(Flags& f, std::size_t num_layers, Certification& out) {
   out.json["differences"] = differences;
   out.json["unchecked"] = decoding.unchecked;
   const std::string certificate = fmt::format(
-      "{} certifies lambda* {:.2f} (delta {}, epsilon {}) for measure {}, {}, {}", file,
+      "{} certifies lambda* {:.4g} (delta {}, epsilon {}) for measure {}, {}, {}", file,
       lambda_star, rec.result.delta, rec.result.epsilon, certified_policy.measure,
       certified_policy.schedule_description(),
       rec.decoding ? cal::decoding_description(*rec.decoding)
                    : std::string("greedy decoding stopping after EOS (format version 1)"));
   if (differences.empty()) {
-    fmt::print(stderr, "calm-generate: calibrated threshold {:.2f} (delta {}, epsilon {}), "
+    fmt::print(stderr, "calm-generate: calibrated threshold {:.4g} (delta {}, epsilon {}), "
                "certified for this run: {}{}\n", lambda, rec.result.delta, rec.result.epsilon,
                cal::decoding_description(run_decoding),
                decoding.unchecked.empty() ? "" : "; not checked: " + join(decoding.unchecked, ", "));

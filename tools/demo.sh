@@ -15,22 +15,15 @@ if [[ ! -f "$model/model.safetensors" ]]; then
 fi
 prompt="ROMEO:"
 args=("$@")
-length=1
 for a in "${args[@]}"; do
   [[ "$a" == "--prompt" ]] && prompt=""
-  [[ "$a" == "--max-new-tokens" ]] && length=0
 done
 if [[ -n "$prompt" ]]; then args=(--prompt "$prompt" "${args[@]}"); fi
-# Early exit at the threshold certified by calm-calibrate (classifier measure, delta 0.2,
-# epsilon 0.1), decoded as it was certified: calm-generate takes the decoding settings the
-# certificate records for every flag not given, and refuses settings it does not cover (say
-# --temperature 0.8 on a greedy certificate) unless --allow-uncertified. Tokens are coloured by
-# exit layer; the full model runs alongside for the speedup.
-# A certificate of format version 1 (no "decoding" record, as the bundled one was first written)
-# does not say its length: it was made with calm-calibrate's defaults, greedy and 32 new tokens
-# (docs/calibration.md), so the demo generates 32.
-if ((length)) && ! grep -q '"decoding"' "$certificate"; then
-  args=(--max-new-tokens 32 "${args[@]}")
-fi
+# Early exit at the threshold certified by calm-calibrate (models/shakespeare-8l/README.md and
+# docs/calibration.md say which measure, schedule, delta and epsilon), decoded as it was
+# certified: calm-generate takes the decoding settings the certificate records (greedy, its
+# number of new tokens) for every flag not given, and refuses settings it does not cover (say
+# --temperature 0.8) unless --allow-uncertified. Tokens are coloured by exit layer; the full
+# model runs alongside for the speedup.
 exec "$build/examples/calm-generate" --model "$model" --calibration "$certificate" \
   --show-exits --compare-full "${args[@]}"

@@ -22,8 +22,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Measured 37.4 (5502 reference tokens of data/test.jsonl) with the committed weights.
-constexpr double kPerplexityBound = 43.0;
+// Measured 36.88 (5502 reference tokens of data/test.jsonl) with the committed weights (weighted
+// exit loss + self-distillation, models/shakespeare-8l/README.md); the previous bundled model
+// (weighted exit loss only) measured 37.37. A retrained model must not be a worse language model.
+constexpr double kPerplexityBound = 37.4;
 
 const fs::path kModel = fs::path(CALM_MODELS) / "shakespeare-8l";
 
