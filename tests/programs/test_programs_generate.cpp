@@ -106,8 +106,10 @@ TEST_CASE("calm-generate refuses before decoding what it could only report after
 
 TEST_CASE("calm-generate: a bad schedule in calm_calibration.json names the file and the key") {
   const calm::test::ScratchDir dir("generate_calibration");
-  const nlohmann::json good =
-      nlohmann::json::parse(calm::test::read_text(kModel / "calm_calibration.json"));
+  nlohmann::json good = nlohmann::json::parse(calm::test::read_text(kModel / "calm_calibration.json"));
+  // The paper's schedule, whatever the committed certificate uses: its parameters are the cases.
+  good["schedule"] = {{"schedule", "decaying"}, {"tau", 4.0}, {"first_exit", 1}, {"interval", 1},
+                      {"propagation", "propagate"}};
   struct Case {
     const char* key;
     nlohmann::json value;

@@ -154,11 +154,12 @@ TEST_CASE("exit classifier mlp: a NaN or infinite state never allows an exit") {
 }
 
 TEST_CASE("exit classifier file: version 1 (no __metadata__) still loads as linear") {
-  // The committed classifier of the bundled model is version 1.
+  // The committed classifier of the bundled model is version 2 (the mlp); version 1 is the
+  // file below, written as the first bundled classifier was (no __metadata__).
   const fs::path bundled = fs::path(CALM_MODELS) / "shakespeare-8l" / "calm.safetensors";
-  CHECK(calm::io::SafeTensorsFile::open(bundled).metadata().empty());
+  CHECK(calm::io::SafeTensorsFile::open(bundled).metadata().at("version") == "2");
   const calm::ExitClassifier b = calm::ExitClassifier::load(bundled, 192);
-  CHECK(b.kind() == calm::ExitClassifierKind::linear);
+  CHECK(b.kind() == calm::ExitClassifierKind::mlp);
   CHECK(b.hidden_size() == 192);
 
   const calm::test::ScratchDir dir("exit_classifier_v1");
