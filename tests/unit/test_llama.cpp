@@ -201,9 +201,16 @@ TEST_CASE("a checkpoint copied or quantized at load is resident once, not twice"
     const auto model = calm::LlamaModel::load(dir, {.max_context = 64, .weights = format});
     const double resident = double(model->resident_weight_bytes());
     const double slack = 4.0 * (1 << 20);  // one release chunk in flight, allocator, RoPE tables
-    CHECK(double(calm::bench::resident_bytes()) - double(before) <= 1.05 * resident + slack);
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer's shadow of the mapping and the copy (1/8 of each) is resident too.
+    const double factor = 1.0 + 2.0 / 8.0;
+#else
+    const double factor = 1.0;
+#endif
+    CHECK(double(calm::bench::resident_bytes()) - double(before) <= factor * 1.05 * resident + slack);
     if (peak_reset)
-      CHECK(double(calm::bench::peak_resident_bytes()) - double(before) <= 1.1 * resident + slack);
+      CHECK(double(calm::bench::peak_resident_bytes()) - double(before) <=
+            factor * 1.1 * resident + slack);
     // The model still decodes from its own copy.
     calm::LlamaSession session(model);
     std::vector<float> x(session.hidden_size());
