@@ -63,6 +63,10 @@ TEST_CASE("the committed calibration and classifier belong to these weights") {
   const auto record = calm::calibrate::read_calibration_json(kModel / "calm_calibration.json");
   CHECK(record.model_fingerprint == calm::calibrate::model_fingerprint(kModel));
   CHECK(record.result.lambda_star.has_value());
+  CHECK(record.decoding.has_value());  // format version 2: the decoding it certifies is recorded
+  if (record.measure == "classifier")  // and the classifier it was computed with
+    CHECK(record.measure_fingerprint ==
+          calm::calibrate::file_fingerprint(kModel / "calm.safetensors"));
   const calm::LlamaSession model = calm::LlamaSession::load(kModel);
   CHECK_NOTHROW(calm::ExitClassifier::load(kModel / "calm.safetensors", model.hidden_size()));
 }
