@@ -28,6 +28,18 @@ inline constexpr bool kIsAvx2 = std::is_base_of_v<xsimd::avx2, Arch>;
 template <class Arch>
 using fbatch = xsimd::batch<float, Arch>;
 
+// a * b + c rounded once. xsimd 8.1 (Debian 12) has no AVX-512 fma: its generic x * y + z is
+// fused only where the optimiser contracts it (-O2, not -O1), so a kernel whose numerics are
+// "one fma chain" calls the instruction itself.
+template <class Arch>
+inline fbatch<Arch> fused_fma(const fbatch<Arch>& a, const fbatch<Arch>& b,
+                              const fbatch<Arch>& c) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (kIsAvx512<Arch>) return fbatch<Arch>(_mm512_fmadd_ps(a, b, c));
+#endif
+  return xsimd::fma(a, b, c);
+}
+
 // n floats from p; bf16/f16 are widened exactly.
 template <class Arch, class T>
 inline fbatch<Arch> load_widened(const T* p) noexcept {

@@ -174,8 +174,8 @@ inline void outer_tile(float* y, std::size_t y_stride, std::size_t nr, const flo
     const B w0 = B::load_aligned(wp + c * NR), w1 = B::load_aligned(wp + c * NR + N);
     for (std::size_t t = 0; t < MT; ++t) {
       const B xb(x[t * x_stride + c]);
-      acc[t][0] = xsimd::fma(w0, xb, acc[t][0]);
-      acc[t][1] = xsimd::fma(w1, xb, acc[t][1]);
+      acc[t][0] = fused_fma<Arch>(w0, xb, acc[t][0]);
+      acc[t][1] = fused_fma<Arch>(w1, xb, acc[t][1]);
     }
   }
   for (std::size_t t = 0; t < MT; ++t) {
