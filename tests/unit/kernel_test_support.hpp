@@ -1,7 +1,10 @@
-// What the kernel tests share: unaligned buffers, and random weights in f32/bf16/f16.
+// What the kernel tests share: unaligned buffers, random weights in f32/bf16/f16, the bound
+// on reordered sums, and bitwise equality.
 #pragma once
 
+#include <cfloat>
 #include <cstddef>
+#include <cstring>
 #include <random>
 #include <type_traits>
 
@@ -32,5 +35,12 @@ void fill(T* p, std::size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1
   std::uniform_real_distribution<float> d(lo, hi);
   for (std::size_t i = 0; i < n; ++i) p[i] = from_float<T>(d(rng));
 }
+
+// Two f32 sums of n terms in different orders differ by at most ~n*eps*sum|terms| each.
+inline float sum_tolerance(std::size_t n, float abs_sum) {
+  return 2.0f * static_cast<float>(n + 1) * FLT_EPSILON * abs_sum + 1e-30f;
+}
+
+inline bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 }  // namespace calm::test

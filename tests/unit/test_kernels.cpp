@@ -35,12 +35,8 @@ using calm::test::fill;
 using calm::test::from_float;
 using calm::test::Unaligned;
 
-// Two float sums of n terms in different orders differ by at most ~n*eps*sum|terms| each.
-float sum_tolerance(std::size_t n, float abs_sum) {
-  return 2.0f * static_cast<float>(n + 1) * FLT_EPSILON * abs_sum + 1e-30f;
-}
-
-bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+using calm::test::same_bits;
+using calm::test::sum_tolerance;
 
 }  // namespace
 
