@@ -1,6 +1,6 @@
 // calm-calibrate: certify an early-exit threshold by Learn-then-Test (docs/design.md §6).
 //   calm-calibrate --model DIR --prompts FILE [--references FILE] --measure softmax|softmax-top1|
-//                  saturation|classifier --delta D --epsilon E [--distance token-mismatch|rouge-l|
+//                  softmax-candidates|saturation|classifier --delta D --epsilon E [--distance token-mismatch|rouge-l|
 //                  token-f1] [--consistency textual|risk] [--method hoeffding-bentkus|hoeffding|
 //                  bentkus] [--max-new-tokens N] [--output PATH] [--schedule ... --tau T ...]
 //                  [--temperature T --top-k K --top-p P --seed S]
@@ -62,7 +62,7 @@ int run(Flags& f) {
   check_unit_interval("--epsilon", f.epsilon);
   if (!f.policy.thresholded())
     throw calm::Error("--measure " + f.policy.measure + " has no threshold to calibrate (use "
-                      "softmax, softmax-top1, saturation or classifier)");
+                      "softmax, softmax-top1, softmax-candidates, saturation or classifier)");
   // Checked before any decoding: the file is written only at the end.
   calm::io::check_writable_destination(
       f.output.empty() ? f.model / cal::kCalibrationFileName : f.output,

@@ -66,8 +66,8 @@ int run(Flags& f) {
   for (const std::string& m : f.measures)
     if (!with_measure(f.policy, m).thresholded())
       throw calm::Error("--measures: unknown or unthresholded measure '" + m + "' (use softmax, "
-                        "softmax-top1, saturation, classifier; the oracle and static exits are "
-                        "always evaluated)");
+                        "softmax-top1, softmax-candidates, saturation, classifier; the oracle "
+                        "and static exits are always evaluated)");
   const std::vector<double> grid = cal::parse_lambda_grid(f.grid, "--grid");
   const bool wants_classifier =
       std::find(f.measures.begin(), f.measures.end(), "classifier") != f.measures.end();
@@ -221,8 +221,8 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--splits", f.splits, "random calibration/test splits of the pooled prompts")
       ->check(CLI::Range(1, 1000000));
-  app.add_option("--measures", measures, "comma-separated: softmax, softmax-top1, saturation, "
-                 "classifier");
+  app.add_option("--measures", measures, "comma-separated: softmax, softmax-top1, "
+                 "softmax-candidates (k from --candidates), saturation, classifier");
   app.add_option("--deltas", deltas, "comma-separated tolerances, each in (0, 1)");
   app.add_option("--epsilon", f.epsilon, "risk level, in (0, 1)");
   app.add_option("--calibration-share", f.calibration_share, "share of the pool that calibrates in "

@@ -32,13 +32,14 @@
 namespace calm::cli {
 
 struct PolicyFlags {
-  std::string measure = "softmax";  // softmax | softmax-top1 | saturation | classifier | oracle | static | full
+  std::string measure = "softmax";  // softmax | softmax-top1 | softmax-candidates | saturation | classifier | oracle | static | full
   float threshold = 0.9f;           // lambda
   float tau = 4.0f;                 // decay temperature; with --schedule constant it is unused
   std::string schedule = "decaying";  // decaying | decaying-scaled | constant
   std::size_t first_exit = 1;
   std::size_t interval = 1;
   std::size_t static_layer = 1;       // for --measure static
+  std::size_t candidates = CandidateSoftmax::kDefaultCandidates;  // for --measure softmax-candidates
   std::string propagation = "propagate";
   std::filesystem::path classifier;   // default: <model>/calm.safetensors
   // The exit classifier once load_classifier() has read it; with_decoder then copies it instead
@@ -67,8 +68,8 @@ struct PolicyFlags {
   }
   // True when the measure has a threshold to calibrate.
   bool thresholded() const {
-    return measure == "softmax" || measure == "softmax-top1" || measure == "saturation" ||
-           measure == "classifier";
+    return measure == "softmax" || measure == "softmax-top1" || measure == "softmax-candidates" ||
+           measure == "saturation" || measure == "classifier";
   }
   // Refuses values that would silently run another policy than asked: NaN thresholds, and
   // layers outside a model of num_layers layers. Names the flag and the valid range; with
@@ -110,11 +111,14 @@ struct PolicyFlags {
     if (schedule != "constant") p.schedule_params = {{"tau", tau}};
     if (!classifier.empty() && measure == "classifier")
       p.measure_params = {{"file", std::filesystem::absolute(classifier).string()}};
+    if (measure == "softmax-candidates" && !p.measure_params.contains("candidates"))
+      p.measure_params["candidates"] = candidates;
     return p;
   }
   // A spec read back (calm_calibration.json) into the flags; the names are checked here.
   void apply(const PolicySpec& p) {
-    const std::vector<std::string> measures = {"softmax", "softmax-top1", "saturation", "classifier"};
+    const std::vector<std::string> measures = {"softmax", "softmax-top1", "softmax-candidates",
+                                               "saturation", "classifier"};
     const std::vector<std::string> schedules = {"decaying", "decaying-scaled", "constant"};
     if (std::find(measures.begin(), measures.end(), p.measure) == measures.end() ||
         std::find(schedules.begin(), schedules.end(), p.schedule) == schedules.end())
@@ -141,8 +145,8 @@ struct PolicyFlags {
 
 inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
   app.add_option("--measure", f.measure, "confidence measure")
-      ->check(CLI::IsMember({"softmax", "softmax-top1", "saturation", "classifier", "oracle",
-                             "static", "full"}));
+      ->check(CLI::IsMember({"softmax", "softmax-top1", "softmax-candidates", "saturation",
+                             "classifier", "oracle", "static", "full"}));
   app.add_option("--threshold", f.threshold, "exit threshold lambda")->check(CLI::Range(0.0, 1.0));
   app.add_option("--tau", f.tau, "decay temperature tau >= 0 (docs/design.md §4)")
       ->check(CLI::Range(0.0, 1000.0));
@@ -153,6 +157,9 @@ inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
   app.add_option("--interval", f.interval, "layers between exit points")->check(CLI::Range(1, 1 << 16));
   app.add_option("--static-layer", f.static_layer, "exit layer for --measure static (1-based)")
       ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--candidates", f.candidates, "for --measure softmax-candidates: checks after a "
+                 "token's first score only its k most likely tokens (docs/design.md §3d)")
+      ->check(CLI::Range(2, 1 << 20));
   app.add_option("--propagation", f.propagation, "K/V of skipped layers: propagate | true_cache")
       ->check(CLI::IsMember({"propagate", "true_cache"}));
   app.add_option("--classifier", f.classifier, "calm.safetensors for --measure classifier "
@@ -162,7 +169,8 @@ inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
 // True if the command line names any policy flag (add_policy_flags's options).
 inline bool any_policy_flag(const CLI::App& app) {
   for (const char* flag : {"--measure", "--threshold", "--tau", "--schedule", "--first-exit",
-                           "--interval", "--static-layer", "--propagation", "--classifier"})
+                           "--interval", "--static-layer", "--candidates", "--propagation",
+                           "--classifier"})
     if (app.count(flag) > 0) return true;
   return false;
 }
@@ -242,7 +250,7 @@ int with_speculative_decoder(const std::shared_ptr<const LlamaModel>& model,
                              float lambda, const SpeculativeOptions& speculative, F&& f) {
   if (flags.measure == "oracle" || flags.measure == "full")
     throw Error("--speculative drafts with early exits: choose --measure softmax, softmax-top1, "
-                "saturation, classifier or static, not '" + flags.measure + "'");
+                "softmax-candidates, saturation, classifier or static, not '" + flags.measure + "'");
   flags.check(model->num_layers());
   const PolicySpec spec = flags.spec(lambda);
   return PolicyRegistry<>::visit(

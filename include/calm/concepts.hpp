@@ -14,6 +14,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <span>
 #include <type_traits>
@@ -39,7 +40,10 @@ struct ExitSignal {
   // `static constexpr bool needs_normed_state = true`; empty otherwise.
   std::span<const float> normed_state;
   // W_head . RMSNorm_final(d_t^i) (vocab): filled only when the measure's needs_logits is true.
+  // For a measure that narrows its checks (traits::narrows_logits), after the token's first
+  // check only the rows `candidates` lists: logits[k] is the logit of token candidates[k].
   std::span<const float> logits;
+  std::span<const std::uint32_t> candidates;  // empty: logits covers the whole vocabulary
 };
 
 namespace traits {
@@ -69,6 +73,16 @@ constexpr bool needs_previous_state() {
     return C::needs_previous_state;
   else
     return false;
+}
+// A measure with `std::size_t candidates() const noexcept` (k > 0) narrows its checks: the
+// first check of each token sees the whole vocabulary's logits, and the later ones only the
+// logits of that check's k most likely tokens (docs/design.md §3d), k rows of the head instead of
+// V. Needs a backend with lm_head_rows.
+template <class C>
+constexpr bool narrows_logits() {
+  return requires(const C& c) {
+    { c.candidates() } noexcept -> std::convertible_to<std::size_t>;
+  };
 }
 // Upper bound on any score the measure can return: a threshold above it can never be met, so
 // the decoder skips the checks of that token altogether (exact, docs/design.md §8).
@@ -128,6 +142,12 @@ concept HasFinalNorm = requires(const B& b, std::span<const float> x, std::span<
 template <class B>
 concept HasLmHead = requires(B& b, std::span<const float> normed, std::span<float> logits) {
   b.lm_head(normed, logits);
+};
+// logits(k) := the rows `rows` of the head times normed (for measures that narrow their checks).
+template <class B>
+concept HasLmHeadRows = requires(B& b, std::span<const float> normed,
+                                 std::span<const std::uint32_t> rows, std::span<float> logits) {
+  b.lm_head_rows(normed, rows, logits);
 };
 template <class B>
 concept HasPropagateKv = requires(B& b, std::size_t layer, std::span<const float> x,

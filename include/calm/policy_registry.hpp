@@ -33,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "calm/calibrate/calibration_json.hpp"
+#include "calm/confidence/candidate_softmax.hpp"
 #include "calm/confidence/exit_classifier.hpp"
 #include "calm/confidence/hidden_saturation.hpp"
 #include "calm/confidence/none.hpp"
@@ -146,6 +147,38 @@ struct policy_traits<SoftmaxResponse> {
     return m.variant() == SoftmaxResponse::Variant::top1 ? "softmax-top1" : "softmax";
   }
   static nlohmann::json params(const SoftmaxResponse&) { return nlohmann::json::object(); }
+};
+
+// {"candidates": k (default 32, >= 2), "variant": "gap" | "top1"}.
+template <>
+struct policy_traits<CandidateSoftmax> {
+  static constexpr std::string_view name = "softmax-candidates";
+  static std::vector<std::string_view> names() { return {name}; }
+  static CandidateSoftmax make(std::string_view as, const nlohmann::json& params,
+                               const PolicyContext&) {
+    detail::check_keys(as, params, {"candidates", "variant"});
+    const double k = detail::number_param(as, params, "candidates",
+                                          double(CandidateSoftmax::kDefaultCandidates), 2.0,
+                                          double(1u << 20));
+    if (k != static_cast<double>(static_cast<std::size_t>(k)))
+      detail::bad_param(as, "candidates", "expected a whole number");
+    std::string variant = "gap";
+    if (params.contains("variant")) {
+      if (!params["variant"].is_string()) detail::bad_param(as, "variant", "expected a string");
+      variant = params["variant"].get<std::string>();
+    }
+    if (variant != "gap" && variant != "top1")
+      detail::bad_param(as, "variant", "expected \"gap\" or \"top1\", got \"" + variant + "\"");
+    return CandidateSoftmax{static_cast<std::size_t>(k), variant == "top1"
+                                                             ? CandidateSoftmax::Variant::top1
+                                                             : CandidateSoftmax::Variant::gap};
+  }
+  static std::string name_of(const CandidateSoftmax&) { return std::string(name); }
+  static nlohmann::json params(const CandidateSoftmax& m) {
+    nlohmann::json p = {{"candidates", m.candidates()}};
+    if (m.variant() == CandidateSoftmax::Variant::top1) p["variant"] = "top1";
+    return p;
+  }
 };
 
 template <>
@@ -275,7 +308,8 @@ struct Measures {};
 template <class... Ss>
 struct Schedules {};
 
-using ShippedMeasures = Measures<SoftmaxResponse, HiddenSaturation, ExitClassifier, NoConfidence>;
+using ShippedMeasures = Measures<SoftmaxResponse, CandidateSoftmax, HiddenSaturation,
+                                 ExitClassifier, NoConfidence>;
 using ShippedSchedules = Schedules<DecayingThreshold, ConstantThreshold, StaticExit, Never,
                                    LocalOracle>;
 

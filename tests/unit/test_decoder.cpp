@@ -1,6 +1,7 @@
 // calm::Decoder on a toy backend (test_decoder_toy_backend.hpp), against reference loops written
 // here from docs/design.md §4-§5 directly. Exact comparisons: the decoder and the references call the same
 // backend functions on the same inputs in the same order, so results agree bit for bit.
+#include <calm/confidence/candidate_softmax.hpp>
 #include <calm/confidence/exit_classifier.hpp>
 #include <calm/confidence/hidden_saturation.hpp>
 #include <calm/confidence/softmax_response.hpp>
@@ -29,6 +30,7 @@ using toy::Backend;
 
 static_assert(calm::TransformerBackend<Backend>);
 static_assert(calm::ConfidenceMeasure<calm::SoftmaxResponse>);
+static_assert(calm::ConfidenceMeasure<calm::CandidateSoftmax>);
 static_assert(calm::ConfidenceMeasure<calm::HiddenSaturation>);
 static_assert(calm::ConfidenceMeasure<calm::ExitClassifier>);
 static_assert(calm::ExitSchedule<calm::ConstantThreshold>);
@@ -294,6 +296,90 @@ TEST_CASE("softmax response exits exactly where the gap first reaches lambda") {
     }
     CHECK(out.tokens == tokens);
   }
+}
+
+TEST_CASE("candidate softmax: the first check scores the vocabulary, later ones its top k only") {
+  // docs/design.md §3d by hand on a second backend: candidates = the first check's k largest
+  // logits; later checks score the softmax gap restricted to them; the output logits come from
+  // a full head at the exit state.
+  constexpr std::size_t k = 4;
+  for (float lambda : {0.3f, 0.6f, 0.9f}) {
+    CAPTURE(lambda);
+    Backend b(8, 12, 6, 64, 3), r(8, 12, 6, 64, 3);
+    const auto out = decode(b, calm::CandidateSoftmax{k}, calm::ConstantThreshold{lambda}, 12);
+    const std::size_t d = r.hidden_size(), L = r.num_layers(), V = r.vocab_size();
+    std::vector<float> x(d), logits(V);
+    r.prefill(kPrompt, 0, x);
+    r.exit_head(x, logits);
+    std::vector<int> tokens{int(argmax(logits))};
+    std::size_t narrowed_checks = 0, full_heads = 1;
+    for (std::size_t pos = kPrompt.size(); tokens.size() < 12; ++pos) {
+      r.embed(tokens.back(), x);
+      std::size_t exit = L;
+      std::vector<std::size_t> candidates;
+      for (std::size_t i = 1; i <= L; ++i) {
+        r.run_layer(i - 1, x, pos);
+        if (i == L) break;
+        r.exit_head(x, logits);
+        std::vector<float> scored;
+        if (candidates.empty()) {
+          ++full_heads;
+          std::vector<std::size_t> order(V);
+          for (std::size_t j = 0; j < V; ++j) order[j] = j;
+          std::stable_sort(order.begin(), order.end(),
+                           [&](std::size_t a, std::size_t c) { return logits[a] > logits[c]; });
+          candidates.assign(order.begin(), order.begin() + k);
+          scored = logits;
+        } else {
+          ++narrowed_checks;
+          for (std::size_t c : candidates) scored.push_back(logits[c]);
+        }
+        std::vector<float> sorted = scored;
+        std::sort(sorted.rbegin(), sorted.rend());
+        double z = 0;
+        for (float l : scored) z += std::exp(double(l) - sorted[0]);
+        const double gap = (1.0 - std::exp(double(sorted[1]) - sorted[0])) / z;
+        if (gap >= lambda + 1e-5) { exit = i; break; }
+        REQUIRE(gap < lambda - 1e-5);  // not at the edge: float rounding cannot flip it
+      }
+      for (std::size_t j = exit; j < L; ++j) r.propagate_kv(j, x, pos);
+      // Every check above computed the full logits at its state: an exit's are the output's.
+      if (exit == L) r.exit_head(x, logits);
+      CHECK(out.report.tokens[tokens.size()].exit_layer == exit);
+      tokens.push_back(int(argmax(logits)));
+    }
+    CHECK(out.tokens == tokens);
+    CHECK(b.head_row_calls == narrowed_checks);
+    // Full heads: the prompt's, each token's first check, and each output that did not come
+    // from a full check.
+    std::size_t outputs_from_first_check = 0;
+    for (std::size_t t = 1; t < out.report.tokens.size(); ++t)
+      outputs_from_first_check += out.report.tokens[t].exit_layer == 1;
+    CHECK(b.head_calls == full_heads + (tokens.size() - 1) - outputs_from_first_check);
+  }
+}
+
+TEST_CASE("candidate softmax with k >= V is softmax response, bit for bit") {
+  for (std::size_t k : {std::size_t{12}, std::size_t{100}}) {
+    for (float lambda : {0.2f, 0.5f, 0.8f}) {
+      CAPTURE(k);
+      CAPTURE(lambda);
+      Backend a, c;
+      const auto want = decode(a, calm::SoftmaxResponse{}, calm::ConstantThreshold{lambda}, 10);
+      const auto got = decode(c, calm::CandidateSoftmax{k}, calm::ConstantThreshold{lambda}, 10);
+      CHECK(got.tokens == want.tokens);
+      for (std::size_t t = 0; t < want.report.tokens.size(); ++t) {
+        CHECK(got.report.tokens[t].exit_layer == want.report.tokens[t].exit_layer);
+        const float cg = got.report.tokens[t].confidence, cw = want.report.tokens[t].confidence;
+        CHECK((cg == cw || (std::isnan(cg) && std::isnan(cw))));  // NaN: the token did not exit
+      }
+      check_same_cache(a, c, kPrompt.size() + 9);
+    }
+  }
+}
+
+TEST_CASE("candidate softmax refuses a set too small for a gap") {
+  CHECK_THROWS_WITH_AS(calm::CandidateSoftmax(1), doctest::Contains("at least 2"), calm::Error);
 }
 
 TEST_CASE("local oracle: exit at the first layer agreeing with the top; full model output") {

@@ -2,6 +2,7 @@
 // implementation-independent properties of docs/design.md §4-§5, checked against plain loops over the
 // backend's per-layer API. Extra model folders can be added with CALM_TEST_MODELS=dir1:dir2.
 #include <calm/backends/llama/llama.hpp>
+#include <calm/confidence/candidate_softmax.hpp>
 #include <calm/confidence/hidden_saturation.hpp>
 #include <calm/confidence/softmax_response.hpp>
 #include <calm/decoder.hpp>
@@ -11,6 +12,8 @@
 #include <calm/schedule/static_exit.hpp>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -140,5 +143,42 @@ TEST_CASE("true_cache fills the same cache as the full model over the same token
         full.run_layer(i, x, kPrompt.size() + t);
     }
     CHECK(same_cache(m, full, kPrompt.size() + out.size() - 1));
+  }
+}
+
+TEST_CASE("lm_head_rows gives each listed token the bits of lm_head; candidate softmax decodes") {
+  for (const fs::path& dir : models()) {
+    for (const auto weights : {calm::WeightFormat::file, calm::WeightFormat::q8_0}) {
+      CAPTURE(dir.string());
+      CAPTURE(int(weights));
+      calm::LlamaOptions options;
+      options.weights = weights;
+      std::shared_ptr<const calm::LlamaModel> model;
+      try {
+        model = calm::LlamaModel::load(dir, options);
+      } catch (const calm::Error&) {
+        REQUIRE(weights == calm::WeightFormat::q8_0);  // a fixture without whole q8_0 blocks
+        continue;
+      }
+      calm::LlamaSession m(model);
+      const std::size_t V = m.vocab_size(), d = m.hidden_size();
+      std::vector<float> x(d), normed(d), logits(V);
+      m.prefill(kPrompt, 0, x);
+      m.final_norm(x, normed);
+      m.lm_head(normed, logits);
+      const std::vector<std::uint32_t> rows = {std::uint32_t(V - 1), 0, 3, 3, std::uint32_t(V / 2)};
+      std::vector<float> got(rows.size());
+      m.lm_head_rows(normed, rows, got);
+      for (std::size_t k = 0; k < rows.size(); ++k)
+        CHECK(std::memcmp(&got[k], &logits[rows[k]], sizeof(float)) == 0);
+      // k = V: the softmax response itself, token for token.
+      calm::LlamaSession a(model), b(model);
+      for (float lambda : {0.3f, 0.6f}) {
+        CAPTURE(lambda);
+        CHECK(decode(b, calm::CandidateSoftmax{V}, calm::ConstantThreshold{lambda}, 12) ==
+              decode(a, calm::SoftmaxResponse{}, calm::ConstantThreshold{lambda}, 12));
+        CHECK(same_cache(a, b, kPrompt.size() + 11));
+      }
+    }
   }
 }

@@ -97,6 +97,16 @@ class Backend {
       logits[r] = s;
     }
   }
+  // logits[k] = the lm_head logit of token rows[k], with lm_head's arithmetic.
+  void lm_head_rows(std::span<const float> normed, std::span<const std::uint32_t> rows,
+                    std::span<float> logits) {
+    ++head_row_calls;
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+      float s = 0;
+      for (std::size_t j = 0; j < d_; ++j) s += head_[rows[k] * d_ + j] * normed[j];
+      logits[k] = s;
+    }
+  }
   void exit_head(std::span<const float> x, std::span<float> logits) {
     std::vector<float> n = rmsnorm(x);
     lm_head(n, logits);
@@ -121,7 +131,7 @@ class Backend {
     return {v_.data() + idx(layer, pos), d_};
   }
 
-  std::size_t layer_calls = 0, propagate_calls = 0, head_calls = 0;
+  std::size_t layer_calls = 0, propagate_calls = 0, head_calls = 0, head_row_calls = 0;
   // run_layer(nan_at_layer, x, nan_at_position) leaves a NaN in x (non-finite handling tests).
   std::size_t nan_at_position = static_cast<std::size_t>(-1), nan_at_layer = 0;
 

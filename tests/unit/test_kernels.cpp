@@ -263,6 +263,39 @@ TEST_CASE("softmax") {
   CHECK(big[2] == 0.0f);
 }
 
+TEST_CASE("top_k: the k largest by a full sort, lower index first on ties, NaN last") {
+  std::mt19937 rng(17);
+  std::uniform_int_distribution<int> small(-3, 3);  // many ties
+  for (std::size_t n = 1; n <= 70; ++n) {
+    for (std::size_t kk : {std::size_t{1}, std::size_t{2}, std::size_t{5}, n}) {
+      if (kk > n) continue;
+      for (int trial = 0; trial < 6; ++trial) {
+        std::vector<float> x(n);
+        for (float& v : x) v = trial % 2 ? static_cast<float>(small(rng)) : std::uniform_real_distribution<float>(-1, 1)(rng);
+        if (trial == 5) x[n / 2] = std::nanf("");
+        std::vector<std::uint32_t> order(n);
+        for (std::size_t i = 0; i < n; ++i) order[i] = static_cast<std::uint32_t>(i);
+        const auto key = [&](std::uint32_t i) { return std::isnan(x[i]) ? -INFINITY : x[i]; };
+        std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) { return key(a) > key(b); });
+        std::vector<std::uint32_t> want(order.begin(), order.begin() + static_cast<long>(kk));
+        std::sort(want.begin(), want.end());
+        std::vector<std::uint32_t> got(kk);
+        k::top_k(x.data(), n, kk, got.data());
+        REQUIRE(got == want);
+      }
+    }
+  }
+  const float x[] = {0.5f, 2.0f, -1.0f, 2.0f, 3.0f};
+  std::uint32_t out[3];
+  k::top_k(x, 5, 3, out);
+  CHECK(out[0] == 1);  // 2.0 at index 1 before the tie at 3, which is left out
+  CHECK(out[1] == 3);
+  CHECK(out[2] == 4);
+  k::top_k(x, 5, 2, out);
+  CHECK(out[0] == 1);
+  CHECK(out[1] == 4);
+}
+
 TEST_CASE("argmax and top2 match the scalar twin exactly, ties included") {
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> small(-4, 4);  // many ties
@@ -338,6 +371,31 @@ TEST_CASE_TEMPLATE("matvec matches the scalar twin; 1 and 2 threads agree bit fo
   CHECK(y[0] == -1.0f);
   CHECK(y[1] == -1.0f);
   CHECK(y[2] == 1.5f);
+}
+
+TEST_CASE_TEMPLATE("matvec_gather gives each listed row the bits of matvec; the scalar twin agrees", T, float, bf16, f16) {
+  std::mt19937 rng(13);
+  for (std::size_t cols : {std::size_t{1}, std::size_t{31}, std::size_t{64}, std::size_t{192}, kMaxLen}) {
+    CAPTURE(cols);
+    const std::size_t rows = 23;
+    Unaligned<T> w(rows * cols);
+    Unaligned<float> x(cols), all(rows);
+    fill(w.data(), rows * cols, rng);
+    fill(x.data(), cols, rng);
+    k::matvec(all.data(), w.data(), x.data(), rows, cols);
+    // Any order, repeats, the first and the last row.
+    const std::vector<std::uint32_t> pick = {22, 0, 5, 5, 17, 1, 21, 9};
+    std::vector<float> got(pick.size()), want(pick.size());
+    k::matvec_gather(got.data(), w.data(), x.data(), pick, cols);
+    k::scalar::matvec_gather(want.data(), w.data(), x.data(), pick, cols);
+    for (std::size_t i = 0; i < pick.size(); ++i) {
+      REQUIRE(same_bits(got[i], all[pick[i]]));
+      float abs_sum = 0.0f;
+      for (std::size_t c = 0; c < cols; ++c) abs_sum += std::fabs(calm::to_float(w[pick[i] * cols + c]) * x[c]);
+      REQUIRE(std::fabs(got[i] - want[i]) <= sum_tolerance(cols, abs_sum));
+    }
+  }
+  k::matvec_gather(static_cast<float*>(nullptr), static_cast<const T*>(nullptr), nullptr, {}, 8);  // no rows: nothing read
 }
 
 TEST_CASE_TEMPLATE("segmented matvec gives each segment the bits of its own matvec, for 1 and 2 threads", T, float, bf16, f16) {

@@ -64,7 +64,8 @@ std::string visited(const calm::PolicySpec& spec, const calm::PolicyContext& ctx
 TEST_CASE("the shipped registry names every shipped policy and builds each") {
   using R = calm::PolicyRegistry<>;
   CHECK(R::measure_names() ==
-        std::vector<std::string>{"softmax", "softmax-top1", "saturation", "classifier", "none"});
+        std::vector<std::string>{"softmax", "softmax-top1", "softmax-candidates", "saturation",
+                                 "classifier", "none"});
   CHECK(R::schedule_names() == std::vector<std::string>{"decaying", "decaying-scaled", "constant",
                                                          "static", "never", "full", "oracle"});
   const calm::PolicyContext ctx{kBundled, 192};
@@ -77,6 +78,24 @@ TEST_CASE("the shipped registry names every shipped policy and builds each") {
       CHECK(m.variant() == calm::SoftmaxResponse::Variant::top1);
     }
     if constexpr (std::is_same_v<S, calm::ConstantThreshold>) CHECK(s.lambda == 0.9f);
+    return 0;
+  });
+  spec.measure = "softmax-candidates";
+  spec.measure_params = {{"candidates", 16}, {"variant", "top1"}};
+  R::visit(spec, ctx, []<class M, class S>(M m, S) {
+    if constexpr (std::is_same_v<M, calm::CandidateSoftmax>) {
+      CHECK(m.candidates() == 16);
+      CHECK(m.variant() == calm::CandidateSoftmax::Variant::top1);
+      CHECK(calm::policy_traits<M>::params(m) ==
+            nlohmann::json{{"candidates", 16}, {"variant", "top1"}});
+    } else {
+      FAIL("expected CandidateSoftmax");
+    }
+    return 0;
+  });
+  spec.measure_params = nlohmann::json::object();
+  R::visit(spec, ctx, []<class M, class S>(M m, S) {
+    if constexpr (std::is_same_v<M, calm::CandidateSoftmax>) CHECK(m.candidates() == 32);
     return 0;
   });
   spec.measure = "classifier";
@@ -131,9 +150,21 @@ TEST_CASE("bad names and parameters are refused, naming what is wrong") {
   spec.measure = "none";
   spec.schedule_params = {{"layer", 1.5}};
   CHECK(contains(error_of([&] { visited<R>(spec, ctx); }), "parameter 'layer'"));
-  spec.measure = "classifier";
+  spec.measure = "softmax-candidates";
   spec.schedule = "constant";
   spec.schedule_params = nlohmann::json::object();
+  for (const nlohmann::json& bad : {nlohmann::json{{"candidates", 1}},
+                                    nlohmann::json{{"candidates", 2.5}},
+                                    nlohmann::json{{"candidates", "all"}}}) {
+    spec.measure_params = bad;
+    CHECK(contains(error_of([&] { visited<R>(spec, ctx); }), "parameter 'candidates'"));
+  }
+  spec.measure_params = {{"variant", "median"}};
+  CHECK(contains(error_of([&] { visited<R>(spec, ctx); }), "parameter 'variant'"));
+  spec.measure_params = {{"k", 8}};
+  CHECK(contains(error_of([&] { visited<R>(spec, ctx); }), "parameter 'k': unknown parameter"));
+  spec.measure_params = nlohmann::json::object();
+  spec.measure = "classifier";
   const calm::PolicyContext elsewhere{fs::path(CALM_FIXTURES) / "tiny-gqa-f32-untied", 64};
   CHECK(contains(error_of([&] { visited<R>(spec, elsewhere); }), "calm.safetensors"));
 }

@@ -216,6 +216,23 @@ TEST_CASE("matvec_q8_0: the same bits for any thread count, segmenting and batch
   }
 }
 
+TEST_CASE("matvec_gather_q8_0: each listed row the bits of matvec_q8_0; the scalar twin agrees") {
+  const std::size_t cols = 192, rows = 19;
+  const Q8 a(random_floats(rows * cols, 31, 0.05f), rows, cols);
+  const std::vector<float> x = random_floats(cols, 32);
+  std::vector<float> all(rows);
+  k::matvec_q8_0(all.data(), a.q.data(), a.d.data(), x.data(), rows, cols);
+  const std::vector<std::uint32_t> pick = {18, 0, 7, 7, 3};
+  std::vector<float> got(pick.size()), want(pick.size()), full(rows);
+  k::matvec_gather_q8_0(got.data(), a.q.data(), a.d.data(), x.data(), pick, cols);
+  k::scalar::matvec_gather_q8_0(want.data(), a.q.data(), a.d.data(), x.data(), pick, cols);
+  k::scalar::matvec_q8_0(full.data(), a.q.data(), a.d.data(), x.data(), rows, cols);
+  for (std::size_t i = 0; i < pick.size(); ++i) {
+    CHECK(std::memcmp(&got[i], &all[pick[i]], 4) == 0);
+    CHECK(std::memcmp(&want[i], &full[pick[i]], 4) == 0);  // the twin is the scalar matvec's row
+  }
+}
+
 TEST_CASE("matmul_q8_0 (prefill) against the exact product and across thread counts") {
   for (std::size_t n : {1u, 15u, 16u, 17u, 33u}) {
     for (std::size_t rows : {1u, 5u, 64u, 301u}) {

@@ -10,14 +10,19 @@
 //
 // Policies are stored with [[no_unique_address]]: an empty policy adds no bytes, and what a
 // measure does not need is compiled out (`if constexpr`): a measure with needs_logits = false
-// never triggers the V x d projection at exit points.
+// never triggers the V x d projection at exit points. A measure that narrows its checks
+// (traits::narrows_logits, docs/design.md §3d) gets the full projection at a token's first check
+// and only its candidates' rows at the later ones.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <span>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "calm/decoding/common.hpp"
 
@@ -36,6 +41,11 @@ class Decoder<Backend, Confidence, Schedule>
   static constexpr bool kNeedsLogits = Confidence::needs_logits;
   static constexpr bool kNeedsNormed = kNeedsLogits || traits::needs_normed_state<Confidence>();
   static constexpr bool kNeedsPrevious = traits::needs_previous_state<Confidence>();
+  static constexpr bool kNarrows = kNeedsLogits && traits::narrows_logits<Confidence>();
+  static_assert(!kNarrows || traits::HasLmHeadRows<std::remove_reference_t<Backend>>,
+                "calm::Decoder: a measure that narrows its checks (candidates()) needs a Backend "
+                "with `void lm_head_rows(std::span<const float> normed, std::span<const "
+                "std::uint32_t> rows, std::span<float> logits)` (calm/concepts.hpp)");
 
  public:
   using Loop::Loop;
@@ -56,6 +66,13 @@ class Decoder<Backend, Confidence, Schedule>
     // A threshold above every reachable score cannot be met: skip all checks (exact, §8).
     const bool may_exit = !(lambda > traits::max_score<Confidence>());
     bool have_previous = false, logits_ready = false;
+    if constexpr (kNarrows) {
+      candidates_ready_ = false;
+      if (candidates_.size() != candidate_count()) {  // the measure was replaced since
+        candidates_.assign(candidate_count(), 0);
+        candidate_logits_ = AlignedBuffer<float>(candidate_count());
+      }
+    }
     std::size_t layer = 1;  // 1-based, as in the paper
     auto l0 = e0;
     for (;; ++layer) {
@@ -70,7 +87,8 @@ class Decoder<Backend, Confidence, Schedule>
       times.checks += detail::seconds(c0, l0);
       if (c >= lambda && std::isfinite(c)) {  // a NaN or Inf score never exits
         ts.confidence = c;
-        logits_ready = kNeedsLogits;  // the check's projection is the output's
+        // The check's projection is the output's, unless it covered the candidates only.
+        logits_ready = kNeedsLogits && !last_check_narrowed_;
         break;
       }
       if constexpr (kNeedsPrevious) {
@@ -106,15 +124,45 @@ class Decoder<Backend, Confidence, Schedule>
       b.final_norm(s.state, Loop::span(this->normed_));
       s.normed_state = Loop::cspan(this->normed_);
     }
+    if constexpr (kNarrows) {
+      if (candidates_ready_) {
+        const std::span<const std::uint32_t> rows(candidates_.data(), candidates_.size());
+        b.lm_head_rows(Loop::cspan(this->normed_), rows, Loop::span(candidate_logits_));
+        s.logits = Loop::cspan(candidate_logits_);
+        s.candidates = rows;
+        last_check_narrowed_ = true;
+        return this->measure_.score(s);
+      }
+    }
     if constexpr (kNeedsLogits) {
       b.lm_head(Loop::cspan(this->normed_), Loop::span(this->logits_));
       s.logits = Loop::cspan(this->logits_);
     }
+    if constexpr (kNarrows) {  // the token's first check: its k most likely tokens
+      kernels::top_k(this->logits_.data(), this->vocab_, candidates_.size(), candidates_.data());
+      candidates_ready_ = true;
+      last_check_narrowed_ = false;
+    }
     return this->measure_.score(s);
+  }
+
+  std::size_t candidate_count() const noexcept {
+    if constexpr (kNarrows) {
+      const std::size_t k = this->measure_.candidates();
+      return k < this->vocab_ ? k : this->vocab_;
+    } else {
+      return 0;
+    }
   }
 
   // (hidden) state at the previous exit point, for measures that read it.
   AlignedBuffer<float> previous_{kNeedsPrevious ? this->hidden_ : 0};
+  // The candidate set of the token in flight (sorted token ids) and their logits at the last
+  // narrowed check; sized once from the measure's k.
+  std::vector<std::uint32_t> candidates_ = std::vector<std::uint32_t>(candidate_count());
+  AlignedBuffer<float> candidate_logits_{candidate_count()};
+  bool candidates_ready_ = false;     // the token in flight has had its full check
+  bool last_check_narrowed_ = false;  // the last check read the candidates' logits only
 };
 
 }  // namespace calm

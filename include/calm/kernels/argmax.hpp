@@ -1,8 +1,12 @@
-// argmax and the top two entries of a vector (greedy decoding, softmax-response confidence).
+// argmax and the top two entries of a vector (greedy decoding, softmax-response confidence), and
+// the indices of the k largest (the candidate set of a narrowed exit check).
 // Inputs must not contain NaN (the result is then unspecified, but always an index < n).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 
 #include <xsimd/xsimd.hpp>
@@ -107,6 +111,33 @@ Top2 top2(const float* x, std::size_t n) {
   std::size_t i2 = detail::find_first<Arch>(x, 0, n, v2, i1);
   if (i2 == n) i2 = i1 == 0 ? 1 : 0;
   return {i1, x[i1], i2, x[i2]};
+}
+
+// The indices of the k largest entries of x(n), k <= n, into out(k) in increasing index order;
+// on ties the lower index is taken. A NaN counts as -inf (never a candidate before a number).
+// A min-heap of the best k so far: O(n log k), and most entries cost one comparison with the
+// heap's worst.
+inline void top_k(const float* x, std::size_t n, std::size_t k, std::uint32_t* out) {
+  if (k == 0) return;
+  const auto key = [x](std::uint32_t i) {
+    return std::isnan(x[i]) ? -std::numeric_limits<float>::infinity() : x[i];
+  };
+  // a ranks after b: smaller, or equal with a higher index. The heap's front is the worst kept.
+  const auto after = [&](std::uint32_t a, std::uint32_t b) {
+    const float ka = key(a), kb = key(b);
+    return ka < kb || (ka == kb && a > b);
+  };
+  const auto heap_less = [&](std::uint32_t a, std::uint32_t b) { return after(b, a); };
+  for (std::size_t i = 0; i < k; ++i) out[i] = static_cast<std::uint32_t>(i);
+  std::make_heap(out, out + k, heap_less);
+  for (std::size_t i = k; i < n; ++i) {
+    const auto j = static_cast<std::uint32_t>(i);
+    if (!after(out[0], j)) continue;  // not better than the worst kept
+    std::pop_heap(out, out + k, heap_less);
+    out[k - 1] = j;
+    std::push_heap(out, out + k, heap_less);
+  }
+  std::sort(out, out + k);
 }
 
 }  // namespace calm::kernels

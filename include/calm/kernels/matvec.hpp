@@ -12,6 +12,9 @@
 // (and widened) once for several vectors and the row pair reused from L1 for the rest, so the
 // weights stream from memory once for all n.
 //
+// matvec_gather: y_k = W[rows_k] x for a few listed rows of a large matrix (the exit check over
+// a candidate set), each bitwise what matvec gives for that row.
+//
 // Several matrices that multiply the same x (q/k/v, gate/up) can go through one call as
 // segments: one pool wake-up, one x de-interleave, and the prefetch stream of each row group
 // runs on into the next group's rows (the next segment's, at a segment's end), so the streams
@@ -216,6 +219,24 @@ inline void dot_rows_any(float* y, const T* w, const T* next, const float* x,
   dot_rows<Arch, R>(y, w, next, x, cols);
 }
 
+// x(cols) de-interleaved for dot_rows_bf16_split when matvec<Arch, T> uses it, else nullptr.
+// The buffer is reused across calls; tasks get the plain pointer (in a worker, the name would
+// refer to that thread's own, empty, buffer).
+template <class Arch, class T>
+inline const float* split_if_needed(const float* x, std::size_t cols) {
+#if defined(__AVX512F__)
+  if constexpr (kSplitBf16<Arch, T>) {
+    thread_local AlignedBuffer<float> buffer;
+    buffer.reserve_discard(cols);
+    split_even_odd(buffer.data(), x, cols);
+    return buffer.data();
+  }
+#endif
+  (void)x;
+  (void)cols;
+  return nullptr;
+}
+
 inline std::size_t row_groups(std::size_t rows) noexcept {
   return (rows + kMatvecRows - 1) / kMatvecRows;
 }
@@ -260,17 +281,7 @@ inline void matvec_groups(std::span<const MatvecSegment<T>> segments, const floa
 template <class Arch = xsimd::default_arch, class T>
 void matvec(std::span<const MatvecSegment<T>> segments, const float* x, std::size_t cols,
             ThreadPool* pool = nullptr) {
-  const float* x_split = nullptr;
-#if defined(__AVX512F__)
-  if constexpr (detail::kSplitBf16<Arch, T>) {
-    // Reused across calls; tasks get the plain pointer (in a worker, the name would refer to
-    // that thread's own, empty, buffer).
-    thread_local AlignedBuffer<float> buffer;
-    buffer.reserve_discard(cols);
-    detail::split_even_odd(buffer.data(), x, cols);
-    x_split = buffer.data();
-  }
-#endif
+  const float* x_split = detail::split_if_needed<Arch, T>(x, cols);
   std::size_t groups = 0;
   for (const MatvecSegment<T>& s : segments) groups += detail::row_groups(s.rows);
   if (pool == nullptr || pool->size() == 1) {
@@ -509,5 +520,31 @@ void matvec_batch(float* y, const T* w, const float* x, std::size_t n, std::size
                                       groups * task / n_tasks, groups * (task + 1) / n_tasks);
   });
 }
+
+// y(k) = W[rows[k]] x(cols) for the k listed rows (any order, repeats allowed), each bitwise
+// equal to row rows[k] of matvec(W, x): the same per-row arithmetic, one row at a time, the
+// prefetch stream running into the next listed row. One thread: a few rows of a large matrix.
+template <class Arch = xsimd::default_arch, class T>
+void matvec_gather(float* y, const T* w, const float* x, std::span<const std::uint32_t> rows,
+                   std::size_t cols) {
+  const float* x_split = detail::split_if_needed<Arch, T>(x, cols);
+  for (std::size_t k = 0; k < rows.size(); ++k) {
+    const T* row = w + std::size_t{rows[k]} * cols;
+    const T* next = k + 1 < rows.size() ? w + std::size_t{rows[k + 1]} * cols : row + cols;
+    detail::dot_rows_any<Arch, 1>(y + k, row, next, x, x_split, cols);
+  }
+}
+
+namespace scalar {
+
+// y(k) = W[rows[k]] x(cols).
+template <class T>
+void matvec_gather(float* y, const T* w, const float* x, std::span<const std::uint32_t> rows,
+                   std::size_t cols) {
+  for (std::size_t k = 0; k < rows.size(); ++k)
+    matvec(y + k, w + std::size_t{rows[k]} * cols, x, 1, cols);
+}
+
+}  // namespace scalar
 
 }  // namespace calm::kernels

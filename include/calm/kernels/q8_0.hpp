@@ -426,4 +426,29 @@ void matmul_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
   matvec_batch_q8_0<Arch>(y, q, d, x, n, rows, cols, pool);
 }
 
+// y(k) = W[rows[k]] x(cols) for the listed rows of a q8_0 W, each bitwise equal to row rows[k]
+// of matvec_q8_0(W, x) (the same per-row arithmetic, one row at a time). One thread.
+template <class Arch = xsimd::default_arch>
+void matvec_gather_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
+                        std::span<const std::uint32_t> rows, std::size_t cols) noexcept {
+  const std::size_t nb = cols / kQ8Block;
+  for (std::size_t k = 0; k < rows.size(); ++k) {
+    const std::size_t r = rows[k];
+    detail::dot_rows_q8_0<Arch, 1, 1, false>(y + k, 0, q + r * cols, d + r * nb, nullptr, x, 0,
+                                             cols);
+  }
+}
+
+namespace scalar {
+
+// y(k) = W[rows[k]] x(cols) for q8_0 W.
+inline void matvec_gather_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
+                               std::span<const std::uint32_t> rows, std::size_t cols) noexcept {
+  const std::size_t nb = cols / kQ8Block;
+  for (std::size_t k = 0; k < rows.size(); ++k)
+    matvec_q8_0(y + k, q + std::size_t{rows[k]} * cols, d + std::size_t{rows[k]} * nb, x, 1, cols);
+}
+
+}  // namespace scalar
+
 }  // namespace calm::kernels

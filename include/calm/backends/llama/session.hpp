@@ -146,6 +146,12 @@ class LlamaSession {
   void lm_head(std::span<const float> normed, std::span<float> logits) {
     model_->weights().lm_head.apply(logits.data(), normed.data(), pool());
   }
+  // logits(k) := rows rows[k] of W_head · normed, each bitwise the lm_head logit of that token:
+  // the exit check over a candidate set (docs/design.md §3d). One thread (k is small).
+  void lm_head_rows(std::span<const float> normed, std::span<const std::uint32_t> rows,
+                    std::span<float> logits) const {
+    model_->weights().lm_head.apply_gather(logits.data(), normed.data(), rows);
+  }
   // The shared exit head (docs/design.md §1): logits(vocab) := W_head · RMSNorm_final(x).
   void exit_head(std::span<const float> x, std::span<float> logits) {
     scratch_.reserve(1, config());

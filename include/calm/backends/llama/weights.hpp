@@ -87,6 +87,13 @@ struct Linear {
       return kernels::matvec_batch_q8_0(y, quants(), scales, x, n, rows, cols, pool);
     visit([&](const auto* w) { kernels::matvec_batch(y, w, x, n, rows, cols, pool); });
   }
+  // y(k) = row rows[k] of W x(cols), each bitwise what apply() gives for that row: a few rows
+  // of a large matrix (the exit check over a candidate set). One thread.
+  void apply_gather(float* y, const float* x, std::span<const std::uint32_t> rows_to) const {
+    if (format == WeightFormat::q8_0)
+      return kernels::matvec_gather_q8_0(y, quants(), scales, x, rows_to, cols);
+    visit([&](const auto* w) { kernels::matvec_gather(y, w, x, rows_to, cols); });
+  }
   // out(cols) := row r of W, widened to f32 (the embedding lookup).
   void row(std::size_t r, float* out) const {
     if (format == WeightFormat::q8_0)
