@@ -1,7 +1,7 @@
-// q8_0 weights (kernels/q8_0.hpp, LlamaOptions::weights) against the file's bf16, measured in
+// q8_0 and q4_0 weights (formats/, LlamaOptions::weights) against the file's bf16, measured in
 // the same run: each iteration decodes a few tokens with the bf16 model and as many with the
-// q8_0 model of the same checkpoint, alternating which goes first, so noise on the (shared)
-// machine hits both alike. Counters:
+// quantized model of the same checkpoint, alternating which goes first, so noise on the
+// (shared) machine hits both alike. Counters (q4_0's are named q4_...):
 //   bf16_tok/s q8_0_tok/s  decode speed of each (full model, one token after a 64-token prompt)
 //   q8_over_bf16           the speed ratio
 //   bf16_of_triad q8_of_triad   bytes of weights per token / time per token, over the triad
@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace {
@@ -60,9 +61,19 @@ struct Decoding {
   }
 };
 
-void BM_DecodeQ8(benchmark::State& state, const std::filesystem::path& dir) {
+// The quantized format's counters are named after it: q8_0_tok/s, q8_over_bf16, q8_of_triad, ...
+// (q4_0: q4_...).
+struct Quantized {
+  calm::WeightFormat format;
+  std::string name, prefix;  // "q8_0", "q8"
+};
+const Quantized kQ8{calm::WeightFormat::q8_0, "q8_0", "q8"};
+const Quantized kQ4{calm::WeightFormat::q4_0, "q4_0", "q4"};
+
+void BM_DecodeQuantized(benchmark::State& state, const std::filesystem::path& dir,
+                        const Quantized& quantized) {
   const auto threads = static_cast<std::size_t>(state.range(0));
-  Decoding bf16(dir, threads, calm::WeightFormat::file), q8(dir, threads, calm::WeightFormat::q8_0);
+  Decoding bf16(dir, threads, calm::WeightFormat::file), q8(dir, threads, quantized.format);
   const calm::bench::MachineLimits limits = calm::bench::measure_machine_limits(threads);
   bool bf16_first = true;
   for (auto _ : state) {
@@ -78,32 +89,37 @@ void BM_DecodeQ8(benchmark::State& state, const std::filesystem::path& dir) {
   const double tb = bf16.seconds / double(bf16.tokens), tq = q8.seconds / double(q8.tokens);
   const double bytes_b = double(bf16.session.model().weight_bytes_per_token());
   const double bytes_q = double(q8.session.model().weight_bytes_per_token());
+  const std::string& p = quantized.prefix;
   state.counters["bf16_tok/s"] = 1.0 / tb;
-  state.counters["q8_0_tok/s"] = 1.0 / tq;
-  state.counters["q8_over_bf16"] = tb / tq;
+  state.counters[quantized.name + "_tok/s"] = 1.0 / tq;
+  state.counters[p + "_over_bf16"] = tb / tq;
   state.counters["bf16_of_triad"] = bytes_b / tb / limits.triad_bytes_per_second;
-  state.counters["q8_of_triad"] = bytes_q / tq / limits.triad_bytes_per_second;
+  state.counters[p + "_of_triad"] = bytes_q / tq / limits.triad_bytes_per_second;
   if (limits.read_bytes_per_second > 0) {
     state.counters["bf16_of_read"] = bytes_b / tb / limits.read_bytes_per_second;
-    state.counters["q8_of_read"] = bytes_q / tq / limits.read_bytes_per_second;
+    state.counters[p + "_of_read"] = bytes_q / tq / limits.read_bytes_per_second;
   }
-  state.counters["q8_GB_per_token"] = bytes_q / 1e9;
+  state.counters[p + "_GB_per_token"] = bytes_q / 1e9;
 }
 
 void BM_DecodeQ8_TinyLlama(benchmark::State& state) {
-  BM_DecodeQ8(state, calm::bench::random_checkpoint(calm::bench::kTinyLlama));
+  BM_DecodeQuantized(state, calm::bench::random_checkpoint(calm::bench::kTinyLlama), kQ8);
 }
 void BM_DecodeQ8_Shakespeare(benchmark::State& state) {
-  BM_DecodeQ8(state, std::filesystem::path(CALM_MODELS) / "shakespeare-8l");
+  BM_DecodeQuantized(state, std::filesystem::path(CALM_MODELS) / "shakespeare-8l", kQ8);
+}
+void BM_DecodeQ4_TinyLlama(benchmark::State& state) {
+  BM_DecodeQuantized(state, calm::bench::random_checkpoint(calm::bench::kTinyLlama), kQ4);
 }
 
-// Prefill of a 64-token prompt, bf16 (matmul) and q8_0 (matvec_batch_q8_0: each row as decode
-// computes it) alternately. Counter: q8_over_bf16, the ratio of prompt tokens/s.
-void BM_PrefillQ8_TinyLlama(benchmark::State& state) {
+// Prefill of a 64-token prompt, bf16 and quantized (Linear::apply_batch of each) alternately.
+// Counter: q8_over_bf16 (q4_over_bf16), the ratio of prompt tokens/s.
+void BM_PrefillQuantized(benchmark::State& state, const Quantized& quantized) {
   const auto dir = calm::bench::random_checkpoint(calm::bench::kTinyLlama);
-  calm::LlamaSession bf16 = calm::LlamaSession::load(dir, 1, {.max_context = 256});
+  const auto threads = static_cast<std::size_t>(state.range(0));
+  calm::LlamaSession bf16 = calm::LlamaSession::load(dir, threads, {.max_context = 256});
   calm::LlamaSession q8 =
-      calm::LlamaSession::load(dir, 1, {.max_context = 256, .weights = calm::WeightFormat::q8_0});
+      calm::LlamaSession::load(dir, threads, {.max_context = 256, .weights = quantized.format});
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
   std::vector<float> x(bf16.hidden_size());
@@ -121,9 +137,11 @@ void BM_PrefillQ8_TinyLlama(benchmark::State& state) {
   }
   const double n = double(state.iterations()) * kPromptTokens;
   state.counters["bf16_prompt_tok/s"] = n / tb;
-  state.counters["q8_0_prompt_tok/s"] = n / tq;
-  state.counters["q8_over_bf16"] = tb / tq;
+  state.counters[quantized.name + "_prompt_tok/s"] = n / tq;
+  state.counters[quantized.prefix + "_over_bf16"] = tb / tq;
 }
+void BM_PrefillQ8_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ8); }
+void BM_PrefillQ4_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ4); }
 
 // y = W x for one (rows, cols) matrix, bf16 and q8_0 alternately (weights far larger than the
 // caches: each iteration reads every weight from memory). Args: rows, cols.
@@ -171,8 +189,8 @@ void BM_Matvec(benchmark::State& state) {
 
 // The other way to multiply q8_0 weights, as llama.cpp does: quantize x to q8_0 blocks too
 // and take int8 dot products (vpdpbusd: |w| as unsigned times x with w's sign), one f32 scale
-// product dw * dx per block. A prototype kept here to measure the choice (docs/design.md,
-// "Quantized weights (q8_0)"): 4 rows at a time, cols a multiple of 64, no prefetch.
+// product dw * dx per block. A prototype kept here to measure the choice (docs/design.md §13):
+// 4 rows at a time, cols a multiple of 64, no prefetch.
 void matvec_q8_vnni(float* y, const std::int8_t* q, const float* d, const std::int8_t* xq,
                     const float* dx, std::size_t rows, std::size_t cols) {
   const std::size_t nb = cols / 32;
@@ -247,9 +265,11 @@ void BM_MatvecVnni(benchmark::State& state) {
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 BENCHMARK(BM_MatvecVnni)->Args({512, 192, 1})->Args({192, 512, 1})->Args({2048, 2048, 1})->Args({4096, 4096, 8})->Unit(benchmark::kMicrosecond)->UseRealTime();
 #endif
-BENCHMARK(BM_DecodeQ8_TinyLlama)->Arg(1)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+BENCHMARK(BM_DecodeQ8_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 BENCHMARK(BM_DecodeQ8_Shakespeare)->Arg(1)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_PrefillQ8_TinyLlama)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_DecodeQ4_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+BENCHMARK(BM_PrefillQ8_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_PrefillQ4_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Matvec)->Args({2048, 5632})->Args({5632, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -2,14 +2,15 @@
 # calm and llama.cpp side by side on the same random TinyLlama-shaped checkpoint, alternately, in
 # one window (bench/README.md, "Side by side with llama.cpp"). Everything of llama.cpp's lives in
 # a scratch folder outside the repository.
-#   bench/peer/llamacpp.sh LLAMA_CPP_SOURCE SCRATCH [ROUNDS] [CALM_BUILD]
+#   bench/peer/llamacpp.sh LLAMA_CPP_SOURCE SCRATCH [ROUNDS] [CALM_BUILD] [THREADS]
 # LLAMA_CPP_SOURCE: a llama.cpp source tree (any recent snapshot; measured with c392e5094).
 # SCRATCH: where llama.cpp is built and the GGUF files are written (~3.5 GB).
 # CALM_BUILD: calm's build folder with bench_llama and bench_q8_0 (default: build).
+# THREADS: threads for both engines (default 1; 2 needs an otherwise idle 2-core machine).
 # Needs Debian's python3-torch, python3-numpy, python3-sentencepiece, python3-yaml, python3-tqdm.
 set -euo pipefail
 src=$(cd "$1" && pwd); scratch=$(mkdir -p "$2" && cd "$2" && pwd); rounds=${3:-2}
-root=$(cd "$(dirname "$0")/../.." && pwd); calm_build=${4:-$root/build}
+root=$(cd "$(dirname "$0")/../.." && pwd); calm_build=${4:-$root/build}; t=${5:-1}
 peer=$scratch/llama.cpp
 if [[ ! -x $peer/build/bin/llama-bench ]]; then
   rm -rf "$peer" && cp -r "$src" "$peer"
@@ -34,13 +35,17 @@ if [[ ! -f $scratch/tinyllama-q8_0.gguf ]]; then
     --outfile "$scratch/tinyllama-bf16.gguf"
   "$peer/build/bin/llama-quantize" "$scratch/tinyllama-bf16.gguf" "$scratch/tinyllama-q8_0.gguf" q8_0
 fi
-# Alternately: llama.cpp bf16, calm bf16, llama.cpp q8_0, calm q8_0; 1 thread; decode and a
-# 64-token prefill.
+[[ -f $scratch/tinyllama-q4_0.gguf ]] ||
+  "$peer/build/bin/llama-quantize" "$scratch/tinyllama-bf16.gguf" "$scratch/tinyllama-q4_0.gguf" q4_0
+# Alternately: llama.cpp bf16, calm bf16, llama.cpp q8_0, calm q8_0, llama.cpp q4_0, calm q4_0;
+# THREADS threads; decode and a 64-token prefill.
 for ((r = 1; r <= rounds; ++r)); do
-  echo "== round $r"
-  "$peer/build/bin/llama-bench" -m "$scratch/tinyllama-bf16.gguf" -t 1 -p 64 -n 32 -r 3 | grep -E 'pp64|tg32'
+  echo "== round $r, $t thread(s)"
+  "$peer/build/bin/llama-bench" -m "$scratch/tinyllama-bf16.gguf" -t "$t" -p 64 -n 32 -r 3 | grep -E 'pp64|tg32'
   "$calm_build/bench/bench_llama" --benchmark_min_time=2 \
-    --benchmark_filter='BM_(Decode/tinyllama/threads:1/copy:1|Prefill/tinyllama/threads:1)/' | grep BM_
-  "$peer/build/bin/llama-bench" -m "$scratch/tinyllama-q8_0.gguf" -t 1 -p 64 -n 32 -r 3 | grep -E 'pp64|tg32'
-  "$calm_build/bench/bench_q8_0" --benchmark_filter='BM_(DecodeQ8|PrefillQ8)_TinyLlama' | grep BM_
+    --benchmark_filter="BM_(Decode/tinyllama/threads:$t/copy:1|Prefill/tinyllama/threads:$t)/" | grep BM_
+  "$peer/build/bin/llama-bench" -m "$scratch/tinyllama-q8_0.gguf" -t "$t" -p 64 -n 32 -r 3 | grep -E 'pp64|tg32'
+  "$calm_build/bench/bench_q8_0" --benchmark_filter="BM_(DecodeQ8|PrefillQ8)_TinyLlama/threads:$t/" | grep BM_
+  "$peer/build/bin/llama-bench" -m "$scratch/tinyllama-q4_0.gguf" -t "$t" -p 64 -n 32 -r 3 | grep -E 'pp64|tg32'
+  "$calm_build/bench/bench_q8_0" --benchmark_filter="BM_(DecodeQ4|PrefillQ4)_TinyLlama/threads:$t/" | grep BM_
 done

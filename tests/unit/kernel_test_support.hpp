@@ -4,9 +4,11 @@
 
 #include <cfloat>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <random>
 #include <type_traits>
+#include <vector>
 
 #include "calm/core/aligned.hpp"
 #include "calm/core/dtype.hpp"
@@ -42,5 +44,14 @@ inline float sum_tolerance(std::size_t n, float abs_sum) {
 }
 
 inline bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// n floats uniform in [-scale, scale).
+inline std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
 
 }  // namespace calm::test

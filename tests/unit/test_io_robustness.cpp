@@ -497,7 +497,8 @@ TEST_CASE("misaligned tensor data is read through an aligned copy in model and c
       CAPTURE(copy);
       calm::LlamaSession odd = calm::LlamaSession::load(model, 1, {.copy_weights = copy});
       const calm::LlamaWeights& w = odd.model().weights();
-      const std::size_t align = calm::dtype_size(w.embed.dtype);
+      const std::size_t align = calm::formats::visit(
+          w.embed.format, [](auto f) { return decltype(f)::alignment; });
       CHECK(reinterpret_cast<std::uintptr_t>(w.embed.data) % align == 0);
       CHECK(reinterpret_cast<std::uintptr_t>(w.lm_head.data) % align == 0);
       CHECK(reinterpret_cast<std::uintptr_t>(w.layers[0].q.data) % align == 0);

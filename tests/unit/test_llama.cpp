@@ -194,7 +194,8 @@ TEST_CASE("a checkpoint copied or quantized at load is resident once, not twice"
   const calm::bench::ModelShape shape{.name = "load-memory", .hidden = 512, .intermediate = 1408,
                                       .layers = 4, .heads = 8, .kv_heads = 4, .vocab = 2048};
   const fs::path dir = calm::bench::random_checkpoint(shape, scratch.path);  // 28 MB of bf16
-  for (const calm::WeightFormat format : {calm::WeightFormat::file, calm::WeightFormat::q8_0}) {
+  for (const calm::WeightFormat format :
+       {calm::WeightFormat::file, calm::WeightFormat::q8_0, calm::WeightFormat::q4_0}) {
     CAPTURE(int(format));
     const std::size_t before = calm::bench::resident_bytes();
     const bool peak_reset = calm::bench::reset_peak_resident();

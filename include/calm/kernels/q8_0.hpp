@@ -16,15 +16,17 @@
 // which is exact per block up to f32 rounding (no quantization of x). The int8 quants are
 // widened to f32 (vpmovsxbd + vcvtdq2ps) and multiplied with FMAs; docs/design.md §13 says
 // why this is the path shipped rather than quantizing x to int8 for integer dot products.
-// Structure as in matvec.hpp: 4 rows at a time, software prefetch 2 KiB ahead in each row's
-// quant stream (and in the scale stream), a static split of whole row groups over threads. Each
-// row's sum is computed in the same order whatever the grouping, the thread count or the
-// number of vectors (matvec_batch), so the results are bitwise independent of all three.
+// The drivers -- 4 rows at a time, software prefetch 2 KiB ahead in each row's quant stream (and
+// in the scale stream), a static split of whole row groups over threads -- are those every
+// block format shares (kernels/blocks.hpp, with Q8Codec). Each row's sum is computed in the
+// same order whatever the grouping, the thread count or the number of vectors (matvec_batch),
+// so the results are bitwise independent of all three.
 //
 // matmul_q8_0, Y = X W^T for a block of tokens (prefill), is compute-bound: with AVX-512 BF16 it
 // dequantizes panels of W to bf16 (d * q rounded to nearest even, a relative error <= 2^-9 per
 // weight on top of q8_0's) and runs matmul.hpp's vdpbf16ps tiles on them, which round X to
-// bf16 as the bf16 prefill does; elsewhere, and for few tokens, it is matvec_batch_q8_0.
+// bf16 as the bf16 prefill does; elsewhere blocks.hpp's f32 panels (matmul_blocks), and for
+// fewer than 8 tokens matvec_batch_q8_0.
 #pragma once
 
 #include <cmath>
@@ -37,6 +39,7 @@
 #include "calm/core/aligned.hpp"
 #include "calm/core/dtype.hpp"
 #include "calm/core/thread_pool.hpp"
+#include "calm/kernels/blocks.hpp"
 #include "calm/kernels/load.hpp"
 #include "calm/kernels/matmul.hpp"
 #include "calm/kernels/matvec.hpp"
@@ -44,16 +47,7 @@
 namespace calm::kernels {
 
 // Weights per q8_0 block.
-inline constexpr std::size_t kQ8Block = 32;
-
-// One matrix of a segmented q8_0 matvec: y(rows) = W(rows, cols) x; all segments of a call
-// share x and cols.
-struct Q8Segment {
-  float* y;
-  const std::int8_t* q;  // (rows, cols)
-  const float* d;        // (rows, cols / kQ8Block)
-  std::size_t rows;
-};
+inline constexpr std::size_t kQ8Block = kBlockWeights;
 
 namespace scalar {
 
@@ -85,19 +79,7 @@ bool quantize_row_q8_0(std::int8_t* q, float* d, const T* w, std::size_t cols) n
 
 // y(rows) = W x(cols) for q8_0 W: per block the f32 sum of q_j * x_j, scaled by d and summed.
 inline void matvec_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
-                        std::size_t rows, std::size_t cols, ThreadPool* /*pool*/ = nullptr) {
-  const std::size_t nb = cols / kQ8Block;
-  for (std::size_t r = 0; r < rows; ++r) {
-    float s = 0.0f;
-    for (std::size_t b = 0; b < nb; ++b) {
-      float p = 0.0f;
-      for (std::size_t j = 0; j < kQ8Block; ++j)
-        p += static_cast<float>(q[r * cols + b * kQ8Block + j]) * x[b * kQ8Block + j];
-      s += d[r * nb + b] * p;
-    }
-    y[r] = s;
-  }
-}
+                        std::size_t rows, std::size_t cols, ThreadPool* /*pool*/ = nullptr);
 
 // Y(n, rows) = X(n, cols) W^T, one matvec per vector.
 inline void matvec_batch_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
@@ -138,141 +120,30 @@ inline fbatch<Arch> load_q8(const std::int8_t* p) noexcept {
   return B::load_aligned(tmp);
 }
 
-// One block of one row's quants, widened to f32: K = kQ8Block / N vectors.
-template <class Arch>
-struct Q8Block {
-  static constexpr std::size_t N = fbatch<Arch>::size;
-  static constexpr std::size_t K = kQ8Block / N;
-  static_assert(kQ8Block % N == 0, "a q8_0 block must be a whole number of vectors");
-  fbatch<Arch> w[K];
+}  // namespace detail
 
-  explicit Q8Block(const std::int8_t* q) noexcept {
-    for (std::size_t k = 0; k < K; ++k) w[k] = load_q8<Arch>(q + k * N);
+// The q8_0 block codec (kernels/blocks.hpp): 32 int8 quants, widened to f32.
+struct Q8Codec {
+  using unit = std::int8_t;
+  static constexpr std::size_t units = kQ8Block;
+  template <class Arch>
+  static void decode(const std::int8_t* q, detail::fbatch<Arch>* w) noexcept {
+    constexpr std::size_t N = detail::fbatch<Arch>::size;
+    for (std::size_t k = 0; k < kQ8Block / N; ++k) w[k] = detail::load_q8<Arch>(q + k * N);
   }
-  // The f32 products of the block with x(kQ8Block) as a vector of partial sums: w[0] * x[0:N],
-  // then FMAs of the following N-chunks in order.
-  fbatch<Arch> products(const float* x) const noexcept {
-    using B = fbatch<Arch>;
-    B p = w[0] * B::load_unaligned(x);
-    for (std::size_t k = 1; k < K; ++k) p = xsimd::fma(w[k], B::load_unaligned(x + k * N), p);
-    return p;
-  }
+  static float weight(const std::int8_t* q, std::size_t j) noexcept { return static_cast<float>(q[j]); }
 };
 
-// y[v * y_stride + r] = W(R rows at q, d; stride cols) . x_v for V vectors x_v = x + v * x_stride;
-// next_q: the quants of the group that follows (prefetch only). Per (row, vector): acc += d_b *
-// (block b . x_v), block after block, then one hadd: the same bits for any R, V, Prefetch.
-template <class Arch, std::size_t R, std::size_t V, bool Prefetch>
-inline void dot_rows_q8_0(float* y, std::size_t y_stride, const std::int8_t* q, const float* d,
-                          const std::int8_t* next_q, const float* x, std::size_t x_stride,
-                          std::size_t cols) noexcept {
-  using B = fbatch<Arch>;
-  const std::size_t nb = cols / kQ8Block;
-  constexpr std::size_t ahead = kPrefetchBytes;                  // quants (bytes = elements)
-  const std::size_t own_end = nb > ahead / kQ8Block ? nb - ahead / kQ8Block : 0;  // in blocks
-  B acc[R][V];
-  for (std::size_t r = 0; r < R; ++r)
-    for (std::size_t v = 0; v < V; ++v) acc[r][v] = B(0.0f);
-  for (std::size_t b = 0; b < nb; ++b) {
-    const std::size_t c = b * kQ8Block;
-    if constexpr (Prefetch) {
-      if (b % 2 == 0) {  // one 64-byte line of quants per row every two blocks
-        for (std::size_t r = 0; r < R; ++r)
-          prefetch_line(b < own_end ? q + r * cols + c + ahead : next_q + r * cols + (c + ahead - cols));
-      }
-      // The next group's scales (R * nb floats right after this group's), one line per 16
-      // floats, spread over this group's blocks.
-      if ((b * R) % 16 < R) prefetch_line(d + R * nb + b * R);
-    }
-    for (std::size_t r = 0; r < R; ++r) {
-      const Q8Block<Arch> wq(q + r * cols + c);
-      const B scale(d[r * nb + b]);
-      for (std::size_t v = 0; v < V; ++v)
-        acc[r][v] = xsimd::fma(wq.products(x + v * x_stride + c), scale, acc[r][v]);
-    }
-  }
-  for (std::size_t r = 0; r < R; ++r)
-    for (std::size_t v = 0; v < V; ++v) y[v * y_stride + r] = xsimd::hadd(acc[r][v]);
+// One matrix of a segmented q8_0 matvec: y(rows) = W(rows, cols) x; all segments of a call
+// share x and cols.
+using Q8Segment = BlockSegment<Q8Codec>;
+
+inline void scalar::matvec_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
+                                std::size_t rows, std::size_t cols, ThreadPool*) {
+  scalar::matvec_blocks<Q8Codec>(y, q, d, x, rows, cols);
 }
 
-// Row groups [g0, g1) of the segments' concatenated groups (kMatvecRows rows; a segment's last
-// group may be short).
-template <class Arch>
-inline void matvec_q8_0_groups(std::span<const Q8Segment> segments, const float* x,
-                               std::size_t cols, std::size_t g0, std::size_t g1) noexcept {
-  constexpr std::size_t R = kMatvecRows;
-  const std::size_t nb = cols / kQ8Block;
-  std::size_t base = 0;
-  for (std::size_t s = 0; s < segments.size() && base < g1; ++s) {
-    const Q8Segment& seg = segments[s];
-    const std::size_t groups = row_groups(seg.rows);
-    const std::size_t lo = g0 > base ? g0 - base : 0;
-    const std::size_t hi = g1 - base < groups ? g1 - base : groups;
-    const std::int8_t* after = s + 1 < segments.size() ? segments[s + 1].q : seg.q + seg.rows * cols;
-    for (std::size_t g = lo; g < hi; ++g) {
-      std::size_t r = g * R;
-      const std::int8_t* q = seg.q + r * cols;
-      if (r + R <= seg.rows) {
-        const std::int8_t* next = r + R < seg.rows ? q + R * cols : after;
-        dot_rows_q8_0<Arch, R, 1, true>(seg.y + r, 0, q, seg.d + r * nb, next, x, 0, cols);
-      } else {
-        for (; r < seg.rows; ++r) {
-          const std::int8_t* row = seg.q + r * cols;
-          dot_rows_q8_0<Arch, 1, 1, true>(seg.y + r, 0, row, seg.d + r * nb,
-                                          r + 1 < seg.rows ? row + cols : after, x, 0, cols);
-        }
-      }
-    }
-    base += groups;
-  }
-}
-
-// Vectors per tile in matvec_batch_q8_0 (two rows' accumulators plus the x loads fit the
-// registers: 32 on AVX-512, 16 below).
-template <class Arch>
-inline constexpr std::size_t kQ8BatchTile = kIsAvx512<Arch> ? 4 : 2;
-
-// R rows for all n vectors in tiles of kQ8BatchTile; only the first tile prefetches (the rest
-// find the rows in L1).
-template <class Arch, std::size_t R>
-inline void q8_rows_all_vectors(float* y, std::size_t rows, const std::int8_t* q, const float* d,
-                                const std::int8_t* next, const float* x, std::size_t n,
-                                std::size_t cols) noexcept {
-  constexpr std::size_t V = kQ8BatchTile<Arch>;
-  std::size_t t = 0;
-  for (; t + V <= n; t += V) {
-    if (t == 0)
-      dot_rows_q8_0<Arch, R, V, true>(y, rows, q, d, next, x, cols, cols);
-    else
-      dot_rows_q8_0<Arch, R, V, false>(y + t * rows, rows, q, d, next, x + t * cols, cols, cols);
-  }
-  for (; t < n; ++t) {  // the last, partial tile one vector at a time
-    if (t == 0)
-      dot_rows_q8_0<Arch, R, 1, true>(y, rows, q, d, next, x, cols, cols);
-    else
-      dot_rows_q8_0<Arch, R, 1, false>(y + t * rows, rows, q, d, next, x + t * cols, cols, cols);
-  }
-}
-
-template <class Arch>
-inline void matvec_batch_q8_0_groups(float* y, const std::int8_t* q, const float* d,
-                                     const float* x, std::size_t n, std::size_t rows,
-                                     std::size_t cols, std::size_t g0, std::size_t g1) noexcept {
-  const std::size_t nb = cols / kQ8Block;
-  for (std::size_t g = g0; g < g1; ++g) {
-    const std::size_t end = (g + 1) * kMatvecRows < rows ? (g + 1) * kMatvecRows : rows;
-    for (std::size_t r = g * kMatvecRows; r < end;) {
-      const std::int8_t* qr = q + r * cols;
-      if (r + 2 <= end) {
-        q8_rows_all_vectors<Arch, 2>(y + r, rows, qr, d + r * nb, qr + 2 * cols, x, n, cols);
-        r += 2;
-      } else {
-        q8_rows_all_vectors<Arch, 1>(y + r, rows, qr, d + r * nb, qr + cols, x, n, cols);
-        r += 1;
-      }
-    }
-  }
-}
+namespace detail {
 
 #if defined(__AVX512BF16__)
 
@@ -344,17 +215,7 @@ bool quantize_row_q8_0(std::int8_t* q, float* d, const T* w, std::size_t cols) n
 template <class Arch = xsimd::default_arch>
 void matvec_q8_0(std::span<const Q8Segment> segments, const float* x, std::size_t cols,
                  ThreadPool* pool = nullptr) {
-  std::size_t groups = 0;
-  for (const Q8Segment& s : segments) groups += detail::row_groups(s.rows);
-  if (pool == nullptr || pool->size() == 1) {
-    detail::matvec_q8_0_groups<Arch>(segments, x, cols, 0, groups);
-    return;
-  }
-  const std::size_t n_tasks = pool->size() < groups ? pool->size() : groups;
-  pool->parallel_for(n_tasks, [&](std::size_t task) {
-    detail::matvec_q8_0_groups<Arch>(segments, x, cols, groups * task / n_tasks,
-                                     groups * (task + 1) / n_tasks);
-  });
+  matvec_blocks<Q8Codec, Arch>(segments, x, cols, pool);
 }
 
 // y(rows) = W(rows, cols) x(cols) for q8_0 W (quants q, scales d); cols % kQ8Block == 0.
@@ -371,17 +232,7 @@ template <class Arch = xsimd::default_arch>
 void matvec_batch_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
                        std::size_t n, std::size_t rows, std::size_t cols,
                        ThreadPool* pool = nullptr) {
-  if (n == 0 || rows == 0) return;
-  const std::size_t groups = detail::row_groups(rows);
-  if (pool == nullptr || pool->size() == 1) {
-    detail::matvec_batch_q8_0_groups<Arch>(y, q, d, x, n, rows, cols, 0, groups);
-    return;
-  }
-  const std::size_t n_tasks = pool->size() < groups ? pool->size() : groups;
-  pool->parallel_for(n_tasks, [&](std::size_t task) {
-    detail::matvec_batch_q8_0_groups<Arch>(y, q, d, x, n, rows, cols, groups * task / n_tasks,
-                                           groups * (task + 1) / n_tasks);
-  });
+  matvec_batch_blocks<Q8Codec, Arch>(y, q, d, x, n, rows, cols, pool);
 }
 
 // Y(n, rows) = X(n, cols) W^T for q8_0 W (prefill). See the header comment for the numerics:
@@ -423,7 +274,7 @@ void matmul_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
     }
   }
 #endif
-  matvec_batch_q8_0<Arch>(y, q, d, x, n, rows, cols, pool);
+  matmul_blocks<Q8Codec, Arch>(y, q, d, x, n, rows, cols, pool);
 }
 
 // y(k) = W[rows[k]] x(cols) for the listed rows of a q8_0 W, each bitwise equal to row rows[k]
@@ -431,12 +282,7 @@ void matmul_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
 template <class Arch = xsimd::default_arch>
 void matvec_gather_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
                         std::span<const std::uint32_t> rows, std::size_t cols) noexcept {
-  const std::size_t nb = cols / kQ8Block;
-  for (std::size_t k = 0; k < rows.size(); ++k) {
-    const std::size_t r = rows[k];
-    detail::dot_rows_q8_0<Arch, 1, 1, false>(y + k, 0, q + r * cols, d + r * nb, nullptr, x, 0,
-                                             cols);
-  }
+  matvec_gather_blocks<Q8Codec, Arch>(y, q, d, x, rows, cols);
 }
 
 namespace scalar {

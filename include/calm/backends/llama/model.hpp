@@ -69,8 +69,8 @@ struct LlamaOptions {
   // it reaches the logits (docs/design.md §11).
   bool check_all_weights = false;
   // How the linear weights are held: as the file stores them, or quantized at load to q8_0
-  // (the layers' matrices and an untied head; ~1.1 bytes per weight; docs/design.md,
-  // "Quantized weights (q8_0)"). q8_0 needs every quantized matrix's cols % 32 == 0.
+  // (1.125 bytes per weight) or q4_0 (0.625): the layers' matrices and an untied head
+  // (docs/design.md §13). Both need every quantized matrix's cols % 32 == 0.
   WeightFormat weights = WeightFormat::file;
 };
 
@@ -95,7 +95,9 @@ class LlamaModel {
         weights_(LlamaWeights::load(ckpt_, config_)) {
     if (opts.check_all_weights) LlamaWeights::check_all_finite(ckpt_);
     if (opts.weights == WeightFormat::q8_0)
-      arena_ = weights_.quantize_to_arena(ckpt_, opts.copy_weights);
+      arena_ = weights_.quantize_to_arena<formats::Q8_0>(ckpt_, opts.copy_weights);
+    else if (opts.weights == WeightFormat::q4_0)
+      arena_ = weights_.quantize_to_arena<formats::Q4_0>(ckpt_, opts.copy_weights);
     else if (opts.copy_weights)
       arena_ = weights_.copy_to_arena(ckpt_);
     const std::size_t cfg_max = config_.max_position_embeddings;

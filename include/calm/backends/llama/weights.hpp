@@ -1,7 +1,7 @@
 // Typed views of the Llama weights inside the memory-mapped checkpoint. Linear weights stay in
-// their file dtype (F32/F16/BF16) and are widened inside the kernels, or are quantized to q8_0
-// at load (WeightFormat::q8_0, kernels/q8_0.hpp); the small norm vectors are widened to f32 once
-// at load.
+// their file dtype (F32/F16/BF16) and are widened inside the kernels, or are quantized at load
+// to a block format (WeightFormat::q8_0; formats/); the small norm vectors are widened to f32
+// once at load.
 #pragma once
 
 #include <calm/core/dtype.hpp>
@@ -9,10 +9,7 @@
 #include <calm/core/thread_pool.hpp>
 #include <calm/io/hf_config.hpp>
 #include <calm/io/safetensors.hpp>
-#include <calm/kernels/elementwise.hpp>
-#include <calm/kernels/matmul.hpp>
-#include <calm/kernels/matvec.hpp>
-#include <calm/kernels/q8_0.hpp>
+#include <calm/formats/formats.hpp>
 
 #include <array>
 #include <cmath>
@@ -37,112 +34,10 @@
 namespace calm {
 
 // How the linear weights are held in memory: as the file stores them (F32/F16/BF16), or
-// quantized at load to q8_0 (blocks of 32 int8 with one scale each, kernels/q8_0.hpp; the
-// layers' matrices and an untied head; the embedding and a tied head stay in the file dtype).
-enum class WeightFormat : std::uint8_t { file, q8_0 };
-
-// A linear layer's weight W (rows, cols), row-major, in its file dtype, or in q8_0: then data
-// holds the int8 quants (rows, cols) and scales the f32 block scales (rows, cols / 32); dtype
-// stays the file's.
-struct Linear {
-  DType dtype = DType::f32;
-  const std::byte* data = nullptr;
-  std::size_t rows = 0, cols = 0;
-  WeightFormat format = WeightFormat::file;
-  const float* scales = nullptr;  // (rows, cols / kQ8Block) when format == q8_0
-
-  std::size_t bytes() const noexcept {
-    if (format == WeightFormat::q8_0)
-      return rows * cols + rows * (cols / kernels::kQ8Block) * sizeof(float);
-    return rows * cols * dtype_size(dtype);
-  }
-  const std::int8_t* quants() const noexcept { return reinterpret_cast<const std::int8_t*>(data); }
-
-  template <class F>
-  decltype(auto) visit(F&& f) const {  // calls f(const T*) with the weight's element type
-    switch (dtype) {
-      case DType::f32: return f(reinterpret_cast<const float*>(data));
-      case DType::f16: return f(reinterpret_cast<const f16*>(data));
-      case DType::bf16: break;
-    }
-    return f(reinterpret_cast<const bf16*>(data));
-  }
-
-  // y(rows) = W x(cols)
-  void apply(float* y, const float* x, ThreadPool* pool) const {
-    if (format == WeightFormat::q8_0)
-      return kernels::matvec_q8_0(y, quants(), scales, x, rows, cols, pool);
-    visit([&](const auto* w) { kernels::matvec(y, w, x, rows, cols, pool); });
-  }
-  // Y(n, rows) = X(n, cols) W^T
-  void apply_batch(float* y, const float* x, std::size_t n, ThreadPool* pool) const {
-    if (format == WeightFormat::q8_0)
-      return kernels::matmul_q8_0(y, quants(), scales, x, n, rows, cols, pool);
-    visit([&](const auto* w) { kernels::matmul(y, w, x, n, rows, cols, pool); });
-  }
-  // Y(n, rows) = X(n, cols) W^T, each row bitwise what apply() gives for it; every weight is
-  // still read from memory once (kernels::matvec_batch).
-  void apply_rows(float* y, const float* x, std::size_t n, ThreadPool* pool) const {
-    if (format == WeightFormat::q8_0)
-      return kernels::matvec_batch_q8_0(y, quants(), scales, x, n, rows, cols, pool);
-    visit([&](const auto* w) { kernels::matvec_batch(y, w, x, n, rows, cols, pool); });
-  }
-  // y(k) = row rows[k] of W x(cols), each bitwise what apply() gives for that row: a few rows
-  // of a large matrix (the exit check over a candidate set). One thread.
-  void apply_gather(float* y, const float* x, std::span<const std::uint32_t> rows_to) const {
-    if (format == WeightFormat::q8_0)
-      return kernels::matvec_gather_q8_0(y, quants(), scales, x, rows_to, cols);
-    visit([&](const auto* w) { kernels::matvec_gather(y, w, x, rows_to, cols); });
-  }
-  // out(cols) := row r of W, widened to f32 (the embedding lookup).
-  void row(std::size_t r, float* out) const {
-    if (format == WeightFormat::q8_0)
-      return kernels::dequantize_row_q8_0(out, quants() + r * cols,
-                                          scales + r * (cols / kernels::kQ8Block), cols);
-    visit([&](const auto* w) { kernels::widen(out, w + r * cols, cols); });
-  }
-};
-
-// One output of apply_shared_input: y(w.rows) = w x.
-struct LinearOutput {
-  const Linear& w;
-  float* y;
-};
-
-// Every y = W x for linears that multiply the same x(cols) (q/k/v, gate/up): one matvec pass over
-// all their rows when they share dtype and cols (one pool call; the prefetch stream runs from one
-// matrix into the next), else one apply each. The results are the same bits either way.
-inline void apply_shared_input(std::initializer_list<LinearOutput> outputs, const float* x,
-                               ThreadPool* pool) {
-  constexpr std::size_t kMaxSegments = 4;
-  const LinearOutput& first = *outputs.begin();
-  bool together = outputs.size() <= kMaxSegments;
-  for (const LinearOutput& o : outputs)
-    together = together && o.w.format == first.w.format &&
-               (o.w.format == WeightFormat::q8_0 || o.w.dtype == first.w.dtype) &&
-               o.w.cols == first.w.cols;
-  if (!together) {
-    for (const LinearOutput& o : outputs) o.w.apply(o.y, x, pool);
-    return;
-  }
-  if (first.w.format == WeightFormat::q8_0) {
-    std::array<kernels::Q8Segment, kMaxSegments> segments{};
-    std::size_t n = 0;
-    for (const LinearOutput& o : outputs) segments[n++] = {o.y, o.w.quants(), o.w.scales, o.w.rows};
-    kernels::matvec_q8_0(std::span<const kernels::Q8Segment>(segments.data(), n), x,
-                         first.w.cols, pool);
-    return;
-  }
-  first.w.visit([&](const auto* first_w) {
-    using T = std::remove_cv_t<std::remove_pointer_t<decltype(first_w)>>;
-    std::array<kernels::MatvecSegment<T>, kMaxSegments> segments{};
-    std::size_t n = 0;
-    for (const LinearOutput& o : outputs)
-      segments[n++] = {o.y, reinterpret_cast<const T*>(o.w.data), o.w.rows};
-    kernels::matvec(std::span<const kernels::MatvecSegment<T>>(segments.data(), n), x,
-                    first.w.cols, pool);
-  });
-}
+// quantized at load to a block format -- q8_0 (blocks of 32 int8 with one scale each,
+// formats/q8_0.hpp) or q4_0 (32 4-bit integers and a scale, formats/q4_0.hpp) -- the layers'
+// matrices and an untied head; the embedding and a tied head stay in the file dtype.
+enum class WeightFormat : std::uint8_t { file, q8_0, q4_0 };
 
 // Refuses a tensor holding a NaN or an infinity, naming it, its file and the first bad element.
 // `role` says which check this is ("norm", "head").
@@ -170,12 +65,13 @@ using RealignedBuffers = std::vector<std::shared_ptr<std::byte[]>>;
 inline Linear linear_from(const io::Checkpoint& ckpt, const std::string& name, std::size_t rows,
                           std::size_t cols, RealignedBuffers& realigned) {
   const io::TensorView& t = ckpt.get(name, {rows, cols});
-  if (t.aligned()) return Linear{t.dtype, t.data, rows, cols};
+  const formats::Id format = formats::dense_id(t.dtype);
+  if (t.aligned()) return Linear{{t.data, nullptr, rows, cols}, format};
   // operator new aligns to at least alignof(std::max_align_t), enough for every dtype.
   std::shared_ptr<std::byte[]> copy(new std::byte[t.nbytes]);
   std::memcpy(copy.get(), t.data, t.nbytes);
   realigned.push_back(copy);
-  return Linear{t.dtype, copy.get(), rows, cols};
+  return Linear{{copy.get(), nullptr, rows, cols}, format};
 }
 
 // Norm weights: widened to f32 (through a copy, so at any alignment) and required to be finite.
@@ -384,12 +280,13 @@ struct LlamaWeights {
     return arena;
   }
 
-  // Quantizes the layers' matrices and an untied head to q8_0 into one arena (quants, then
-  // scales, each 64-byte aligned) and points at it; with copy_dense the embedding (and a tied
-  // head) is copied there too in its file dtype, else it stays where it is. Refuses, naming
-  // the tensor, a matrix whose cols is not a multiple of 32 (q8_0 keeps whole blocks) or that
-  // holds a non-finite weight or one beyond q8_0's range (|w| > 127 * 65504). As in
-  // copy_to_arena, each source tensor's file pages are dropped once it is quantized or copied.
+  // Quantizes the layers' matrices and an untied head to the block format F into one arena
+  // (each matrix's data, then its scales, each 64-byte aligned) and points at it; with
+  // copy_dense the embedding (and a tied head) is copied there too in its file dtype, else it
+  // stays where it is. Refuses, naming the tensor, a matrix whose cols is not a multiple of
+  // F::block or that holds a non-finite weight or one beyond F's range. As in copy_to_arena,
+  // each source tensor's file pages are dropped once it is quantized or copied.
+  template <formats::QuantizedFormat F>
   WeightArena quantize_to_arena(const io::Checkpoint& source, bool copy_dense) {
     struct Named {
       std::string name;
@@ -410,16 +307,17 @@ struct LlamaWeights {
     const bool tied = lm_head.data == embed.data;
     if (!tied) quantized.push_back({"lm_head.weight", &lm_head});
     for (const Named& n : quantized)
-      if (n.w->cols % kernels::kQ8Block != 0)
+      if (n.w->cols % F::block != 0)
         throw Error("tensor '" + n.name + "' has " + std::to_string(n.w->cols) +
-                    " columns, not a multiple of " + std::to_string(kernels::kQ8Block) +
-                    "; q8_0 weights need whole blocks of 32 (load with WeightFormat::file)");
+                    " columns, not a multiple of " + std::to_string(F::block) + "; " +
+                    std::string(F::name) + " weights need whole blocks of " +
+                    std::to_string(F::block) + " (load with WeightFormat::file)");
     const auto padded = [](std::size_t b) { return (b + 63) / 64 * 64; };
-    const auto q8_bytes = [&](const Linear& w) {
-      return padded(w.rows * w.cols) + padded(w.rows * (w.cols / kernels::kQ8Block) * sizeof(float));
+    const auto quantized_bytes = [&](const Linear& w) {
+      return padded(w.rows * F::data_bytes(w.cols)) + padded(w.rows * F::scale_bytes(w.cols));
     };
     std::size_t total = copy_dense ? padded(embed.bytes()) : 0;
-    for (const Named& n : quantized) total += q8_bytes(*n.w);
+    for (const Named& n : quantized) total += quantized_bytes(*n.w);
     WeightArena arena(total);
     std::size_t offset = 0;
     if (copy_dense) {
@@ -430,33 +328,41 @@ struct LlamaWeights {
     }
     for (const Named& n : quantized) {
       Linear& w = *n.w;
-      auto* q = reinterpret_cast<std::int8_t*>(arena.data() + offset);
-      auto* d = reinterpret_cast<float*>(arena.data() + offset + padded(w.rows * w.cols));
-      const std::size_t nb = w.cols / kernels::kQ8Block;
-      const std::size_t row_bytes = w.cols * dtype_size(w.dtype);
-      w.visit([&](const auto* src) {
-        std::size_t released = 0;  // source rows [0, released) are dropped
-        for (std::size_t r = 0; r < w.rows; ++r) {
-          if (!kernels::quantize_row_q8_0(q + r * w.cols, d + r * nb, src + r * w.cols, w.cols))
-            throw Error("tensor '" + n.name + "' row " + std::to_string(r) +
-                        " holds a non-finite weight or one beyond q8_0's range (|w| > 127 * "
-                        "65504); calm cannot quantize it");
-          if ((r + 1 - released) * row_bytes >= kReleaseChunk || r + 1 == w.rows) {
-            source.release_pages({w.data + released * row_bytes, (r + 1 - released) * row_bytes});
-            released = r + 1;
+      std::byte* data = arena.data() + offset;
+      auto* scales = reinterpret_cast<float*>(data + padded(w.rows * F::data_bytes(w.cols)));
+      const std::size_t row_bytes = w.row_bytes();  // of the source
+      const std::size_t data_row = F::data_bytes(w.cols), scale_row = F::scale_bytes(w.cols) / 4;
+      formats::visit(w.format, [&](auto source_format) {
+        using S = decltype(source_format);
+        if constexpr (S::block == 1) {
+          const auto* src = reinterpret_cast<const typename S::element*>(w.data);
+          std::size_t released = 0;  // source rows [0, released) are dropped
+          for (std::size_t r = 0; r < w.rows; ++r) {
+            if (!F::quantize_row(data + r * data_row, scales + r * scale_row, src + r * w.cols,
+                                 w.cols))
+              throw Error("tensor '" + n.name + "' row " + std::to_string(r) +
+                          " holds a non-finite weight or one beyond " + std::string(F::name) +
+                          "'s range (" + std::string(F::range) + "); calm cannot quantize it");
+            if ((r + 1 - released) * row_bytes >= kReleaseChunk || r + 1 == w.rows) {
+              source.release_pages({w.data + released * row_bytes, (r + 1 - released) * row_bytes});
+              released = r + 1;
+            }
           }
+        } else {
+          throw Error("tensor '" + n.name + "' is already quantized; calm quantizes only " +
+                      "f32/f16/bf16 weights");
         }
       });
-      offset += q8_bytes(w);
-      w.format = WeightFormat::q8_0;
-      w.data = reinterpret_cast<const std::byte*>(q);
-      w.scales = d;
+      offset += quantized_bytes(w);
+      w.format = F::id;
+      w.data = data;
+      w.scales = scales;
     }
     if (copy_dense) realigned.clear();
     return arena;
   }
 
-  // Bytes the weights occupy in memory: every linear once (q8_0 with its scales) and the norms.
+  // Bytes the weights occupy in memory: every linear once (with its scales) and the norms.
   std::size_t bytes_in_memory() const {
     std::size_t b = final_norm.size() * sizeof(float) + embed.bytes();
     if (lm_head.data != embed.data) b += lm_head.bytes();
@@ -469,7 +375,7 @@ struct LlamaWeights {
 
   // Bytes of weights one decode step reads through all layers and the head (memory-bound cost).
   std::size_t bytes_per_token() const noexcept {
-    std::size_t b = lm_head.bytes() + embed.cols * dtype_size(embed.dtype);
+    std::size_t b = lm_head.bytes() + embed.row_bytes();
     for (const auto& l : layers)
       b += l.q.bytes() + l.k.bytes() + l.v.bytes() + l.o.bytes() + l.gate.bytes() + l.up.bytes() +
            l.down.bytes();

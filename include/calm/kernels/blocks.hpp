@@ -1,0 +1,323 @@
+// Matvec kernels for block formats: weights in blocks of 32 that share one f32 scale, with x in
+// f32. A format supplies a codec C -- how one block's payload decodes to 32 small integers held
+// as f32 -- and gets here the kernels every format needs: y = W x over one or several matrices
+// (segments), Y = X W^T bitwise row by row, and a gather of a few rows. The layout of a
+// (rows, cols) matrix, cols a multiple of 32:
+//   q  (rows, cols / 32 * C::units)   the blocks' payload, row-major (C::unit elements)
+//   d  (rows, cols / 32)              f32 scales: scale b of row r at d[r * cols/32 + b]
+// A weight reads as d_b * w_j, w_j the decoded integer.
+//
+// Arithmetic (the same for every codec): per block the f32 products w_j * x_j are summed
+// vector-wise (w[0] * x[0:N], then FMAs of the following N-chunks in order), scaled by d_b into
+// one accumulator per row and vector, and reduced with one hadd at the end. Structure as in
+// matvec.hpp: 4 rows at a time, software prefetch 2 KiB ahead in each row's payload (and in the
+// scale stream), a static split of whole row groups over threads. Each row's sum is computed in
+// the same order whatever the grouping, the thread count or the number of vectors, so the
+// results are bitwise independent of all three.
+//
+// A codec C provides:
+//   using unit;                      element type of q (int8 for q8_0, uint8 for packed nibbles)
+//   static constexpr units;          units per block of 32 weights
+//   template <class Arch> static void decode(const unit* block, fbatch<Arch>* w);  32 / N vectors
+//   static float weight(const unit* block, std::size_t j);   weight j, the scalar twin's
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include <xsimd/xsimd.hpp>
+
+#include "calm/core/aligned.hpp"
+#include "calm/core/thread_pool.hpp"
+#include "calm/kernels/load.hpp"
+#include "calm/kernels/matmul.hpp"
+#include "calm/kernels/matvec.hpp"
+
+namespace calm::kernels {
+
+// Weights per block of every block format.
+inline constexpr std::size_t kBlockWeights = 32;
+
+// One matrix of a segmented block matvec: y(rows) = W(rows, cols) x; all segments of a call
+// share x and cols.
+template <class C>
+struct BlockSegment {
+  float* y;
+  const typename C::unit* q;  // (rows, cols / 32 * C::units)
+  const float* d;             // (rows, cols / 32)
+  std::size_t rows;
+};
+
+namespace scalar {
+
+// y(rows) = W x(cols): per block the f32 sum of w_j * x_j in order, scaled by d and summed.
+template <class C>
+void matvec_blocks(float* y, const typename C::unit* q, const float* d, const float* x,
+                   std::size_t rows, std::size_t cols) {
+  const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
+  for (std::size_t r = 0; r < rows; ++r) {
+    float s = 0.0f;
+    for (std::size_t b = 0; b < nb; ++b) {
+      const typename C::unit* block = q + r * row_units + b * C::units;
+      float p = 0.0f;
+      for (std::size_t j = 0; j < kBlockWeights; ++j) p += C::weight(block, j) * x[b * kBlockWeights + j];
+      s += d[r * nb + b] * p;
+    }
+    y[r] = s;
+  }
+}
+
+}  // namespace scalar
+
+namespace detail {
+
+// The f32 products of one decoded block with x(32) as a vector of partial sums.
+template <class Arch, std::size_t K>
+inline fbatch<Arch> block_products(const fbatch<Arch> (&w)[K], const float* x) noexcept {
+  using B = fbatch<Arch>;
+  constexpr std::size_t N = B::size;
+  B p = w[0] * B::load_unaligned(x);
+  for (std::size_t k = 1; k < K; ++k) p = xsimd::fma(w[k], B::load_unaligned(x + k * N), p);
+  return p;
+}
+
+// y[v * y_stride + r] = W(R rows at q, d) . x_v for V vectors x_v = x + v * x_stride; next_q:
+// the payload of the group that follows (prefetch only). Per (row, vector): acc += d_b *
+// (block b . x_v), block after block, then one hadd: the same bits for any R, V, Prefetch.
+template <class C, class Arch, std::size_t R, std::size_t V, bool Prefetch>
+inline void dot_rows_blocks(float* y, std::size_t y_stride, const typename C::unit* q,
+                            const float* d, const typename C::unit* next_q, const float* x,
+                            std::size_t x_stride, std::size_t cols) noexcept {
+  using B = fbatch<Arch>;
+  constexpr std::size_t K = kBlockWeights / B::size;
+  static_assert(kBlockWeights % B::size == 0, "a block must be a whole number of vectors");
+  constexpr std::size_t unit_bytes = sizeof(typename C::unit), block_bytes = C::units * unit_bytes;
+  constexpr std::size_t ahead = kPrefetchBytes / block_bytes;  // in blocks
+  // One 64-byte line of payload per row every `line_blocks` blocks.
+  constexpr std::size_t line_blocks = 64 / block_bytes ? 64 / block_bytes : 1;
+  const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
+  const std::size_t own_end = nb > ahead ? nb - ahead : 0;  // in blocks
+  B acc[R][V];
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) acc[r][v] = B(0.0f);
+  for (std::size_t b = 0; b < nb; ++b) {
+    const std::size_t c = b * kBlockWeights;
+    if constexpr (Prefetch) {
+      if (b % line_blocks == 0) {
+        for (std::size_t r = 0; r < R; ++r)
+          prefetch_line(b < own_end ? q + r * row_units + (b + ahead) * C::units
+                                    : next_q + r * row_units + (b + ahead - nb) * C::units);
+      }
+      // The next group's scales (R * nb floats right after this group's), one line per 16
+      // floats, spread over this group's blocks.
+      if ((b * R) % 16 < R) prefetch_line(d + R * nb + b * R);
+    }
+    for (std::size_t r = 0; r < R; ++r) {
+      B w[K];
+      C::template decode<Arch>(q + r * row_units + b * C::units, w);
+      const B scale(d[r * nb + b]);
+      for (std::size_t v = 0; v < V; ++v)
+        acc[r][v] = xsimd::fma(block_products<Arch>(w, x + v * x_stride + c), scale, acc[r][v]);
+    }
+  }
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) y[v * y_stride + r] = xsimd::hadd(acc[r][v]);
+}
+
+// Row groups [g0, g1) of the segments' concatenated groups (kMatvecRows rows; a segment's last
+// group may be short).
+template <class C, class Arch>
+inline void matvec_blocks_groups(std::span<const BlockSegment<C>> segments, const float* x,
+                                 std::size_t cols, std::size_t g0, std::size_t g1) noexcept {
+  constexpr std::size_t R = kMatvecRows;
+  const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
+  std::size_t base = 0;
+  for (std::size_t s = 0; s < segments.size() && base < g1; ++s) {
+    const BlockSegment<C>& seg = segments[s];
+    const std::size_t groups = row_groups(seg.rows);
+    const std::size_t lo = g0 > base ? g0 - base : 0;
+    const std::size_t hi = g1 - base < groups ? g1 - base : groups;
+    const auto* after = s + 1 < segments.size() ? segments[s + 1].q : seg.q + seg.rows * row_units;
+    for (std::size_t g = lo; g < hi; ++g) {
+      std::size_t r = g * R;
+      const auto* q = seg.q + r * row_units;
+      if (r + R <= seg.rows) {
+        const auto* next = r + R < seg.rows ? q + R * row_units : after;
+        dot_rows_blocks<C, Arch, R, 1, true>(seg.y + r, 0, q, seg.d + r * nb, next, x, 0, cols);
+      } else {
+        for (; r < seg.rows; ++r) {
+          const auto* row = seg.q + r * row_units;
+          dot_rows_blocks<C, Arch, 1, 1, true>(seg.y + r, 0, row, seg.d + r * nb,
+                                               r + 1 < seg.rows ? row + row_units : after, x, 0,
+                                               cols);
+        }
+      }
+    }
+    base += groups;
+  }
+}
+
+// Vectors per tile in matvec_batch_blocks (two rows' accumulators plus the x loads fit the
+// registers: 32 on AVX-512, 16 below).
+template <class Arch>
+inline constexpr std::size_t kBlockBatchTile = kIsAvx512<Arch> ? 4 : 2;
+
+// R rows for all n vectors in tiles of kBlockBatchTile; only the first tile prefetches (the
+// rest find the rows in L1).
+template <class C, class Arch, std::size_t R>
+inline void block_rows_all_vectors(float* y, std::size_t rows, const typename C::unit* q,
+                                   const float* d, const typename C::unit* next, const float* x,
+                                   std::size_t n, std::size_t cols) noexcept {
+  constexpr std::size_t V = kBlockBatchTile<Arch>;
+  std::size_t t = 0;
+  for (; t + V <= n; t += V) {
+    if (t == 0)
+      dot_rows_blocks<C, Arch, R, V, true>(y, rows, q, d, next, x, cols, cols);
+    else
+      dot_rows_blocks<C, Arch, R, V, false>(y + t * rows, rows, q, d, next, x + t * cols, cols, cols);
+  }
+  for (; t < n; ++t) {  // the last, partial tile one vector at a time
+    if (t == 0)
+      dot_rows_blocks<C, Arch, R, 1, true>(y, rows, q, d, next, x, cols, cols);
+    else
+      dot_rows_blocks<C, Arch, R, 1, false>(y + t * rows, rows, q, d, next, x + t * cols, cols, cols);
+  }
+}
+
+template <class C, class Arch>
+inline void matvec_batch_blocks_groups(float* y, const typename C::unit* q, const float* d,
+                                       const float* x, std::size_t n, std::size_t rows,
+                                       std::size_t cols, std::size_t g0, std::size_t g1) noexcept {
+  const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
+  for (std::size_t g = g0; g < g1; ++g) {
+    const std::size_t end = (g + 1) * kMatvecRows < rows ? (g + 1) * kMatvecRows : rows;
+    for (std::size_t r = g * kMatvecRows; r < end;) {
+      const auto* qr = q + r * row_units;
+      if (r + 2 <= end) {
+        block_rows_all_vectors<C, Arch, 2>(y + r, rows, qr, d + r * nb, qr + 2 * row_units, x, n, cols);
+        r += 2;
+      } else {
+        block_rows_all_vectors<C, Arch, 1>(y + r, rows, qr, d + r * nb, qr + row_units, x, n, cols);
+        r += 1;
+      }
+    }
+  }
+}
+
+// out(m, cols) := rows [0, m) of W dequantized to f32 (d_b * w_j, exact: see the codecs).
+template <class C, class Arch>
+inline void dequantize_rows_f32(float* out, const typename C::unit* q, const float* d,
+                                std::size_t m, std::size_t cols) noexcept {
+  using B = fbatch<Arch>;
+  constexpr std::size_t N = B::size, K = kBlockWeights / N;
+  const std::size_t nb = cols / kBlockWeights;
+  for (std::size_t b = 0; b < m * nb; ++b) {  // the blocks of all m rows are contiguous
+    B w[K];
+    C::template decode<Arch>(q + b * C::units, w);
+    const B scale(d[b]);
+    for (std::size_t k = 0; k < K; ++k) (w[k] * scale).store_unaligned(out + b * kBlockWeights + k * N);
+  }
+}
+
+// Rows per dequantized f32 panel: 128 KiB, in L2 while the matmul tiles pass over it.
+inline std::size_t f32_panel_rows(std::size_t cols) noexcept {
+  const std::size_t p = (std::size_t{1} << 15) / (cols ? cols : 1) / kMatvecRows * kMatvecRows;
+  return p > kMatvecRows ? p : kMatvecRows;
+}
+
+// Runs task(g0, g1) over `groups` row groups, split statically over the pool's threads.
+template <class Task>
+inline void split_groups(std::size_t groups, ThreadPool* pool, Task&& task) {
+  if (pool == nullptr || pool->size() == 1) {
+    task(std::size_t{0}, groups);
+    return;
+  }
+  const std::size_t n_tasks = pool->size() < groups ? pool->size() : groups;
+  pool->parallel_for(n_tasks, [&](std::size_t i) {
+    task(groups * i / n_tasks, groups * (i + 1) / n_tasks);
+  });
+}
+
+}  // namespace detail
+
+// For each segment, y(rows) = W(rows, cols) x(cols): one pass over all segments' rows, split
+// statically over the pool's threads in whole row groups.
+template <class C, class Arch = xsimd::default_arch>
+void matvec_blocks(std::span<const BlockSegment<C>> segments, const float* x, std::size_t cols,
+                   ThreadPool* pool = nullptr) {
+  std::size_t groups = 0;
+  for (const BlockSegment<C>& s : segments) groups += detail::row_groups(s.rows);
+  detail::split_groups(groups, pool, [&](std::size_t g0, std::size_t g1) {
+    detail::matvec_blocks_groups<C, Arch>(segments, x, cols, g0, g1);
+  });
+}
+
+// Y(n, rows) = X(n, cols) W^T, row t bitwise equal to matvec_blocks(W, x_t) for any n and thread
+// count; the weights stream from memory once for all n.
+template <class C, class Arch = xsimd::default_arch>
+void matvec_batch_blocks(float* y, const typename C::unit* q, const float* d, const float* x,
+                         std::size_t n, std::size_t rows, std::size_t cols,
+                         ThreadPool* pool = nullptr) {
+  if (n == 0 || rows == 0) return;
+  detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
+    detail::matvec_batch_blocks_groups<C, Arch>(y, q, d, x, n, rows, cols, g0, g1);
+  });
+}
+
+// Y(n, rows) = X(n, cols) W^T, the prefill product. With AVX2 or AVX-512 and at least
+// kMatmulTileMinTokens tokens, each thread dequantizes its rows in f32 panels and runs
+// matmul.hpp's register-blocked f32 tiles on them: every weight is decoded once per call
+// instead of once per token, and the arithmetic is that of f32 weights (d_b * w_j is exact in
+// f32), one fma chain per output over the columns in order -- so, like the f32 prefill, it
+// differs from decode's order by f32 rounding only. Otherwise matvec_batch_blocks. Every output
+// is computed by one thread: the results do not depend on the thread count.
+template <class C, class Arch = xsimd::default_arch>
+void matmul_blocks(float* y, const typename C::unit* q, const float* d, const float* x,
+                   std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
+  if constexpr (detail::kHasTiledMatmul<Arch>) {
+    if (n >= detail::kMatmulTileMinTokens && rows > 0) {
+      const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
+      const std::size_t panel = detail::f32_panel_rows(cols);
+      detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
+        thread_local AlignedBuffer<float> w_f32;  // this thread's panel
+        w_f32.reserve_discard(panel * cols);
+        const std::size_t r0 = g0 * detail::kMatvecRows;
+        const std::size_t r1 = g1 * detail::kMatvecRows < rows ? g1 * detail::kMatvecRows : rows;
+        for (std::size_t p = r0; p < r1; p += panel) {
+          const std::size_t m = r1 - p < panel ? r1 - p : panel;
+          detail::dequantize_rows_f32<C, Arch>(w_f32.data(), q + p * row_units, d + p * nb, m, cols);
+          detail::matmul_rows_tiled<Arch>(y + p, w_f32.data(), x, n, 0, m, rows, cols);
+        }
+      });
+      return;
+    }
+  }
+  matvec_batch_blocks<C, Arch>(y, q, d, x, n, rows, cols, pool);
+}
+
+// y(k) = W[rows[k]] x(cols) for the listed rows, each bitwise equal to row rows[k] of
+// matvec_blocks(W, x) (the same per-row arithmetic, one row at a time). One thread.
+template <class C, class Arch = xsimd::default_arch>
+void matvec_gather_blocks(float* y, const typename C::unit* q, const float* d, const float* x,
+                          std::span<const std::uint32_t> rows, std::size_t cols) noexcept {
+  const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
+  for (std::size_t k = 0; k < rows.size(); ++k) {
+    const std::size_t r = rows[k];
+    detail::dot_rows_blocks<C, Arch, 1, 1, false>(y + k, 0, q + r * row_units, d + r * nb,
+                                                  nullptr, x, 0, cols);
+  }
+}
+
+// out(cols) := d_b * w_j for row r.
+template <class C>
+void dequantize_row_blocks(float* out, const typename C::unit* q, const float* d, std::size_t r,
+                           std::size_t cols) noexcept {
+  const std::size_t nb = cols / kBlockWeights;
+  for (std::size_t b = 0; b < nb; ++b)
+    for (std::size_t j = 0; j < kBlockWeights; ++j)
+      out[b * kBlockWeights + j] =
+          d[r * nb + b] * C::weight(q + (r * nb + b) * C::units, j);
+}
+
+}  // namespace calm::kernels
