@@ -205,26 +205,43 @@ inline void matvec_batch_blocks_groups(float* y, const typename C::unit* q, cons
   }
 }
 
-// out(m, cols) := rows [0, m) of W dequantized to f32 (d_b * w_j, exact: see the codecs).
+// out(m, stride) := blocks [b0, b1) of rows [0, m) of W (row stride row_units) dequantized to
+// f32, d_b * w_j (exact: see the codecs).
 template <class C, class Arch>
-inline void dequantize_rows_f32(float* out, const typename C::unit* q, const float* d,
-                                std::size_t m, std::size_t cols) noexcept {
+inline void dequantize_blocks_f32(float* out, std::size_t stride, const typename C::unit* q,
+                                  const float* d, std::size_t m, std::size_t nb, std::size_t b0,
+                                  std::size_t b1) noexcept {
   using B = fbatch<Arch>;
   constexpr std::size_t N = B::size, K = kBlockWeights / N;
-  const std::size_t nb = cols / kBlockWeights;
-  for (std::size_t b = 0; b < m * nb; ++b) {  // the blocks of all m rows are contiguous
-    B w[K];
-    C::template decode<Arch>(q + b * C::units, w);
-    const B scale(d[b]);
-    for (std::size_t k = 0; k < K; ++k) (w[k] * scale).store_unaligned(out + b * kBlockWeights + k * N);
-  }
+  for (std::size_t r = 0; r < m; ++r)
+    for (std::size_t b = b0; b < b1; ++b) {
+      B w[K];
+      C::template decode<Arch>(q + (r * nb + b) * C::units, w);
+      const B scale(d[r * nb + b]);
+      float* o = out + r * stride + (b - b0) * kBlockWeights;
+      for (std::size_t k = 0; k < K; ++k) (w[k] * scale).store_aligned(o + k * N);
+    }
 }
 
-// Rows per dequantized f32 panel: 128 KiB, in L2 while the matmul tiles pass over it.
-inline std::size_t f32_panel_rows(std::size_t cols) noexcept {
-  const std::size_t p = (std::size_t{1} << 15) / (cols ? cols : 1) / kMatvecRows * kMatvecRows;
-  return p > kMatvecRows ? p : kMatvecRows;
-}
+// matmul_rows_tiled_packed's packer for a block format: decodes a micro-panel's rows and
+// columns (whole blocks: kMatmulTileCols is a multiple of 32) into L1 scratch, then transposes
+// it as a dense panel is.
+template <class C, class Arch>
+struct BlockPanelPacker {
+  static constexpr std::size_t NR = kMatmulTileRows<Arch>, TC = kMatmulTileCols;
+  static_assert(TC % kBlockWeights == 0, "a micro-panel holds whole blocks");
+  const typename C::unit* q;
+  const float* d;
+  std::size_t nb;  // blocks per row
+
+  void operator()(float* wp, std::size_t p0, std::size_t c0, std::size_t nr,
+                  std::size_t len) const noexcept {
+    alignas(64) float decoded[NR * TC];  // 16 KiB on AVX2, 32 KiB on AVX-512
+    dequantize_blocks_f32<C, Arch>(decoded, TC, q + p0 * nb * C::units, d + p0 * nb, nr, nb,
+                                   c0 / kBlockWeights, (c0 + len) / kBlockWeights);
+    pack_panel<Arch>(wp, static_cast<const float*>(decoded), TC, nr, len);
+  }
+};
 
 // Runs task(g0, g1) over `groups` row groups, split statically over the pool's threads.
 template <class Task>
@@ -266,29 +283,23 @@ void matvec_batch_blocks(float* y, const typename C::unit* q, const float* d, co
 }
 
 // Y(n, rows) = X(n, cols) W^T, the prefill product. With AVX2 or AVX-512 and at least
-// kMatmulTileMinTokens tokens, each thread dequantizes its rows in f32 panels and runs
-// matmul.hpp's register-blocked f32 tiles on them: every weight is decoded once per call
-// instead of once per token, and the arithmetic is that of f32 weights (d_b * w_j is exact in
-// f32), one fma chain per output over the columns in order -- so, like the f32 prefill, it
-// differs from decode's order by f32 rounding only. Otherwise matvec_batch_blocks. Every output
-// is computed by one thread: the results do not depend on the thread count.
+// kMatmulTileMinTokens tokens it runs matmul.hpp's register-blocked f32 tiles, each micro-panel
+// (16 rows x 256 columns on AVX2) decoded from the blocks straight into L1 scratch and then
+// transposed as a dense panel is: every weight is decoded once per call instead of once per
+// token, and the arithmetic is that of f32 weights (d_b * w_j is exact in f32), one fma chain
+// per output over the columns in order -- so, like the f32 prefill, it differs from decode's
+// order by f32 rounding only. Otherwise matvec_batch_blocks. Every output is computed by one
+// thread: the results do not depend on the thread count.
 template <class C, class Arch = xsimd::default_arch>
 void matmul_blocks(float* y, const typename C::unit* q, const float* d, const float* x,
                    std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
   if constexpr (detail::kHasTiledMatmul<Arch>) {
     if (n >= detail::kMatmulTileMinTokens && rows > 0) {
-      const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
-      const std::size_t panel = detail::f32_panel_rows(cols);
       detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
-        thread_local AlignedBuffer<float> w_f32;  // this thread's panel
-        w_f32.reserve_discard(panel * cols);
+        const detail::BlockPanelPacker<C, Arch> pack{q, d, cols / kBlockWeights};
         const std::size_t r0 = g0 * detail::kMatvecRows;
         const std::size_t r1 = g1 * detail::kMatvecRows < rows ? g1 * detail::kMatvecRows : rows;
-        for (std::size_t p = r0; p < r1; p += panel) {
-          const std::size_t m = r1 - p < panel ? r1 - p : panel;
-          detail::dequantize_rows_f32<C, Arch>(w_f32.data(), q + p * row_units, d + p * nb, m, cols);
-          detail::matmul_rows_tiled<Arch>(y + p, w_f32.data(), x, n, 0, m, rows, cols);
-        }
+        detail::matmul_rows_tiled_packed<Arch>(y, pack, x, n, r0, r1, rows, cols);
       });
       return;
     }

@@ -190,11 +190,13 @@ inline void outer_tile(float* y, std::size_t y_stride, std::size_t nr, const flo
   }
 }
 
-// Rows [r0, r1) of y(n, rows) through the outer-product tiles (see above).
-template <class Arch, class T>
-inline void matmul_rows_tiled(float* y, const T* w, const float* x, std::size_t n,
-                              std::size_t r0, std::size_t r1, std::size_t rows,
-                              std::size_t cols) {
+// Rows [r0, r1) of y(n, rows) through the outer-product tiles (see above); pack(wp, p0, c0, nr,
+// len) fills a micro-panel as pack_panel does, for rows p0.. p0 + nr and columns c0.. c0 + len
+// of W (the weights' format decides how: widened from f32/f16/bf16, or decoded from blocks).
+template <class Arch, class Pack>
+inline void matmul_rows_tiled_packed(float* y, Pack&& pack, const float* x, std::size_t n,
+                                     std::size_t r0, std::size_t r1, std::size_t rows,
+                                     std::size_t cols) {
   constexpr std::size_t NR = kMatmulTileRows<Arch>, MT = kMatmulTileTokens;
   static_assert(MT == 6, "the token-tail switch below covers 1..5");
   // The widened micro-panel, reused across calls; allocated on first use in each thread.
@@ -206,7 +208,7 @@ inline void matmul_rows_tiled(float* y, const T* w, const float* x, std::size_t 
     // One pass per column block, even when cols == 0 (it writes the zeros).
     for (std::size_t c0 = 0; c0 < cols || c0 == 0; c0 += kMatmulTileCols) {
       const std::size_t len = cols - c0 < kMatmulTileCols ? cols - c0 : kMatmulTileCols;
-      pack_panel<Arch>(wp, w + p0 * cols + c0, cols, nr, len);
+      pack(wp, p0, c0, nr, len);
       const bool accumulate = c0 > 0;
       const float* xc = x + c0;
       float* yp = y + p0;
@@ -223,6 +225,17 @@ inline void matmul_rows_tiled(float* y, const T* w, const float* x, std::size_t 
       }
     }
   }
+}
+
+// Rows [r0, r1) of y(n, rows) through the outer-product tiles, W widened from T.
+template <class Arch, class T>
+inline void matmul_rows_tiled(float* y, const T* w, const float* x, std::size_t n,
+                              std::size_t r0, std::size_t r1, std::size_t rows,
+                              std::size_t cols) {
+  const auto pack = [&](float* wp, std::size_t p0, std::size_t c0, std::size_t nr, std::size_t len) {
+    pack_panel<Arch>(wp, w + p0 * cols + c0, cols, nr, len);
+  };
+  matmul_rows_tiled_packed<Arch>(y, pack, x, n, r0, r1, rows, cols);
 }
 
 #if defined(__AVX512BF16__)
