@@ -104,7 +104,7 @@ inline void check_against_reference(calm::WeightFormat format, const char* name,
     const Worst one = quantized_error(dir, 1, format), two = quantized_error(dir, 2, format);
     std::string layers;
     for (double e : one.per_layer) layers.append(" ").append(std::to_string(e));
-    MESSAGE(dir.filename().string() << ": " << name << " vs float64 reference, worst relative error "
+    MESSAGE(dir.filename().string() << ": " << std::string(name) << " vs float64 reference, worst relative error "
                                     << one.state << " (states), " << one.logits
                                     << " (logits); per layer:" << layers);
     const double tolerance = dir.filename() == "shakespeare-8l" ? trained : random;
@@ -121,7 +121,7 @@ inline void check_against_reference(calm::WeightFormat format, const char* name,
 inline void check_perplexity(calm::WeightFormat format, const char* name, double max_ratio) {
   const double bf16 = test_split_nll(calm::WeightFormat::file);
   const double quantized = test_split_nll(format);
-  MESSAGE("test-split perplexity: bf16 " << std::exp(bf16) << ", " << name << " "
+  MESSAGE("test-split perplexity: bf16 " << std::exp(bf16) << ", " << std::string(name) << " "
                                           << std::exp(quantized) << " (mean NLL " << bf16
                                           << " vs " << quantized << " nats)");
   CHECK(std::exp(quantized) / std::exp(bf16) < max_ratio);

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -45,6 +46,19 @@ struct Quantized {
     return double(d[b]) * C::weight(q.data() + b * C::units, c % 32);
   }
   k::BlockSegment<C> segment(float* y) const { return {y, q.data(), d.data(), rows}; }
+  // x as the decode kernels see it: itself, or dequantized from int8 blocks for a codec that
+  // quantizes x.
+  static std::vector<float> seen(const float* x, std::size_t n, std::size_t cols) {
+    std::vector<float> out(x, x + n * cols);
+    if constexpr (C::quantizes_x) {
+      std::vector<std::int8_t> xq(n * cols);
+      std::vector<float> dx(n * cols / 32);
+      std::vector<std::int32_t> kk(8 * dx.size());
+      REQUIRE(k::quantize_x_blocks(xq.data(), dx.data(), kk.data(), x, n, cols, C::x_offset));
+      for (std::size_t i = 0; i < out.size(); ++i) out[i] = dx[i / 32] * float(xq[i]);
+    }
+    return out;
+  }
   void matvec(float* y, const float* x, calm::ThreadPool* pool) const {
     const k::BlockSegment<C> s = segment(y);
     k::matvec_blocks<C>(std::span<const k::BlockSegment<C>>(&s, 1), x, cols, pool);
@@ -65,14 +79,20 @@ TEST_CASE_TEMPLATE("block matvec against the exact product and the scalar twin",
       std::vector<float> y(rows), ys(rows);
       m.matvec(y.data(), x, nullptr);
       k::scalar::matvec_blocks<C>(ys.data(), m.q.data(), m.d.data(), x, rows, cols);
+      const std::vector<float> xk = Quantized<C>::seen(x, 1, cols);
       for (std::size_t r = 0; r < rows; ++r) {
-        double exact = 0, mag = 0;  // the dequantized weights' dot product, in double
+        // The dequantized weights' dot product with x as the kernel sees it, in double; and
+        // with x itself, which an int8 x misses by at most dx / 2 per element.
+        double exact = 0, mag = 0, exact_x = 0, x_error = 0;
         for (std::size_t c = 0; c < cols; ++c) {
-          exact += m.weight(r, c) * x[c];
-          mag += std::fabs(m.weight(r, c) * x[c]);
+          exact += m.weight(r, c) * xk[c];
+          mag += std::fabs(m.weight(r, c) * xk[c]);
+          exact_x += m.weight(r, c) * x[c];
+          x_error += std::fabs(m.weight(r, c)) * std::fabs(double(xk[c]) - x[c]);
         }
         CHECK(std::fabs(y[r] - exact) <= 1e-6 * mag + 1e-30);
         CHECK(std::fabs(ys[r] - exact) <= 1e-6 * mag + 1e-30);
+        CHECK(std::fabs(y[r] - exact_x) <= x_error + 1e-6 * mag + 1e-30);
       }
     }
   }
@@ -120,6 +140,29 @@ TEST_CASE_TEMPLATE("block kernels: the same bits for any thread count, segmentin
   for (std::size_t j = 0; j < cols; ++j) CHECK(double(row[j]) == a.weight(5, j));
 }
 
+TEST_CASE("q4_0 decode: x is quantized per block of 32; a non-finite x takes the f32 path") {
+  using C = k::Q4Codec;
+  const std::size_t rows = 6, cols = 64;
+  const Quantized<C> m(random_floats(rows * cols, 41, 0.05f), rows, cols);
+  // By hand: x = 1 in block 0 (dx = 1/127, every code 127), 0 in block 1: row r's result is
+  // d_{r,0} * (1/127) * 127 * sum_j (q_j - 8) over block 0.
+  std::vector<float> x(cols, 0.0f);
+  for (std::size_t j = 0; j < 32; ++j) x[j] = 1.0f;
+  std::vector<float> y(rows);
+  m.matvec(y.data(), x.data(), nullptr);
+  for (std::size_t r = 0; r < rows; ++r) {
+    double block = 0;
+    for (std::size_t j = 0; j < 32; ++j) block += C::weight(m.q.data() + r * 32, j);
+    CHECK(y[r] == doctest::Approx(double(m.d[r * 2]) * block).epsilon(1e-6));
+  }
+  x[40] = std::numeric_limits<float>::quiet_NaN();
+  m.matvec(y.data(), x.data(), nullptr);
+  for (std::size_t r = 0; r < rows; ++r) CHECK(std::isnan(y[r]));
+  x[40] = std::numeric_limits<float>::infinity();
+  m.matvec(y.data(), x.data(), nullptr);
+  for (std::size_t r = 0; r < rows; ++r) CHECK(!std::isfinite(y[r]));
+}
+
 TEST_CASE_TEMPLATE("matmul_blocks (prefill) against the exact product, within f32 rounding", C,
                    k::Q8Codec, k::Q4Codec) {
   for (std::size_t n : {1u, 7u, 8u, 9u, 33u}) {  // below and above the tiles' 8 tokens
@@ -135,11 +178,14 @@ TEST_CASE_TEMPLATE("matmul_blocks (prefill) against the exact product, within f3
         calm::ThreadPool pool(3);
         k::matmul_blocks<C>(y3.data(), m.q.data(), m.d.data(), x.data(), n, rows, cols, &pool);
         CHECK(std::memcmp(y.data(), y3.data(), y.size() * 4) == 0);
+        // Tiles (>= 8 tokens) take x in f32; fewer tokens run the decode kernel, which sees x
+        // quantized for a codec that quantizes it.
+        const std::vector<float> xk = n >= 8 ? x : Quantized<C>::seen(x.data(), n, cols);
         for (std::size_t t = 0; t < n; ++t)
           for (std::size_t r = 0; r < rows; ++r) {
             double exact = 0, mag = 0;
             for (std::size_t c = 0; c < cols; ++c) {
-              const double p = m.weight(r, c) * x[t * cols + c];
+              const double p = m.weight(r, c) * xk[t * cols + c];
               exact += p;
               mag += std::fabs(p);
             }

@@ -10,8 +10,9 @@
 // (GGUF's order: one AND and one shift give the two halves of a block); `scales` (rows,
 // cols / 32) f32. 0.625 bytes per weight (q8_0: 1.125, bf16: 2).
 //
-// The kernels are kernels/blocks.hpp's with this codec: x stays f32, the nibbles are widened to
-// f32 (the only error is the weights' quantization); prefill dequantizes f32 panels for
+// The kernels are kernels/blocks.hpp's with this codec. Decode quantizes x to int8 blocks and
+// takes integer dot products (the error of x's quantization is a fifteenth of the 4-bit
+// weights'; docs/design.md §13); prefill keeps x in f32 and decodes micro-panels of W for
 // matmul.hpp's tiles (matmul_blocks).
 #pragma once
 
@@ -34,6 +35,21 @@ namespace calm::kernels {
 struct Q4Codec {
   using unit = std::uint8_t;
   static constexpr std::size_t units = kBlockWeights / 2;
+  // x is quantized to int8 blocks and each block's product taken in integers (blocks.hpp): the
+  // raw codes 0..15 times x, less 8 times x's block sum.
+  static constexpr bool quantizes_x = true;
+  static constexpr int x_offset = 8;
+  static int raw(const std::uint8_t* p, std::size_t j) noexcept {
+    return j < units ? (p[j] & 0x0F) : (p[j - units] >> 4);
+  }
+#if defined(__AVX2__)
+  // The 32 raw codes as bytes, in weight order: low nibbles (weights 0..15), then high ones.
+  static __m256i raw_u8(const std::uint8_t* p) noexcept {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+  }
+#endif
 
   template <class Arch>
   static void decode(const std::uint8_t* p, detail::fbatch<Arch>* w) noexcept {
@@ -66,8 +82,7 @@ struct Q4Codec {
   }
 
   static float weight(const std::uint8_t* p, std::size_t j) noexcept {
-    const int q = j < units ? (p[j] & 0x0F) : (p[j - units] >> 4);
-    return static_cast<float>(q - 8);
+    return static_cast<float>(raw(p, j) - x_offset);
   }
 };
 

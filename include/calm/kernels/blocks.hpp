@@ -15,16 +15,30 @@
 // the same order whatever the grouping, the thread count or the number of vectors, so the
 // results are bitwise independent of all three.
 //
+// Codecs whose weights are small integers may take x quantized too (C::quantizes_x, q4_0): each
+// call quantizes every x vector once to int8 blocks of 32 with one f32 scale (dx = max|x| / 127,
+// round half to even), and a block's product is the exact integer dot product of the raw codes
+// with the int8 x, less the codec's offset times the block's sum of x, scaled by d_w * dx
+// (vpmaddubsw + vpmaddwd on AVX2, vpdpbusd where AVX-VNNI is there). The error of x's
+// quantization (<= dx / 2 per element) is small next to a 4-bit weight's; a call whose x does
+// not quantize (a NaN, an infinity) takes the f32 path, so non-finite values still propagate.
+//
 // A codec C provides:
 //   using unit;                      element type of q (int8 for q8_0, uint8 for packed nibbles)
 //   static constexpr units;          units per block of 32 weights
+//   static constexpr quantizes_x;    whether the integer path is taken (then also: x_offset, the
+//                                    value subtracted from a raw code; raw(block, j), the raw code
+//                                    j in 0..255; raw_u8<Arch>(block), the 32 raw codes as bytes)
 //   template <class Arch> static void decode(const unit* block, fbatch<Arch>* w);  32 / N vectors
 //   static float weight(const unit* block, std::size_t j);   weight j, the scalar twin's
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
+#include <vector>
 
 #include <xsimd/xsimd.hpp>
 
@@ -33,6 +47,11 @@
 #include "calm/kernels/load.hpp"
 #include "calm/kernels/matmul.hpp"
 #include "calm/kernels/matvec.hpp"
+
+// The row and vector loops of the block kernels run over compile-time R and V: unrolled, their
+// accumulators stay in registers (rolled, g++ 12 kept them in memory, a store-to-load round
+// trip per block: measured 3x slower).
+#define CALM_UNROLL _Pragma("GCC unroll 16")
 
 namespace calm::kernels {
 
@@ -49,6 +68,71 @@ struct BlockSegment {
   std::size_t rows;
 };
 
+// x quantized for an integer-dot codec: per vector, q (cols) int8, d (cols / 32) scales, and
+// k (8 int32 per block): lane 0 the codec's offset times the block's sum of q, the rest 0 --
+// the correction subtracted from the block's integer dot product. `x + elements` moves all
+// three to that element (a whole number of blocks), as a float pointer would move.
+struct QuantizedX {
+  const std::int8_t* q;
+  const float* d;
+  const std::int32_t* k;
+  QuantizedX operator+(std::size_t elements) const noexcept {
+    return {q + elements, d + elements / kBlockWeights, k + elements / kBlockWeights * 8};
+  }
+};
+
+// Quantizes n vectors x(n, cols) into q, d and k (QuantizedX's layout, k with offset); false if
+// an element is not finite.
+inline bool quantize_x_blocks(std::int8_t* q, float* d, std::int32_t* k, const float* x,
+                              std::size_t n, std::size_t cols, int offset) noexcept {
+  const std::size_t blocks = n * (cols / kBlockWeights);
+  for (std::size_t b = 0; b < blocks; ++b) {
+    const float* xb = x + b * kBlockWeights;
+    float amax = 0.0f;
+    for (std::size_t j = 0; j < kBlockWeights; ++j) {
+      if (!std::isfinite(xb[j])) return false;
+      const float a = std::fabs(xb[j]);
+      amax = a > amax ? a : amax;
+    }
+    const float scale = amax / 127.0f;
+    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    std::int32_t sum = 0;
+    for (std::size_t j = 0; j < kBlockWeights; ++j) {
+      const auto v = static_cast<std::int8_t>(std::nearbyint(xb[j] * inv));
+      q[b * kBlockWeights + j] = v;
+      sum += v;
+    }
+    d[b] = scale;
+    for (std::size_t l = 0; l < 8; ++l) k[b * 8 + l] = l == 0 ? offset * sum : 0;
+  }
+  return true;
+}
+
+namespace detail {
+
+// The calling thread's buffers for x quantized (tasks get the pointers).
+struct QuantizedXBuffers {
+  AlignedBuffer<std::int8_t> q;
+  AlignedBuffer<float> d;
+  AlignedBuffer<std::int32_t> k;
+};
+
+template <class C>
+inline bool quantize_x_for(QuantizedX& out, const float* x, std::size_t n, std::size_t cols) {
+  thread_local QuantizedXBuffers buffers;
+  const std::size_t blocks = n * (cols / kBlockWeights);
+  buffers.q.reserve_discard(n * cols + 1);
+  buffers.d.reserve_discard(blocks + 1);
+  buffers.k.reserve_discard(8 * blocks + 8);
+  if (!quantize_x_blocks(buffers.q.data(), buffers.d.data(), buffers.k.data(), x, n, cols,
+                         C::x_offset))
+    return false;
+  out = {buffers.q.data(), buffers.d.data(), buffers.k.data()};
+  return true;
+}
+
+}  // namespace detail
+
 namespace scalar {
 
 // y(rows) = W x(cols): per block the f32 sum of w_j * x_j in order, scaled by d and summed.
@@ -56,6 +140,25 @@ template <class C>
 void matvec_blocks(float* y, const typename C::unit* q, const float* d, const float* x,
                    std::size_t rows, std::size_t cols) {
   const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
+  if constexpr (C::quantizes_x) {  // per block the integer dot product, scaled by d_w * dx
+    std::vector<std::int8_t> xq(cols);
+    std::vector<float> dx(nb);
+    std::vector<std::int32_t> k(8 * nb);
+    if (quantize_x_blocks(xq.data(), dx.data(), k.data(), x, 1, cols, C::x_offset)) {
+      for (std::size_t r = 0; r < rows; ++r) {
+        float s = 0.0f;
+        for (std::size_t b = 0; b < nb; ++b) {
+          const typename C::unit* block = q + r * row_units + b * C::units;
+          std::int32_t dot = -k[b * 8];
+          for (std::size_t j = 0; j < kBlockWeights; ++j)
+            dot += C::raw(block, j) * xq[b * kBlockWeights + j];
+          s += d[r * nb + b] * dx[b] * static_cast<float>(dot);
+        }
+        y[r] = s;
+      }
+      return;
+    }
+  }
   for (std::size_t r = 0; r < rows; ++r) {
     float s = 0.0f;
     for (std::size_t b = 0; b < nb; ++b) {
@@ -82,13 +185,103 @@ inline fbatch<Arch> block_products(const fbatch<Arch> (&w)[K], const float* x) n
   return p;
 }
 
+// One block's integer dot product with x's block: the raw codes (bytes) times the int8 x,
+// summed in 8 int32 lanes, less the correction k (lane 0).
+#if defined(__AVX2__)
+inline __m256i block_dot_u8(__m256i raw, const std::int8_t* xq, const std::int32_t* k) noexcept {
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
+#if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
+  const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), raw, xv);
+#else
+  // raw <= 15 keeps each pair within int16: no saturation, the same sums as vpdpbusd.
+  const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(raw, xv), _mm256_set1_epi16(1));
+#endif
+  return _mm256_sub_epi32(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k)));
+}
+
+inline float hsum8(__m256 v) noexcept {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+#endif
+
+// The software prefetch of block b of a row group (R rows, nb blocks each): one 64-byte line
+// of each row's payload kPrefetchBytes ahead (running on into the next group), and the next
+// group's scales spread over the blocks. Always inlined: a call per block would spill the
+// accumulators (every ymm register is caller-saved).
+template <class C, std::size_t R>
+[[gnu::always_inline]] inline void prefetch_block(const typename C::unit* q, const float* d,
+                           const typename C::unit* next_q, std::size_t b, std::size_t nb) noexcept {
+  constexpr std::size_t block_bytes = C::units * sizeof(typename C::unit);
+  constexpr std::size_t line_blocks = 64 / block_bytes ? 64 / block_bytes : 1;
+  // At most a row ahead: a row shorter than kPrefetchBytes (q4_0 at 2048 columns is 1 KiB)
+  // prefetches the same row of the next group, not the row after it.
+  const std::size_t ahead = kPrefetchBytes / block_bytes < nb ? kPrefetchBytes / block_bytes : nb;
+  const std::size_t row_units = nb * C::units, own_end = nb - ahead;
+  if (b % line_blocks == 0) {
+    for (std::size_t r = 0; r < R; ++r)
+      prefetch_line(b < own_end ? q + r * row_units + (b + ahead) * C::units
+                                : next_q + r * row_units + (b + ahead - nb) * C::units);
+  }
+  if ((b * R) % 16 < R) prefetch_line(d + R * nb + b * R);
+}
+
+// dot_rows_blocks for x quantized (QuantizedX): per (row, vector) acc += d_w * dx *
+// (integer block dot), then one sum of the lanes. The same bits for any R, V, Prefetch.
+template <class C, class Arch, std::size_t R, std::size_t V, bool Prefetch>
+inline void dot_rows_blocks_int(float* y, std::size_t y_stride, const typename C::unit* q,
+                                const float* d, const typename C::unit* next_q, QuantizedX x,
+                                std::size_t x_stride, std::size_t cols) noexcept {
+  const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
+#if defined(__AVX2__)
+  if constexpr (kIsAvx2<Arch> || kIsAvx512<Arch>) {
+    __m256 acc[R][V];
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+    for (std::size_t b = 0; b < nb; ++b) {
+      if constexpr (Prefetch) prefetch_block<C, R>(q, d, next_q, b, nb);
+      CALM_UNROLL
+      for (std::size_t r = 0; r < R; ++r) {
+        const __m256i raw = C::raw_u8(q + r * row_units + b * C::units);
+        const __m256 dw = _mm256_broadcast_ss(d + r * nb + b);
+        CALM_UNROLL
+        for (std::size_t v = 0; v < V; ++v) {
+          const QuantizedX xb = x + (v * x_stride + b * kBlockWeights);
+          const __m256 p = _mm256_cvtepi32_ps(block_dot_u8(raw, xb.q, xb.k));
+          acc[r][v] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_broadcast_ss(xb.d)), acc[r][v]);
+        }
+      }
+    }
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < V; ++v) y[v * y_stride + r] = hsum8(acc[r][v]);
+    return;
+  }
+#endif
+  float acc[R][V] = {};
+  for (std::size_t b = 0; b < nb; ++b) {
+    if constexpr (Prefetch) prefetch_block<C, R>(q, d, next_q, b, nb);
+    for (std::size_t r = 0; r < R; ++r) {
+      const typename C::unit* block = q + r * row_units + b * C::units;
+      for (std::size_t v = 0; v < V; ++v) {
+        const QuantizedX xb = x + (v * x_stride + b * kBlockWeights);
+        std::int32_t dot = -xb.k[0];
+        for (std::size_t j = 0; j < kBlockWeights; ++j) dot += C::raw(block, j) * xb.q[j];
+        acc[r][v] += d[r * nb + b] * *xb.d * static_cast<float>(dot);
+      }
+    }
+  }
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) y[v * y_stride + r] = acc[r][v];
+}
+
 // y[v * y_stride + r] = W(R rows at q, d) . x_v for V vectors x_v = x + v * x_stride; next_q:
 // the payload of the group that follows (prefetch only). Per (row, vector): acc += d_b *
 // (block b . x_v), block after block, then one hadd: the same bits for any R, V, Prefetch.
 template <class C, class Arch, std::size_t R, std::size_t V, bool Prefetch>
-inline void dot_rows_blocks(float* y, std::size_t y_stride, const typename C::unit* q,
-                            const float* d, const typename C::unit* next_q, const float* x,
-                            std::size_t x_stride, std::size_t cols) noexcept {
+inline void dot_rows_blocks_f32(float* y, std::size_t y_stride, const typename C::unit* q,
+                                const float* d, const typename C::unit* next_q, const float* x,
+                                std::size_t x_stride, std::size_t cols) noexcept {
   using B = fbatch<Arch>;
   constexpr std::size_t K = kBlockWeights / B::size;
   static_assert(kBlockWeights % B::size == 0, "a block must be a whole number of vectors");
@@ -125,10 +318,21 @@ inline void dot_rows_blocks(float* y, std::size_t y_stride, const typename C::un
     for (std::size_t v = 0; v < V; ++v) y[v * y_stride + r] = xsimd::hadd(acc[r][v]);
 }
 
+// y[v * y_stride + r] = W(R rows) . x_v, x in f32 or quantized (X = const float* or QuantizedX).
+template <class C, class Arch, std::size_t R, std::size_t V, bool Prefetch, class X>
+inline void dot_rows_blocks(float* y, std::size_t y_stride, const typename C::unit* q,
+                            const float* d, const typename C::unit* next_q, X x,
+                            std::size_t x_stride, std::size_t cols) noexcept {
+  if constexpr (std::is_same_v<X, QuantizedX>)
+    dot_rows_blocks_int<C, Arch, R, V, Prefetch>(y, y_stride, q, d, next_q, x, x_stride, cols);
+  else
+    dot_rows_blocks_f32<C, Arch, R, V, Prefetch>(y, y_stride, q, d, next_q, x, x_stride, cols);
+}
+
 // Row groups [g0, g1) of the segments' concatenated groups (kMatvecRows rows; a segment's last
 // group may be short).
-template <class C, class Arch>
-inline void matvec_blocks_groups(std::span<const BlockSegment<C>> segments, const float* x,
+template <class C, class Arch, class X>
+inline void matvec_blocks_groups(std::span<const BlockSegment<C>> segments, X x,
                                  std::size_t cols, std::size_t g0, std::size_t g1) noexcept {
   constexpr std::size_t R = kMatvecRows;
   const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
@@ -165,9 +369,9 @@ inline constexpr std::size_t kBlockBatchTile = kIsAvx512<Arch> ? 4 : 2;
 
 // R rows for all n vectors in tiles of kBlockBatchTile; only the first tile prefetches (the
 // rest find the rows in L1).
-template <class C, class Arch, std::size_t R>
+template <class C, class Arch, std::size_t R, class X>
 inline void block_rows_all_vectors(float* y, std::size_t rows, const typename C::unit* q,
-                                   const float* d, const typename C::unit* next, const float* x,
+                                   const float* d, const typename C::unit* next, X x,
                                    std::size_t n, std::size_t cols) noexcept {
   constexpr std::size_t V = kBlockBatchTile<Arch>;
   std::size_t t = 0;
@@ -185,9 +389,9 @@ inline void block_rows_all_vectors(float* y, std::size_t rows, const typename C:
   }
 }
 
-template <class C, class Arch>
+template <class C, class Arch, class X>
 inline void matvec_batch_blocks_groups(float* y, const typename C::unit* q, const float* d,
-                                       const float* x, std::size_t n, std::size_t rows,
+                                       X x, std::size_t n, std::size_t rows,
                                        std::size_t cols, std::size_t g0, std::size_t g1) noexcept {
   const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
   for (std::size_t g = g0; g < g1; ++g) {
@@ -265,9 +469,16 @@ void matvec_blocks(std::span<const BlockSegment<C>> segments, const float* x, st
                    ThreadPool* pool = nullptr) {
   std::size_t groups = 0;
   for (const BlockSegment<C>& s : segments) groups += detail::row_groups(s.rows);
-  detail::split_groups(groups, pool, [&](std::size_t g0, std::size_t g1) {
-    detail::matvec_blocks_groups<C, Arch>(segments, x, cols, g0, g1);
-  });
+  const auto run = [&](auto xs) {
+    detail::split_groups(groups, pool, [&](std::size_t g0, std::size_t g1) {
+      detail::matvec_blocks_groups<C, Arch>(segments, xs, cols, g0, g1);
+    });
+  };
+  if constexpr (C::quantizes_x) {
+    QuantizedX xq;
+    if (detail::quantize_x_for<C>(xq, x, 1, cols)) return run(xq);
+  }
+  run(x);
 }
 
 // Y(n, rows) = X(n, cols) W^T, row t bitwise equal to matvec_blocks(W, x_t) for any n and thread
@@ -277,9 +488,16 @@ void matvec_batch_blocks(float* y, const typename C::unit* q, const float* d, co
                          std::size_t n, std::size_t rows, std::size_t cols,
                          ThreadPool* pool = nullptr) {
   if (n == 0 || rows == 0) return;
-  detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
-    detail::matvec_batch_blocks_groups<C, Arch>(y, q, d, x, n, rows, cols, g0, g1);
-  });
+  const auto run = [&](auto xs) {
+    detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
+      detail::matvec_batch_blocks_groups<C, Arch>(y, q, d, xs, n, rows, cols, g0, g1);
+    });
+  };
+  if constexpr (C::quantizes_x) {
+    QuantizedX xq;
+    if (detail::quantize_x_for<C>(xq, x, n, cols)) return run(xq);
+  }
+  run(x);
 }
 
 // Y(n, rows) = X(n, cols) W^T, the prefill product. With AVX2 or AVX-512 and at least
@@ -311,13 +529,20 @@ void matmul_blocks(float* y, const typename C::unit* q, const float* d, const fl
 // matvec_blocks(W, x) (the same per-row arithmetic, one row at a time). One thread.
 template <class C, class Arch = xsimd::default_arch>
 void matvec_gather_blocks(float* y, const typename C::unit* q, const float* d, const float* x,
-                          std::span<const std::uint32_t> rows, std::size_t cols) noexcept {
+                          std::span<const std::uint32_t> rows, std::size_t cols) {
   const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
-  for (std::size_t k = 0; k < rows.size(); ++k) {
-    const std::size_t r = rows[k];
-    detail::dot_rows_blocks<C, Arch, 1, 1, false>(y + k, 0, q + r * row_units, d + r * nb,
-                                                  nullptr, x, 0, cols);
+  const auto run = [&](auto xs) {
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+      const std::size_t r = rows[k];
+      detail::dot_rows_blocks<C, Arch, 1, 1, false>(y + k, 0, q + r * row_units, d + r * nb,
+                                                    nullptr, xs, 0, cols);
+    }
+  };
+  if constexpr (C::quantizes_x) {
+    QuantizedX xq;
+    if (detail::quantize_x_for<C>(xq, x, 1, cols)) return run(xq);
   }
+  run(x);
 }
 
 // out(cols) := d_b * w_j for row r.
@@ -332,3 +557,5 @@ void dequantize_row_blocks(float* out, const typename C::unit* q, const float* d
 }
 
 }  // namespace calm::kernels
+
+#undef CALM_UNROLL

@@ -126,6 +126,7 @@ inline fbatch<Arch> load_q8(const std::int8_t* p) noexcept {
 struct Q8Codec {
   using unit = std::int8_t;
   static constexpr std::size_t units = kQ8Block;
+  static constexpr bool quantizes_x = false;  // x stays f32 (docs/design.md §13)
   template <class Arch>
   static void decode(const std::int8_t* q, detail::fbatch<Arch>* w) noexcept {
     constexpr std::size_t N = detail::fbatch<Arch>::size;
@@ -281,7 +282,7 @@ void matmul_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
 // of matvec_q8_0(W, x) (the same per-row arithmetic, one row at a time). One thread.
 template <class Arch = xsimd::default_arch>
 void matvec_gather_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
-                        std::span<const std::uint32_t> rows, std::size_t cols) noexcept {
+                        std::span<const std::uint32_t> rows, std::size_t cols) {
   matvec_gather_blocks<Q8Codec, Arch>(y, q, d, x, rows, cols);
 }
 
