@@ -163,6 +163,30 @@ TEST_CASE("q4_0 decode: x is quantized per block of 32; a non-finite x takes the
   for (std::size_t r = 0; r < rows; ++r) CHECK(!std::isfinite(y[r]));
 }
 
+TEST_CASE("block quantizers: scales too small for a finite reciprocal give zero codes, no UB") {
+  // 1e-39 is subnormal: max / 127 (or / 8) is nonzero, its reciprocal overflows f32.
+  std::vector<float> w(32, 1e-39f);
+  w[5] = -1e-39f;
+  std::vector<std::int8_t> q8(32, 1), q8s(32, 1);
+  float d8 = 1, d8s = 1;
+  REQUIRE(k::quantize_row_q8_0(q8.data(), &d8, w.data(), 32));
+  REQUIRE(k::scalar::quantize_row_q8_0(q8s.data(), &d8s, w.data(), 32));
+  CHECK(d8 == 0.0f);
+  CHECK(d8s == 0.0f);
+  for (std::size_t j = 0; j < 32; ++j) CHECK((q8[j] == 0 && q8s[j] == 0));
+  std::vector<std::uint8_t> q4(16, 0);
+  float d4 = 1;
+  REQUIRE(k::quantize_row_q4_0(q4.data(), &d4, w.data(), 32));
+  CHECK(d4 == 0.0f);
+  for (std::size_t j = 0; j < 32; ++j) CHECK(k::Q4Codec::weight(q4.data(), j) == 0.0f);
+  std::vector<std::int8_t> xq(32, 1);
+  float dx = 0;
+  std::vector<std::int32_t> kk(8, 1);
+  REQUIRE(k::quantize_x_blocks(xq.data(), &dx, kk.data(), w.data(), 1, 32, 8));
+  for (std::size_t j = 0; j < 32; ++j) CHECK(xq[j] == 0);
+  CHECK(kk[0] == 0);
+}
+
 TEST_CASE_TEMPLATE("matmul_blocks (prefill) against the exact product, within f32 rounding", C,
                    k::Q8Codec, k::Q4Codec) {
   for (std::size_t n : {1u, 7u, 8u, 9u, 33u}) {  // below and above the tiles' 8 tokens

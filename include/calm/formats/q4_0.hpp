@@ -100,7 +100,7 @@ bool quantize_row_q4_0(std::uint8_t* q, float* d, const T* w, std::size_t cols) 
       if (std::fabs(v) > amax) amax = std::fabs(v), m = v;
     }
     const float scale = m / -8.0f;
-    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    const float inv = detail::reciprocal_or_zero(scale);
     std::uint8_t* qb = q + b * Q4Codec::units;
     for (std::size_t j = 0; j < Q4Codec::units; ++j) {
       const auto nibble = [&](std::size_t i) {

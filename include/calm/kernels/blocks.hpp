@@ -95,7 +95,7 @@ inline bool quantize_x_blocks(std::int8_t* q, float* d, std::int32_t* k, const f
       amax = a > amax ? a : amax;
     }
     const float scale = amax / 127.0f;
-    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    const float inv = detail::reciprocal_or_zero(scale);
     std::int32_t sum = 0;
     for (std::size_t j = 0; j < kBlockWeights; ++j) {
       const auto v = static_cast<std::int8_t>(std::nearbyint(xb[j] * inv));

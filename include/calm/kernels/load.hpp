@@ -84,4 +84,12 @@ inline float reduce_max(const fbatch<Arch>& b) noexcept {
   return m;
 }
 
+// 1 / scale for a block quantizer, or 0 where that is not finite (scale 0, or below ~3e-39 so
+// that the reciprocal overflows): such a block quantizes to all-zero codes, which is what it
+// reads as anyway (its scale rounds to 0 in f16), and no code is cast from an infinity.
+inline float reciprocal_or_zero(float scale) noexcept {
+  const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+  return inv - inv == 0.0f ? inv : 0.0f;  // inv - inv is NaN for an infinity
+}
+
 }  // namespace calm::kernels::detail

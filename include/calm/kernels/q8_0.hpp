@@ -65,7 +65,7 @@ bool quantize_row_q8_0(std::int8_t* q, float* d, const T* w, std::size_t cols) n
       amax = std::fmax(amax, std::fabs(v));
     }
     const float scale = amax / 127.0f;
-    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    const float inv = detail::reciprocal_or_zero(scale);
     // NUMERICS: round half to even (std::nearbyint in the default rounding mode), the rounding
     // of the SIMD twin's vcvtps2dq; GGUF's reference uses roundf (half away from zero), which
     // differs only on exact ties.
@@ -200,7 +200,7 @@ bool quantize_row_q8_0(std::int8_t* q, float* d, const T* w, std::size_t cols) n
     if (xsimd::hadd(bad) != 0.0f) return false;
     const float m = detail::reduce_max<Arch>(amax);
     const float scale = m / 127.0f;
-    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    const float inv = detail::reciprocal_or_zero(scale);
     alignas(64) float r[kQ8Block];
     for (std::size_t k = 0; k < K; ++k) xsimd::nearbyint(v[k] * B(inv)).store_aligned(r + k * N);
     for (std::size_t j = 0; j < kQ8Block; ++j)
