@@ -52,6 +52,83 @@ inline std::string_view name(Id id) {
 
 }  // namespace calm::formats
 
+namespace calm::formats {
+
+// One output of a pass over several matrices that multiply the same x: y(w.rows) = w x.
+inline constexpr std::size_t kMaxSharedOutputs = 4;
+struct Output {
+  const Matrix* w;
+  float* y;
+};
+
+// Format F's kernels behind the plain signatures Linear calls. Defined out of the class and not
+// inline on purpose: in the header-only mode every translation unit that calls them compiles
+// them (implicit instantiation), while a build that defines CALM_COMPILED_FORMATS sees the
+// `extern template` declarations below and links one instantiation per format instead (the
+// calm_formats library, src/formats/*.cpp). The results are the same bits either way: the same
+// template, compiled with the same flags.
+template <class F>
+struct Kernels {
+  static void matvec(float* y, const Matrix& w, const float* x, ThreadPool* pool);
+  static void matvec_batch(float* y, const Matrix& w, const float* x, std::size_t n,
+                           ThreadPool* pool);
+  static void matmul(float* y, const Matrix& w, const float* x, std::size_t n, ThreadPool* pool);
+  static void matvec_gather(float* y, const Matrix& w, const float* x,
+                            std::span<const std::uint32_t> rows);
+  static void dequantize_row(const Matrix& w, std::size_t r, float* out);
+  // Every outputs[i].y = outputs[i].w x in one pass (at most kMaxSharedOutputs, equal cols).
+  static void matvec_shared(std::span<const Output> outputs, const float* x, ThreadPool* pool);
+};
+
+template <class F>
+void Kernels<F>::matvec(float* y, const Matrix& w, const float* x, ThreadPool* pool) {
+  F::matvec(y, w, x, pool);
+}
+template <class F>
+void Kernels<F>::matvec_batch(float* y, const Matrix& w, const float* x, std::size_t n,
+                              ThreadPool* pool) {
+  F::matvec_batch(y, w, x, n, pool);
+}
+template <class F>
+void Kernels<F>::matmul(float* y, const Matrix& w, const float* x, std::size_t n,
+                        ThreadPool* pool) {
+  F::matmul(y, w, x, n, pool);
+}
+template <class F>
+void Kernels<F>::matvec_gather(float* y, const Matrix& w, const float* x,
+                               std::span<const std::uint32_t> rows) {
+  F::matvec_gather(y, w, x, rows);
+}
+template <class F>
+void Kernels<F>::dequantize_row(const Matrix& w, std::size_t r, float* out) {
+  F::dequantize_row(w, r, out);
+}
+template <class F>
+void Kernels<F>::matvec_shared(std::span<const Output> outputs, const float* x,
+                               ThreadPool* pool) {
+  std::array<typename F::Segment, kMaxSharedOutputs> segments{};
+  std::size_t n = 0;
+  for (const Output& o : outputs) segments[n++] = F::segment(*o.w, o.y);
+  F::matvec(std::span<const typename F::Segment>(segments.data(), n), x, outputs[0].w->cols,
+            pool);
+}
+
+#ifdef CALM_COMPILED_FORMATS
+extern template struct Kernels<F32>;
+extern template struct Kernels<F16>;
+extern template struct Kernels<BF16>;
+extern template struct Kernels<Q8_0>;
+extern template struct Kernels<Q4_0>;
+#endif
+
+// fn(Kernels<F>{}) for the format F that id names.
+template <class Fn>
+decltype(auto) visit_kernels(Id id, Fn&& fn) {
+  return visit(id, [&](auto f) { return fn(Kernels<decltype(f)>{}); });
+}
+
+}  // namespace calm::formats
+
 namespace calm {
 
 // A linear layer's weight W (rows, cols), row-major, in `format`; what data and scales hold is
@@ -73,25 +150,25 @@ struct Linear : formats::Matrix {
 
   // y(rows) = W x(cols)
   void apply(float* y, const float* x, ThreadPool* pool) const {
-    formats::visit(format, [&](auto f) { decltype(f)::matvec(y, *this, x, pool); });
+    formats::visit_kernels(format, [&](auto k) { k.matvec(y, *this, x, pool); });
   }
   // Y(n, rows) = X(n, cols) W^T, the prefill kernel (its numerics are the format's).
   void apply_batch(float* y, const float* x, std::size_t n, ThreadPool* pool) const {
-    formats::visit(format, [&](auto f) { decltype(f)::matmul(y, *this, x, n, pool); });
+    formats::visit_kernels(format, [&](auto k) { k.matmul(y, *this, x, n, pool); });
   }
   // Y(n, rows) = X(n, cols) W^T, each row bitwise what apply() gives for it; every weight is
   // still read from memory once.
   void apply_rows(float* y, const float* x, std::size_t n, ThreadPool* pool) const {
-    formats::visit(format, [&](auto f) { decltype(f)::matvec_batch(y, *this, x, n, pool); });
+    formats::visit_kernels(format, [&](auto k) { k.matvec_batch(y, *this, x, n, pool); });
   }
   // y(k) = row rows[k] of W x(cols), each bitwise what apply() gives for that row: a few rows
   // of a large matrix (the exit check over a candidate set). One thread.
   void apply_gather(float* y, const float* x, std::span<const std::uint32_t> rows_to) const {
-    formats::visit(format, [&](auto f) { decltype(f)::matvec_gather(y, *this, x, rows_to); });
+    formats::visit_kernels(format, [&](auto k) { k.matvec_gather(y, *this, x, rows_to); });
   }
   // out(cols) := row r of W in f32 (the embedding lookup).
   void row(std::size_t r, float* out) const {
-    formats::visit(format, [&](auto f) { decltype(f)::dequantize_row(*this, r, out); });
+    formats::visit_kernels(format, [&](auto k) { k.dequantize_row(*this, r, out); });
   }
 };
 
@@ -106,22 +183,19 @@ struct LinearOutput {
 // one matrix into the next), else one apply each. The results are the same bits either way.
 inline void apply_shared_input(std::initializer_list<LinearOutput> outputs, const float* x,
                                ThreadPool* pool) {
-  constexpr std::size_t kMaxSegments = 4;
   const LinearOutput& first = *outputs.begin();
-  bool together = outputs.size() <= kMaxSegments;
+  bool together = outputs.size() <= formats::kMaxSharedOutputs;
   for (const LinearOutput& o : outputs)
     together = together && o.w.format == first.w.format && o.w.cols == first.w.cols;
   if (!together) {
     for (const LinearOutput& o : outputs) o.w.apply(o.y, x, pool);
     return;
   }
-  formats::visit(first.w.format, [&](auto f) {
-    using F = decltype(f);
-    std::array<typename F::Segment, kMaxSegments> segments{};
-    std::size_t n = 0;
-    for (const LinearOutput& o : outputs) segments[n++] = F::segment(o.w, o.y);
-    F::matvec(std::span<const typename F::Segment>(segments.data(), n), x, first.w.cols, pool);
-  });
+  std::array<formats::Output, formats::kMaxSharedOutputs> list{};
+  std::size_t n = 0;
+  for (const LinearOutput& o : outputs) list[n++] = {&o.w, o.y};
+  formats::visit_kernels(first.w.format,
+                         [&](auto k) { k.matvec_shared(std::span(list.data(), n), x, pool); });
 }
 
 }  // namespace calm

@@ -39,12 +39,12 @@ struct Q4Codec {
   // raw codes 0..15 times x, less 8 times x's block sum.
   static constexpr bool quantizes_x = true;
   static constexpr int x_offset = 8;
-  static int raw(const std::uint8_t* p, std::size_t j) noexcept {
+  [[gnu::always_inline]] static int raw(const std::uint8_t* p, std::size_t j) noexcept {
     return j < units ? (p[j] & 0x0F) : (p[j - units] >> 4);
   }
 #if defined(__AVX2__)
   // The 32 raw codes as bytes, in weight order: low nibbles (weights 0..15), then high ones.
-  static __m256i raw_u8(const std::uint8_t* p) noexcept {
+  [[gnu::always_inline]] static __m256i raw_u8(const std::uint8_t* p) noexcept {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
     return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
@@ -52,7 +52,8 @@ struct Q4Codec {
 #endif
 
   template <class Arch>
-  static void decode(const std::uint8_t* p, detail::fbatch<Arch>* w) noexcept {
+  [[gnu::always_inline]] static void decode(const std::uint8_t* p,
+                                            detail::fbatch<Arch>* w) noexcept {
     using B = detail::fbatch<Arch>;
 #if defined(__AVX2__)
     if constexpr (detail::kIsAvx2<Arch> || detail::kIsAvx512<Arch>) {
@@ -81,7 +82,7 @@ struct Q4Codec {
     for (std::size_t k = 0; k < kBlockWeights / B::size; ++k) w[k] = B::load_aligned(tmp + k * B::size);
   }
 
-  static float weight(const std::uint8_t* p, std::size_t j) noexcept {
+  [[gnu::always_inline]] static float weight(const std::uint8_t* p, std::size_t j) noexcept {
     return static_cast<float>(raw(p, j) - x_offset);
   }
 };

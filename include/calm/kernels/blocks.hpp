@@ -177,7 +177,8 @@ namespace detail {
 
 // The f32 products of one decoded block with x(32) as a vector of partial sums.
 template <class Arch, std::size_t K>
-inline fbatch<Arch> block_products(const fbatch<Arch> (&w)[K], const float* x) noexcept {
+[[gnu::always_inline]] inline fbatch<Arch> block_products(const fbatch<Arch> (&w)[K],
+                                                         const float* x) noexcept {
   using B = fbatch<Arch>;
   constexpr std::size_t N = B::size;
   B p = w[0] * B::load_unaligned(x);
@@ -188,7 +189,8 @@ inline fbatch<Arch> block_products(const fbatch<Arch> (&w)[K], const float* x) n
 // One block's integer dot product with x's block: the raw codes (bytes) times the int8 x,
 // summed in 8 int32 lanes, less the correction k (lane 0).
 #if defined(__AVX2__)
-inline __m256i block_dot_u8(__m256i raw, const std::int8_t* xq, const std::int32_t* k) noexcept {
+[[gnu::always_inline]] inline __m256i block_dot_u8(__m256i raw, const std::int8_t* xq,
+                                                  const std::int32_t* k) noexcept {
   const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
 #if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
   const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), raw, xv);
@@ -199,7 +201,7 @@ inline __m256i block_dot_u8(__m256i raw, const std::int8_t* xq, const std::int32
   return _mm256_sub_epi32(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k)));
 }
 
-inline float hsum8(__m256 v) noexcept {
+[[gnu::always_inline]] inline float hsum8(__m256 v) noexcept {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));

@@ -101,7 +101,7 @@ namespace detail {
 
 // N int8 quants at p, widened to f32.
 template <class Arch>
-inline fbatch<Arch> load_q8(const std::int8_t* p) noexcept {
+[[gnu::always_inline]] inline fbatch<Arch> load_q8(const std::int8_t* p) noexcept {
   using B = fbatch<Arch>;
 #if defined(__AVX512F__)
   if constexpr (kIsAvx512<Arch>) {
@@ -128,11 +128,14 @@ struct Q8Codec {
   static constexpr std::size_t units = kQ8Block;
   static constexpr bool quantizes_x = false;  // x stays f32 (docs/design.md §13)
   template <class Arch>
-  static void decode(const std::int8_t* q, detail::fbatch<Arch>* w) noexcept {
+  [[gnu::always_inline]] static void decode(const std::int8_t* q,
+                                            detail::fbatch<Arch>* w) noexcept {
     constexpr std::size_t N = detail::fbatch<Arch>::size;
     for (std::size_t k = 0; k < kQ8Block / N; ++k) w[k] = detail::load_q8<Arch>(q + k * N);
   }
-  static float weight(const std::int8_t* q, std::size_t j) noexcept { return static_cast<float>(q[j]); }
+  [[gnu::always_inline]] static float weight(const std::int8_t* q, std::size_t j) noexcept {
+    return static_cast<float>(q[j]);
+  }
 };
 
 // One matrix of a segmented q8_0 matvec: y(rows) = W(rows, cols) x; all segments of a call
