@@ -120,6 +120,19 @@ struct policy_traits {
       return P{};
     }
   }
+  // A schedule is made from its parameters and the threshold lambda: by its own
+  // `from_policy_params(params, lambda)`, else default-constructed with its `lambda` member set
+  // (when it has one: a thresholded schedule).
+  static P make(std::string_view /*as*/, const nlohmann::json& params, float lambda) {
+    if constexpr (requires { P::from_policy_params(params, lambda); }) {
+      return P::from_policy_params(params, lambda);
+    } else {
+      detail::check_keys(name, params, {});
+      P p{};
+      if constexpr (requires { p.lambda = lambda; }) p.lambda = lambda;
+      return p;
+    }
+  }
   static std::string name_of(const P&) { return std::string(name); }
   static nlohmann::json params(const P& p) {
     if constexpr (requires { p.policy_params(); }) return p.policy_params();
@@ -312,6 +325,15 @@ using ShippedMeasures = Measures<SoftmaxResponse, CandidateSoftmax, HiddenSatura
                                  ExitClassifier, NoConfidence>;
 using ShippedSchedules = Schedules<DecayingThreshold, ConstantThreshold, StaticExit, Never,
                                    LocalOracle>;
+
+// Whether P has a name in the registry: its own `policy_name`, or as a shipped policy (named
+// by its policy_traits specialisation above). What a tool that reports policies by name asks.
+template <class P>
+inline constexpr bool has_policy_name =
+    requires { P::policy_name; } ||
+    []<class... Ms, class... Ss>(Measures<Ms...>, Schedules<Ss...>) {
+      return (std::is_same_v<P, Ms> || ...) || (std::is_same_v<P, Ss> || ...);
+    }(ShippedMeasures{}, ShippedSchedules{});
 
 template <class MeasureList = ShippedMeasures, class ScheduleList = ShippedSchedules>
 class PolicyRegistry;

@@ -3,6 +3,7 @@
 #include <calm/calm.hpp>
 #include <calm/policy_registry.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -49,6 +50,22 @@ struct Entropy {
 using WithEntropy =
     calm::PolicyRegistry<calm::Measures<calm::SoftmaxResponse, Entropy, calm::NoConfidence>,
                          calm::ShippedSchedules>;
+
+// A schedule of a user's own, named like a measure: the threshold halves in the second half of
+// the generation.
+struct HalvingThreshold {
+  static constexpr std::string_view policy_name = "halving";
+  static constexpr bool uses_confidence = true;
+  float lambda = 0.9f;
+  float threshold(std::size_t step, std::size_t max_steps) const noexcept {
+    return 2 * step < max_steps ? lambda : 0.5f * lambda;
+  }
+};
+static_assert(calm::ExitSchedule<HalvingThreshold>);
+
+using WithHalving =
+    calm::PolicyRegistry<calm::ShippedMeasures,
+                         calm::Schedules<calm::ConstantThreshold, HalvingThreshold>>;
 
 // The types visit() hands over, as names.
 template <class Registry>
@@ -169,6 +186,31 @@ TEST_CASE("bad names and parameters are refused, naming what is wrong") {
   CHECK(contains(error_of([&] { visited<R>(spec, elsewhere); }), "calm.safetensors"));
 }
 
+TEST_CASE("a user's schedule joins the registry by naming itself, as a measure does") {
+  static_assert(calm::has_policy_name<HalvingThreshold>);
+  static_assert(calm::has_policy_name<calm::CandidateSoftmax>);  // shipped: named by its traits
+  static_assert(calm::has_policy_name<calm::LocalOracle>);
+  static_assert(!calm::has_policy_name<int>);
+  const std::vector<std::string> names = WithHalving::schedule_names();
+  CHECK(std::find(names.begin(), names.end(), "halving") != names.end());
+  CHECK(WithHalving::thresholded("halving"));
+  calm::PolicySpec spec;
+  spec.measure = "softmax";
+  spec.schedule = "halving";
+  spec.lambda = 0.6f;
+  const auto late_threshold = []<class M, class S>(M, S s) {
+    if constexpr (std::is_same_v<S, HalvingThreshold>) return s.threshold(9, 10);
+    else return -1.0f;
+  };
+  const float threshold = WithHalving::visit(spec, calm::PolicyContext{}, late_threshold);
+  CHECK(threshold == 0.3f);
+  spec.schedule_params = nlohmann::json{{"tau", 2}};  // it takes no parameters: named
+  CHECK(contains(error_of([&] {
+                   WithHalving::visit(spec, calm::PolicyContext{}, [](auto, auto) { return 0; });
+                 }),
+                 "tau"));
+}
+
 TEST_CASE("a policy round-trips through calm_calibration.json's schedule object") {
   calm::PolicySpec spec = calm::PolicyRegistry<>::spec_of(
       calm::SoftmaxResponse{}, calm::DecayingThreshold{.lambda = 0.7f, .tau = 2.5f},
@@ -242,6 +284,18 @@ TEST_CASE("a user's measure, registered, calibrates, round-trips through the JSO
   calm::calibrate::write_calibration_json(file, record);
   const calm::PolicySpec back = *calm::calibrated_policy(calm::calibrate::read_calibration_json(file));
   CHECK(back.measure == "entropy");
+  // Every shipped measure name the registry knows survives the file and names a measure of the
+  // registry again (the file has no table of names of its own).
+  record.schedule.erase("measure_params");  // the entropy measure's, which no other takes
+  for (const std::string& name : calm::PolicyRegistry<>::measure_names()) {
+    CAPTURE(name);
+    record.measure = name;
+    calm::calibrate::write_calibration_json(file, record);
+    const auto read = calm::calibrated_policy(calm::calibrate::read_calibration_json(file));
+    REQUIRE(read.has_value());
+    CHECK(read->measure == name);
+    CHECK(calm::PolicyRegistry<>::has_measure(read->measure));
+  }
   CHECK(back.lambda == static_cast<float>(*record.result.lambda_star));
   WithEntropy::visit(back, ctx, []<class M, class S>(M m, S) {
     if constexpr (std::is_same_v<M, Entropy>) CHECK(m.temperature == 0.5f);

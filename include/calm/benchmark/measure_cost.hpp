@@ -50,11 +50,6 @@ Named<M> named(std::string name, M measure) {
 
 namespace detail {
 template <class M>
-constexpr bool has_registry_name() {
-  return requires { M::policy_name; } || std::is_same_v<M, SoftmaxResponse> ||
-         std::is_same_v<M, HiddenSaturation> || std::is_same_v<M, ExitClassifier>;
-}
-template <class M>
 const M& measure_of(const M& m) {
   return m;
 }
@@ -68,7 +63,7 @@ const M& measure_of(const Named<M>& m) {
 // "classifier", or the `policy_name` of a measure of your own), or the one given to named().
 template <class M>
 std::string measure_name(const M& m) {
-  static_assert(detail::has_registry_name<M>(),
+  static_assert(has_policy_name<M>,
                 "calm::bench: this measure has no `static constexpr std::string_view "
                 "policy_name`; give it a name with calm::bench::named(\"name\", measure)");
   return policy_traits<M>::name_of(m);

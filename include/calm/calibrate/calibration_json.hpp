@@ -3,7 +3,7 @@
 //
 // Layout (version 2):
 //   { "format": "calm-calibration", "version": 2,
-//     "measure": "softmax-response", "schedule": "<string>" | { ... },
+//     "measure": "softmax", "schedule": "<string>" | { ... },
 //     "consistency": "textual" | "risk", "distance": "token-mismatch" | "rouge-l" | "token-f1",
 //     "method": "hoeffding" | "bentkus" | "hoeffding-bentkus",
 //     "delta": 0.1, "epsilon": 0.05, "n": 500,
@@ -161,7 +161,7 @@ inline DecodingComparison compare_decoding(const std::optional<DecodingRecord>& 
 
 // Everything calm_calibration.json holds.
 struct CalibrationRecord {
-  std::string measure;           // confidence measure, e.g. "softmax-response"
+  std::string measure;           // confidence measure, its registry name, e.g. "softmax"
   nlohmann::json schedule = "";  // schedule description: a string or an object
   Consistency consistency = Consistency::textual;
   Distance distance = Distance::token_mismatch;  // D (textual) or R (risk)
