@@ -8,6 +8,7 @@
 #include "policy_flags.hpp"
 
 #include <calm/calibrate/calibration_json.hpp>
+#include <calm/calibrate/coverage.hpp>
 #include <calm/io/report_formats.hpp>
 #include <calm/io/tokenizer.hpp>
 #include <calm/sampling/sampler.hpp>
@@ -60,42 +61,6 @@ struct Certification {
 std::string join(const std::vector<std::string>& items, const std::string& separator) {
   std::string out;
   for (const std::string& item : items) out += (out.empty() ? "" : separator) + item;
-  return out;
-}
-
-// The run's policy against the certified one, each difference naming the setting and both values.
-// A threshold is certified when it is lambda* or any other lambda whose test passed: Learn-then-Test
-// controls the family-wise error over every rejected hypothesis at once (docs/design.md §6).
-std::vector<std::string> policy_differences(const calm::cli::PolicyFlags& run, float lambda,
-                                            const calm::cli::PolicyFlags& cert,
-                                            const cal::CalibrationRecord& rec) {
-  std::vector<std::string> out;
-  const auto differ = [&](const std::string& what, const std::string& here,
-                          const std::string& there) {
-    if (here != there) out.push_back(what + " " + here + " here, " + there + " in the certificate");
-  };
-  differ("measure", run.measure, cert.measure);
-  if (!out.empty() || !run.thresholded()) return out;  // the rest describes cert's measure only
-  const calm::PolicySpec a = run.spec(lambda), b = cert.spec(lambda);
-  differ("schedule", a.schedule, b.schedule);
-  if (a.schedule == b.schedule && a.schedule_params != b.schedule_params)
-    differ("schedule parameters", a.schedule_params.dump(), b.schedule_params.dump());
-  differ("first exit", std::to_string(a.options.first_exit), std::to_string(b.options.first_exit));
-  differ("interval", std::to_string(a.options.interval), std::to_string(b.options.interval));
-  differ("propagation", run.propagation, cert.propagation);
-  if (a.measure_params != b.measure_params)
-    differ("measure parameters", a.measure_params.dump(), b.measure_params.dump());
-  std::vector<std::string> passed;
-  bool certified_lambda = false;
-  for (const cal::GridRow& row : rec.result.table)
-    if (row.passed) {
-      passed.push_back(fmt::format("{:.4g}", row.lambda));
-      certified_lambda = certified_lambda || static_cast<float>(row.lambda) == lambda;
-    }
-  if (!certified_lambda)
-    out.push_back(fmt::format("threshold {:.4g} here, lambda* {:.4g} in the certificate "
-                              "(thresholds certified: {})", lambda, *rec.result.lambda_star,
-                              join(passed, ", ")));
   return out;
 }
 
@@ -164,20 +129,12 @@ float apply_calibration(Flags& f, std::size_t num_layers, Certification& out) {
   const cal::DecodingRecord run_decoding{
       .temperature = f.temperature, .top_k = f.temperature > 0 ? f.sampling.top_k : 0,
       .top_p = f.temperature > 0 ? f.top_p : 1.0, .seed = 0, .max_new_tokens = f.max_new_tokens};
-  const cal::DecodingComparison decoding = cal::compare_decoding(rec.decoding, run_decoding);
-  std::vector<std::string> differences = decoding.differences;
-  for (std::string& d : policy_differences(f.policy, lambda, certified_policy, rec))
-    differences.push_back(std::move(d));
-  if (!rec.measure_fingerprint.empty() && f.policy.measure == "classifier") {
-    const std::filesystem::path classifier = f.policy.classifier_file(f.model);
-    const std::string here = cal::file_fingerprint(classifier);
-    if (here != rec.measure_fingerprint)
-      differences.push_back("classifier " + classifier.string() + " is not the one certified " +
-                            "(fingerprint " + here + " here, " + rec.measure_fingerprint +
-                            " in the certificate)");
-  }
+  const cal::Coverage coverage =
+      cal::certificate_coverage(rec, certified_policy.spec(lambda), f.policy.spec(lambda),
+                                run_decoding, f.policy.classifier_file(f.model));
+  const std::vector<std::string>& differences = coverage.differences;
   out.json["differences"] = differences;
-  out.json["unchecked"] = decoding.unchecked;
+  out.json["unchecked"] = coverage.unchecked;
   const std::string certificate = fmt::format(
       "{} certifies lambda* {:.4g} (delta {}, epsilon {}) for measure {}, {}, {}", file,
       lambda_star, rec.result.delta, rec.result.epsilon, certified_policy.measure,
@@ -188,14 +145,14 @@ float apply_calibration(Flags& f, std::size_t num_layers, Certification& out) {
     fmt::print(stderr, "calm-generate: calibrated threshold {:.4g} (delta {}, epsilon {}), "
                "certified for this run: {}{}\n", lambda, rec.result.delta, rec.result.epsilon,
                cal::decoding_description(run_decoding),
-               decoding.unchecked.empty() ? "" : "; not checked: " + join(decoding.unchecked, ", "));
+               coverage.unchecked.empty() ? "" : "; not checked: " + join(coverage.unchecked, ", "));
     out.certified = true;
     out.json["action"] = "certified";
     return lambda;
   }
   const std::string mismatch =
       certificate + "; its guarantee does not apply to this run: " + join(differences, "; ") +
-      (decoding.unchecked.empty() ? "" : " (not checked: " + join(decoding.unchecked, ", ") + ")");
+      (coverage.unchecked.empty() ? "" : " (not checked: " + join(coverage.unchecked, ", ") + ")");
   if (f.allow_uncertified) {
     fmt::print(stderr, "calm-generate: warning: {}. --allow-uncertified: running it anyway, "
                "WITHOUT the guarantee\n", mismatch);
@@ -297,32 +254,10 @@ int run(Flags& f) {
   if (!f.report_html.empty()) calm::io::write_exits_html(f.report_html, f.prompt, pieces, report);
 
   nlohmann::json out = calm::io::report_json(pieces, report);
-  std::string summary = fmt::format(
-      "prefill: {} tokens, {:.1f} tokens/s | generation: {} tokens, {:.1f} tokens/s\n"
-      "average layers {:.2f} of {} | layer speedup {:.2f}x | time: layers {:.0f}%, checks {:.0f}%, "
-      "propagation {:.0f}%, head {:.0f}%",
-      report.prompt_tokens, report.prefill_seconds > 0 ? report.prompt_tokens / report.prefill_seconds : 0.0,
-      report.tokens.size(), report.tokens_per_second(), report.average_layers(), L,
-      report.layer_speedup(), 100 * report.layer_seconds / std::max(report.generation_seconds, 1e-12),
-      100 * report.check_seconds / std::max(report.generation_seconds, 1e-12),
-      100 * report.propagation_seconds / std::max(report.generation_seconds, 1e-12),
-      100 * report.head_seconds / std::max(report.generation_seconds, 1e-12));
+  std::string summary = calm::io::report_summary(report);
   if (speculation) {
-    const calm::SpeculationStats& st = *speculation;
-    const double total = std::max(st.draft_seconds + st.verify_seconds, 1e-12);
-    summary += fmt::format("\nspeculative: {} verifications | acceptance {:.2f} | {:.2f} tokens per "
-                           "verification | draft exit layer {:.2f} | time: draft {:.0f}%, verify {:.0f}%",
-                           st.rounds, st.acceptance_rate(), st.tokens_per_round(),
-                           st.mean_draft_exit(), 100 * st.draft_seconds / total,
-                           100 * st.verify_seconds / total);
-    out["speculative"] = {{"verifications", st.rounds},
-                          {"drafted", st.drafted},
-                          {"accepted", st.accepted},
-                          {"acceptance_rate", st.acceptance_rate()},
-                          {"tokens_per_verification", st.tokens_per_round()},
-                          {"mean_draft_exit_layer", st.mean_draft_exit()},
-                          {"draft_seconds", st.draft_seconds},
-                          {"verify_seconds", st.verify_seconds}};
+    summary += "\n" + calm::io::speculation_summary(*speculation);
+    out["speculative"] = calm::io::speculation_json(*speculation);
   }
   if (f.compare_full) {
     calm::cli::PolicyFlags full = f.policy;

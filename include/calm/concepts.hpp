@@ -74,6 +74,18 @@ constexpr bool needs_previous_state() {
   else
     return false;
 }
+// Whether this object reads the previous exit point's state: a measure whose type declares
+// needs_previous_state may still say per object that it does not (`bool uses_previous_state()
+// const noexcept`; the exit classifier's linear kind), and the decoder then copies no state.
+template <class C>
+bool uses_previous_state(const C& c) noexcept {
+  if constexpr (!needs_previous_state<C>())
+    return false;
+  else if constexpr (requires { { c.uses_previous_state() } noexcept -> std::convertible_to<bool>; })
+    return c.uses_previous_state();
+  else
+    return true;
+}
 // A measure with `std::size_t candidates() const noexcept` (k > 0) narrows its checks: the
 // first check of each token sees the whole vocabulary's logits, and the later ones only the
 // logits of that check's k most likely tokens (docs/design.md §3d), k rows of the head instead of

@@ -84,6 +84,11 @@ TEST_CASE("exit classifier mlp: sigmoid(w2 . silu(W1 f + b1) + b2) against a han
   CHECK(c.hidden_units() == 2);
   CHECK(c.num_inputs() == 5);
   CHECK(c.num_parameters() == 10 + 2 + 2 + 1);
+  // The mlp reads the previous exit point's state (its cosine); the linear kind does not, and
+  // the decoder copies none for it.
+  CHECK(calm::traits::uses_previous_state(c));
+  const float bias[2] = {0.0f, 0.0f};
+  CHECK(!calm::traits::uses_previous_state(calm::ExitClassifier({1.0f, 0.0f, 0.0f, 1.0f}, bias)));
   const std::vector<float> state = {3.0f, 4.0f}, previous = {4.0f, 3.0f}, normed = {0.2f, -0.4f};
   calm::ExitSignal s;
   s.layer = 2;

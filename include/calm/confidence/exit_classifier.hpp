@@ -80,7 +80,7 @@ class ExitClassifier {
  public:
   static constexpr bool needs_logits = false;
   static constexpr bool needs_normed_state = true;
-  static constexpr bool needs_previous_state = true;  // the mlp's cosine; unused by linear
+  static constexpr bool needs_previous_state = true;  // the mlp's cosine (uses_previous_state)
   static constexpr float max_score = 1.0f;
 
   ExitClassifier() = default;
@@ -210,6 +210,9 @@ class ExitClassifier {
   }
 
   ExitClassifierKind kind() const noexcept { return kind_; }
+  // Only the mlp reads the previous exit point's state: for the linear kind the decoder copies
+  // none (traits::uses_previous_state).
+  bool uses_previous_state() const noexcept { return kind_ == ExitClassifierKind::mlp; }
   std::size_t hidden_size() const noexcept { return hidden_; }
   // The mlp's hidden units (0 for linear) and input size (hidden + 3; hidden for linear).
   std::size_t hidden_units() const noexcept { return fc1_bias_.size(); }

@@ -92,8 +92,10 @@ class Decoder<Backend, Confidence, Schedule>
         break;
       }
       if constexpr (kNeedsPrevious) {
-        std::copy(x.begin(), x.end(), previous_.data());
-        have_previous = true;
+        if (traits::uses_previous_state(this->measure_)) {
+          std::copy(x.begin(), x.end(), previous_.data());
+          have_previous = true;
+        }
       }
     }
     const auto p0 = detail::now();

@@ -51,29 +51,6 @@ struct SpeculativeOptions {
   }
 };
 
-// What speculation did over one generation.
-struct SpeculationStats {
-  std::size_t rounds = 0;       // verification passes
-  std::size_t drafted = 0;      // tokens proposed
-  std::size_t accepted = 0;     // proposals the full model agreed with
-  std::size_t draft_layers = 0;  // sum of the proposals' exit layers
-  std::size_t verified_rows = 0;     // rows through verification
-  std::size_t verified_layers = 0;   // row-layers run by verification (reuse skips some)
-  double draft_seconds = 0.0;   // drafting: early-exit layers, checks, propagation, heads
-  double verify_seconds = 0.0;  // the batched full-model passes and their heads
-
-  double acceptance_rate() const noexcept {
-    return drafted ? static_cast<double>(accepted) / static_cast<double>(drafted) : 0.0;
-  }
-  // Tokens emitted per verification pass (accepted proposals + the full model's own token).
-  double tokens_per_round() const noexcept {
-    return rounds ? static_cast<double>(accepted + rounds) / static_cast<double>(rounds) : 0.0;
-  }
-  double mean_draft_exit() const noexcept {
-    return drafted ? static_cast<double>(draft_layers) / static_cast<double>(drafted) : 0.0;
-  }
-};
-
 struct SpeculativeResult {
   std::vector<int> tokens;  // generated tokens only
   SequenceReport report;    // every token is the full model's: exit_layer = L

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -82,6 +83,49 @@ inline nlohmann::json report_json(const std::vector<TokenText>& pieces, const Se
           {"propagation_seconds", r.propagation_seconds},
           {"head_seconds", r.head_seconds},
           {"tokens", tokens}};
+}
+
+// printf into a std::string (the summaries below; calm::calm does not depend on fmt).
+template <class... Args>
+std::string printf_string(const char* format, Args... args) {
+  const int n = std::snprintf(nullptr, 0, format, args...);
+  std::string out(n > 0 ? static_cast<std::size_t>(n) : 0, '\0');
+  if (n > 0) std::snprintf(out.data(), out.size() + 1, format, args...);
+  return out;
+}
+
+// A sequence's speed and where its time went, in two lines: "prefill: 3 tokens, 512.0 tokens/s |
+// generation: ...\naverage layers 6.63 of 8 | layer speedup 1.21x | time: layers 80%, ...".
+inline std::string report_summary(const SequenceReport& r) {
+  const double g = std::max(r.generation_seconds, 1e-12);
+  return printf_string(
+      "prefill: %zu tokens, %.1f tokens/s | generation: %zu tokens, %.1f tokens/s\n"
+      "average layers %.2f of %zu | layer speedup %.2fx | time: layers %.0f%%, checks %.0f%%, "
+      "propagation %.0f%%, head %.0f%%",
+      r.prompt_tokens, r.prefill_seconds > 0 ? double(r.prompt_tokens) / r.prefill_seconds : 0.0,
+      r.tokens.size(), r.tokens_per_second(), r.average_layers(), r.num_layers,
+      r.layer_speedup(), 100 * r.layer_seconds / g, 100 * r.check_seconds / g,
+      100 * r.propagation_seconds / g, 100 * r.head_seconds / g);
+}
+
+// What speculation did, as one line and as JSON ("speculative" in calm-generate --json).
+inline std::string speculation_summary(const SpeculationStats& st) {
+  const double total = std::max(st.draft_seconds + st.verify_seconds, 1e-12);
+  return printf_string(
+      "speculative: %zu verifications | acceptance %.2f | %.2f tokens per verification | "
+      "draft exit layer %.2f | time: draft %.0f%%, verify %.0f%%",
+      st.rounds, st.acceptance_rate(), st.tokens_per_round(), st.mean_draft_exit(),
+      100 * st.draft_seconds / total, 100 * st.verify_seconds / total);
+}
+inline nlohmann::json speculation_json(const SpeculationStats& st) {
+  return {{"verifications", st.rounds},
+          {"drafted", st.drafted},
+          {"accepted", st.accepted},
+          {"acceptance_rate", st.acceptance_rate()},
+          {"tokens_per_verification", st.tokens_per_round()},
+          {"mean_draft_exit_layer", st.mean_draft_exit()},
+          {"draft_seconds", st.draft_seconds},
+          {"verify_seconds", st.verify_seconds}};
 }
 
 inline std::string html_escape(const std::string& s) {
