@@ -65,9 +65,9 @@ int run(Flags& f) {
     throw calm::Error(fmt::format("--calibration-share {} must be in (0, 1)", f.calibration_share));
   for (const std::string& m : f.measures)
     if (!with_measure(f.policy, m).thresholded())
-      throw calm::Error("--measures: unknown or unthresholded measure '" + m + "' (use softmax, "
-                        "softmax-top1, softmax-candidates, saturation, classifier; the oracle "
-                        "and static exits are always evaluated)");
+      throw calm::Error("--measures: unknown or unthresholded measure '" + m + "' (use " +
+                        calm::cli::PolicyFlags::scoring_measures_text() +
+                        "; the oracle and static exits are always evaluated)");
   const std::vector<double> grid = cal::parse_lambda_grid(f.grid, "--grid");
   const bool wants_classifier =
       std::find(f.measures.begin(), f.measures.end(), "classifier") != f.measures.end();

@@ -66,10 +66,34 @@ struct PolicyFlags {
     o.propagation = propagation == "true_cache" ? Propagation::true_cache : Propagation::propagate;
     return o;
   }
-  // True when the measure has a threshold to calibrate.
-  bool thresholded() const {
-    return measure == "softmax" || measure == "softmax-top1" || measure == "softmax-candidates" ||
-           measure == "saturation" || measure == "classifier";
+  // True when the measure has a threshold to calibrate: a measure of the registry that scores.
+  bool thresholded() const { return scoring_measure(measure); }
+  static bool scoring_measure(const std::string& name) {
+    return name != "none" && PolicyRegistry<>::has_measure(name);
+  }
+  static std::vector<std::string> scoring_measures() {
+    std::vector<std::string> out;
+    for (const std::string& m : PolicyRegistry<>::measure_names())
+      if (scoring_measure(m)) out.push_back(m);
+    return out;
+  }
+  static std::string scoring_measures_text() {  // "softmax, softmax-top1, ..."
+    std::string out;
+    for (const std::string& m : scoring_measures()) out += (out.empty() ? "" : ", ") + m;
+    return out;
+  }
+  // --measure's values: the registry's scoring measures, then the fixed exits these flags add.
+  static std::vector<std::string> measure_choices() {
+    std::vector<std::string> out = scoring_measures();
+    for (const char* fixed : {"oracle", "static", "full"}) out.push_back(fixed);
+    return out;
+  }
+  // --schedule's values: the registry's thresholded schedules.
+  static std::vector<std::string> schedule_choices() {
+    std::vector<std::string> out;
+    for (const std::string& s : PolicyRegistry<>::schedule_names())
+      if (PolicyRegistry<>::thresholded(s)) out.push_back(s);
+    return out;
   }
   // Refuses values that would silently run another policy than asked: NaN thresholds, and
   // layers outside a model of num_layers layers. Names the flag and the valid range; with
@@ -117,11 +141,8 @@ struct PolicyFlags {
   }
   // A spec read back (calm_calibration.json) into the flags; the names are checked here.
   void apply(const PolicySpec& p) {
-    const std::vector<std::string> measures = {"softmax", "softmax-top1", "softmax-candidates",
-                                               "saturation", "classifier"};
-    const std::vector<std::string> schedules = {"decaying", "decaying-scaled", "constant"};
-    if (std::find(measures.begin(), measures.end(), p.measure) == measures.end() ||
-        std::find(schedules.begin(), schedules.end(), p.schedule) == schedules.end())
+    if (!scoring_measure(p.measure) || !PolicyRegistry<>::has_schedule(p.schedule) ||
+        !PolicyRegistry<>::thresholded(p.schedule))
       throw Error("the calibrated policy (measure '" + p.measure + "', schedule '" + p.schedule +
                   "') is not one these flags can name");
     measure = p.measure;
@@ -145,14 +166,13 @@ struct PolicyFlags {
 
 inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
   app.add_option("--measure", f.measure, "confidence measure")
-      ->check(CLI::IsMember({"softmax", "softmax-top1", "softmax-candidates", "saturation",
-                             "classifier", "oracle", "static", "full"}));
+      ->check(CLI::IsMember(PolicyFlags::measure_choices()));
   app.add_option("--threshold", f.threshold, "exit threshold lambda")->check(CLI::Range(0.0, 1.0));
   app.add_option("--tau", f.tau, "decay temperature tau >= 0 (docs/design.md §4)")
       ->check(CLI::Range(0.0, 1000.0));
   app.add_option("--schedule", f.schedule, "threshold over steps: decaying (paper form), "
                  "decaying-scaled (original code form), constant")
-      ->check(CLI::IsMember({"decaying", "decaying-scaled", "constant"}));
+      ->check(CLI::IsMember(PolicyFlags::schedule_choices()));
   app.add_option("--first-exit", f.first_exit, "first exit point, 1-based layer")->check(CLI::Range(1, 1 << 16));
   app.add_option("--interval", f.interval, "layers between exit points")->check(CLI::Range(1, 1 << 16));
   app.add_option("--static-layer", f.static_layer, "exit layer for --measure static (1-based)")

@@ -14,7 +14,6 @@
 #include <calm/confidence/exit_classifier.hpp>
 #include <calm/io/mapped_file.hpp>
 #include <calm/io/tokenizer.hpp>
-#include <calm/kernels/argmax.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -36,60 +35,6 @@ using Samples = tr::Dataset;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Runs the model teacher-forced over windows of `tokens` and records one sample per position and
-// layer 1..L-1: positions before `split` go to train (kept only with keep_train), the rest to
-// test. Each window is one batched pass per layer (matrix products), BOS at position 0; the rows
-// round as matrix products do, not bitwise as decoding's, which a classifier does not notice.
-void collect(calm::LlamaSession& model, const std::vector<int>& tokens, std::size_t window,
-             std::size_t split, bool keep_train, Samples& train, Samples& test) {
-  const std::size_t L = model.num_layers(), h = model.hidden_size(), V = model.vocab_size();
-  const std::size_t stride = h + calm::kExitClassifierExtras;
-  train.stride = test.stride = stride;
-  const int bos = model.config().bos_token_id;
-  std::vector<float> x((window + 1) * h), prev((window + 1) * h), logits((window + 1) * V);
-  std::vector<float> normed(h), rows((L - 1) * (window + 1) * stride);  // (L-1, n, stride)
-  std::vector<std::size_t> argmaxes(L * (window + 1));                    // (L, n)
-  for (std::size_t start = 0; start < tokens.size(); start += window) {
-    const std::size_t end = std::min(tokens.size(), start + window);
-    if (!keep_train && end <= split) continue;
-    const std::size_t n = end - start + 1;  // BOS and the window's tokens
-    model.embed(bos, std::span<float>(x.data(), h));
-    for (std::size_t t = 1; t < n; ++t)
-      model.embed(tokens[start + t - 1], std::span<float>(x.data() + t * h, h));
-    for (std::size_t i = 0; i < L; ++i) {
-      std::copy(x.begin(), x.begin() + n * h, prev.begin());
-      model.run_layers(i, i + 1, std::span<float>(x.data(), n * h), 0);
-      model.exit_heads(std::span<const float>(x.data(), n * h),
-                       std::span<float>(logits.data(), n * V));
-      for (std::size_t t = 0; t < n; ++t) {
-        argmaxes[i * n + t] = calm::kernels::argmax(logits.data() + t * V, V);
-        if (i + 1 == L) continue;
-        const std::span<const float> state(x.data() + t * h, h);
-        model.final_norm(state, normed);
-        float* row = rows.data() + (i * n + t) * stride;
-        std::copy(normed.begin(), normed.end(), row);
-        calm::ExitSignal s;  // as the decoder fills it with first exit 1, interval 1
-        s.layer = i + 1;
-        s.num_layers = L;
-        s.state = state;
-        if (i > 0) s.previous_state = std::span<const float>(prev.data() + t * h, h);
-        calm::exit_features(s, row + h);
-      }
-    }
-    for (std::size_t t = 1; t < n; ++t) {
-      const std::size_t j = start + t - 1;
-      if (j < split && !keep_train) continue;
-      Samples& s = j < split ? train : test;
-      for (std::size_t i = 0; i + 1 < L; ++i) {
-        const float* row = rows.data() + (i * n + t) * stride;
-        s.rows.insert(s.rows.end(), row, row + stride);
-        s.labels.push_back(tr::label(argmaxes[i * n + t], argmaxes[(L - 1) * n + t]));
-        s.layers.push_back(static_cast<std::uint8_t>(i + 1));
-      }
-    }
-  }
 }
 
 // Held-out accuracy (exit when score >= 0.5), positive share, and at each high threshold the
@@ -183,7 +128,7 @@ int run(const std::filesystem::path& dir, const std::filesystem::path& text_file
     train.labels.reserve(split * (L - 1));
     train.layers.reserve(split * (L - 1));
   }
-  collect(model, tokens, window, split, !evaluate, train, test);
+  tr::collect_samples(model, tokens, window, split, !evaluate, train, test);
   fmt::print("{} tokens ({} held out), {} layers: samples collected in {:.1f} s\n", tokens.size(),
              tokens.size() - split, L, seconds_since(t_collect));
   if (evaluate) {

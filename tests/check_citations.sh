@@ -16,7 +16,7 @@ pattern='\bSPEC\b|STACK\.md|\bissue [0-9]'
 
 # Tracked files only; skip this script, fixtures and bundled model data. grep -I skips binaries.
 mapfile -t files < <(
-  git ls-files -- include examples tests bench tools docs models README.md CMakeLists.txt |
+  git ls-files -- include src examples tests bench tools docs models README.md CMakeLists.txt |
     grep -vE '^tests/check_citations\.sh$|^tests/fixtures/|^models/[^/]+/data/'
 )
 

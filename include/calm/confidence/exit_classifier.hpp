@@ -35,6 +35,7 @@
 #include "calm/core/error.hpp"
 #include "calm/io/safetensors.hpp"
 #include "calm/io/safetensors_writer.hpp"
+#include "calm/kernels/argmax.hpp"
 #include "calm/kernels/cosine.hpp"
 #include "calm/kernels/elementwise.hpp"
 
@@ -520,6 +521,63 @@ struct Dataset {
     return {rows.data() + s * stride, stride};
   }
 };
+
+// The training samples of a text (calm-train-classifier): runs the model (a LlamaSession, or any
+// backend with embed, run_layers, exit_heads, final_norm and config().bos_token_id)
+// teacher-forced over windows of `tokens` and records one sample per position and
+// layer 1..L-1: positions before `split` go to train (kept only with keep_train), the rest to
+// test. Each window is one batched pass per layer (matrix products), BOS at position 0; the rows
+// round as matrix products do, not bitwise as decoding's, which a classifier does not notice.
+template <class Session>
+void collect_samples(Session& model, const std::vector<int>& tokens, std::size_t window,
+                     std::size_t split, bool keep_train, Dataset& train, Dataset& test) {
+  const std::size_t L = model.num_layers(), h = model.hidden_size(), V = model.vocab_size();
+  const std::size_t stride = h + kExitClassifierExtras;
+  train.stride = test.stride = stride;
+  const int bos = model.config().bos_token_id;
+  std::vector<float> x((window + 1) * h), prev((window + 1) * h), logits((window + 1) * V);
+  std::vector<float> normed(h), rows((L - 1) * (window + 1) * stride);  // (L-1, n, stride)
+  std::vector<std::size_t> argmaxes(L * (window + 1));                    // (L, n)
+  for (std::size_t start = 0; start < tokens.size(); start += window) {
+    const std::size_t end = std::min(tokens.size(), start + window);
+    if (!keep_train && end <= split) continue;
+    const std::size_t n = end - start + 1;  // BOS and the window's tokens
+    model.embed(bos, std::span<float>(x.data(), h));
+    for (std::size_t t = 1; t < n; ++t)
+      model.embed(tokens[start + t - 1], std::span<float>(x.data() + t * h, h));
+    for (std::size_t i = 0; i < L; ++i) {
+      std::copy(x.begin(), x.begin() + n * h, prev.begin());
+      model.run_layers(i, i + 1, std::span<float>(x.data(), n * h), 0);
+      model.exit_heads(std::span<const float>(x.data(), n * h),
+                       std::span<float>(logits.data(), n * V));
+      for (std::size_t t = 0; t < n; ++t) {
+        argmaxes[i * n + t] = kernels::argmax(logits.data() + t * V, V);
+        if (i + 1 == L) continue;
+        const std::span<const float> state(x.data() + t * h, h);
+        model.final_norm(state, normed);
+        float* row = rows.data() + (i * n + t) * stride;
+        std::copy(normed.begin(), normed.end(), row);
+        ExitSignal s;  // as the decoder fills it with first exit 1, interval 1
+        s.layer = i + 1;
+        s.num_layers = L;
+        s.state = state;
+        if (i > 0) s.previous_state = std::span<const float>(prev.data() + t * h, h);
+        exit_features(s, row + h);
+      }
+    }
+    for (std::size_t t = 1; t < n; ++t) {
+      const std::size_t j = start + t - 1;
+      if (j < split && !keep_train) continue;
+      Dataset& s = j < split ? train : test;
+      for (std::size_t i = 0; i + 1 < L; ++i) {
+        const float* row = rows.data() + (i * n + t) * stride;
+        s.rows.insert(s.rows.end(), row, row + stride);
+        s.labels.push_back(label(argmaxes[i * n + t], argmaxes[(L - 1) * n + t]));
+        s.layers.push_back(static_cast<std::uint8_t>(i + 1));
+      }
+    }
+  }
+}
 
 // Mean class-weighted cross-entropy of c on raw rows, through score_row (what decoding sees).
 inline double weighted_loss(const ExitClassifier& c, const Dataset& d, ClassWeights w) {
