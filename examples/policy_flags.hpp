@@ -154,7 +154,7 @@ struct PolicyFlags {
               : tau;
     first_exit = p.options.first_exit;
     interval = p.options.interval;
-    propagation = p.options.propagation == Propagation::true_cache ? "true_cache" : "propagate";
+    propagation = propagation_name(p.options.propagation);
   }
   std::string schedule_description() const {
     if (!thresholded()) return measure;

@@ -486,7 +486,7 @@ inline nlohmann::json calibration_schedule_json(const PolicySpec& spec) {
   s["schedule"] = spec.schedule;
   s["first_exit"] = spec.options.first_exit;
   s["interval"] = spec.options.interval;
-  s["propagation"] = spec.options.propagation == Propagation::true_cache ? "true_cache" : "propagate";
+  s["propagation"] = propagation_name(spec.options.propagation);
   if (spec.measure_params.is_object() && !spec.measure_params.empty())
     s["measure_params"] = spec.measure_params;
   return s;

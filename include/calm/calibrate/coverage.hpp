@@ -51,11 +51,8 @@ inline std::vector<std::string> policy_differences(const CalibrationRecord& reco
          std::to_string(certified.options.first_exit));
   differ("interval", std::to_string(run.options.interval),
          std::to_string(certified.options.interval));
-  const auto propagation = [](Propagation p) {
-    return std::string(p == Propagation::true_cache ? "true_cache" : "propagate");
-  };
-  differ("propagation", propagation(run.options.propagation),
-         propagation(certified.options.propagation));
+  differ("propagation", propagation_name(run.options.propagation),
+         propagation_name(certified.options.propagation));
   if (run.measure_params != certified.measure_params)
     differ("measure parameters", run.measure_params.dump(), certified.measure_params.dump());
   std::string passed;

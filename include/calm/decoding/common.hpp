@@ -39,6 +39,10 @@ enum class Propagation : unsigned char {
   propagate,   // docs/design.md §5 default: skipped layers compute K/V from the exit state
   true_cache,  // oracle: skipped layers run fully on a copy of the exit state
 };
+// Its name in flags and in calm_calibration.json.
+inline std::string propagation_name(Propagation p) {
+  return p == Propagation::true_cache ? "true_cache" : "propagate";
+}
 
 struct DecoderOptions {
   std::size_t first_exit = 1;  // first exit point, 1-based layer (docs/design.md §4)
