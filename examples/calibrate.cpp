@@ -21,6 +21,7 @@
 #include <calm/io/tokenizer.hpp>
 
 #include <CLI/CLI.hpp>
+#include "cli_parse.hpp"
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
@@ -199,8 +200,9 @@ int run(Flags& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"calm-calibrate: certify an early-exit threshold with Learn-then-Test "
-               "(docs/design.md §6)"};
+  const auto app_owner = calm::cli::make_app("calm-calibrate: certify an early-exit threshold with Learn-then-Test "
+               "(docs/design.md §6)");
+  CLI::App& app = *app_owner;
   Flags f;
   app.add_option("--model", f.model, "checkpoint directory (config.json, model.safetensors, "
                  "tokenizer.json or tokenizer.model)")
@@ -229,7 +231,7 @@ int main(int argc, char** argv) {
   app.remove_option(app.get_option("--threshold"));
   app.remove_option(app.get_option("--static-layer"));
   app.get_option("--measure")->required();
-  CLI11_PARSE(app, argc, argv);
+  CALM_CLI_PARSE(app, argc, argv);
   try {
     calm::cli::check_decoding_flags(app, f.decoding, "--seed");
     return run(f);

@@ -10,6 +10,7 @@
 #include <calm/policy_registry.hpp>
 
 #include <CLI/CLI.hpp>
+#include "cli_parse.hpp"
 #include <fmt/core.h>
 
 #include <cmath>
@@ -26,7 +27,8 @@ using Registry = calm::PolicyRegistry<
     calm::ShippedSchedules>;
 
 int main(int argc, char** argv) {
-  CLI::App app{"calm-custom-measure: early exit with an entropy confidence defined in user code"};
+  const auto app_owner = calm::cli::make_app("calm-custom-measure: early exit with an entropy confidence defined in user code");
+  CLI::App& app = *app_owner;
   std::filesystem::path model_dir, calibrate_on, output, calibration;
   std::string prompt;
   calm::PolicySpec spec;
@@ -46,7 +48,7 @@ int main(int argc, char** argv) {
   app.add_option("--output", output, "where --calibrate-on writes calm_calibration.json");
   app.add_option("--calibration", calibration, "decode with the policy of this file")
       ->check(CLI::ExistingFile);
-  CLI11_PARSE(app, argc, argv);
+  CALM_CLI_PARSE(app, argc, argv);
   try {
     const calm::Tokenizer tok = calm::Tokenizer::load_folder(model_dir);
     fmt::print(stderr, "calm-custom-measure: tokenizer: {}\n", tok.description());

@@ -18,6 +18,7 @@
 #include <calm/io/tokenizer.hpp>
 
 #include <CLI/CLI.hpp>
+#include "cli_parse.hpp"
 #include <fmt/core.h>
 
 #include <algorithm>
@@ -210,7 +211,8 @@ int run(Flags& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"calm-eval: empirical validity of the calibration and efficiency at lambda*"};
+  const auto app_owner = calm::cli::make_app("calm-eval: empirical validity of the calibration and efficiency at lambda*");
+  CLI::App& app = *app_owner;
   Flags f;
   std::string measures = "softmax,saturation,classifier", deltas = "0.05,0.1,0.2,0.3,0.4";
   app.add_option("--model", f.model, "checkpoint directory (config.json, model.safetensors, "
@@ -249,7 +251,7 @@ int main(int argc, char** argv) {
   app.remove_option(app.get_option("--measure"));
   app.remove_option(app.get_option("--threshold"));
   app.remove_option(app.get_option("--static-layer"));
-  CLI11_PARSE(app, argc, argv);
+  CALM_CLI_PARSE(app, argc, argv);
   try {
     calm::cli::check_decoding_flags(app, f.decoding, "--sampling-seed");
     f.measures = cal::split_comma_list(measures);

@@ -14,6 +14,7 @@
 #include <calm/sampling/sampler.hpp>
 
 #include <CLI/CLI.hpp>
+#include "cli_parse.hpp"
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
@@ -296,7 +297,8 @@ int run(Flags& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"calm-generate: generate text with a Hugging Face Llama checkpoint, exiting early"};
+  const auto app_owner = calm::cli::make_app("calm-generate: generate text with a Hugging Face Llama checkpoint, exiting early");
+  CLI::App& app = *app_owner;
   Flags f;
   app.add_option("--model", f.model, "checkpoint directory (config.json, model.safetensors, "
                  "tokenizer.json or tokenizer.model)")
@@ -331,7 +333,7 @@ int main(int argc, char** argv) {
                  "verification")->check(CLI::Range(1, 64));
   app.add_flag("!--no-reuse-draft", f.speculation.reuse_draft, "--speculative: verify drafted "
                "tokens from the embedding instead of from their exact draft layers");
-  CLI11_PARSE(app, argc, argv);
+  CALM_CLI_PARSE(app, argc, argv);
   for (const char* flag : {"--measure", "--threshold", "--tau", "--schedule", "--first-exit",
                            "--interval", "--static-layer", "--propagation", "--classifier",
                            "--temperature", "--top-k", "--top-p", "--seed", "--max-new-tokens"})

@@ -16,6 +16,7 @@
 #include <calm/io/tokenizer.hpp>
 
 #include <CLI/CLI.hpp>
+#include "cli_parse.hpp"
 #include <fmt/core.h>
 
 #include <chrono>
@@ -172,7 +173,8 @@ int run(const std::filesystem::path& dir, const std::filesystem::path& text_file
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"calm-train-classifier: train the early-exit classifier (docs/design.md §3c)"};
+  const auto app_owner = calm::cli::make_app("calm-train-classifier: train the early-exit classifier (docs/design.md §3c)");
+  CLI::App& app = *app_owner;
   std::string model, text;
   tr::TrainingFlags f;
   bool evaluate = false;
@@ -191,7 +193,7 @@ int main(int argc, char** argv) {
   app.add_option("--window", f.window, "teacher-forcing window length in tokens (at least 1)");
   app.add_flag("--evaluate", evaluate,
                "report on DIR/calm.safetensors as it is (the held-out part), write nothing");
-  CLI11_PARSE(app, argc, argv);
+  CALM_CLI_PARSE(app, argc, argv);
   try {
     return run(model, text, f, evaluate);
   } catch (const std::exception& e) {

@@ -1,0 +1,28 @@
+// calm::cli::parse: CLI11's parse, help and error printing, compiled once for every program.
+// CLI11 2.1 (Debian 12) is header-only with no precompiled mode, and App::parse and App's
+// constructor reach most of it (the help formatter and config writer, whose virtual functions
+// come with their vtables, the option matcher): in each program's main they were a quarter of
+// its object code. Declared here, defined once in cli_parse.cpp.
+#pragma once
+
+#include <CLI/App.hpp>
+
+#include <memory>
+#include <string>
+
+namespace calm::cli {
+
+// A CLI11 application, constructed where its formatter's code is compiled.
+std::unique_ptr<CLI::App> make_app(std::string description);
+
+// Parses argv into `app`'s options. Returns -1 when the program should go on, else the exit
+// code to return after CLI11 has printed the help, the version or the error.
+int parse(CLI::App& app, int argc, char** argv);
+
+}  // namespace calm::cli
+
+// CLI11_PARSE's contract, through the one compiled parse.
+#define CALM_CLI_PARSE(app, argc, argv)                                  \
+  if (const int calm_cli_exit = ::calm::cli::parse(app, argc, argv);     \
+      calm_cli_exit >= 0)                                                \
+  return calm_cli_exit
