@@ -348,6 +348,15 @@ inline CalibrationRecord calibration_from_json(const nlohmann::json& document,
                              io::json_excerpt(version));
   }
 
+  // Every key is one this format defines: a misspelt key would otherwise be silently ignored.
+  for (const auto& [key, unused] : document.items())
+    if (!std::set<std::string_view>{"format", "version", "measure", "schedule", "consistency",
+                                    "distance", "method", "delta", "epsilon", "n", "table",
+                                    "lambda_star", "model_fingerprint", "decoding",
+                                    "measure_fingerprint"}
+             .count(key))
+      read.fail(key, "unknown key");
+
   CalibrationRecord record;
   if (version.get<std::int64_t>() >= 2) {
     record.decoding = detail::decoding_from_json(read, read.field(document, "decoding", "decoding"));
