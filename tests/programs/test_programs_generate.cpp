@@ -362,3 +362,14 @@ TEST_CASE("calm-generate without policy flags: settings the certificate does not
   CHECK(contains(allowed.err, "WITHOUT the guarantee"));
   CHECK(total_checks(nlohmann::json::parse(allowed.out)) > 0);
 }
+
+TEST_CASE("calm-generate at a tiny positive temperature gives the greedy text") {
+  const auto greedy = generate_json("--measure full");
+  for (const std::string t : {"1e-38", "1e-45"}) {
+    CAPTURE(t);
+    CHECK(generate_json("--measure full --temperature " + t + " --seed 3").at("text") ==
+          greedy.at("text"));
+    CHECK(generate_json("--speculative --measure static --static-layer 3 --temperature " + t)
+              .at("text") == greedy.at("text"));
+  }
+}
