@@ -87,7 +87,7 @@ int run(Flags& f) {
   const calm::io::EncodedPrompts encoded =
       calm::io::encode_prompts(file, tokenizer, f.max_new_tokens, model->max_context());
   const std::size_t n = encoded.prompts.size();
-  const int eos = tokenizer.eos_id();
+  const std::vector<int> eos = tokenizer.end_tokens(model->config());
   const std::filesystem::path output =
       f.output.empty() ? f.model / cal::kCalibrationFileName : f.output;
   const std::string fingerprint = cal::model_fingerprint(f.model);

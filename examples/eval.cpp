@@ -98,7 +98,7 @@ int run(Flags& f) {
   const std::size_t L = model->num_layers(), G = grid.size(), M = f.measures.size();
   const calm::io::EncodedPrompts encoded =
       calm::io::encode_prompts(pool, tokenizer, f.max_new_tokens, model->max_context());
-  const int eos = tokenizer.eos_id();
+  const std::vector<int> eos = tokenizer.end_tokens(model->config());
   f.decoding.max_new_tokens = f.max_new_tokens;
 
   // Configurations (policy, lambda): 0 = full model, 1 + m*G + j = measure m at grid[j], then

@@ -196,6 +196,7 @@ int run(Flags& f) {
         "--prompt is {} tokens; with --max-new-tokens {} that exceeds the context length {}",
         prompt.size(), f.max_new_tokens, model->max_context()));
   const bool stream_text = !f.json;
+  const std::vector<int> ends = tokenizer.end_tokens(model->config());  // any of config.json's
 
   std::vector<calm::io::TokenText> pieces;
   calm::SequenceReport report;
@@ -203,7 +204,7 @@ int run(Flags& f) {
   std::optional<calm::SpeculationStats> speculation;
   calm::StreamDecoder stream(tokenizer);
   const auto on_token = [&](const calm::TokenStats& ts) {
-    if (ts.token == tokenizer.eos_id()) return false;
+    if (calm::io::is_end_token(ends, ts.token)) return false;
     calm::io::TokenText p{stream.push(ts.token), ts};
     if (stream_text) {
       if (f.show_exits) {

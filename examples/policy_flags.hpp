@@ -225,16 +225,15 @@ inline void check_decoding_flags(const CLI::App& app, const calibrate::DecodingR
 }
 
 // One prompt decoded as `d` says, with prompt `index`'s own seed when sampling, stopping after
-// `eos`, which is dropped from the tokens (the report still counts it: it was computed).
+// any of `ends` (Tokenizer::end_tokens), which is dropped from the tokens (the report still
+// counts it: it was computed).
 template <class DecoderT>
 auto decode_prompt(DecoderT& decoder, const std::vector<int>& prompt,
-                   const calibrate::DecodingRecord& d, std::size_t index, int eos) {
-  if (d.greedy()) return io::greedy_decode(decoder, prompt, d.max_new_tokens, eos);
+                   const calibrate::DecodingRecord& d, std::size_t index,
+                   const std::vector<int>& ends) {
+  if (d.greedy()) return io::greedy_decode(decoder, prompt, d.max_new_tokens, ends);
   Sampler sampler(d.sampling(index));
-  auto result = decoder.generate(prompt, d.max_new_tokens, sampler,
-                                 [eos](const auto& token) { return token.token != eos; });
-  if (!result.tokens.empty() && result.tokens.back() == eos) result.tokens.pop_back();
-  return result;
+  return io::decode_until_end(decoder, prompt, d.max_new_tokens, sampler, ends);
 }
 
 // A pool for --threads (none for 1: the caller runs everything).

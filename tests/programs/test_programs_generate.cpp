@@ -363,6 +363,43 @@ TEST_CASE("calm-generate without policy flags: settings the certificate does not
   CHECK(total_checks(nlohmann::json::parse(allowed.out)) > 0);
 }
 
+namespace {
+
+// The bundled model's files in `dir`: a copy the test may change or that a bug may overwrite.
+fs::path model_copy(const calm::test::ScratchDir& dir) {
+  const fs::path m = dir.path / "model";
+  fs::create_directories(m);
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.model"})
+    fs::copy_file(kModel / f, m / f);
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("calm-generate stops at every end token config.json lists, speculative or not") {
+  const calm::test::ScratchDir dir("generate_eos_list");
+  const fs::path m = model_copy(dir);
+  const std::string args = "--model " + quote(m) + " --prompt 'ROMEO:' --max-new-tokens 40 --json ";
+  const auto run_json = [&](const std::string& flags) {
+    const auto run = run_program(CALM_GENERATE_EXE, args + flags);
+    REQUIRE_MESSAGE(run.status == 0, run.err);
+    return nlohmann::json::parse(run.out);
+  };
+  const auto full = run_json("--measure full").at("tokens");
+  REQUIRE(full.size() > 5);
+  const int stop = full[5].at("token").get<int>();
+  std::size_t first = 0;
+  while (full[first].at("token").get<int>() != stop) ++first;
+  nlohmann::json config = nlohmann::json::parse(calm::test::read_text(m / "config.json"));
+  config["eos_token_id"] = {config.at("eos_token_id"), stop};
+  dir.write("model/config.json", config.dump());
+  for (const std::string flags : {"--measure full", "--measure softmax --threshold 0.9",
+                                  "--speculative --measure static --static-layer 3"}) {
+    CAPTURE(flags);
+    CHECK(run_json(flags).at("tokens").size() == first);
+  }
+}
+
 TEST_CASE("calm-generate at a tiny positive temperature gives the greedy text") {
   const auto greedy = generate_json("--measure full");
   for (const std::string t : {"1e-38", "1e-45"}) {
