@@ -63,10 +63,11 @@ int run(Flags& f) {
   if (!f.policy.thresholded())
     throw calm::Error("--measure " + f.policy.measure + " has no threshold to calibrate (use "
                       "softmax, softmax-top1, softmax-candidates, saturation or classifier)");
-  // Checked before any decoding: the file is written only at the end.
+  // Checked before any decoding: the file is written only at the end, and over no input.
   calm::io::check_writable_destination(
       f.output.empty() ? f.model / cal::kCalibrationFileName : f.output,
-      f.output.empty() ? "the calibration file (--model)" : "--output");
+      f.output.empty() ? "the calibration file (--model)" : "--output",
+      cal::run_inputs(f.model, {f.prompts, f.references, f.policy.classifier_file(f.model)}));
   const cal::Distance distance = cal::parse_distance(f.distance);
   const cal::Consistency consistency = cal::parse_consistency(f.consistency);
   const cal::PValueMethod method = cal::parse_p_value_method(f.method);
@@ -221,7 +222,8 @@ int main(int argc, char** argv) {
                  "needs a fine grid near 1, e.g. 1,0.9,0.005)");
   app.add_option("--max-new-tokens", f.max_new_tokens, "tokens generated per prompt")
       ->check(CLI::Range(1, 1 << 20));
-  app.add_option("--output", f.output, "where to write calm_calibration.json (default: in the model directory)");
+  app.add_option("--output", f.output, "where to write calm_calibration.json (default: in the "
+                 "model directory)")->check(calm::cli::non_empty_path());
   app.add_option("--threads", f.threads, "threads for the matrix products")->check(CLI::Range(1, 256));
   calm::cli::add_policy_flags(app, f.policy);
   calm::cli::add_decoding_flags(app, f.decoding, "--seed");

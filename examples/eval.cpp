@@ -54,8 +54,9 @@ calm::cli::PolicyFlags with_measure(calm::cli::PolicyFlags p, std::string measur
 }
 
 int run(Flags& f) {
-  // Checked before any decoding: the CSV is written only at the end.
-  if (!f.csv.empty()) calm::io::check_writable_destination(f.csv, "--csv");
+  // Checked before any decoding: the CSV is written only at the end, and over no input.
+  if (!f.csv.empty()) calm::io::check_writable_destination(f.csv, "--csv", cal::run_inputs(f.model,
+      {f.calibration_prompts, f.test_prompts, f.policy.classifier_file(f.model)}));
   if (!(f.epsilon > 0.0 && f.epsilon < 1.0))
     throw calm::Error(fmt::format("--epsilon {} must be in (0, 1) (exclusive)", f.epsilon));
   for (double d : f.deltas)
@@ -239,7 +240,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"textual", "risk"}));
   app.add_option("--method", f.method, "p-values: hoeffding-bentkus | hoeffding | bentkus")
       ->check(CLI::IsMember({"hoeffding-bentkus", "hoeffding", "bentkus"}));
-  app.add_option("--csv", f.csv, "write every row of the tables as CSV (tools/plot_efficiency.py)");
+  app.add_option("--csv", f.csv, "write every row of the tables as CSV (tools/plot_efficiency.py)")
+      ->check(calm::cli::non_empty_path());
   app.add_option("--threads", f.threads, "threads for the matrix products")
       ->check(CLI::Range(1, 256));
   app.add_option("--seed", f.seed, "seed of the random splits");

@@ -177,7 +177,8 @@ float apply_calibration(Flags& f, std::size_t num_layers, Certification& out) {
 int run(Flags& f) {
   // What would fail only after decoding is refused first.
   if (f.json) calm::io::check_utf8(f.prompt, "--prompt");
-  if (!f.report_html.empty()) calm::io::check_writable_destination(f.report_html, "--report");
+  if (!f.report_html.empty()) calm::io::check_writable_destination(f.report_html, "--report",
+      cal::run_inputs(f.model, {f.calibration, f.policy.classifier_file(f.model)}));
   const calm::Tokenizer tokenizer = calm::Tokenizer::load_folder(f.model);
   fmt::print(stderr, "calm-generate: tokenizer: {}\n", tokenizer.description());
   const auto model = calm::LlamaModel::load(f.model, {.max_context = f.context, .weights = f.weights});
@@ -323,7 +324,8 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-uncertified", f.allow_uncertified, "run settings that the calibration "
                "does not cover (a warning says the guarantee does not apply)");
   app.add_flag("--show-exits", f.show_exits, "colour each token by its exit layer");
-  app.add_option("--report", f.report_html, "write the coloured text as an HTML page");
+  app.add_option("--report", f.report_html, "write the coloured text as an HTML page")
+      ->check(calm::cli::non_empty_path());
   app.add_flag("--json", f.json, "print per-token and per-sequence statistics as JSON");
   app.add_flag("--compare-full", f.compare_full, "also run the full model: wall-clock speedup");
   app.add_flag("--speculative", f.speculative, "lossless: draft with the early-exit policy given, "

@@ -4,6 +4,8 @@
 // a generic lambda with it.
 #pragma once
 
+#include "cli_checks.hpp"
+
 #include <calm/backends/llama/llama.hpp>
 #include <calm/calibrate/calibration_json.hpp>
 #include <calm/confidence/exit_classifier.hpp>

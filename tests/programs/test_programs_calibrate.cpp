@@ -464,3 +464,43 @@ TEST_CASE("calm-calibrate and calm-eval refuse an output path they could not wri
     CHECK(!contains(r.out, "prompts"));  // refused before the prompts were decoded
   }
 }
+
+TEST_CASE("calm-calibrate and calm-eval refuse an output path that is empty or one of their inputs") {
+  const ScratchDir dir("output_is_input");
+  const fs::path model = dir.path / "model";
+  fs::copy(kModel, model, fs::copy_options::recursive);
+  const fs::path prompts = dir.path / "prompts.jsonl";
+  fs::copy_file(kPrompts, prompts);
+  const std::string weights = read_text(model / "model.safetensors");
+  const std::string model_args = "--model " + quote(model) + " --max-new-tokens 4 ";
+  const std::string calibrate_args = model_args + "--prompts " + quote(prompts) +
+                                     " --measure softmax --delta 0.3 --epsilon 0.3 ";
+  const std::string eval_args = model_args + "--calibration-prompts " + quote(prompts) +
+                                " --test-prompts " + quote(kPlainPrompts) +
+                                " --measures softmax --deltas 0.3 --epsilon 0.3 --splits 2 ";
+  struct Case {
+    bool is_eval;
+    std::string args, message;
+  };
+  const std::vector<Case> cases{
+      {false, calibrate_args + "--output " + quote(model / "model.safetensors"),
+       "is an input of this run"},
+      {false, calibrate_args + "--output " + quote(model / "config.json"), "model"},
+      {false, calibrate_args + "--output " + quote(model / "tokenizer.model"), "tokenizer.model"},
+      {false, calibrate_args + "--output " + quote(prompts), "is an input of this run"},
+      {false, calibrate_args + "--output ''", "--output"},
+      {true, eval_args + "--csv " + quote(prompts), "is an input of this run"},
+      {true, eval_args + "--csv " + quote(model / "config.json"), "config.json"},
+      {true, eval_args + "--csv ''", "--csv"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.args);
+    const ProgramRun r = c.is_eval ? eval(c.args) : calibrate(c.args);
+    CHECK(r.status != 0);
+    CHECK(contains(r.err, c.message));
+    CHECK(!contains(r.out, "prompts"));  // refused before the prompts were decoded
+  }
+  CHECK(read_text(model / "model.safetensors") == weights);
+  CHECK(read_text(prompts) == read_text(kPrompts));
+  CHECK_FALSE(fs::exists(model / cc::kCalibrationFileName));
+}

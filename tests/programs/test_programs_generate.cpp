@@ -400,6 +400,24 @@ TEST_CASE("calm-generate stops at every end token config.json lists, speculative
   }
 }
 
+TEST_CASE("calm-generate refuses an output path that is empty or one of its inputs") {
+  const calm::test::ScratchDir dir("generate_output_is_input");
+  const fs::path m = model_copy(dir);
+  const std::string config = calm::test::read_text(m / "config.json");
+  const std::string args = "--model " + quote(m) + " --prompt 'ROMEO:' --max-new-tokens 4 ";
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--report " + quote(m / "config.json"), "is an input of this run"},
+           {"--report " + quote(m / "model.safetensors"), "is an input of this run"},
+           {"--report ''", "--report"}}) {
+    CAPTURE(flags);
+    const auto run = run_program(CALM_GENERATE_EXE, args + flags);
+    CHECK(run.status != 0);
+    CHECK(contains(run.err, message));
+    CHECK(!contains(run.out, "ROMEO"));
+  }
+  CHECK(calm::test::read_text(m / "config.json") == config);
+}
+
 TEST_CASE("calm-generate at a tiny positive temperature gives the greedy text") {
   const auto greedy = generate_json("--measure full");
   for (const std::string t : {"1e-38", "1e-45"}) {

@@ -575,3 +575,25 @@ TEST_CASE("the atomic writer never replaces what is not a regular file") {
   calm::io::check_writable_destination(fifo, "--report");
   calm::io::check_writable_destination(link, "--report");
 }
+
+TEST_CASE("an output path that is one of the run's inputs, or empty, is refused by name") {
+  ScratchDir dir("output_is_input");
+  const fs::path config = dir.path / "config.json", prompts = dir.path / "prompts.txt";
+  std::ofstream(config) << "{}";
+  std::ofstream(prompts) << "a\n";
+  fs::create_symlink(prompts.filename(), dir.path / "alias.txt");
+  fs::create_hard_link(config, dir.path / "hard.json");
+  const std::vector<fs::path> inputs = {config, prompts, dir.path / "absent.json"};
+  for (const fs::path& out : {config, dir.path / "." / "prompts.txt", dir.path / "alias.txt",
+                              dir.path / "hard.json"}) {
+    CAPTURE(out);
+    const std::string message =
+        error_of([&] { calm::io::check_writable_destination(out, "--output", inputs); });
+    CHECK(contains(message, "--output"));
+    CHECK(contains(message, "is an input of this run"));
+  }
+  calm::io::check_writable_destination(dir.path / "absent.json", "--output", inputs);
+  calm::io::check_writable_destination(dir.path / "new.json", "--output", inputs);
+  CHECK(contains(error_of([&] { calm::io::check_writable_destination("", "--output"); }),
+                 "--output is empty"));
+}

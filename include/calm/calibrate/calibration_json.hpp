@@ -523,7 +523,12 @@ inline std::string file_fingerprint(const std::filesystem::path& file) {
 // io::tokenizer_file), each with its name and size. Reads every byte once: for a 7B
 // bf16 model (~13 GB) that is ~10 s from page cache; for the bundled small models, milliseconds.
 // Returns "fnv1a64:" followed by 16 lowercase hex digits.
-inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
+inline std::string model_fingerprint(const std::filesystem::path& model_dir);
+
+// The files of a model folder that loading the model reads and model_fingerprint hashes, by name
+// in the folder: config.json, the weights (model.safetensors, or model.safetensors.index.json
+// and the shards its weight_map names) and the tokenizer file (io::tokenizer_file).
+inline std::vector<std::string> model_files(const std::filesystem::path& model_dir) {
   namespace fs = std::filesystem;
   std::vector<std::string> files = {"config.json"};
   if (fs::exists(model_dir / "model.safetensors")) {
@@ -548,11 +553,29 @@ inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
     }
     files.insert(files.end(), shards.begin(), shards.end());
   } else {
-    throw Error("model fingerprint: " + model_dir.string() +
+    throw Error("model folder " + model_dir.string() +
                 " has neither model.safetensors nor model.safetensors.index.json");
   }
   files.push_back(io::tokenizer_file(model_dir).filename().string());
+  return files;
+}
 
+// Every file a run on model_dir reads: model_files(), tokenizer_config.json, and `others` (prompt
+// files, a certificate, a classifier; empty paths are skipped). An output path is checked
+// against these (io::check_writable_destination) so that no run replaces its own input.
+inline std::vector<std::filesystem::path> run_inputs(const std::filesystem::path& model_dir,
+                                                     const std::vector<std::filesystem::path>& others) {
+  std::vector<std::filesystem::path> inputs;
+  for (const std::string& name : model_files(model_dir)) inputs.push_back(model_dir / name);
+  inputs.push_back(model_dir / "tokenizer_config.json");
+  for (const std::filesystem::path& other : others)
+    if (!other.empty()) inputs.push_back(other);
+  return inputs;
+}
+
+inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
+  namespace fs = std::filesystem;
+  const std::vector<std::string> files = model_files(model_dir);
   detail::Fnv1a64 hash;
   for (const std::string& name : files) {
     const fs::path file = model_dir / name;

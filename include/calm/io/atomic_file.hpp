@@ -15,6 +15,7 @@
 #include <functional>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -124,13 +125,21 @@ inline void write_atomically(const std::filesystem::path& link_or_path,
   }
 }
 
-// Refuses, before any work is done, an output path that write_atomically could not write: its
-// folder is missing, is not a folder or cannot be written, or it names a folder or another kind
-// of file write_atomically refuses. `flag` (e.g. "--report") names the setting in the error.
-inline void check_writable_destination(const std::filesystem::path& given, const std::string& flag) {
+// Refuses, before any work is done, an output path that write_atomically could not write or must
+// not write: it is empty, its folder is missing, is not a folder or cannot be written, it names a
+// folder or another kind of file write_atomically refuses, or it is the same file (by
+// std::filesystem::equivalent: links and other spellings included) as one of `inputs`, the files
+// the run reads, which writing would replace. `flag` (e.g. "--report") names the setting.
+inline void check_writable_destination(const std::filesystem::path& given, const std::string& flag,
+                                       const std::vector<std::filesystem::path>& inputs = {}) {
   namespace fs = std::filesystem;
+  if (given.empty()) throw Error(flag + " is empty: give the path of a file to write");
   const std::string where = flag + " '" + given.string() + "': ";
   std::error_code ec;
+  for (const fs::path& input : inputs)
+    if (fs::equivalent(given, input, ec))
+      throw Error(where + "is an input of this run ('" + input.string() +
+                  "'): writing it would replace what was read");
   const fs::path path = detail::resolve_links(given);
   if (detail::destination_kind(path, where) == detail::Destination::write_through) {
     if (::access(path.c_str(), W_OK) != 0)
