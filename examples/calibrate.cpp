@@ -52,14 +52,9 @@ struct Flags {
   cal::DecodingRecord decoding;  // --temperature --top-k --top-p --seed; max_new_tokens set in run
 };
 
-void check_unit_interval(const char* flag, double value) {
-  if (!(value > 0.0 && value < 1.0))
-    throw calm::Error(fmt::format("{} {} must be in (0, 1) (exclusive)", flag, value));
-}
-
 int run(Flags& f) {
-  check_unit_interval("--delta", f.delta);
-  check_unit_interval("--epsilon", f.epsilon);
+  calm::cli::check_unit_interval("--delta", f.delta);
+  calm::cli::check_unit_interval("--epsilon", f.epsilon);
   if (!f.policy.thresholded())
     throw calm::Error("--measure " + f.policy.measure + " has no threshold to calibrate (use "
                       "softmax, softmax-top1, softmax-candidates, saturation or classifier)");

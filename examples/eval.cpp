@@ -57,13 +57,9 @@ int run(Flags& f) {
   // Checked before any decoding: the CSV is written only at the end, and over no input.
   if (!f.csv.empty()) calm::io::check_writable_destination(f.csv, "--csv", cal::run_inputs(f.model,
       {f.calibration_prompts, f.test_prompts, f.policy.classifier_file(f.model)}));
-  if (!(f.epsilon > 0.0 && f.epsilon < 1.0))
-    throw calm::Error(fmt::format("--epsilon {} must be in (0, 1) (exclusive)", f.epsilon));
-  for (double d : f.deltas)
-    if (!(d > 0.0 && d < 1.0))
-      throw calm::Error(fmt::format("--deltas: {} must be in (0, 1) (exclusive)", d));
-  if (!(f.calibration_share > 0.0 && f.calibration_share < 1.0))
-    throw calm::Error(fmt::format("--calibration-share {} must be in (0, 1)", f.calibration_share));
+  calm::cli::check_unit_interval("--epsilon", f.epsilon);
+  for (double d : f.deltas) calm::cli::check_unit_interval("--deltas:", d);
+  calm::cli::check_unit_interval("--calibration-share", f.calibration_share);
   for (const std::string& m : f.measures)
     if (!with_measure(f.policy, m).thresholded())
       throw calm::Error("--measures: unknown or unthresholded measure '" + m + "' (use " +

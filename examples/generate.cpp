@@ -51,18 +51,13 @@ struct Flags {
 };
 
 namespace cal = calm::calibrate;
+using calm::cli::join;
 
 // Whether a calibration's guarantee covers this run, for the messages and --json.
 struct Certification {
   bool certified = false;  // a certificate was read and covers the run as it is decoded
   nlohmann::json json;     // "certificate" in --json: null when no calibration file was read
 };
-
-std::string join(const std::vector<std::string>& items, const std::string& separator) {
-  std::string out;
-  for (const std::string& item : items) out += (out.empty() ? "" : separator) + item;
-  return out;
-}
 
 // Applies calm_calibration.json: its measure, schedule and certified threshold lambda*, and the
 // decoding it was computed with for every decoding flag not given. Then compares the run with the

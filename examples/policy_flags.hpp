@@ -22,6 +22,7 @@
 #include <calm/sampling/sampler.hpp>
 
 #include <CLI/CLI.hpp>
+#include <fmt/core.h>
 
 #include <algorithm>
 #include <cmath>
@@ -236,6 +237,19 @@ auto decode_prompt(DecoderT& decoder, const std::vector<int>& prompt,
   if (d.greedy()) return io::greedy_decode(decoder, prompt, d.max_new_tokens, ends);
   Sampler sampler(d.sampling(index));
   return io::decode_until_end(decoder, prompt, d.max_new_tokens, sampler, ends);
+}
+
+// A probability-like flag (delta, epsilon, a share) strictly between 0 and 1.
+inline void check_unit_interval(const std::string& flag, double value) {
+  if (!(value > 0.0 && value < 1.0))
+    throw Error(fmt::format("{} {} must be in (0, 1) (exclusive)", flag, value));
+}
+
+// "a, b, c" with separator ", ".
+inline std::string join(const std::vector<std::string>& items, const std::string& separator) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : separator) + item;
+  return out;
 }
 
 // A pool for --threads (none for 1: the caller runs everything).
