@@ -226,6 +226,7 @@ int main(int argc, char** argv) {
   app.remove_option(app.get_option("--threshold"));
   app.remove_option(app.get_option("--static-layer"));
   app.get_option("--measure")->required();
+  calm::cli::parse_unsigned_strictly(app);
   CLI11_PARSE(app, argc, argv);
   try {
     calm::cli::check_decoding_flags(app, f.decoding, "--seed");

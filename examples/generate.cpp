@@ -329,6 +329,7 @@ int main(int argc, char** argv) {
                  "verification")->check(CLI::Range(1, 64));
   app.add_flag("!--no-reuse-draft", f.speculation.reuse_draft, "--speculative: verify drafted "
                "tokens from the embedding instead of from their exact draft layers");
+  calm::cli::parse_unsigned_strictly(app);
   CLI11_PARSE(app, argc, argv);
   for (const char* flag : {"--measure", "--threshold", "--tau", "--schedule", "--first-exit",
                            "--interval", "--static-layer", "--propagation", "--classifier",

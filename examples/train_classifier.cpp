@@ -10,6 +10,8 @@
 // the first layer at the end), keeps the epoch of lowest held-out loss, reports held-out
 // accuracy and precision / coverage at high confidence per layer, and writes DIR/calm.safetensors
 // atomically. --evaluate reports on DIR/calm.safetensors as it is and writes nothing.
+#include "cli_checks.hpp"
+
 #include <calm/backends/llama/llama.hpp>
 #include <calm/confidence/exit_classifier.hpp>
 #include <calm/io/mapped_file.hpp>
@@ -191,6 +193,7 @@ int main(int argc, char** argv) {
   app.add_option("--window", f.window, "teacher-forcing window length in tokens (at least 1)");
   app.add_flag("--evaluate", evaluate,
                "report on DIR/calm.safetensors as it is (the held-out part), write nothing");
+  calm::cli::parse_unsigned_strictly(app);
   CLI11_PARSE(app, argc, argv);
   try {
     return run(model, text, f, evaluate);
