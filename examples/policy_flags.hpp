@@ -215,7 +215,9 @@ inline void add_decoding_flags(CLI::App& app, calibrate::DecodingRecord& d,
                  "threshold (coupled decodes)");
 }
 
-// Sampling flags without --temperature would be ignored: refused, naming them.
+// Sampling flags without --temperature would be ignored: refused, naming them. Then what
+// calm_calibration.json could not record, so that calm-calibrate refuses it before decoding
+// rather than when writing the file.
 inline void check_decoding_flags(const CLI::App& app, const calibrate::DecodingRecord& d,
                                  const std::string& seed_flag) {
   if (d.greedy())
@@ -224,6 +226,9 @@ inline void check_decoding_flags(const CLI::App& app, const calibrate::DecodingR
         throw Error(flag + " has no effect with greedy decoding: give --temperature > 0 to sample");
   if (!(d.top_p > 0.0 && d.top_p <= 1.0))
     throw Error("--top-p " + std::to_string(d.top_p) + " must be in (0, 1]");
+  if (d.top_k > calibrate::kMaxTopK)
+    throw Error("--top-k " + std::to_string(d.top_k) + " is more than a calibration records (at "
+                "most " + std::to_string(calibrate::kMaxTopK) + "; 0 keeps every token)");
   d.sampling(0).validate();
 }
 

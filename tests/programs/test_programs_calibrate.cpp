@@ -504,3 +504,31 @@ TEST_CASE("calm-calibrate and calm-eval refuse an output path that is empty or o
   CHECK(read_text(prompts) == read_text(kPrompts));
   CHECK_FALSE(fs::exists(model / cc::kCalibrationFileName));
 }
+
+TEST_CASE("calm-calibrate and calm-eval parse numbers strictly and check the record up front") {
+  const ScratchDir dir("strict_numbers");
+  const std::string out = "--output " + quote(dir.path / "c.json") + " ";
+  const std::string calibrate_args = kBase + out + "--prompts " + quote(kPrompts) +
+                                     " --measure softmax --delta 0.3 --epsilon 0.3 ";
+  const std::string eval_args = kBase + "--calibration-prompts " + quote(kPrompts) +
+                                " --test-prompts " + quote(kPlainPrompts) +
+                                " --measures softmax --deltas 0.3 --epsilon 0.3 --splits 2 ";
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {calibrate_args + "--temperature 0.8 --seed -1", "--seed"},
+      {calibrate_args + "--temperature 0.8 --seed 99999999999999999999999", "--seed"},
+      {calibrate_args + "--temperature 0.8 --top-k -1", "--top-k"},
+      // calm_calibration.json holds top_k up to 2^32 - 1: refused before decoding, not after.
+      {calibrate_args + "--temperature 0.8 --top-k 5000000000", "--top-k 5000000000"},
+      {eval_args + "--seed -1", "--seed"},
+      {eval_args + "--max-prompts -2", "--max-prompts"},
+  };
+  for (const auto& [args, message] : cases) {
+    CAPTURE(args);
+    const ProgramRun r = args.find("--calibration-prompts") != std::string::npos ? eval(args)
+                                                                                 : calibrate(args);
+    CHECK(r.status != 0);
+    CHECK(contains(r.err, message));
+    CHECK(!contains(r.out, "prompts"));
+    CHECK_FALSE(fs::exists(dir.path / "c.json"));
+  }
+}

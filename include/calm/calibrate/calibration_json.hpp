@@ -72,6 +72,9 @@ inline std::uint64_t prompt_seed(std::uint64_t seed, std::size_t prompt_index) n
   return z ^ (z >> 31);
 }
 
+// The largest top-k "decoding.top_k" holds.
+inline constexpr std::size_t kMaxTopK = std::numeric_limits<std::uint32_t>::max();
+
 // How a calibration decoded each prompt. The stop rule is fixed: generation ends after the
 // tokenizer's EOS, which is not part of the text compared ("stop": "eos").
 struct DecodingRecord {
@@ -308,7 +311,7 @@ inline DecodingRecord decoding_from_json(const JsonReader& read, const nlohmann:
     known.insert({"temperature", "top_k", "top_p", "seed", "seed_rule"});
     d.temperature = read.number(read.field(value, "temperature", "decoding.temperature"),
                                 "decoding.temperature", 0.0, 100.0, /*open_low=*/true);
-    d.top_k = static_cast<std::size_t>(integer("top_k", 0, std::numeric_limits<std::uint32_t>::max()));
+    d.top_k = static_cast<std::size_t>(integer("top_k", 0, kMaxTopK));
     d.top_p = read.number(read.field(value, "top_p", "decoding.top_p"), "decoding.top_p", 0.0,
                           1.0, /*open_low=*/true);
     d.seed = integer("seed", 0, std::numeric_limits<std::uint64_t>::max());
