@@ -183,9 +183,10 @@ int run(Flags& f) {
   const float lambda = f.calibration.empty()
                            ? f.policy.threshold
                            : apply_calibration(f, model->num_layers(), certification);
+  calm::cli::check_decoding_flags([&](const std::string& flag) { return f.given.count(flag) > 0; },
+      {.temperature = f.temperature, .top_k = f.sampling.top_k, .top_p = f.top_p}, "--seed");
   f.sampling.temperature = static_cast<float>(f.temperature);
   f.sampling.top_p = static_cast<float>(f.top_p);
-  f.sampling.validate();
   const std::vector<int> prompt = tokenizer.encode(f.prompt, /*add_bos=*/true);
   if (prompt.size() + f.max_new_tokens > model->max_context())
     throw calm::Error(fmt::format(

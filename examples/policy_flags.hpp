@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -215,14 +216,14 @@ inline void add_decoding_flags(CLI::App& app, calibrate::DecodingRecord& d,
                  "threshold (coupled decodes)");
 }
 
-// Sampling flags without --temperature would be ignored: refused, naming them. Then what
-// calm_calibration.json could not record, so that calm-calibrate refuses it before decoding
-// rather than when writing the file.
-inline void check_decoding_flags(const CLI::App& app, const calibrate::DecodingRecord& d,
-                                 const std::string& seed_flag) {
+// Sampling flags without a temperature would be ignored: refused, naming them (`given(flag)`:
+// the flag is on the command line). Then what calm_calibration.json could not record, so that
+// calm-calibrate refuses it before decoding rather than when writing the file.
+inline void check_decoding_flags(const std::function<bool(const std::string&)>& given,
+                                 const calibrate::DecodingRecord& d, const std::string& seed_flag) {
   if (d.greedy())
     for (const std::string& flag : {std::string("--top-k"), std::string("--top-p"), seed_flag})
-      if (app.count(flag) > 0)
+      if (given(flag))
         throw Error(flag + " has no effect with greedy decoding: give --temperature > 0 to sample");
   if (!(d.top_p > 0.0 && d.top_p <= 1.0))
     throw Error("--top-p " + std::to_string(d.top_p) + " must be in (0, 1]");
@@ -230,6 +231,10 @@ inline void check_decoding_flags(const CLI::App& app, const calibrate::DecodingR
     throw Error("--top-k " + std::to_string(d.top_k) + " is more than a calibration records (at "
                 "most " + std::to_string(calibrate::kMaxTopK) + "; 0 keeps every token)");
   d.sampling(0).validate();
+}
+inline void check_decoding_flags(const CLI::App& app, const calibrate::DecodingRecord& d,
+                                 const std::string& seed_flag) {
+  check_decoding_flags([&](const std::string& flag) { return app.count(flag) > 0; }, d, seed_flag);
 }
 
 // One prompt decoded as `d` says, with prompt `index`'s own seed when sampling, stopping after

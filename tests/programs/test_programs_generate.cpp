@@ -418,6 +418,23 @@ TEST_CASE("calm-generate refuses an output path that is empty or one of its inpu
   CHECK(calm::test::read_text(m / "config.json") == config);
 }
 
+TEST_CASE("calm-generate: sampling flags need a temperature; unsigned flags parse strictly") {
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--measure full --top-k 5", "--top-k has no effect with greedy decoding"},
+           {"--measure full --top-p 0.5", "--top-p has no effect with greedy decoding"},
+           {"--measure full --seed 3", "--seed has no effect with greedy decoding"},
+           {"--measure full --temperature 0.8 --seed -1", "--seed"},
+           {"--measure full --temperature 0.8 --seed 99999999999999999999999", "--seed"},
+           {"--measure full --temperature 0.8 --top-k -1", "--top-k"},
+           {"--measure full --context -5", "--context"}}) {
+    CAPTURE(flags);
+    const auto run = run_program(CALM_GENERATE_EXE, base() + flags);
+    CHECK(run.status != 0);
+    CHECK(contains(run.err, message));
+    CHECK(!contains(run.out, "ROMEO"));
+  }
+}
+
 TEST_CASE("calm-generate at a tiny positive temperature gives the greedy text") {
   const auto greedy = generate_json("--measure full");
   for (const std::string t : {"1e-38", "1e-45"}) {
