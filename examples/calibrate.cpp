@@ -53,21 +53,17 @@ struct Flags {
   cal::DecodingRecord decoding;  // --temperature --top-k --top-p --seed; max_new_tokens set in run
 };
 
-void check_unit_interval(const char* flag, double value) {
-  if (!(value > 0.0 && value < 1.0))
-    throw calm::Error(fmt::format("{} {} must be in (0, 1) (exclusive)", flag, value));
-}
-
 int run(Flags& f) {
-  check_unit_interval("--delta", f.delta);
-  check_unit_interval("--epsilon", f.epsilon);
+  calm::cli::check_unit_interval("--delta", f.delta);
+  calm::cli::check_unit_interval("--epsilon", f.epsilon);
   if (!f.policy.thresholded())
     throw calm::Error("--measure " + f.policy.measure + " has no threshold to calibrate (use "
                       "softmax, softmax-top1, softmax-candidates, saturation or classifier)");
-  // Checked before any decoding: the file is written only at the end.
+  // Checked before any decoding: the file is written only at the end, and over no input.
   calm::io::check_writable_destination(
       f.output.empty() ? f.model / cal::kCalibrationFileName : f.output,
-      f.output.empty() ? "the calibration file (--model)" : "--output");
+      f.output.empty() ? "the calibration file (--model)" : "--output",
+      cal::run_inputs(f.model, {f.prompts, f.references, f.policy.classifier_file(f.model)}));
   const cal::Distance distance = cal::parse_distance(f.distance);
   const cal::Consistency consistency = cal::parse_consistency(f.consistency);
   const cal::PValueMethod method = cal::parse_p_value_method(f.method);
@@ -88,7 +84,7 @@ int run(Flags& f) {
   const calm::io::EncodedPrompts encoded =
       calm::io::encode_prompts(file, tokenizer, f.max_new_tokens, model->max_context());
   const std::size_t n = encoded.prompts.size();
-  const int eos = tokenizer.eos_id();
+  const std::vector<int> eos = tokenizer.end_tokens(model->config());
   const std::filesystem::path output =
       f.output.empty() ? f.model / cal::kCalibrationFileName : f.output;
   const std::string fingerprint = cal::model_fingerprint(f.model);
@@ -223,7 +219,8 @@ int main(int argc, char** argv) {
                  "needs a fine grid near 1, e.g. 1,0.9,0.005)");
   app.add_option("--max-new-tokens", f.max_new_tokens, "tokens generated per prompt")
       ->check(CLI::Range(1, 1 << 20));
-  app.add_option("--output", f.output, "where to write calm_calibration.json (default: in the model directory)");
+  app.add_option("--output", f.output, "where to write calm_calibration.json (default: in the "
+                 "model directory)")->check(calm::cli::non_empty_path());
   app.add_option("--threads", f.threads, "threads for the matrix products")->check(CLI::Range(1, 256));
   calm::cli::add_policy_flags(app, f.policy);
   calm::cli::add_decoding_flags(app, f.decoding, "--seed");

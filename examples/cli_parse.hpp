@@ -6,6 +6,7 @@
 #pragma once
 
 #include <CLI/App.hpp>
+#include <CLI/Validators.hpp>
 
 #include <memory>
 #include <string>
@@ -17,7 +18,14 @@ std::unique_ptr<CLI::App> make_app(std::string description);
 
 // Parses argv into `app`'s options. Returns -1 when the program should go on, else the exit
 // code to return after CLI11 has printed the help, the version or the error.
+// Numbers are read as written: CLI11 reads "-1" into an unsigned option as 2^64 - 1 and a
+// number past 2^64 - 1 as 2^64 - 1, so `--seed -1` and `--seed 99999999999999999999999` would
+// be one seed and `--epochs -1` run forever. Every unsigned option (CLI11 type "UINT") takes
+// decimal digits only, at most 2^64 - 1; anything else is refused naming the flag.
 int parse(CLI::App& app, int argc, char** argv);
+
+// For an output path: "" is refused (it would mean no output, or the default file, in silence).
+CLI::Validator non_empty_path();
 
 }  // namespace calm::cli
 

@@ -55,15 +55,12 @@ calm::cli::PolicyFlags with_measure(calm::cli::PolicyFlags p, std::string measur
 }
 
 int run(Flags& f) {
-  // Checked before any decoding: the CSV is written only at the end.
-  if (!f.csv.empty()) calm::io::check_writable_destination(f.csv, "--csv");
-  if (!(f.epsilon > 0.0 && f.epsilon < 1.0))
-    throw calm::Error(fmt::format("--epsilon {} must be in (0, 1) (exclusive)", f.epsilon));
-  for (double d : f.deltas)
-    if (!(d > 0.0 && d < 1.0))
-      throw calm::Error(fmt::format("--deltas: {} must be in (0, 1) (exclusive)", d));
-  if (!(f.calibration_share > 0.0 && f.calibration_share < 1.0))
-    throw calm::Error(fmt::format("--calibration-share {} must be in (0, 1)", f.calibration_share));
+  // Checked before any decoding: the CSV is written only at the end, and over no input.
+  if (!f.csv.empty()) calm::io::check_writable_destination(f.csv, "--csv", cal::run_inputs(f.model,
+      {f.calibration_prompts, f.test_prompts, f.policy.classifier_file(f.model)}));
+  calm::cli::check_unit_interval("--epsilon", f.epsilon);
+  for (double d : f.deltas) calm::cli::check_unit_interval("--deltas:", d);
+  calm::cli::check_unit_interval("--calibration-share", f.calibration_share);
   for (const std::string& m : f.measures)
     if (!with_measure(f.policy, m).thresholded())
       throw calm::Error("--measures: unknown or unthresholded measure '" + m + "' (use " +
@@ -99,7 +96,7 @@ int run(Flags& f) {
   const std::size_t L = model->num_layers(), G = grid.size(), M = f.measures.size();
   const calm::io::EncodedPrompts encoded =
       calm::io::encode_prompts(pool, tokenizer, f.max_new_tokens, model->max_context());
-  const int eos = tokenizer.eos_id();
+  const std::vector<int> eos = tokenizer.end_tokens(model->config());
   f.decoding.max_new_tokens = f.max_new_tokens;
 
   // Configurations (policy, lambda): 0 = full model, 1 + m*G + j = measure m at grid[j], then
@@ -241,7 +238,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"textual", "risk"}));
   app.add_option("--method", f.method, "p-values: hoeffding-bentkus | hoeffding | bentkus")
       ->check(CLI::IsMember({"hoeffding-bentkus", "hoeffding", "bentkus"}));
-  app.add_option("--csv", f.csv, "write every row of the tables as CSV (tools/plot_efficiency.py)");
+  app.add_option("--csv", f.csv, "write every row of the tables as CSV (tools/plot_efficiency.py)")
+      ->check(calm::cli::non_empty_path());
   app.add_option("--threads", f.threads, "threads for the matrix products")
       ->check(CLI::Range(1, 256));
   app.add_option("--seed", f.seed, "seed of the random splits");

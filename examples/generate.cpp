@@ -52,18 +52,13 @@ struct Flags {
 };
 
 namespace cal = calm::calibrate;
+using calm::cli::join;
 
 // Whether a calibration's guarantee covers this run, for the messages and --json.
 struct Certification {
   bool certified = false;  // a certificate was read and covers the run as it is decoded
   nlohmann::json json;     // "certificate" in --json: null when no calibration file was read
 };
-
-std::string join(const std::vector<std::string>& items, const std::string& separator) {
-  std::string out;
-  for (const std::string& item : items) out += (out.empty() ? "" : separator) + item;
-  return out;
-}
 
 // Applies calm_calibration.json: its measure, schedule and certified threshold lambda*, and the
 // decoding it was computed with for every decoding flag not given. Then compares the run with the
@@ -178,7 +173,8 @@ float apply_calibration(Flags& f, std::size_t num_layers, Certification& out) {
 int run(Flags& f) {
   // What would fail only after decoding is refused first.
   if (f.json) calm::io::check_utf8(f.prompt, "--prompt");
-  if (!f.report_html.empty()) calm::io::check_writable_destination(f.report_html, "--report");
+  if (!f.report_html.empty()) calm::io::check_writable_destination(f.report_html, "--report",
+      cal::run_inputs(f.model, {f.calibration, f.policy.classifier_file(f.model)}));
   const calm::Tokenizer tokenizer = calm::Tokenizer::load_folder(f.model);
   fmt::print(stderr, "calm-generate: tokenizer: {}\n", tokenizer.description());
   const auto model = calm::LlamaModel::load(f.model, {.max_context = f.context, .weights = f.weights});
@@ -188,15 +184,17 @@ int run(Flags& f) {
   const float lambda = f.calibration.empty()
                            ? f.policy.threshold
                            : apply_calibration(f, model->num_layers(), certification);
+  calm::cli::check_decoding_flags([&](const std::string& flag) { return f.given.count(flag) > 0; },
+      {.temperature = f.temperature, .top_k = f.sampling.top_k, .top_p = f.top_p}, "--seed");
   f.sampling.temperature = static_cast<float>(f.temperature);
   f.sampling.top_p = static_cast<float>(f.top_p);
-  f.sampling.validate();
   const std::vector<int> prompt = tokenizer.encode(f.prompt, /*add_bos=*/true);
   if (prompt.size() + f.max_new_tokens > model->max_context())
     throw calm::Error(fmt::format(
         "--prompt is {} tokens; with --max-new-tokens {} that exceeds the context length {}",
         prompt.size(), f.max_new_tokens, model->max_context()));
   const bool stream_text = !f.json;
+  const std::vector<int> ends = tokenizer.end_tokens(model->config());  // any of config.json's
 
   std::vector<calm::io::TokenText> pieces;
   calm::SequenceReport report;
@@ -204,7 +202,7 @@ int run(Flags& f) {
   std::optional<calm::SpeculationStats> speculation;
   calm::StreamDecoder stream(tokenizer);
   const auto on_token = [&](const calm::TokenStats& ts) {
-    if (ts.token == tokenizer.eos_id()) return false;
+    if (calm::io::is_end_token(ends, ts.token)) return false;
     calm::io::TokenText p{stream.push(ts.token), ts};
     if (stream_text) {
       if (f.show_exits) {
@@ -324,7 +322,8 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-uncertified", f.allow_uncertified, "run settings that the calibration "
                "does not cover (a warning says the guarantee does not apply)");
   app.add_flag("--show-exits", f.show_exits, "colour each token by its exit layer");
-  app.add_option("--report", f.report_html, "write the coloured text as an HTML page");
+  app.add_option("--report", f.report_html, "write the coloured text as an HTML page")
+      ->check(calm::cli::non_empty_path());
   app.add_flag("--json", f.json, "print per-token and per-sequence statistics as JSON");
   app.add_flag("--compare-full", f.compare_full, "also run the full model: wall-clock speedup");
   app.add_flag("--speculative", f.speculative, "lossless: draft with the early-exit policy given, "

@@ -4,6 +4,8 @@
 // a generic lambda with it.
 #pragma once
 
+#include "cli_parse.hpp"
+
 #include <calm/backends/llama/llama.hpp>
 #include <calm/calibrate/calibration_json.hpp>
 #include <calm/confidence/exit_classifier.hpp>
@@ -20,10 +22,12 @@
 #include <calm/sampling/sampler.hpp>
 
 #include <CLI/CLI.hpp>
+#include <fmt/core.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -212,29 +216,50 @@ inline void add_decoding_flags(CLI::App& app, calibrate::DecodingRecord& d,
                  "threshold (coupled decodes)");
 }
 
-// Sampling flags without --temperature would be ignored: refused, naming them.
-inline void check_decoding_flags(const CLI::App& app, const calibrate::DecodingRecord& d,
-                                 const std::string& seed_flag) {
+// Sampling flags without a temperature would be ignored: refused, naming them (`given(flag)`:
+// the flag is on the command line). Then what calm_calibration.json could not record, so that
+// calm-calibrate refuses it before decoding rather than when writing the file.
+inline void check_decoding_flags(const std::function<bool(const std::string&)>& given,
+                                 const calibrate::DecodingRecord& d, const std::string& seed_flag) {
   if (d.greedy())
     for (const std::string& flag : {std::string("--top-k"), std::string("--top-p"), seed_flag})
-      if (app.count(flag) > 0)
+      if (given(flag))
         throw Error(flag + " has no effect with greedy decoding: give --temperature > 0 to sample");
   if (!(d.top_p > 0.0 && d.top_p <= 1.0))
     throw Error("--top-p " + std::to_string(d.top_p) + " must be in (0, 1]");
+  if (d.top_k > calibrate::kMaxTopK)
+    throw Error("--top-k " + std::to_string(d.top_k) + " is more than a calibration records (at "
+                "most " + std::to_string(calibrate::kMaxTopK) + "; 0 keeps every token)");
   d.sampling(0).validate();
+}
+inline void check_decoding_flags(const CLI::App& app, const calibrate::DecodingRecord& d,
+                                 const std::string& seed_flag) {
+  check_decoding_flags([&](const std::string& flag) { return app.count(flag) > 0; }, d, seed_flag);
 }
 
 // One prompt decoded as `d` says, with prompt `index`'s own seed when sampling, stopping after
-// `eos`, which is dropped from the tokens (the report still counts it: it was computed).
+// any of `ends` (Tokenizer::end_tokens), which is dropped from the tokens (the report still
+// counts it: it was computed).
 template <class DecoderT>
 auto decode_prompt(DecoderT& decoder, const std::vector<int>& prompt,
-                   const calibrate::DecodingRecord& d, std::size_t index, int eos) {
-  if (d.greedy()) return io::greedy_decode(decoder, prompt, d.max_new_tokens, eos);
+                   const calibrate::DecodingRecord& d, std::size_t index,
+                   const std::vector<int>& ends) {
+  if (d.greedy()) return io::greedy_decode(decoder, prompt, d.max_new_tokens, ends);
   Sampler sampler(d.sampling(index));
-  auto result = decoder.generate(prompt, d.max_new_tokens, sampler,
-                                 [eos](const auto& token) { return token.token != eos; });
-  if (!result.tokens.empty() && result.tokens.back() == eos) result.tokens.pop_back();
-  return result;
+  return io::decode_until_end(decoder, prompt, d.max_new_tokens, sampler, ends);
+}
+
+// A probability-like flag (delta, epsilon, a share) strictly between 0 and 1.
+inline void check_unit_interval(const std::string& flag, double value) {
+  if (!(value > 0.0 && value < 1.0))
+    throw Error(fmt::format("{} {} must be in (0, 1) (exclusive)", flag, value));
+}
+
+// "a, b, c" with separator ", ".
+inline std::string join(const std::vector<std::string>& items, const std::string& separator) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : separator) + item;
+  return out;
 }
 
 // A pool for --threads (none for 1: the caller runs everything).

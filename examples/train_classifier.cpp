@@ -10,6 +10,7 @@
 // the first layer at the end), keeps the epoch of lowest held-out loss, reports held-out
 // accuracy and precision / coverage at high confidence per layer, and writes DIR/calm.safetensors
 // atomically. --evaluate reports on DIR/calm.safetensors as it is and writes nothing.
+
 #include <calm/backends/llama/llama.hpp>
 #include <calm/confidence/exit_classifier.hpp>
 #include <calm/io/mapped_file.hpp>

@@ -50,6 +50,16 @@ ProgramRun eval(const std::string& args) { return run_program(CALM_EVAL_EXE, arg
 
 const std::string kBase = "--model " + quote(kModel) + " --max-new-tokens 4 ";
 
+// A calm-calibrate and a calm-eval command line that decode (when nothing is refused) one
+// measure at delta = epsilon = 0.3: `base` names the model, `prompts` the (calibration) prompts.
+std::string calibrate_args(const std::string& base, const fs::path& prompts = kPrompts) {
+  return base + "--prompts " + quote(prompts) + " --measure softmax --delta 0.3 --epsilon 0.3 ";
+}
+std::string eval_args(const std::string& base, const fs::path& prompts = kPrompts) {
+  return base + "--calibration-prompts " + quote(prompts) + " --test-prompts " +
+         quote(kPlainPrompts) + " --measures softmax --deltas 0.3 --epsilon 0.3 --splits 2 ";
+}
+
 }  // namespace
 
 TEST_CASE("prompt files: JSON lines with references and plain text with blank lines skipped") {
@@ -434,11 +444,7 @@ TEST_CASE("calm-eval under sampling: the full-model configuration has loss 0, de
 TEST_CASE("calm-calibrate and calm-eval refuse an output path they could not write, before decoding") {
   const ScratchDir dir("unwritable_outputs");
   const fs::path not_a_folder = dir.write("file.txt", "x");
-  const std::string calibrate_args =
-      kBase + "--prompts " + quote(kPrompts) + " --measure softmax --delta 0.3 --epsilon 0.3 ";
-  const std::string eval_args = kBase + "--calibration-prompts " + quote(kPrompts) +
-                                " --test-prompts " + quote(kPlainPrompts) +
-                                " --measures softmax --deltas 0.3 --epsilon 0.3 --splits 2 ";
+  const std::string calibrate_args = ::calibrate_args(kBase), eval_args = ::eval_args(kBase);
   struct Case {
     bool is_eval;
     std::string args, message;
@@ -462,5 +468,69 @@ TEST_CASE("calm-calibrate and calm-eval refuse an output path they could not wri
     CHECK(r.status == 1);
     CHECK(contains(r.err, c.message));
     CHECK(!contains(r.out, "prompts"));  // refused before the prompts were decoded
+  }
+}
+
+TEST_CASE("calm-calibrate and calm-eval refuse an output path that is empty or one of their inputs") {
+  const ScratchDir dir("output_is_input");
+  const fs::path model = dir.path / "model";
+  fs::copy(kModel, model, fs::copy_options::recursive);
+  const fs::path prompts = dir.path / "prompts.jsonl";
+  fs::copy_file(kPrompts, prompts);
+  const std::string weights = read_text(model / "model.safetensors");
+  const std::string model_args = "--model " + quote(model) + " --max-new-tokens 4 ";
+  const std::string calibrate_args = ::calibrate_args(model_args, prompts),
+                    eval_args = ::eval_args(model_args, prompts);
+  struct Case {
+    bool is_eval;
+    std::string args, message;
+  };
+  const std::vector<Case> cases{
+      {false, calibrate_args + "--output " + quote(model / "model.safetensors"),
+       "is an input of this run"},
+      {false, calibrate_args + "--output " + quote(model / "config.json"),
+       "is an input of this run"},
+      {false, calibrate_args + "--output " + quote(model / "tokenizer.model"),
+       "is an input of this run"},
+      {false, calibrate_args + "--output " + quote(prompts), "is an input of this run"},
+      {false, calibrate_args + "--output ''", "--output"},
+      {true, eval_args + "--csv " + quote(prompts), "is an input of this run"},
+      {true, eval_args + "--csv " + quote(model / "config.json"),
+       "is an input of this run"},
+      {true, eval_args + "--csv ''", "--csv"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.args);
+    const ProgramRun r = c.is_eval ? eval(c.args) : calibrate(c.args);
+    CHECK(r.status != 0);
+    CHECK(contains(r.err, c.message));
+    CHECK(!contains(r.out, "prompts"));  // refused before the prompts were decoded
+  }
+  CHECK(read_text(model / "model.safetensors") == weights);
+  CHECK(read_text(prompts) == read_text(kPrompts));
+  CHECK_FALSE(fs::exists(model / cc::kCalibrationFileName));
+}
+
+TEST_CASE("calm-calibrate and calm-eval parse numbers strictly and check the record up front") {
+  const ScratchDir dir("strict_numbers");
+  const std::string out = "--output " + quote(dir.path / "c.json") + " ";
+  const std::string calibrate_args = ::calibrate_args(kBase + out), eval_args = ::eval_args(kBase);
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {calibrate_args + "--temperature 0.8 --seed -1", "--seed"},
+      {calibrate_args + "--temperature 0.8 --seed 99999999999999999999999", "--seed"},
+      {calibrate_args + "--temperature 0.8 --top-k -1", "--top-k"},
+      // calm_calibration.json holds top_k up to 2^32 - 1: refused before decoding, not after.
+      {calibrate_args + "--temperature 0.8 --top-k 5000000000", "--top-k 5000000000"},
+      {eval_args + "--seed -1", "--seed"},
+      {eval_args + "--max-prompts -2", "--max-prompts"},
+  };
+  for (const auto& [args, message] : cases) {
+    CAPTURE(args);
+    const ProgramRun r = args.find("--calibration-prompts") != std::string::npos ? eval(args)
+                                                                                 : calibrate(args);
+    CHECK(r.status != 0);
+    CHECK(contains(r.err, message));
+    CHECK(!contains(r.out, "prompts"));
+    CHECK_FALSE(fs::exists(dir.path / "c.json"));
   }
 }

@@ -362,3 +362,86 @@ TEST_CASE("calm-generate without policy flags: settings the certificate does not
   CHECK(contains(allowed.err, "WITHOUT the guarantee"));
   CHECK(total_checks(nlohmann::json::parse(allowed.out)) > 0);
 }
+
+namespace {
+
+// The bundled model's files in `dir`: a copy the test may change or that a bug may overwrite.
+fs::path model_copy(const calm::test::ScratchDir& dir) {
+  const fs::path m = dir.path / "model";
+  fs::create_directories(m);
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.model"})
+    fs::copy_file(kModel / f, m / f);
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("calm-generate stops at every end token config.json lists, speculative or not") {
+  const calm::test::ScratchDir dir("generate_eos_list");
+  const fs::path m = model_copy(dir);
+  const std::string args = "--model " + quote(m) + " --prompt 'ROMEO:' --max-new-tokens 40 --json ";
+  const auto run_json = [&](const std::string& flags) {
+    const auto run = run_program(CALM_GENERATE_EXE, args + flags);
+    REQUIRE_MESSAGE(run.status == 0, run.err);
+    return nlohmann::json::parse(run.out);
+  };
+  const auto full = run_json("--measure full").at("tokens");
+  REQUIRE(full.size() > 5);
+  const int stop = full[5].at("token").get<int>();
+  std::size_t first = 0;
+  while (full[first].at("token").get<int>() != stop) ++first;
+  nlohmann::json config = nlohmann::json::parse(calm::test::read_text(m / "config.json"));
+  config["eos_token_id"] = {config.at("eos_token_id"), stop};
+  dir.write("model/config.json", config.dump());
+  for (const std::string flags : {"--measure full", "--measure softmax --threshold 0.9",
+                                  "--speculative --measure static --static-layer 3"}) {
+    CAPTURE(flags);
+    CHECK(run_json(flags).at("tokens").size() == first);
+  }
+}
+
+TEST_CASE("calm-generate refuses an output path that is empty or one of its inputs") {
+  const calm::test::ScratchDir dir("generate_output_is_input");
+  const fs::path m = model_copy(dir);
+  const std::string config = calm::test::read_text(m / "config.json");
+  const std::string args = "--model " + quote(m) + " --prompt 'ROMEO:' --max-new-tokens 4 ";
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--report " + quote(m / "config.json"), "is an input of this run"},
+           {"--report " + quote(m / "model.safetensors"), "is an input of this run"},
+           {"--report ''", "--report"}}) {
+    CAPTURE(flags);
+    const auto run = run_program(CALM_GENERATE_EXE, args + flags);
+    CHECK(run.status != 0);
+    CHECK(contains(run.err, message));
+    CHECK(!contains(run.out, "ROMEO"));
+  }
+  CHECK(calm::test::read_text(m / "config.json") == config);
+}
+
+TEST_CASE("calm-generate: sampling flags need a temperature; unsigned flags parse strictly") {
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--measure full --top-k 5", "--top-k has no effect with greedy decoding"},
+           {"--measure full --top-p 0.5", "--top-p has no effect with greedy decoding"},
+           {"--measure full --seed 3", "--seed has no effect with greedy decoding"},
+           {"--measure full --temperature 0.8 --seed -1", "--seed"},
+           {"--measure full --temperature 0.8 --seed 99999999999999999999999", "--seed"},
+           {"--measure full --temperature 0.8 --top-k -1", "--top-k"},
+           {"--measure full --context -5", "--context"}}) {
+    CAPTURE(flags);
+    const auto run = run_program(CALM_GENERATE_EXE, base() + flags);
+    CHECK(run.status != 0);
+    CHECK(contains(run.err, message));
+    CHECK(!contains(run.out, "ROMEO"));
+  }
+}
+
+TEST_CASE("calm-generate at a tiny positive temperature gives the greedy text") {
+  const auto greedy = generate_json("--measure full");
+  for (const std::string t : {"1e-38", "1e-45"}) {
+    CAPTURE(t);
+    CHECK(generate_json("--measure full --temperature " + t + " --seed 3").at("text") ==
+          greedy.at("text"));
+    CHECK(generate_json("--speculative --measure static --static-layer 3 --temperature " + t)
+              .at("text") == greedy.at("text"));
+  }
+}

@@ -74,7 +74,11 @@ TEST_CASE("calm-train-classifier refuses bad flags by name, before writing anyth
                                      {"--epochs 0", "--epochs"},
                                      {"--holdout 0.9", "--holdout"},
                                      {"--lr nan", "--lr"},
-                                     {"--window 0", "--window"}}) {
+                                     {"--window 0", "--window"},
+                                     // unsigned flags: no wrap-around of -1, no saturation
+                                     {"--epochs -1", "--epochs"},
+                                     {"--seed -1", "--seed"},
+                                     {"--batch 99999999999999999999999", "--batch"}}) {
     CAPTURE(flags);
     const auto run = run_program(CALM_TRAIN_CLASSIFIER_EXE, base + flags);
     CHECK(run.status != 0);

@@ -202,6 +202,9 @@ TEST_CASE("reading rejects unreadable, malformed and invalid files, naming file 
       {"format", "other", "key 'format'"},
       {"table", nlohmann::json::array(), "key 'table': expected a non-empty array"},
       {"model_fingerprint", 42, "key 'model_fingerprint': expected a string"},
+      // A misspelt or foreign key is refused, not ignored (lambda_star would be silently absent).
+      {"lambda_start", 0.9, "key 'lambda_start': unknown key"},
+      {"comment", "ok", "key 'comment': unknown key"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.key);

@@ -144,6 +144,27 @@ TEST_CASE("config: rope_scaling linear and llama3 are read with every parameter 
                     "an object or null");
 }
 
+TEST_CASE("config: rope values outside a usable range are refused at load, naming the key") {
+  // Such values pass as positive numbers but make the rotary frequencies overflow: the first
+  // token then fails far from the cause.
+  for (const double theta : {1e-45, 1e-3, 1.0}) {
+    CAPTURE(theta);
+    CHECK_ERROR_NAMES(with("rope_theta", theta), "cfg.json", "'rope_theta'", "greater than 1");
+  }
+  CHECK(with("rope_theta", 1e6).rope_theta == 1e6f);
+  for (const char* type : {"linear", "llama3"})
+    for (const double factor : {1e-45, 0.5}) {
+      CAPTURE(type);
+      CAPTURE(factor);
+      json scaling = {{"rope_type", type}, {"factor", factor}};
+      if (std::string(type) == "llama3")
+        scaling.update({{"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                        {"original_max_position_embeddings", 8192}});
+      CHECK_ERROR_NAMES(with("rope_scaling", scaling), "cfg.json", "'rope_scaling.factor'",
+                        "at least 1");
+    }
+}
+
 // Llama-3.2-1B's config.json as published (every key it carries), and Llama-3.1-8B's.
 TEST_CASE("config: the Llama 3.x configs load as published") {
   const json llama32_1b = json::parse(R"({

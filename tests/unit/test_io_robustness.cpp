@@ -528,3 +528,72 @@ TEST_CASE("misaligned tensor data is read through an aligned copy in model and c
   CHECK(c.weight()[2] == 3.5f);
   CHECK(c.bias()[1] == 0.75f);
 }
+
+TEST_CASE("the atomic writer never replaces what is not a regular file") {
+  ScratchDir dir("atomic_targets");
+  const auto write = [](const fs::path& path, const std::string& text) {
+    calm::io::write_atomically(path, [&](std::FILE* f) {
+      calm::io::write_all(f, text.data(), text.size(), path);
+    });
+  };
+  // A FIFO is written through: the reader gets the bytes and the FIFO stays a FIFO.
+  const fs::path fifo = dir.path / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  REQUIRE(reader >= 0);
+  write(fifo, "through the pipe");
+  char buffer[64] = {};
+  const ::ssize_t got = ::read(reader, buffer, sizeof buffer);
+  ::close(reader);
+  CHECK(fs::is_fifo(fifo));
+  CHECK(std::string(buffer, got > 0 ? static_cast<std::size_t>(got) : 0) == "through the pipe");
+  // With no reader, an error rather than a wait.
+  CHECK(contains(error_of([&] { write(fifo, "nobody"); }), "a FIFO that nothing reads"));
+  CHECK(fs::is_fifo(fifo));
+
+  // A symlink to a regular file: the file it names is replaced, the link stays.
+  const fs::path target = dir.path / "target.json", link = dir.path / "link.json";
+  write(target, "old");
+  fs::create_symlink(target.filename(), link);
+  write(link, "new");
+  CHECK(fs::is_symlink(link));
+  CHECK(calm::test::read_text(target) == "new");
+  // A link to a link to a missing file: the file is created where the links lead.
+  const fs::path dangling = dir.path / "dangling", chain = dir.path / "chain";
+  fs::create_symlink("created.json", dangling);
+  fs::create_symlink(dangling.filename(), chain);
+  write(chain, "made");
+  CHECK(fs::is_symlink(chain));
+  CHECK(fs::is_symlink(dangling));
+  CHECK(calm::test::read_text(dir.path / "created.json") == "made");
+
+  // Another kind (a socket, a folder) is refused by name; the checks before any work agree.
+  fs::create_directory(dir.path / "folder");
+  CHECK(contains(error_of([&] { write(dir.path / "folder", "x"); }), "folder"));
+  CHECK(fs::is_directory(dir.path / "folder"));
+  calm::io::check_writable_destination("/dev/null", "--report");
+  calm::io::check_writable_destination(fifo, "--report");
+  calm::io::check_writable_destination(link, "--report");
+}
+
+TEST_CASE("an output path that is one of the run's inputs, or empty, is refused by name") {
+  ScratchDir dir("output_is_input");
+  const fs::path config = dir.path / "config.json", prompts = dir.path / "prompts.txt";
+  std::ofstream(config) << "{}";
+  std::ofstream(prompts) << "a\n";
+  fs::create_symlink(prompts.filename(), dir.path / "alias.txt");
+  fs::create_hard_link(config, dir.path / "hard.json");
+  const std::vector<fs::path> inputs = {config, prompts, dir.path / "absent.json"};
+  for (const fs::path& out : {config, dir.path / "." / "prompts.txt", dir.path / "alias.txt",
+                              dir.path / "hard.json"}) {
+    CAPTURE(out);
+    const std::string message =
+        error_of([&] { calm::io::check_writable_destination(out, "--output", inputs); });
+    CHECK(contains(message, "--output"));
+    CHECK(contains(message, "is an input of this run"));
+  }
+  calm::io::check_writable_destination(dir.path / "absent.json", "--output", inputs);
+  calm::io::check_writable_destination(dir.path / "new.json", "--output", inputs);
+  CHECK(contains(error_of([&] { calm::io::check_writable_destination("", "--output"); }),
+                 "--output is empty"));
+}

@@ -72,3 +72,15 @@ TEST_CASE("bad sampling options and empty logits are refused") {
   calm::Sampler s;
   CHECK_THROWS_AS(s.sample(std::vector<float>{}), calm::Error);
 }
+
+TEST_CASE("a tiny positive temperature samples the most likely token, as T -> 0 should") {
+  // logits / T overflows float below T ~ 1e-37: the weights must not be computed that way.
+  const std::vector<float> logits = {1.0f, 5.0f, -3.0f, 4.9f, -80.0f};
+  for (const float t : {1e-20f, 1e-37f, 1e-38f, 1e-45f}) {
+    CAPTURE(t);
+    for (const std::size_t top_k : {std::size_t{0}, std::size_t{3}}) {
+      calm::Sampler sampler({.temperature = t, .top_k = top_k, .top_p = 0.9f, .seed = 5});
+      for (int i = 0; i < 50; ++i) CHECK(sampler.sample(logits) == 1);
+    }
+  }
+}

@@ -273,3 +273,16 @@ TEST_CASE("speculative sampling follows the full model's distribution") {
     }
   }
 }
+
+TEST_CASE("speculative sampling at a tiny positive temperature gives the greedy tokens") {
+  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const std::vector<int> prompt = {1, 17, 42};
+  const Full full = full_decode(model, prompt, 8);
+  calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
+      calm::LlamaSession(model), {}, {1}, {}, {.max_draft = 3});
+  for (const float t : {1e-38f, 1e-45f}) {
+    CAPTURE(t);
+    CHECK(spec.generate(prompt, 8, calm::SamplingOptions{.temperature = t, .seed = 3}).tokens ==
+          full.tokens);
+  }
+}

@@ -72,6 +72,9 @@ inline std::uint64_t prompt_seed(std::uint64_t seed, std::size_t prompt_index) n
   return z ^ (z >> 31);
 }
 
+// The largest top-k "decoding.top_k" holds.
+inline constexpr std::size_t kMaxTopK = std::numeric_limits<std::uint32_t>::max();
+
 // How a calibration decoded each prompt. The stop rule is fixed: generation ends after the
 // tokenizer's EOS, which is not part of the text compared ("stop": "eos").
 struct DecodingRecord {
@@ -308,7 +311,7 @@ inline DecodingRecord decoding_from_json(const JsonReader& read, const nlohmann:
     known.insert({"temperature", "top_k", "top_p", "seed", "seed_rule"});
     d.temperature = read.number(read.field(value, "temperature", "decoding.temperature"),
                                 "decoding.temperature", 0.0, 100.0, /*open_low=*/true);
-    d.top_k = static_cast<std::size_t>(integer("top_k", 0, std::numeric_limits<std::uint32_t>::max()));
+    d.top_k = static_cast<std::size_t>(integer("top_k", 0, kMaxTopK));
     d.top_p = read.number(read.field(value, "top_p", "decoding.top_p"), "decoding.top_p", 0.0,
                           1.0, /*open_low=*/true);
     d.seed = integer("seed", 0, std::numeric_limits<std::uint64_t>::max());
@@ -347,6 +350,15 @@ inline CalibrationRecord calibration_from_json(const nlohmann::json& document,
     read.fail("version", "expected 1 or " + std::to_string(kCalibrationVersion) + ", got " +
                              io::json_excerpt(version));
   }
+
+  // Every key is one this format defines: a misspelt key would otherwise be silently ignored.
+  for (const auto& [key, unused] : document.items())
+    if (!std::set<std::string_view>{"format", "version", "measure", "schedule", "consistency",
+                                    "distance", "method", "delta", "epsilon", "n", "table",
+                                    "lambda_star", "model_fingerprint", "decoding",
+                                    "measure_fingerprint"}
+             .count(key))
+      read.fail(key, "unknown key");
 
   CalibrationRecord record;
   if (version.get<std::int64_t>() >= 2) {
@@ -514,7 +526,12 @@ inline std::string file_fingerprint(const std::filesystem::path& file) {
 // io::tokenizer_file), each with its name and size. Reads every byte once: for a 7B
 // bf16 model (~13 GB) that is ~10 s from page cache; for the bundled small models, milliseconds.
 // Returns "fnv1a64:" followed by 16 lowercase hex digits.
-inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
+inline std::string model_fingerprint(const std::filesystem::path& model_dir);
+
+// The files of a model folder that loading the model reads and model_fingerprint hashes, by name
+// in the folder: config.json, the weights (model.safetensors, or model.safetensors.index.json
+// and the shards its weight_map names) and the tokenizer file (io::tokenizer_file).
+inline std::vector<std::string> model_files(const std::filesystem::path& model_dir) {
   namespace fs = std::filesystem;
   std::vector<std::string> files = {"config.json"};
   if (fs::exists(model_dir / "model.safetensors")) {
@@ -539,11 +556,29 @@ inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
     }
     files.insert(files.end(), shards.begin(), shards.end());
   } else {
-    throw Error("model fingerprint: " + model_dir.string() +
+    throw Error("model folder " + model_dir.string() +
                 " has neither model.safetensors nor model.safetensors.index.json");
   }
   files.push_back(io::tokenizer_file(model_dir).filename().string());
+  return files;
+}
 
+// Every file a run on model_dir reads: model_files(), tokenizer_config.json, and `others` (prompt
+// files, a certificate, a classifier; empty paths are skipped). An output path is checked
+// against these (io::check_writable_destination) so that no run replaces its own input.
+inline std::vector<std::filesystem::path> run_inputs(const std::filesystem::path& model_dir,
+                                                     const std::vector<std::filesystem::path>& others) {
+  std::vector<std::filesystem::path> inputs;
+  for (const std::string& name : model_files(model_dir)) inputs.push_back(model_dir / name);
+  inputs.push_back(model_dir / "tokenizer_config.json");
+  for (const std::filesystem::path& other : others)
+    if (!other.empty()) inputs.push_back(other);
+  return inputs;
+}
+
+inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
+  namespace fs = std::filesystem;
+  const std::vector<std::string> files = model_files(model_dir);
   detail::Fnv1a64 hash;
   for (const std::string& name : files) {
     const fs::path file = model_dir / name;

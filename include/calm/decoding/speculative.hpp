@@ -126,9 +126,8 @@ class SpeculativeDecoder {
   struct SamplingState {
     SamplingOptions opts;
     std::mt19937_64 rng;
-    std::vector<std::pair<float, int>> order;  // (scaled logit, id), scratch
-    std::vector<double> p, q;                  // (vocab) full model, draft
-    std::vector<double> e;                     // (kept candidates) unnormalised p, scratch
+    std::vector<detail::WeightedToken> kept;  // (kept candidates) scratch
+    std::vector<double> p, q;                 // (vocab) full model, draft
 
     SamplingState(const SamplingOptions& o, std::size_t vocab)
         : opts(o), rng(o.seed), p(vocab), q(vocab) {}
@@ -136,31 +135,9 @@ class SpeculativeDecoder {
     double uniform() { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
     void distribution(std::span<const float> logits, std::vector<double>& out) {
-      order.clear();
-      for (std::size_t i = 0; i < logits.size(); ++i)
-        order.push_back({logits[i] / opts.temperature, static_cast<int>(i)});
-      const auto higher = [](const auto& a, const auto& b) {
-        return a.first > b.first || (a.first == b.first && a.second < b.second);
-      };
-      std::size_t keep = order.size();
-      if (opts.top_k > 0 && opts.top_k < keep) keep = opts.top_k;
-      std::partial_sort(order.begin(), order.begin() + keep, order.end(), higher);
+      const double total = detail::kept_tokens(logits, opts, kept);
       std::fill(out.begin(), out.end(), 0.0);
-      const double max_logit = order[0].first;
-      double total = 0.0;
-      e.resize(keep);
-      for (std::size_t i = 0; i < keep; ++i) total += (e[i] = std::exp(order[i].first - max_logit));
-      if (opts.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p
-        double mass = 0.0;
-        std::size_t i = 0;
-        while (i < keep) {
-          mass += e[i++];
-          if (mass >= opts.top_p * total) break;
-        }
-        keep = i;
-        total = mass;
-      }
-      for (std::size_t i = 0; i < keep; ++i) out[order[i].second] = e[i] / total;
+      for (const detail::WeightedToken& t : kept) out[t.id] = t.weight / total;
     }
     int sample(const std::vector<double>& dist) {
       const double u = uniform();

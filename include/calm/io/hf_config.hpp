@@ -208,6 +208,10 @@ inline RopeScaling parse_rope_scaling(const nlohmann::json& v, std::string_view 
   }
   if (!r.has("factor")) r.fail("factor", "is required");
   s.factor = r.positive_float("factor", 1.0f);
+  // A stretch of the wavelengths: transformers (rope_config_validation) warns below 1 too.
+  // A smaller one multiplies the frequencies; 1e-45 makes them infinite at the first token.
+  if (!(s.factor >= 1.0f))
+    r.fail("factor", "must be at least 1, found " + io::json_excerpt(r.at("factor")));
   if (s.type == RopeScaling::Type::llama3) {
     for (const char* key : {"low_freq_factor", "high_freq_factor"})
       if (!r.has(key)) r.fail(key, "is required");
@@ -287,6 +291,10 @@ inline LlamaConfig parse_llama_config(const nlohmann::json& j, std::string_view 
   c.max_position_embeddings = r.positive_size("max_position_embeddings", 2048);
   c.rms_norm_eps = r.positive_float("rms_norm_eps", 1e-6f);
   c.rope_theta = r.positive_float("rope_theta", 10000.0f);
+  // The base frequencies theta^(-2j/head_dim) (docs/design.md §10) fall from 1 with j only for
+  // theta > 1; a tiny theta makes them overflow, which would surface at the first token.
+  if (!(c.rope_theta > 1.0f))
+    r.fail("rope_theta", "must be greater than 1, found " + io::json_excerpt(r.at("rope_theta")));
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
   if (r.has("rope_scaling") && !r.at("rope_scaling").is_null())
     c.rope_scaling = detail::parse_rope_scaling(r.at("rope_scaling"), source);

@@ -180,17 +180,30 @@ EncodedPrompts encode_prompts(const PromptFile& file, const TokenizerT& tokenize
   return out;
 }
 
-// Greedy decode of up to max_new tokens with any calm::Decoder, stopping after `eos`, which is
-// dropped from the tokens (the report still counts it: it was computed). Returns the
+// Whether `token` is one of `ends` (Tokenizer::end_tokens: every token that ends generation).
+inline bool is_end_token(const std::vector<int>& ends, int token) {
+  return std::find(ends.begin(), ends.end(), token) != ends.end();
+}
+
+// Decodes up to max_new tokens with any calm::Decoder and sampler, stopping after any of `ends`,
+// which is dropped from the tokens (the report still counts it: it was computed). Returns the
 // decoder's GenerationResult.
+template <class DecoderT, class SamplerT>
+auto decode_until_end(DecoderT& decoder, const std::vector<int>& prompt, std::size_t max_new,
+                      SamplerT& sampler, const std::vector<int>& ends) {
+  auto result = decoder.generate(prompt, max_new, sampler, [&ends](const auto& token) {
+    return !is_end_token(ends, token.token);
+  });
+  if (!result.tokens.empty() && is_end_token(ends, result.tokens.back())) result.tokens.pop_back();
+  return result;
+}
+
+// The same, greedy.
 template <class DecoderT>
 auto greedy_decode(DecoderT& decoder, const std::vector<int>& prompt, std::size_t max_new,
-                   int eos) {
+                   const std::vector<int>& ends) {
   ArgmaxSampler greedy;
-  auto result = decoder.generate(prompt, max_new, greedy,
-                                 [eos](const auto& token) { return token.token != eos; });
-  if (!result.tokens.empty() && result.tokens.back() == eos) result.tokens.pop_back();
-  return result;
+  return decode_until_end(decoder, prompt, max_new, greedy, ends);
 }
 
 }  // namespace calm::io

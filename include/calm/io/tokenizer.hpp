@@ -114,6 +114,15 @@ class Tokenizer {
                   "' says " + std::to_string(eos_id()));
   }
 
+  // Every token that ends generation: config.json's eos_token_id (one id or a list, as Llama 3
+  // lists <|eot_id|> beside <|end_of_text|>) and this tokenizer's EOS (check_fits: one of them).
+  std::vector<int> end_tokens(const LlamaConfig& config) const {
+    std::vector<int> ends = config.eos_token_ids;
+    if (eos_id() >= 0 && std::find(ends.begin(), ends.end(), eos_id()) == ends.end())
+      ends.push_back(eos_id());
+    return ends;
+  }
+
   int bos_id() const { return hf_ ? hf_->bos_id() : sp_->bos_id(); }  // -1 if the model defines none
   int eos_id() const { return hf_ ? hf_->eos_id() : sp_->eos_id(); }
   std::size_t vocab_size() const {

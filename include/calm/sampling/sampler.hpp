@@ -32,6 +32,50 @@ struct SamplingOptions {
   }
 };
 
+namespace detail {
+
+struct WeightedToken {
+  double weight;  // unnormalised probability
+  int id;
+};
+
+// The tokens SamplingOptions keep (temperature > 0, then top-k, then top-p) with their
+// unnormalised probabilities exp((logit - max logit) / T), most likely first (ties: lower id
+// first); returns their sum. Numerics: the candidates are ordered by the raw logits (dividing by
+// T > 0 keeps the order) and only the difference to the largest, <= 0, is divided by T, in double.
+// Dividing the logits themselves overflows float below T ~ 1e-37 (inf - inf = NaN weights), which
+// sampled the least likely token; this way the weights tend to greedy's as T -> 0 (the largest
+// logit has weight 1, the others underflow to 0).
+inline double kept_tokens(std::span<const float> logits, const SamplingOptions& opts,
+                          std::vector<WeightedToken>& out) {
+  out.clear();
+  for (std::size_t i = 0; i < logits.size(); ++i)
+    out.push_back({static_cast<double>(logits[i]), static_cast<int>(i)});
+  const auto higher = [](const WeightedToken& a, const WeightedToken& b) {
+    return a.weight > b.weight || (a.weight == b.weight && a.id < b.id);
+  };
+  std::size_t keep = out.size();
+  if (opts.top_k > 0 && opts.top_k < keep) keep = opts.top_k;
+  std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(keep), out.end(), higher);
+  out.resize(keep);
+  const double max_logit = out[0].weight;
+  double total = 0.0;
+  for (WeightedToken& t : out) total += (t.weight = std::exp((t.weight - max_logit) / opts.temperature));
+  if (opts.top_p < 1.0f) {  // smallest prefix whose probability mass reaches top_p
+    double mass = 0.0;
+    std::size_t i = 0;
+    while (i < keep) {
+      mass += out[i++].weight;
+      if (mass >= opts.top_p * total) break;
+    }
+    out.resize(i);
+    total = mass;
+  }
+  return total;
+}
+
+}  // namespace detail
+
 class Sampler {
  public:
   explicit Sampler(SamplingOptions opts = {}) : opts_(opts), rng_(opts.seed) { opts_.validate(); }
@@ -45,52 +89,20 @@ class Sampler {
   int sample(std::span<const float> logits) {
     if (logits.empty()) throw Error("sampling: empty logits");
     if (greedy()) return static_cast<int>(kernels::argmax(logits.data(), logits.size()));
-    candidates_.clear();
-    for (std::size_t i = 0; i < logits.size(); ++i)
-      candidates_.push_back({logits[i] / opts_.temperature, static_cast<int>(i)});
-    const auto higher = [](const Candidate& a, const Candidate& b) {
-      return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-    };
-    std::size_t keep = candidates_.size();
-    if (opts_.top_k > 0 && opts_.top_k < keep) {
-      std::nth_element(candidates_.begin(), candidates_.begin() + opts_.top_k - 1,
-                       candidates_.end(), higher);
-      keep = opts_.top_k;
-    }
-    std::sort(candidates_.begin(), candidates_.begin() + keep, higher);
-    const float max_logit = candidates_[0].logit;
-    double total = 0.0;
-    for (std::size_t i = 0; i < keep; ++i) {
-      candidates_[i].logit = std::exp(candidates_[i].logit - max_logit);  // now unnormalised p
-      total += candidates_[i].logit;
-    }
-    if (opts_.top_p < 1.0f) {  // smallest prefix whose probability mass reaches top_p
-      double mass = 0.0;
-      std::size_t i = 0;
-      while (i < keep) {
-        mass += candidates_[i++].logit;
-        if (mass >= opts_.top_p * total) break;
-      }
-      keep = i;
-      total = mass;
-    }
+    const double total = detail::kept_tokens(logits, opts_, candidates_);
     const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * total;
     double acc = 0.0;
-    for (std::size_t i = 0; i < keep; ++i) {
-      acc += candidates_[i].logit;
-      if (u < acc) return candidates_[i].id;
+    for (const detail::WeightedToken& c : candidates_) {
+      acc += c.weight;
+      if (u < acc) return c.id;
     }
-    return candidates_[keep - 1].id;  // u rounded up to total
+    return candidates_.back().id;  // u rounded up to total
   }
 
  private:
-  struct Candidate {
-    float logit;
-    int id;
-  };
   SamplingOptions opts_;
   std::mt19937_64 rng_;
-  std::vector<Candidate> candidates_;
+  std::vector<detail::WeightedToken> candidates_;
 };
 
 }  // namespace calm
