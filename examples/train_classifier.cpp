@@ -12,6 +12,7 @@
 // atomically. --evaluate reports on DIR/calm.safetensors as it is and writes nothing.
 #include <calm/backends/llama/llama.hpp>
 #include <calm/confidence/exit_classifier.hpp>
+#include <calm/confidence/exit_classifier_training.hpp>
 #include <calm/io/mapped_file.hpp>
 #include <calm/io/tokenizer.hpp>
 
