@@ -13,6 +13,7 @@
 
 #include <calm/backends/llama/llama.hpp>
 #include <calm/confidence/exit_classifier.hpp>
+#include <calm/confidence/exit_classifier_training.hpp>
 #include <calm/io/mapped_file.hpp>
 #include <calm/io/tokenizer.hpp>
 

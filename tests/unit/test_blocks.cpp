@@ -4,7 +4,7 @@
 // row dequantization exact; and the prefill (matmul_blocks: f32 panels and tiles) against the
 // exact product within f32 rounding, bitwise across thread counts.
 #include <calm/core/thread_pool.hpp>
-#include <calm/formats/q4_0.hpp>
+#include <calm/kernels/q4_0.hpp>
 #include <calm/kernels/blocks.hpp>
 #include <calm/kernels/q8_0.hpp>
 

@@ -2,6 +2,7 @@
 #include "test_support.hpp"
 
 #include <calm/confidence/exit_classifier.hpp>
+#include <calm/confidence/exit_classifier_training.hpp>
 #include <calm/confidence/hidden_saturation.hpp>
 #include <calm/confidence/softmax_response.hpp>
 

@@ -3,6 +3,7 @@
 #include "test_support.hpp"
 
 #include <calm/confidence/exit_classifier.hpp>
+#include <calm/confidence/exit_classifier_training.hpp>
 #include <calm/io/safetensors.hpp>
 #include <calm/io/safetensors_writer.hpp>
 

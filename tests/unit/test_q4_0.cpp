@@ -4,7 +4,8 @@
 // with Q4Codec) are tested with q8_0's in test_blocks.cpp.
 #include <calm/backends/llama/llama.hpp>
 #include <calm/core/thread_pool.hpp>
-#include <calm/formats/q4_0.hpp>
+#include <calm/kernels/q4_0.hpp>
+#include <calm/kernels/q8_0.hpp>
 
 #include <doctest/doctest.h>
 
@@ -12,6 +13,7 @@
 #include "unit/quantized_model_checks.hpp"
 #include "unit/test_models.hpp"
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -101,6 +103,91 @@ TEST_CASE("quantize_row_q4_0: non-finite weights and f16 overflow are refused") 
     const double step = std::fabs(m.d[i / 32]);
     CHECK(std::fabs(m.weight(i / 32, i % 32) - r[i]) <= step * (1.0 + 1e-3) + 1e-3 * step);
   }
+}
+
+// The SIMD quantizer against its scalar twin, for the host's path and the AVX2 hosts' path: rows
+// of random weights (f32 at every misalignment, bf16, f16), blocks of zeros, ties between +m and
+// -m for the largest magnitude (the first is kept), and codes that land exactly on the clamp.
+template <class Arch>
+void check_q4_quantizer_twin() {
+  for (std::size_t blocks = 0; blocks <= 9; ++blocks) {
+    const std::size_t cols = blocks * 32;
+    std::vector<float> w = random_floats(cols + 3, 21 + static_cast<std::uint32_t>(blocks), 0.1f);
+    if (blocks >= 2) {
+      for (std::size_t j = 0; j < 32; ++j) w[1 + j] = 0.0f;            // block 0: zeros
+      w[1 + 32 + 4] = 0.25f, w[1 + 32 + 9] = -0.25f;                   // block 1: a tie, + first
+      for (std::size_t j = 0; j < 32; ++j) w[1 + 32 + j] = std::fmin(w[1 + 32 + j], 0.2f);
+      w[1 + 32 + 4] = 0.25f;
+    }
+    if (blocks >= 3) w[1 + 64 + 2] = -0.25f, w[1 + 64 + 30] = 0.25f;  // block 2: a tie, - first
+    std::vector<calm::bf16> wb(cols + 3);
+    std::vector<calm::f16> wh(cols + 3);
+    for (std::size_t i = 0; i < cols + 3; ++i) wb[i] = calm::to_bf16(w[i]), wh[i] = calm::to_f16(w[i]);
+    const auto same = [&](const auto* src) {
+      std::vector<std::uint8_t> q1(cols / 2), q2(cols / 2);
+      std::vector<float> d1(blocks), d2(blocks);
+      REQUIRE(k::quantize_row_q4_0<Arch>(q1.data(), d1.data(), src, cols));
+      REQUIRE(k::scalar::quantize_row_q4_0(q2.data(), d2.data(), src, cols));
+      CHECK(q1 == q2);
+      for (std::size_t b = 0; b < blocks; ++b)
+        CHECK(std::bit_cast<std::uint32_t>(d1[b]) == std::bit_cast<std::uint32_t>(d2[b]));
+    };
+    for (std::size_t offset = 0; offset < 3; ++offset) same(w.data() + offset);
+    same(wb.data() + 1);
+    same(wh.data() + 1);
+  }
+}
+
+TEST_CASE("quantize_row_q4_0: SIMD and scalar twin agree bit for bit (host path, AVX2 path)") {
+  check_q4_quantizer_twin<xsimd::default_arch>();
+#if defined(__AVX2__) && defined(__FMA__)
+  check_q4_quantizer_twin<xsimd::fma3<xsimd::avx2>>();
+#endif
+}
+
+TEST_CASE("block quantizers keep small blocks: w * 2^-20 quantizes to the same codes, d * 2^-20") {
+  // A checkpoint exactly equivalent in float (one matrix scaled by 2^-20, the next by 2^20) must
+  // stay equivalent once quantized. With f16 scales, blocks below ~4e-6 (q8_0) read as zeros.
+  const std::vector<float> w = random_floats(32 * 8, 5, 0.05f);
+  std::vector<float> small(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) small[i] = std::ldexp(w[i], -20);
+  std::vector<std::uint8_t> q4(w.size() / 2), q4s(w.size() / 2);
+  std::vector<float> d4(8), d4s(8);
+  REQUIRE(k::quantize_row_q4_0(q4.data(), d4.data(), w.data(), w.size()));
+  REQUIRE(k::quantize_row_q4_0(q4s.data(), d4s.data(), small.data(), w.size()));
+  CHECK(q4 == q4s);
+  std::vector<std::int8_t> q8(w.size()), q8s(w.size());
+  std::vector<float> d8(8), d8s(8);
+  REQUIRE(k::quantize_row_q8_0(q8.data(), d8.data(), w.data(), w.size()));
+  REQUIRE(k::quantize_row_q8_0(q8s.data(), d8s.data(), small.data(), w.size()));
+  CHECK(q8 == q8s);
+  for (std::size_t b = 0; b < 8; ++b) {
+    CAPTURE(b);
+    CHECK(d4s[b] == std::ldexp(d4[b], -20));
+    CHECK(d8s[b] == std::ldexp(d8[b], -20));
+    CHECK(d8s[b] != 0.0f);
+  }
+  // The scalar twins keep the same bits.
+  std::vector<std::int8_t> q8t(w.size());
+  std::vector<float> d8t(8);
+  REQUIRE(k::scalar::quantize_row_q8_0(q8t.data(), d8t.data(), small.data(), w.size()));
+  CHECK(q8t == q8s);
+  CHECK(d8t == d8s);
+}
+
+TEST_CASE("block_scale: f16's rounding in its normal range, its 11 bits below, 0 past f32") {
+  namespace d = k::detail;
+  for (const float v : {1.0f, 0.1f, 3.0e-3f, 6.2e-5f, 65504.0f, -0.37f})
+    CHECK(d::block_scale(v) == calm::to_float(calm::to_f16(v)));
+  CHECK(std::isinf(d::block_scale(70000.0f)));
+  // Below 2^-14: 1 + 2^-10 survives, 1 + 2^-11 is a tie to even, 1 + 3 * 2^-11 rounds up.
+  const float base = 0x1p-20f;
+  CHECK(d::block_scale(base * (1.0f + 0x1p-10f)) == base * (1.0f + 0x1p-10f));
+  CHECK(d::block_scale(base * (1.0f + 0x1p-11f)) == base);
+  CHECK(d::block_scale(base * (1.0f + 3 * 0x1p-11f)) == base * (1.0f + 0x1p-9f));
+  CHECK(d::block_scale(-base) == -base);
+  CHECK(d::block_scale(1e-39f) == 0.0f);  // 1 / d overflows: the block reads as zeros
+  CHECK(d::block_scale(0.0f) == 0.0f);
 }
 
 // q4_0 decoding against the float64 reference (on the file's weights). Measured (AMD EPYC,

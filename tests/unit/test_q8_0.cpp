@@ -101,11 +101,15 @@ TEST_CASE("quantize_row_q8_0: extreme values are quantized or refused") {
   w[5] = std::numeric_limits<float>::quiet_NaN();
   CHECK_FALSE(k::quantize_row_q8_0(q.data(), d.data(), w.data(), 32));
   CHECK_FALSE(k::scalar::quantize_row_q8_0(q.data(), d.data(), w.data(), 32));
-  // Tiny weights: d is an f16 subnormal (GGUF's numerics); below 2^-25 it rounds to zero.
+  // Tiny weights: where GGUF's f16 scale would be subnormal (here 0: below 2^-25), d keeps f16's
+  // 11 significant bits with f32's exponent (kernels::detail::block_scale), so the block reads
+  // back within rounding instead of as zeros.
   w.assign(32, 1e-6f);
   CHECK(k::quantize_row_q8_0(q.data(), d.data(), w.data(), 32));
   CHECK(q[0] == 127);
-  CHECK(d[0] == calm::to_float(calm::to_f16(1e-6f / 127.0f)));
+  CHECK(calm::to_float(calm::to_f16(1e-6f / 127.0f)) == 0.0f);
+  CHECK(d[0] == k::detail::block_scale(1e-6f / 127.0f));
+  CHECK(std::fabs(d[0] * 127.0f - 1e-6f) <= 1e-6f * 0x1p-11f);
 }
 
 TEST_CASE("quantize_row_q8_0: SIMD and scalar twin agree bit for bit, and the error bound") {

@@ -47,6 +47,7 @@
 #include "calm/kernels/load.hpp"
 #include "calm/kernels/matmul.hpp"
 #include "calm/kernels/matvec.hpp"
+#include "calm/kernels/row_groups.hpp"
 
 // The row and vector loops of the block kernels run over compile-time R and V: unrolled, their
 // accumulators stay in registers (rolled, g++ 12 kept them in memory, a store-to-load round
@@ -331,84 +332,40 @@ inline void dot_rows_blocks(float* y, std::size_t y_stride, const typename C::un
     dot_rows_blocks_f32<C, Arch, R, V, Prefetch>(y, y_stride, q, d, next_q, x, x_stride, cols);
 }
 
-// Row groups [g0, g1) of the segments' concatenated groups (kMatvecRows rows; a segment's last
-// group may be short).
+// Row groups [g0, g1) of the segments' concatenated groups (row_groups.hpp's walk).
 template <class C, class Arch, class X>
 inline void matvec_blocks_groups(std::span<const BlockSegment<C>> segments, X x,
                                  std::size_t cols, std::size_t g0, std::size_t g1) noexcept {
-  constexpr std::size_t R = kMatvecRows;
   const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
-  std::size_t base = 0;
-  for (std::size_t s = 0; s < segments.size() && base < g1; ++s) {
-    const BlockSegment<C>& seg = segments[s];
-    const std::size_t groups = row_groups(seg.rows);
-    const std::size_t lo = g0 > base ? g0 - base : 0;
-    const std::size_t hi = g1 - base < groups ? g1 - base : groups;
-    const auto* after = s + 1 < segments.size() ? segments[s + 1].q : seg.q + seg.rows * row_units;
-    for (std::size_t g = lo; g < hi; ++g) {
-      std::size_t r = g * R;
-      const auto* q = seg.q + r * row_units;
-      if (r + R <= seg.rows) {
-        const auto* next = r + R < seg.rows ? q + R * row_units : after;
-        dot_rows_blocks<C, Arch, R, 1, true>(seg.y + r, 0, q, seg.d + r * nb, next, x, 0, cols);
-      } else {
-        for (; r < seg.rows; ++r) {
-          const auto* row = seg.q + r * row_units;
-          dot_rows_blocks<C, Arch, 1, 1, true>(seg.y + r, 0, row, seg.d + r * nb,
-                                               r + 1 < seg.rows ? row + row_units : after, x, 0,
-                                               cols);
-        }
-      }
-    }
-    base += groups;
-  }
+  using Unit = typename C::unit;
+  walk_segment_groups(segments, row_units, g0, g1, [](const BlockSegment<C>& s) { return s.q; },
+                      [&]<std::size_t R>(const BlockSegment<C>& seg, std::size_t r, const Unit* next) {
+                        dot_rows_blocks<C, Arch, R, 1, true>(seg.y + r, 0, seg.q + r * row_units,
+                                                             seg.d + r * nb, next, x, 0, cols);
+                      });
 }
 
-// Vectors per tile in matvec_batch_blocks (two rows' accumulators plus the x loads fit the
-// registers: 32 on AVX-512, 16 below).
-template <class Arch>
-inline constexpr std::size_t kBlockBatchTile = kIsAvx512<Arch> ? 4 : 2;
-
-// R rows for all n vectors in tiles of kBlockBatchTile; only the first tile prefetches (the
-// rest find the rows in L1).
+// R rows for all n vectors, in tiles (row_groups.hpp).
 template <class C, class Arch, std::size_t R, class X>
 inline void block_rows_all_vectors(float* y, std::size_t rows, const typename C::unit* q,
                                    const float* d, const typename C::unit* next, X x,
                                    std::size_t n, std::size_t cols) noexcept {
-  constexpr std::size_t V = kBlockBatchTile<Arch>;
-  std::size_t t = 0;
-  for (; t + V <= n; t += V) {
-    if (t == 0)
-      dot_rows_blocks<C, Arch, R, V, true>(y, rows, q, d, next, x, cols, cols);
-    else
-      dot_rows_blocks<C, Arch, R, V, false>(y + t * rows, rows, q, d, next, x + t * cols, cols, cols);
-  }
-  for (; t < n; ++t) {  // the last, partial tile one vector at a time
-    if (t == 0)
-      dot_rows_blocks<C, Arch, R, 1, true>(y, rows, q, d, next, x, cols, cols);
-    else
-      dot_rows_blocks<C, Arch, R, 1, false>(y + t * rows, rows, q, d, next, x + t * cols, cols, cols);
-  }
+  walk_vector_tiles<Arch>(n, [&]<std::size_t V, bool Prefetch>(std::size_t t) {
+    dot_rows_blocks<C, Arch, R, V, Prefetch>(y + t * rows, rows, q, d, next, x + t * cols, cols,
+                                             cols);
+  });
 }
 
+// Row groups [g0, g1) for all n vectors, the rows of a group two at a time.
 template <class C, class Arch, class X>
 inline void matvec_batch_blocks_groups(float* y, const typename C::unit* q, const float* d,
                                        X x, std::size_t n, std::size_t rows,
                                        std::size_t cols, std::size_t g0, std::size_t g1) noexcept {
   const std::size_t nb = cols / kBlockWeights, row_units = nb * C::units;
-  for (std::size_t g = g0; g < g1; ++g) {
-    const std::size_t end = (g + 1) * kMatvecRows < rows ? (g + 1) * kMatvecRows : rows;
-    for (std::size_t r = g * kMatvecRows; r < end;) {
-      const auto* qr = q + r * row_units;
-      if (r + 2 <= end) {
-        block_rows_all_vectors<C, Arch, 2>(y + r, rows, qr, d + r * nb, qr + 2 * row_units, x, n, cols);
-        r += 2;
-      } else {
-        block_rows_all_vectors<C, Arch, 1>(y + r, rows, qr, d + r * nb, qr + row_units, x, n, cols);
-        r += 1;
-      }
-    }
-  }
+  walk_row_pairs(rows, g0, g1, [&]<std::size_t R>(std::size_t r) {
+    const auto* qr = q + r * row_units;
+    block_rows_all_vectors<C, Arch, R>(y + r, rows, qr, d + r * nb, qr + R * row_units, x, n, cols);
+  });
 }
 
 // out(m, stride) := blocks [b0, b1) of rows [0, m) of W (row stride row_units) dequantized to
@@ -448,19 +405,6 @@ struct BlockPanelPacker {
     pack_panel<Arch>(wp, static_cast<const float*>(decoded), TC, nr, len);
   }
 };
-
-// Runs task(g0, g1) over `groups` row groups, split statically over the pool's threads.
-template <class Task>
-inline void split_groups(std::size_t groups, ThreadPool* pool, Task&& task) {
-  if (pool == nullptr || pool->size() == 1) {
-    task(std::size_t{0}, groups);
-    return;
-  }
-  const std::size_t n_tasks = pool->size() < groups ? pool->size() : groups;
-  pool->parallel_for(n_tasks, [&](std::size_t i) {
-    task(groups * i / n_tasks, groups * (i + 1) / n_tasks);
-  });
-}
 
 }  // namespace detail
 
@@ -515,10 +459,8 @@ void matmul_blocks(float* y, const typename C::unit* q, const float* d, const fl
                    std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
   if constexpr (detail::kHasTiledMatmul<Arch>) {
     if (n >= detail::kMatmulTileMinTokens && rows > 0) {
-      detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
+      detail::split_rows(rows, pool, [&](std::size_t r0, std::size_t r1) {
         const detail::BlockPanelPacker<C, Arch> pack{q, d, cols / kBlockWeights};
-        const std::size_t r0 = g0 * detail::kMatvecRows;
-        const std::size_t r1 = g1 * detail::kMatvecRows < rows ? g1 * detail::kMatvecRows : rows;
         detail::matmul_rows_tiled_packed<Arch>(y, pack, x, n, r0, r1, rows, cols);
       });
       return;

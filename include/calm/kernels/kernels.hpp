@@ -10,6 +10,7 @@
 #include "calm/kernels/load.hpp"
 #include "calm/kernels/matmul.hpp"
 #include "calm/kernels/matvec.hpp"
+#include "calm/kernels/q4_0.hpp"
 #include "calm/kernels/q8_0.hpp"
 #include "calm/kernels/rmsnorm.hpp"
 #include "calm/kernels/rope.hpp"

@@ -6,6 +6,8 @@
 // or calm::to_float where F16C is missing).
 #pragma once
 
+#include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -90,6 +92,22 @@ inline float reduce_max(const fbatch<Arch>& b) noexcept {
 inline float reciprocal_or_zero(float scale) noexcept {
   const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
   return inv - inv == 0.0f ? inv : 0.0f;  // inv - inv is NaN for an infinity
+}
+
+// The scale a block quantizer keeps for d = (largest weight) / (the format's largest code): d
+// rounded to f16's 11 significant bits, as GGUF keeps it. Where f16's exponent ends (|d| < 2^-14,
+// its smallest normal) the same 11 bits are kept with f32's exponent instead: GGUF's subnormal
+// f16 scale loses bits gradually and reaches 0 for blocks whose largest weight is below ~4e-6
+// (q8_0), which then read as zeros -- a checkpoint equivalent in float (one matrix scaled by
+// 2^-20, the next by 2^20) would decode garbage. With 11 bits d * q stays exact in f32 for any
+// 8-bit code. 0 where 1/d overflows f32 (weights below ~3e-37): the block reads as zeros, as its
+// codes are (reciprocal_or_zero). Infinite where d is beyond f16's range: the quantizers refuse it.
+inline float block_scale(float d) noexcept {
+  if (reciprocal_or_zero(d) == 0.0f) return 0.0f;
+  if (std::fabs(d) >= 0x1p-14f) return to_float(to_f16(d));
+  std::uint32_t u = std::bit_cast<std::uint32_t>(d);
+  u = (u + 0xFFFu + ((u >> 13) & 1u)) & ~std::uint32_t{0x1FFF};  // 10 stored bits, nearest even
+  return std::bit_cast<float>(u);
 }
 
 }  // namespace calm::kernels::detail

@@ -24,6 +24,7 @@
 #include "calm/core/thread_pool.hpp"
 #include "calm/kernels/load.hpp"
 #include "calm/kernels/matvec.hpp"
+#include "calm/kernels/row_groups.hpp"
 
 namespace calm::kernels {
 
@@ -341,9 +342,6 @@ inline void matmul_rows_bf16(float* y, const bf16* w, const std::uint16_t* x, st
 template <class Arch = xsimd::default_arch, class T>
 void matmul(float* y, const T* w, const float* x, std::size_t n, std::size_t rows,
             std::size_t cols, ThreadPool* pool = nullptr) {
-  const std::size_t groups = (rows + detail::kMatvecRows - 1) / detail::kMatvecRows;
-  const std::size_t threads = pool == nullptr ? 1 : pool->size();
-  const std::size_t n_tasks = threads < groups ? threads : groups;
 #if defined(__AVX512BF16__)
   constexpr bool use_bf16_dot = std::is_same_v<T, bf16> && detail::kIsAvx512<Arch>;
   // Scratch for X in bf16, reused across calls (prefill calls matmul ~7 times per layer).
@@ -357,10 +355,7 @@ void matmul(float* y, const T* w, const float* x, std::size_t n, std::size_t row
     x_rounded = x_bf16.data();
   }
 #endif
-  auto task = [&](std::size_t i) {
-    const std::size_t g0 = groups * i / n_tasks, g1 = groups * (i + 1) / n_tasks;
-    const std::size_t r0 = g0 * detail::kMatvecRows;
-    const std::size_t r1 = g1 * detail::kMatvecRows < rows ? g1 * detail::kMatvecRows : rows;
+  detail::split_rows(rows, pool, [&](std::size_t r0, std::size_t r1) {
 #if defined(__AVX512BF16__)
     if constexpr (use_bf16_dot) {
       detail::matmul_rows_bf16(y, w, x_rounded, x_stride, n, r0, r1, rows, cols);
@@ -374,12 +369,7 @@ void matmul(float* y, const T* w, const float* x, std::size_t n, std::size_t row
       }
     }
     detail::matmul_rows_f32<Arch>(y, w, x, n, r0, r1, rows, cols);
-  };
-  if (pool == nullptr || n_tasks <= 1) {
-    if (n_tasks == 1) task(0);
-  } else {
-    pool->parallel_for(n_tasks, task);
-  }
+  });
 }
 
 }  // namespace calm::kernels

@@ -33,6 +33,7 @@
 #include "calm/core/dtype.hpp"
 #include "calm/core/thread_pool.hpp"
 #include "calm/kernels/load.hpp"
+#include "calm/kernels/row_groups.hpp"
 
 namespace calm::kernels {
 
@@ -97,9 +98,6 @@ struct PrefetchPlan {
 
   explicit PrefetchPlan(std::size_t cols) noexcept : own_end(cols > ahead ? cols - ahead : 0) {}
 };
-
-// Rows per group in matvec (and the unit of work handed to threads).
-inline constexpr std::size_t kMatvecRows = 4;
 
 // y(R) = W(R rows, stride cols) x(cols); next: the first row of the group that follows (for
 // the prefetch stream only). The per-row arithmetic does not depend on R or next.
@@ -237,41 +235,16 @@ inline const float* split_if_needed(const float* x, std::size_t cols) {
   return nullptr;
 }
 
-inline std::size_t row_groups(std::size_t rows) noexcept {
-  return (rows + kMatvecRows - 1) / kMatvecRows;
-}
-
-// Row groups [g0, g1) of the segments' concatenated groups (a segment's last group may be
-// short); x_split only for kSplitBf16.
+// Row groups [g0, g1) of the segments' concatenated groups (row_groups.hpp's walk); x_split only
+// for kSplitBf16.
 template <class Arch, class T>
 inline void matvec_groups(std::span<const MatvecSegment<T>> segments, const float* x,
                           const float* x_split, std::size_t cols, std::size_t g0,
                           std::size_t g1) noexcept {
-  constexpr std::size_t R = kMatvecRows;
-  std::size_t base = 0;  // first global group of segment s
-  for (std::size_t s = 0; s < segments.size() && base < g1; ++s) {
-    const MatvecSegment<T>& seg = segments[s];
-    const std::size_t groups = row_groups(seg.rows);
-    const std::size_t lo = g0 > base ? g0 - base : 0;
-    const std::size_t hi = g1 - base < groups ? g1 - base : groups;
-    // Where the stream goes after this segment's last group.
-    const T* after = s + 1 < segments.size() ? segments[s + 1].w : seg.w + seg.rows * cols;
-    for (std::size_t g = lo; g < hi; ++g) {
-      std::size_t r = g * R;
-      const T* w = seg.w + r * cols;
-      if (r + R <= seg.rows) {
-        const T* next = r + R < seg.rows ? w + R * cols : after;
-        dot_rows_any<Arch, R>(seg.y + r, w, next, x, x_split, cols);
-      } else {
-        for (; r < seg.rows; ++r) {
-          const T* row = seg.w + r * cols;
-          dot_rows_any<Arch, 1>(seg.y + r, row, r + 1 < seg.rows ? row + cols : after, x,
-                                x_split, cols);
-        }
-      }
-    }
-    base += groups;
-  }
+  walk_segment_groups(segments, cols, g0, g1, [](const MatvecSegment<T>& s) { return s.w; },
+                      [&]<std::size_t R>(const MatvecSegment<T>& seg, std::size_t r, const T* next) {
+                        dot_rows_any<Arch, R>(seg.y + r, seg.w + r * cols, next, x, x_split, cols);
+                      });
 }
 
 }  // namespace detail
@@ -284,16 +257,8 @@ void matvec(std::span<const MatvecSegment<T>> segments, const float* x, std::siz
   const float* x_split = detail::split_if_needed<Arch, T>(x, cols);
   std::size_t groups = 0;
   for (const MatvecSegment<T>& s : segments) groups += detail::row_groups(s.rows);
-  if (pool == nullptr || pool->size() == 1) {
-    detail::matvec_groups<Arch>(segments, x, x_split, cols, 0, groups);
-    return;
-  }
-  // One task per thread, each a contiguous run of whole row groups: fewest calls, and each
-  // thread streams one contiguous slab of the weights.
-  const std::size_t n_tasks = pool->size() < groups ? pool->size() : groups;
-  pool->parallel_for(n_tasks, [&](std::size_t task) {
-    detail::matvec_groups<Arch>(segments, x, x_split, cols, groups * task / n_tasks,
-                                groups * (task + 1) / n_tasks);
+  detail::split_groups(groups, pool, [&](std::size_t g0, std::size_t g1) {
+    detail::matvec_groups<Arch>(segments, x, x_split, cols, g0, g1);
   });
 }
 
@@ -417,11 +382,6 @@ inline void dot_rows_bf16_split_multi(float* y, std::size_t y_stride, const bf16
 
 #endif  // __AVX512F__
 
-// Vectors per tile: as many as the registers hold next to 2 rows' accumulators (32 vector
-// registers on AVX-512, 16 on AVX2 and below).
-template <class Arch>
-inline constexpr std::size_t kBatchTile = kIsAvx512<Arch> ? 4 : 2;
-
 template <class Arch, std::size_t R, std::size_t V, bool Prefetch, class T>
 inline void dot_rows_multi_any(float* y, std::size_t rows, const T* w, const T* next,
                                const float* x, const float* x_split, std::size_t cols) noexcept {
@@ -440,55 +400,26 @@ inline const float* split_at(const float* x_split, std::size_t offset) noexcept 
   return x_split ? x_split + offset : nullptr;
 }
 
-// R rows (at w; their outputs at y, stride rows per vector) for all n vectors, in tiles of
-// kBatchTile.
+// R rows (at w; their outputs at y, stride rows per vector) for all n vectors, in tiles.
 template <class Arch, std::size_t R, class T>
 inline void rows_all_vectors(float* y, std::size_t rows, const T* w, const T* next,
                              const float* x, const float* x_split, std::size_t n,
                              std::size_t cols) noexcept {
-  constexpr std::size_t V = kBatchTile<Arch>;
-  std::size_t t = 0;
-  if (t + V <= n) {
-    dot_rows_multi_any<Arch, R, V, true>(y, rows, w, next, x, x_split, cols);
-    for (t += V; t + V <= n; t += V)
-      dot_rows_multi_any<Arch, R, V, false>(y + t * rows, rows, w, next, x + t * cols,
-                                            split_at(x_split, t * cols), cols);
-  }
-  const auto one = [&](auto tile) {
-    constexpr std::size_t v = decltype(tile)::value;
-    if (t == 0)
-      dot_rows_multi_any<Arch, R, v, true>(y, rows, w, next, x, x_split, cols);
-    else
-      dot_rows_multi_any<Arch, R, v, false>(y + t * rows, rows, w, next, x + t * cols,
-                                            split_at(x_split, t * cols), cols);
-  };
-  switch (n - t) {  // the last, partial tile
-    case 1: one(std::integral_constant<std::size_t, 1>{}); break;
-    case 2: if constexpr (V > 2) one(std::integral_constant<std::size_t, 2>{}); break;
-    case 3: if constexpr (V > 3) one(std::integral_constant<std::size_t, 3>{}); break;
-    default: break;
-  }
+  walk_vector_tiles<Arch>(n, [&]<std::size_t V, bool Prefetch>(std::size_t t) {
+    dot_rows_multi_any<Arch, R, V, Prefetch>(y + t * rows, rows, w, next, x + t * cols,
+                                             split_at(x_split, t * cols), cols);
+  });
 }
 
-// Row groups [g0, g1) (kMatvecRows rows each, the last may be short) for all n vectors; the
-// rows of a group go two at a time.
+// Row groups [g0, g1) for all n vectors, the rows of a group two at a time.
 template <class Arch, class T>
 inline void matvec_batch_groups(float* y, const T* w, const float* x, const float* x_split,
                                 std::size_t n, std::size_t rows, std::size_t cols,
                                 std::size_t g0, std::size_t g1) noexcept {
-  for (std::size_t g = g0; g < g1; ++g) {
-    const std::size_t end = (g + 1) * kMatvecRows < rows ? (g + 1) * kMatvecRows : rows;
-    for (std::size_t r = g * kMatvecRows; r < end;) {
-      const T* wr = w + r * cols;
-      if (r + 2 <= end) {
-        rows_all_vectors<Arch, 2>(y + r, rows, wr, wr + 2 * cols, x, x_split, n, cols);
-        r += 2;
-      } else {
-        rows_all_vectors<Arch, 1>(y + r, rows, wr, wr + cols, x, x_split, n, cols);
-        r += 1;
-      }
-    }
-  }
+  walk_row_pairs(rows, g0, g1, [&]<std::size_t R>(std::size_t r) {
+    const T* wr = w + r * cols;
+    rows_all_vectors<Arch, R>(y + r, rows, wr, wr + R * cols, x, x_split, n, cols);
+  });
 }
 
 }  // namespace detail
@@ -509,15 +440,8 @@ void matvec_batch(float* y, const T* w, const float* x, std::size_t n, std::size
     x_split = buffer.data();
   }
 #endif
-  const std::size_t groups = detail::row_groups(rows);
-  if (pool == nullptr || pool->size() == 1) {
-    detail::matvec_batch_groups<Arch>(y, w, x, x_split, n, rows, cols, 0, groups);
-    return;
-  }
-  const std::size_t n_tasks = pool->size() < groups ? pool->size() : groups;
-  pool->parallel_for(n_tasks, [&](std::size_t task) {
-    detail::matvec_batch_groups<Arch>(y, w, x, x_split, n, rows, cols,
-                                      groups * task / n_tasks, groups * (task + 1) / n_tasks);
+  detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
+    detail::matvec_batch_groups<Arch>(y, w, x, x_split, n, rows, cols, g0, g1);
   });
 }
 

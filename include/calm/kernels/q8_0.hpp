@@ -1,12 +1,13 @@
 // q8_0 weights: blocks of 32 int8 quants with one scale per block, the numerics of GGUF's Q8_0
 // (not its file layout). For a block w[0..32): d = max|w| / 127, q_j = round(w_j / d) (computed
-// as w_j * (1/d), as GGUF does), and the scale kept is d rounded to f16; a block of zeros has
+// as w_j * (1/d), as GGUF does), and the scale kept is d rounded to f16 (below f16's normal
+// range, to f16's precision with f32's exponent: detail::block_scale); a block of zeros has
 // d = 0 and q = 0. A weight then reads as d * q_j.
 //
 // Layout of a (rows, cols) matrix, cols a multiple of 32 (kQ8Block):
 //   quants  (rows, cols)        int8, row-major: each row's quants contiguous
 //   scales  (rows, cols / 32)   f32, row-major: scale b of row r at scales[r * cols/32 + b]
-// The scales are held as f32 (each exactly an f16 value) so the kernels broadcast them with a
+// The scales are held as f32 (each with f16's 11 significant bits) so the kernels broadcast them with a
 // plain load instead of converting f16 per block; that costs 4 instead of 2 bytes per 32
 // weights (1.125 instead of 1.0625 bytes per weight). Quants and scales are two separate arrays
 // so that quants stay 32-byte blocks that SIMD loads take whole.
@@ -71,7 +72,7 @@ bool quantize_row_q8_0(std::int8_t* q, float* d, const T* w, std::size_t cols) n
     // differs only on exact ties.
     for (std::size_t j = 0; j < kQ8Block; ++j)
       q[b * kQ8Block + j] = static_cast<std::int8_t>(std::nearbyint(to_float(wb[j]) * inv));
-    d[b] = to_float(to_f16(scale));
+    d[b] = detail::block_scale(scale);
     if (!std::isfinite(d[b])) return false;
   }
   return true;
@@ -90,8 +91,8 @@ inline void matvec_batch_q8_0(float* y, const std::int8_t* q, const float* d, co
 
 }  // namespace scalar
 
-// out(cols) := d_b * q_j for one row (exact: both are f16-representable, the product of an
-// int8 and an f16 value fits f32's 24-bit mantissa).
+// out(cols) := d_b * q_j for one row (exact: the product of an int8 and an 11-bit scale fits
+// f32's 24-bit mantissa).
 inline void dequantize_row_q8_0(float* out, const std::int8_t* q, const float* d,
                                 std::size_t cols) noexcept {
   for (std::size_t c = 0; c < cols; ++c) out[c] = d[c / kQ8Block] * static_cast<float>(q[c]);
@@ -136,6 +137,10 @@ struct Q8Codec {
   [[gnu::always_inline]] static float weight(const std::int8_t* q, std::size_t j) noexcept {
     return static_cast<float>(q[j]);
   }
+
+  // One row quantized (quantize_row_q8_0 below).
+  template <class T>
+  static bool quantize_row(std::int8_t* q, float* d, const T* w, std::size_t cols) noexcept;
 };
 
 // One matrix of a segmented q8_0 matvec: y(rows) = W(rows, cols) x; all segments of a call
@@ -208,10 +213,15 @@ bool quantize_row_q8_0(std::int8_t* q, float* d, const T* w, std::size_t cols) n
     for (std::size_t k = 0; k < K; ++k) xsimd::nearbyint(v[k] * B(inv)).store_aligned(r + k * N);
     for (std::size_t j = 0; j < kQ8Block; ++j)
       q[b * kQ8Block + j] = static_cast<std::int8_t>(r[j]);
-    d[b] = to_float(to_f16(scale));
+    d[b] = detail::block_scale(scale);
     if (!std::isfinite(d[b])) return false;
   }
   return true;
+}
+
+template <class T>
+bool Q8Codec::quantize_row(std::int8_t* q, float* d, const T* w, std::size_t cols) noexcept {
+  return quantize_row_q8_0(q, d, w, cols);
 }
 
 // For each segment, y(rows) = W(rows, cols) x(cols): one pass over all segments' rows, split
@@ -253,27 +263,18 @@ void matmul_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
       x_bf16.reserve_discard(n * x_stride);
       detail::round_to_bf16(x_bf16.data(), x, n, cols, x_stride);
       const std::uint16_t* x_rounded = x_bf16.data();
-      const std::size_t groups = detail::row_groups(rows), nb = cols / kQ8Block;
-      const std::size_t threads = pool == nullptr ? 1 : pool->size();
-      const std::size_t n_tasks = threads < groups ? threads : groups;
+      const std::size_t nb = cols / kQ8Block;
       const std::size_t panel = detail::q8_panel_rows(cols);
-      const auto task = [&](std::size_t i) {
+      detail::split_rows(rows, pool, [&](std::size_t r0, std::size_t r1) {
         thread_local AlignedBuffer<std::uint16_t> w_bf16;  // this thread's panel
         w_bf16.reserve_discard(panel * cols);
-        const std::size_t r0 = groups * i / n_tasks * detail::kMatvecRows;
-        const std::size_t g1 = groups * (i + 1) / n_tasks * detail::kMatvecRows;
-        const std::size_t r1 = g1 < rows ? g1 : rows;
         for (std::size_t p = r0; p < r1; p += panel) {
           const std::size_t m = r1 - p < panel ? r1 - p : panel;
           detail::dequantize_rows_bf16(w_bf16.data(), q + p * cols, d + p * nb, m, cols);
           detail::matmul_rows_bf16(y + p, reinterpret_cast<const bf16*>(w_bf16.data()), x_rounded,
                                    x_stride, n, 0, m, rows, cols);
         }
-      };
-      if (pool == nullptr || n_tasks <= 1)
-        task(0);
-      else
-        pool->parallel_for(n_tasks, task);
+      });
       return;
     }
   }

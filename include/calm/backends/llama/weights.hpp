@@ -35,7 +35,7 @@ namespace calm {
 
 // How the linear weights are held in memory: as the file stores them (F32/F16/BF16), or
 // quantized at load to a block format -- q8_0 (blocks of 32 int8 with one scale each,
-// formats/q8_0.hpp) or q4_0 (32 4-bit integers and a scale, formats/q4_0.hpp) -- the layers'
+// kernels/q8_0.hpp) or q4_0 (32 4-bit integers and a scale, kernels/q4_0.hpp) -- the layers'
 // matrices and an untied head; the embedding and a tied head stay in the file dtype.
 enum class WeightFormat : std::uint8_t { file, q8_0, q4_0 };
 
