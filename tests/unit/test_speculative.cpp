@@ -400,7 +400,7 @@ TEST_CASE("speculative sampling with n-gram drafts follows the full model's dist
     std::size_t top_k;
   };
   for (const Case& c : {Case{fixture, repeating, true, 1.0f, 0}, Case{fixture, repeating, false, 0.7f, 12},
-                        Case{bundled, copying, false, 1.0f, 0}, Case{bundled, copying, true, 0.8f, 40}}) {
+                        Case{bundled, copying, false, 0.8f, 40}}) {
     CAPTURE(c.model->vocab_size());
     CAPTURE(c.before_exits);
     calm::SpeculationStats total;
