@@ -3,8 +3,8 @@
 //                 classifier|oracle|static|full --threshold L --tau T ...] [--calibration FILE]
 //                 [--allow-uncertified] [--show-exits] [--report out.html] [--json] [--compare-full]
 //                 [--temperature T --top-k K --top-p P --seed S] [--threads N]
-//                 [--speculative [--draft ngram|exit|ngram+exit] [--ngram-max M] [--gamma G]
-//                 [--no-reuse-draft]]   (lossless: n-gram drafts and/or the early-exit policy
+//                 [--speculative [--draft ngram|exit|ngram+exit] [--ngram-max M --ngram-min M]
+//                 [--gamma G] [--no-reuse-draft]]   (lossless: n-gram drafts and/or the early-exit policy
 //                 given draft; the output is the full model's)
 #include "policy_flags.hpp"
 

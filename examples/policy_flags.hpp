@@ -269,14 +269,15 @@ decltype(auto) with_decoder(const std::shared_ptr<const LlamaModel>& model,
 //               matches: needs no early-exit policy, so no policy flags;
 //   exit        the early-exit policy the flags name;
 //   ngram+exit  n-gram drafts first, the early-exit policy when none matches.
-// Not given: `exit` when policy flags are given, else kDefaultDraft, the fastest on the bundled
-// model with identical output (bench/README.md, "n-gram drafts").
+// Not given: `exit` when policy flags are given, else kDefaultDraft with 3-grams only, γ = 4:
+// the fastest on the bundled model, on copy-heavy and ordinary prompts (bench/README.md, "n-gram
+// drafts"; shorter n-grams propose more often and are wrong more often).
 struct SpeculativeFlags {
   static constexpr const char* kDefaultDraft = "ngram";
   bool enabled = false;
   SpeculativeOptions options;
   std::string draft;  // ngram | exit | ngram+exit; empty until resolve_draft()
-  PromptLookup lookup{.max_ngram = 3};
+  PromptLookup lookup{.max_ngram = 3, .min_ngram = 3};
 
   bool drafts_with_exits() const { return draft != "ngram"; }
   bool looks_up() const { return draft == "ngram" || draft == "ngram+exit"; }
@@ -284,12 +285,18 @@ struct SpeculativeFlags {
   // Refuses draft flags that would do nothing, and picks --draft when not given, saying so when
   // it picked the default.
   void resolve_draft(const CLI::App& app) {
-    const bool given = app.count("--draft") > 0, ngram_max = app.count("--ngram-max") > 0;
+    const bool given = app.count("--draft") > 0;
+    const bool ngram_flags = app.count("--ngram-max") > 0 || app.count("--ngram-min") > 0;
     if (!enabled) {
-      for (const char* flag : {"--draft", "--ngram-max", "--gamma", "--no-reuse-draft"})
+      for (const char* flag : {"--draft", "--ngram-max", "--ngram-min", "--gamma",
+                               "--no-reuse-draft"})
         if (app.count(flag) > 0) throw Error(std::string(flag) + " needs --speculative");
       return;
     }
+    if (app.count("--ngram-min") == 0) lookup.min_ngram = std::min(lookup.min_ngram, lookup.max_ngram);
+    if (lookup.min_ngram > lookup.max_ngram)
+      throw Error("--ngram-min " + std::to_string(lookup.min_ngram) + " exceeds --ngram-max " +
+                  std::to_string(lookup.max_ngram));
     if (!given) {
       draft = any_policy_flag(app) ? "exit" : kDefaultDraft;
       if (!any_policy_flag(app))
@@ -300,12 +307,17 @@ struct SpeculativeFlags {
     if (draft == "ngram" && any_policy_flag(app))
       throw Error("--draft ngram drafts without early exits: the policy flags would do nothing "
                   "(--draft ngram+exit drafts with them when no n-gram matches)");
-    if (draft == "exit" && ngram_max)
-      throw Error("--ngram-max has no effect with --draft exit (use ngram or ngram+exit)");
+    if (draft == "exit" && ngram_flags)
+      throw Error("--ngram-max and --ngram-min have no effect with --draft exit (use ngram or "
+                  "ngram+exit)");
   }
   std::string description() const {
     const std::string lookup_text =
-        "n-gram drafts (prompt lookup of up to " + std::to_string(lookup.max_ngram) + "-grams)";
+        "n-gram drafts (prompt lookup of " +
+        (lookup.min_ngram == lookup.max_ngram
+             ? std::to_string(lookup.max_ngram)
+             : std::to_string(lookup.max_ngram) + "- down to " + std::to_string(lookup.min_ngram)) +
+        "-grams)";
     if (draft == "ngram") return lookup_text + ", a plain full-model step when none matches";
     if (draft == "exit") return "early-exit drafts";
     return lookup_text + ", early-exit drafts when none matches";
@@ -320,7 +332,10 @@ inline void add_speculative_flags(CLI::App& app, SpeculativeFlags& s) {
                  "policy flags, else " + std::string(SpeculativeFlags::kDefaultDraft))
       ->check(CLI::IsMember({"ngram", "exit", "ngram+exit"}));
   app.add_option("--ngram-max", s.lookup.max_ngram, "--speculative, n-gram drafts: the longest "
-                 "suffix looked up in prompt + output (then shorter ones, down to 1)")
+                 "suffix looked up in prompt + output (then shorter ones, down to --ngram-min)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--ngram-min", s.lookup.min_ngram, "--speculative, n-gram drafts: the shortest "
+                 "suffix looked up (default 3, or --ngram-max if lower)")
       ->check(CLI::Range(1, 64));
   app.add_option("--gamma", s.options.max_draft, "--speculative: most tokens drafted per "
                  "verification")->check(CLI::Range(1, 64));

@@ -373,7 +373,8 @@ TEST_CASE("calm-generate --speculative with no draft flags: n-gram drafts, said,
   const auto& s = spec.at("speculative");
   CHECK(s.at("lookup_drafted") == s.at("drafted"));
   CHECK(s.at("verifications").get<int>() > 0);
-  for (const std::string draft : {"--draft ngram --ngram-max 2", "--draft ngram+exit",
+  for (const std::string draft : {"--draft ngram --ngram-max 2", "--draft ngram --ngram-min 1",
+                                  "--draft ngram+exit",
                                   "--draft ngram+exit --measure static --static-layer 4"}) {
     CAPTURE(draft);
     CHECK(generate_json("--speculative " + draft).at("text") == full.at("text"));
@@ -385,7 +386,8 @@ TEST_CASE("calm-generate refuses draft flags that would do nothing") {
       {"--draft ngram", "--draft needs --speculative"},
       {"--ngram-max 2", "--ngram-max needs --speculative"},
       {"--speculative --draft ngram --measure softmax", "the policy flags would do nothing"},
-      {"--speculative --draft exit --ngram-max 2", "--ngram-max has no effect with --draft exit"},
+      {"--speculative --draft exit --ngram-max 2", "no effect with --draft exit"},
+      {"--speculative --ngram-max 2 --ngram-min 3", "--ngram-min 3 exceeds --ngram-max 2"},
   };
   for (const auto& [flags, message] : cases) {
     CAPTURE(flags);
