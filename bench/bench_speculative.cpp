@@ -5,11 +5,15 @@
 //    calm/benchmark/decode.hpp). Counters: wall_x (full time / speculative time, generation
 //    only), acceptance, tokens_per_round, mean draft exit layer, draft% / verify% of the time,
 //    and identical (1 when every token equalled the full model's: it must);
+//  - n-gram drafts (calm::PromptLookup, Saxena 2023), alone and before the certified early exit,
+//    on copy-heavy prompts (a test passage written twice: the model continues by copying it) and
+//    on the ordinary test prompts: the same wall_x, plus ngram_acceptance;
 //  - verification cost per token: one pass of all layers over n tokens with Products::matvec
 //    (what verification runs) or Products::matmul, against one decode step, at the bundled
 //    model's and TinyLlama-1.1B's shapes (random weights, the kit's fixtures).
 #include "model_fixture.hpp"
 
+#include <calm/calibrate/calibration_json.hpp>
 #include <calm/calm.hpp>
 #include <calm/io/tokenizer.hpp>
 
@@ -18,6 +22,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
@@ -39,23 +44,46 @@ const std::vector<std::vector<int>>& bundled_prompts() {
   return prompts;
 }
 
+// The first 16 test passages (prompt + reference) written `copies` times each that fit.
+const std::vector<std::vector<int>>& copy_heavy_prompts(std::size_t copies) {
+  static std::map<std::size_t, std::vector<std::vector<int>>> prompts;
+  auto it = prompts.find(copies);
+  if (it == prompts.end())
+    it = prompts.emplace(copies, calm::bench::copy_heavy_prompts(
+                                     kBundled / "data" / "test.jsonl",
+                                     calm::Tokenizer::load(kBundled / "tokenizer.model"), 16,
+                                     copies, kNewTokens, bundled()->max_context()))
+             .first;
+  return it->second;
+}
+
+// Range `arg` of a benchmark picks the prompts: c > 0 passages written c times (copy-heavy),
+// 0 the test prompts as they are.
+const std::vector<std::vector<int>>& prompts_arg(const benchmark::State& state, int arg) {
+  return state.range(arg) ? copy_heavy_prompts(std::size_t(state.range(arg))) : bundled_prompts();
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 template <class Spec>
-void measure(benchmark::State& state, Spec& spec) {
+void measure(benchmark::State& state, Spec& spec,
+             const std::vector<std::vector<int>>& prompts = bundled_prompts(),
+             std::size_t new_tokens = kNewTokens) {
   calm::SpeculationStats total;
   double draft_s = 0, verify_s = 0;
   bool identical = true;
   const calm::bench::DecodeTotals totals = calm::bench::early_vs_full(
-      state, spec, bundled_prompts(), {.new_tokens = kNewTokens},
+      state, spec, prompts, {.new_tokens = new_tokens},
       [&](const calm::SpeculativeResult& s, const calm::GenerationResult& f) {
         identical = identical && s.tokens == f.tokens;
         total.rounds += s.speculation.rounds;
         total.drafted += s.speculation.drafted;
         total.accepted += s.speculation.accepted;
         total.draft_layers += s.speculation.draft_layers;
+        total.lookup_drafted += s.speculation.lookup_drafted;
+        total.lookup_accepted += s.speculation.lookup_accepted;
         draft_s += s.speculation.draft_seconds;
         verify_s += s.speculation.verify_seconds;
       });
@@ -67,6 +95,11 @@ void measure(benchmark::State& state, Spec& spec) {
   state.counters["acceptance"] = total.acceptance_rate();
   state.counters["tokens_per_round"] = total.tokens_per_round();
   state.counters["draft_exit"] = total.mean_draft_exit();
+  if (total.lookup_drafted) {
+    state.counters["ngram_drafted%"] = 100.0 * double(total.lookup_drafted) / double(total.drafted);
+    state.counters["ngram_acceptance"] =
+        double(total.lookup_accepted) / double(total.lookup_drafted);
+  }
   state.counters["draft%"] = 100 * draft_s / totals.early_seconds;
   state.counters["verify%"] = 100 * verify_s / totals.early_seconds;
   state.counters["identical"] = identical ? 1 : 0;
@@ -92,6 +125,54 @@ void BM_SpecThreshold(benchmark::State& state, Measure m) {
 void BM_SpecClassifier(benchmark::State& state) {
   BM_SpecThreshold(state, calm::ExitClassifier::load(kBundled / "calm.safetensors",
                                                      bundled()->hidden_size()));
+}
+
+calm::PromptLookup lookup_args(const benchmark::State& state) {  // ranges 2 and 3
+  return {.max_ngram = std::size_t(state.range(2)), .min_ngram = std::size_t(state.range(3))};
+}
+
+// n-gram drafts alone. Args: copies (0: ordinary prompts), gamma, longest and shortest n-gram.
+void BM_SpecNgram(benchmark::State& state) {
+  calm::PromptLookupDecoder<calm::LlamaSession> spec(
+      calm::LlamaSession(bundled()), {}, {}, {}, {.max_draft = std::size_t(state.range(1))},
+      lookup_args(state));
+  measure(state, spec, prompts_arg(state, 0));
+}
+
+// The same at TinyLlama-1.1B's shape (random bf16 weights, 2.2 GB: memory-bound, where a pass
+// over n tokens costs little more than one), on 2 synthetic passages of 48 tokens written twice
+// (copies 2) or once (copies 1). A random model does not copy, but its greedy output soon
+// repeats itself, which n-gram drafts predict. Args as BM_SpecNgram.
+void BM_SpecNgramTinyLlama(benchmark::State& state) {
+  static const auto model = calm::LlamaModel::load(
+      calm::bench::random_checkpoint(calm::bench::kTinyLlama), {.max_context = 256});
+  std::vector<std::vector<int>> prompts =
+      calm::bench::synthetic_prompts(2, 48, model->vocab_size());
+  for (auto& p : prompts) {
+    const std::vector<int> passage = p;
+    for (std::int64_t c = 1; c < state.range(0); ++c) p.insert(p.end(), passage.begin(), passage.end());
+    p.insert(p.begin(), 1);  // BOS
+  }
+  calm::PromptLookupDecoder<calm::LlamaSession> spec(
+      calm::LlamaSession(model), {}, {}, {}, {.max_draft = std::size_t(state.range(1))},
+      lookup_args(state));
+  measure(state, spec, prompts, 32);
+}
+
+// The certified policy next to the bundled model (what calm-generate uses with no flags:
+// calm_calibration.json's classifier at its lambda*) drafting after n-gram drafts, or alone.
+// Args: copies (0: ordinary prompts), gamma, longest n-gram (0: early-exit drafts alone), shortest.
+void BM_SpecNgramThenCertifiedExit(benchmark::State& state) {
+  const auto record =
+      calm::calibrate::read_calibration_json(kBundled / calm::calibrate::kCalibrationFileName);
+  calm::SpeculativeDecoder<calm::LlamaSession, calm::ExitClassifier, calm::ConstantThreshold,
+                           calm::PromptLookup>
+      spec(calm::LlamaSession(bundled()),
+           calm::ExitClassifier::load(kBundled / "calm.safetensors", bundled()->hidden_size()),
+           {float(record.result.lambda_star.value())}, {},
+           {.max_draft = std::size_t(state.range(1))},
+           lookup_args(state));
+  measure(state, spec, prompts_arg(state, 0));
 }
 
 // One pass of all layers over n tokens (Products given), per token, over one decode step's
@@ -148,6 +229,19 @@ BENCHMARK_CAPTURE(BM_SpecThreshold, saturation, calm::HiddenSaturation{})
 BENCHMARK(BM_SpecClassifier)
     ->ArgsProduct({{50, 70, 90}, {4, 8}})
     ->ArgNames({"lambda%", "gamma"})
+    ->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SpecNgram)
+    ->ArgsProduct({{2, 4, 0}, {2, 4, 8}, {3}, {1, 2, 3}})
+    ->ArgNames({"copies", "gamma", "ngram", "min"})
+    ->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SpecNgramTinyLlama)
+    ->ArgsProduct({{2, 1}, {8}, {3}, {1}})
+    ->ArgNames({"copies", "gamma", "ngram", "min"})
+    ->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SpecNgramThenCertifiedExit)
+    ->ArgsProduct({{2, 0}, {4, 8}, {3}, {1, 3}})
+    ->Args({2, 4, 0, 1})->Args({0, 4, 0, 1})
+    ->ArgNames({"copies", "gamma", "ngram", "min"})
     ->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_VerifyCostBundled)
     ->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}})

@@ -3,8 +3,9 @@
 //                 classifier|oracle|static|full --threshold L --tau T ...] [--calibration FILE]
 //                 [--allow-uncertified] [--show-exits] [--report out.html] [--json] [--compare-full]
 //                 [--temperature T --top-k K --top-p P --seed S] [--threads N]
-//                 [--speculative [--gamma G] [--no-reuse-draft]]   (lossless: the draft policy
-//                 is the measure/threshold/static layer given; the output is the full model's)
+//                 [--speculative [--draft ngram|exit|ngram+exit] [--ngram-max M --ngram-min M]
+//                 [--gamma G] [--no-reuse-draft]]   (lossless: n-gram drafts and/or the early-exit policy
+//                 given draft; the output is the full model's)
 #include "policy_flags.hpp"
 
 #include <calm/calibrate/calibration_json.hpp>
@@ -47,8 +48,7 @@ struct Flags {
   std::filesystem::path report_html;
   bool json = false;
   bool compare_full = false;
-  bool speculative = false;
-  calm::SpeculativeOptions speculation;
+  calm::cli::SpeculativeFlags speculative;
 };
 
 namespace cal = calm::calibrate;
@@ -149,6 +149,11 @@ float apply_calibration(Flags& f, std::size_t num_layers, Certification& out) {
   const std::string mismatch =
       certificate + "; its guarantee does not apply to this run: " + join(differences, "; ") +
       (coverage.unchecked.empty() ? "" : " (not checked: " + join(coverage.unchecked, ", ") + ")");
+  if (f.speculative.enabled) {  // the policy only drafts: the output is the full model's anyway
+    fmt::print(stderr, "calm-generate: {}. --speculative drafts with it all the same\n", mismatch);
+    out.json["action"] = "drafts only (--speculative: the output is the full model's)";
+    return lambda;
+  }
   if (f.allow_uncertified) {
     fmt::print(stderr, "calm-generate: warning: {}. --allow-uncertified: running it anyway, "
                "WITHOUT the guarantee\n", mismatch);
@@ -229,8 +234,8 @@ int run(Flags& f) {
     tokens = std::move(t);
     return 0;
   };
-  if (f.speculative) {
-    calm::cli::with_speculative_decoder(model, sessions, f.model, f.policy, lambda, f.speculation,
+  if (f.speculative.enabled) {
+    calm::cli::with_speculative_decoder(model, sessions, f.model, f.policy, lambda, f.speculative,
                                         [&](auto&& decoder) {
       begin();
       auto result = decoder.generate(prompt, f.max_new_tokens, f.sampling, on_token);
@@ -326,21 +331,18 @@ int main(int argc, char** argv) {
       ->check(calm::cli::non_empty_path());
   app.add_flag("--json", f.json, "print per-token and per-sequence statistics as JSON");
   app.add_flag("--compare-full", f.compare_full, "also run the full model: wall-clock speedup");
-  app.add_flag("--speculative", f.speculative, "lossless: draft with the early-exit policy given, "
-               "verify with the full model (the output is the full model's)");
-  app.add_option("--gamma", f.speculation.max_draft, "--speculative: most tokens drafted per "
-                 "verification")->check(CLI::Range(1, 64));
-  app.add_flag("!--no-reuse-draft", f.speculation.reuse_draft, "--speculative: verify drafted "
-               "tokens from the embedding instead of from their exact draft layers");
+  calm::cli::add_speculative_flags(app, f.speculative);
   CALM_CLI_PARSE(app, argc, argv);
   for (const char* flag : {"--measure", "--threshold", "--tau", "--schedule", "--first-exit",
                            "--interval", "--static-layer", "--propagation", "--classifier",
                            "--temperature", "--top-k", "--top-p", "--seed", "--max-new-tokens"})
     if (app.count(flag) > 0) f.given.insert(flag);
   try {
+    f.speculative.resolve_draft(app);
     // No policy named: the calibrated one next to the model if there is one, else the full
     // model with no exit checks (checks that never exit only cost time).
-    if (f.calibration.empty() && !calm::cli::any_policy_flag(app)) {
+    if (f.calibration.empty() && !calm::cli::any_policy_flag(app) &&
+        f.speculative.drafts_with_exits()) {
       const std::filesystem::path calibrated = f.model / calm::calibrate::kCalibrationFileName;
       if (std::filesystem::exists(calibrated)) {
         f.calibration = calibrated;

@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -286,16 +287,104 @@ decltype(auto) with_decoder(const std::shared_ptr<const LlamaModel>& model,
                                         f);
 }
 
-// The same for SpeculativeDecoder: the flags name the draft policy (not the oracle, nor the
-// full model, which cannot draft). f returns int.
+// --- lossless speculation (calm-generate --speculative) -----------------------------------------
+//
+// Where drafts come from (--draft):
+//   ngram       n-gram drafts (calm::PromptLookup) alone, a plain full-model step when none
+//               matches: needs no early-exit policy, so no policy flags;
+//   exit        the early-exit policy the flags name;
+//   ngram+exit  n-gram drafts first, the early-exit policy when none matches.
+// Not given: `exit` when policy flags are given, else kDefaultDraft with 3-grams only, γ = 4:
+// the fastest on the bundled model, on copy-heavy and ordinary prompts (bench/README.md, "n-gram
+// drafts"; shorter n-grams propose more often and are wrong more often).
+struct SpeculativeFlags {
+  static constexpr const char* kDefaultDraft = "ngram";
+  bool enabled = false;
+  SpeculativeOptions options;
+  std::string draft;  // ngram | exit | ngram+exit; empty until resolve_draft()
+  PromptLookup lookup{.max_ngram = 3, .min_ngram = 3};
+
+  bool drafts_with_exits() const { return draft != "ngram"; }
+  bool looks_up() const { return draft == "ngram" || draft == "ngram+exit"; }
+
+  // Refuses draft flags that would do nothing, and picks --draft when not given, saying so when
+  // it picked the default.
+  void resolve_draft(const CLI::App& app) {
+    const bool given = app.count("--draft") > 0;
+    const bool ngram_flags = app.count("--ngram-max") > 0 || app.count("--ngram-min") > 0;
+    if (!enabled) {
+      for (const char* flag : {"--draft", "--ngram-max", "--ngram-min", "--gamma",
+                               "--no-reuse-draft"})
+        if (app.count(flag) > 0) throw Error(std::string(flag) + " needs --speculative");
+      return;
+    }
+    if (app.count("--ngram-min") == 0) lookup.min_ngram = std::min(lookup.min_ngram, lookup.max_ngram);
+    if (lookup.min_ngram > lookup.max_ngram)
+      throw Error("--ngram-min " + std::to_string(lookup.min_ngram) + " exceeds --ngram-max " +
+                  std::to_string(lookup.max_ngram));
+    if (!given) {
+      draft = any_policy_flag(app) ? "exit" : kDefaultDraft;
+      if (!any_policy_flag(app))
+        std::fprintf(stderr, "calm-generate: --speculative with no draft flags: %s "
+                     "(--draft exit or ngram+exit drafts with early exits)\n",
+                     description().c_str());
+    }
+    if (draft == "ngram" && any_policy_flag(app))
+      throw Error("--draft ngram drafts without early exits: the policy flags would do nothing "
+                  "(--draft ngram+exit drafts with them when no n-gram matches)");
+    if (draft == "exit" && ngram_flags)
+      throw Error("--ngram-max and --ngram-min have no effect with --draft exit (use ngram or "
+                  "ngram+exit)");
+  }
+  std::string description() const {
+    const std::string lookup_text =
+        "n-gram drafts (prompt lookup of " +
+        (lookup.min_ngram == lookup.max_ngram
+             ? std::to_string(lookup.max_ngram)
+             : std::to_string(lookup.max_ngram) + "- down to " + std::to_string(lookup.min_ngram)) +
+        "-grams)";
+    if (draft == "ngram") return lookup_text + ", a plain full-model step when none matches";
+    if (draft == "exit") return "early-exit drafts";
+    return lookup_text + ", early-exit drafts when none matches";
+  }
+};
+
+inline void add_speculative_flags(CLI::App& app, SpeculativeFlags& s) {
+  app.add_flag("--speculative", s.enabled, "lossless: draft tokens (see --draft), verify them "
+               "with the full model (the output is the full model's)");
+  app.add_option("--draft", s.draft, "--speculative: ngram (prompt lookup, no early exit), exit "
+                 "(the early-exit policy given) or ngram+exit (n-gram first); default: exit with "
+                 "policy flags, else " + std::string(SpeculativeFlags::kDefaultDraft))
+      ->check(CLI::IsMember({"ngram", "exit", "ngram+exit"}));
+  app.add_option("--ngram-max", s.lookup.max_ngram, "--speculative, n-gram drafts: the longest "
+                 "suffix looked up in prompt + output (then shorter ones, down to --ngram-min)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--ngram-min", s.lookup.min_ngram, "--speculative, n-gram drafts: the shortest "
+                 "suffix looked up (default 3, or --ngram-max if lower)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--gamma", s.options.max_draft, "--speculative: most tokens drafted per "
+                 "verification")->check(CLI::Range(1, 64));
+  app.add_flag("!--no-reuse-draft", s.options.reuse_draft, "--speculative: verify drafted "
+               "tokens from the embedding instead of from their exact draft layers");
+}
+
+// Calls f(decoder) with the SpeculativeDecoder that `s` (resolved) and the flags describe: with
+// early exits, the flags name the draft policy (not the oracle, nor the full model, which cannot
+// draft). One SpeculativeDecoder<..., PromptLookup> per policy, its lookup off (max_ngram 0)
+// for --draft exit: the programs do not compile each policy twice. f returns int.
 template <class F>
 int with_speculative_decoder(const std::shared_ptr<const LlamaModel>& model,
                              const SessionOptions& session_options,
                              const std::filesystem::path& model_dir, const PolicyFlags& flags,
-                             float lambda, const SpeculativeOptions& speculative, F&& f) {
+                             float lambda, const SpeculativeFlags& s, F&& f) {
+  const PromptLookup lookup = s.looks_up() ? s.lookup : PromptLookup{.max_ngram = 0};
+  if (!s.drafts_with_exits())
+    return f(PromptLookupDecoder<LlamaSession>(LlamaSession(model, session_options), {}, {},
+                                               flags.decoder_options(), s.options, lookup));
   if (flags.measure == "oracle" || flags.measure == "full")
     throw Error("--speculative drafts with early exits: choose --measure softmax, softmax-top1, "
-                "softmax-candidates, saturation, classifier or static, not '" + flags.measure + "'");
+                "softmax-candidates, saturation, classifier or static, not '" + flags.measure +
+                "' (or --draft ngram: n-gram drafts alone)");
   flags.check(model->num_layers());
   const PolicySpec spec = flags.spec(lambda);
   return PolicyRegistry<>::visit(
@@ -304,9 +393,9 @@ int with_speculative_decoder(const std::shared_ptr<const LlamaModel>& model,
         if constexpr (traits::is_local_oracle<S>() || std::is_same_v<S, Never>) {
           throw Error("unreachable: '" + flags.measure + "' cannot draft");
         } else {
-          return f(SpeculativeDecoder<LlamaSession, M, S>(LlamaSession(model, session_options),
-                                                          std::move(measure), std::move(schedule),
-                                                          spec.options, speculative));
+          return f(SpeculativeDecoder<LlamaSession, M, S, PromptLookup>(
+              LlamaSession(model, session_options), std::move(measure), std::move(schedule),
+              spec.options, s.options, lookup));
         }
       });
 }

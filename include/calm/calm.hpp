@@ -16,6 +16,7 @@
 #include "calm/confidence/none.hpp"
 #include "calm/confidence/softmax_response.hpp"
 #include "calm/decoder.hpp"
+#include "calm/drafts/prompt_lookup.hpp"
 #include "calm/report.hpp"
 #include "calm/sampling/sampler.hpp"
 #include "calm/schedule/constant.hpp"

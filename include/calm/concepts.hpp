@@ -200,6 +200,15 @@ concept ConfidenceMeasure = traits::HasNeedsLogits<C> && traits::HasScore<C>;
 template <class S>
 concept ExitSchedule = traits::HasScheduleBody<S>;
 
+// A source of draft tokens that reads only the tokens so far, no model (prompt lookup,
+// docs/design.md §9): SpeculativeDecoder verifies its proposals like any draft. propose(history,
+// n) returns at most n proposed next tokens, the empty span when it has none. Proposals are
+// deterministic, so under sampling their draft distribution is a point mass on each token.
+template <class D>
+concept TokenDraftSource = requires(const D& d, std::span<const int> history, std::size_t n) {
+  { d.propose(history, n) } noexcept -> std::same_as<std::span<const int>>;
+};
+
 // Anything with `int sample(logits)`, e.g. calm::Sampler.
 template <class Sp>
 concept TokenSampler = requires(Sp& s, std::span<float> logits) {

@@ -4,8 +4,8 @@
 //   Decoder<B, C, ConstantThreshold | DecayingThreshold>  CALM  (calm/decoding/early_exit.hpp)
 //   Decoder<B, NoConfidence, Never | StaticExit>           fixed exits (calm/decoding/fixed_exit.hpp)
 //   Decoder<B, NoConfidence, LocalOracle>                  analysis (calm/decoding/oracle.hpp)
-// and, lossless, SpeculativeDecoder<B, C, S>: the early-exit decoder drafts, the full model
-// verifies (calm/decoding/speculative.hpp).
+// and, lossless, SpeculativeDecoder<B, C, S, TokenDrafts>: n-gram lookups (calm::PromptLookup)
+// and/or the early-exit decoder draft, the full model verifies (calm/decoding/speculative.hpp).
 #pragma once
 
 #include "calm/confidence/none.hpp"

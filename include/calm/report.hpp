@@ -60,7 +60,9 @@ struct SpeculationStats {
   std::size_t rounds = 0;       // verification passes
   std::size_t drafted = 0;      // tokens proposed
   std::size_t accepted = 0;     // proposals the full model agreed with
-  std::size_t draft_layers = 0;  // sum of the proposals' exit layers
+  std::size_t draft_layers = 0;  // sum of the early-exit proposals' exit layers
+  std::size_t lookup_drafted = 0;   // of drafted: proposed by a TokenDraftSource (n-gram)
+  std::size_t lookup_accepted = 0;  // of accepted: those
   std::size_t verified_rows = 0;     // rows through verification
   std::size_t verified_layers = 0;   // row-layers run by verification (reuse skips some)
   double draft_seconds = 0.0;   // drafting: early-exit layers, checks, propagation, heads
@@ -73,8 +75,9 @@ struct SpeculationStats {
   double tokens_per_round() const noexcept {
     return rounds ? static_cast<double>(accepted + rounds) / static_cast<double>(rounds) : 0.0;
   }
-  double mean_draft_exit() const noexcept {
-    return drafted ? static_cast<double>(draft_layers) / static_cast<double>(drafted) : 0.0;
+  double mean_draft_exit() const noexcept {  // over the early-exit proposals
+    const std::size_t exits = drafted - lookup_drafted;
+    return exits ? static_cast<double>(draft_layers) / static_cast<double>(exits) : 0.0;
   }
 };
 

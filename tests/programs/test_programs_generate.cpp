@@ -443,5 +443,37 @@ TEST_CASE("calm-generate at a tiny positive temperature gives the greedy text") 
           greedy.at("text"));
     CHECK(generate_json("--speculative --measure static --static-layer 3 --temperature " + t)
               .at("text") == greedy.at("text"));
+
+TEST_CASE("calm-generate --speculative with no draft flags: n-gram drafts, said, the full model's text") {
+  const auto full = generate_json("--measure full");
+  const auto run = run_program(CALM_GENERATE_EXE, base() + "--json --speculative");
+  REQUIRE_MESSAGE(run.status == 0, run.err);
+  CHECK(contains(run.err, "--speculative with no draft flags: n-gram drafts"));
+  const auto spec = nlohmann::json::parse(run.out);
+  CHECK(spec.at("text") == full.at("text"));
+  const auto& s = spec.at("speculative");
+  CHECK(s.at("lookup_drafted") == s.at("drafted"));
+  CHECK(s.at("verifications").get<int>() > 0);
+  for (const std::string draft : {"--draft ngram --ngram-max 2", "--draft ngram --ngram-min 1",
+                                  "--draft ngram+exit",
+                                  "--draft ngram+exit --measure static --static-layer 4"}) {
+    CAPTURE(draft);
+    CHECK(generate_json("--speculative " + draft).at("text") == full.at("text"));
+  }
+}
+
+TEST_CASE("calm-generate refuses draft flags that would do nothing") {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--draft ngram", "--draft needs --speculative"},
+      {"--ngram-max 2", "--ngram-max needs --speculative"},
+      {"--speculative --draft ngram --measure softmax", "the policy flags would do nothing"},
+      {"--speculative --draft exit --ngram-max 2", "no effect with --draft exit"},
+      {"--speculative --ngram-max 2 --ngram-min 3", "--ngram-min 3 exceeds --ngram-max 2"},
+  };
+  for (const auto& [flags, message] : cases) {
+    CAPTURE(flags);
+    const auto run = run_program(CALM_GENERATE_EXE, base() + flags);
+    CHECK(run.status == 1);
+    CHECK(contains(run.err, message));
   }
 }

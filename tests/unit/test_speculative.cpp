@@ -1,7 +1,8 @@
 // calm::SpeculativeDecoder: greedy output and final cache equal to the full model's, bit for bit,
-// for every draft policy (static exits, thresholded measures) and γ, with and without reusing
-// the draft's layers; sampling follows the full model's distribution (statistical test whose
-// power against a wrong rule is checked too).
+// for every draft policy (static exits, thresholded measures, n-gram lookups alone and before
+// early exits) and γ, with and without reusing the draft's layers; sampling follows the full
+// model's distribution (statistical test whose power against a wrong rule is checked too).
+#include <calm/benchmark/fixtures.hpp>
 #include <calm/calm.hpp>
 #include <calm/io/tokenizer.hpp>
 
@@ -42,28 +43,31 @@ Full full_decode(const std::shared_ptr<const calm::LlamaModel>& model,
 }
 
 
-// Decodes with SpeculativeDecoder<LlamaSession, C, S> for γ and both reuse settings; checks the
-// tokens and the cache against the full model's. Returns the acceptance rate of the last run.
-template <class C, class S>
-double check_exact(const std::shared_ptr<const calm::LlamaModel>& model,
-                   const std::vector<int>& prompt, std::size_t n, C c, S s,
-                   std::initializer_list<std::size_t> gammas, calm::DecoderOptions o = {}) {
+// Decodes with SpeculativeDecoder<LlamaSession, C, S, T> for γ and both reuse settings; checks
+// the tokens and the cache against the full model's. Returns the speculation of the last run.
+template <class C, class S, class T = calm::NoTokenDrafts>
+calm::SpeculationStats check_exact(const std::shared_ptr<const calm::LlamaModel>& model,
+                                   const std::vector<int>& prompt, std::size_t n, C c, S s,
+                                   std::initializer_list<std::size_t> gammas,
+                                   calm::DecoderOptions o = {}, T token_drafts = {}) {
   const Full full = full_decode(model, prompt, n, o);
-  double acceptance = 0.0;
+  calm::SpeculationStats last;
   for (std::size_t gamma : gammas)
     for (bool reuse : {true, false}) {
       CAPTURE(gamma);
       CAPTURE(reuse);
-      calm::SpeculativeDecoder<calm::LlamaSession, C, S> spec(
-          calm::LlamaSession(model), c, s, o, {.max_draft = gamma, .reuse_draft = reuse});
+      calm::SpeculativeDecoder<calm::LlamaSession, C, S, T> spec(
+          calm::LlamaSession(model), c, s, o, {.max_draft = gamma, .reuse_draft = reuse},
+          token_drafts);
       const auto r = spec.generate(prompt, n);
       REQUIRE(r.tokens == full.tokens);
       CHECK(same_cache(spec.backend(), full.decoder.backend()));
       CHECK(r.speculation.accepted <= r.speculation.drafted);
+      CHECK(r.speculation.lookup_accepted <= r.speculation.lookup_drafted);
       CHECK(r.speculation.accepted + r.speculation.rounds + 1 == r.tokens.size());
-      acceptance = r.speculation.acceptance_rate();
+      last = r.speculation;
     }
-  return acceptance;
+  return last;
 }
 
 std::vector<std::vector<int>> bundled_test_prompts(std::size_t count) {
@@ -108,7 +112,8 @@ TEST_CASE("speculative greedy equals the full model on the bundled model's test 
   std::size_t runs = 0;
   for (const auto& prompt : bundled_test_prompts(145)) {
     accepted += check_exact(model, prompt, 24, calm::SoftmaxResponse{},
-                            calm::DecayingThreshold{.lambda = 0.6f, .tau = 4.0f}, {4}, o);
+                            calm::DecayingThreshold{.lambda = 0.6f, .tau = 4.0f}, {4}, o)
+                    .acceptance_rate();
     ++runs;
     if (runs % 8 == 0) {  // the other draft policies on a sample of the prompts
       check_exact(model, prompt, 24, calm::NoConfidence{}, calm::StaticExit{3}, {3, 6}, o);
@@ -145,6 +150,80 @@ TEST_CASE("speculative decoding stops as the full model does: stop tokens, max t
                                             calm::StaticExit>(calm::LlamaSession(model), {}, {1},
                                                               {}, {.max_draft = 0})),
                   calm::Error);
+}
+
+TEST_CASE("prompt lookup: what followed the latest earlier occurrence of the longest suffix") {
+  using Tokens = std::vector<int>;
+  const auto propose = [](const calm::PromptLookup& lookup, const Tokens& history, std::size_t n) {
+    const std::span<const int> p = lookup.propose(history, n);
+    return Tokens(p.begin(), p.end());
+  };
+  const calm::PromptLookup lookup{.max_ngram = 3};
+  //                 0  1  2  3  4  5  6  7  8  9 10 11 12 13 14 15
+  const Tokens h = {1, 2, 3, 4, 9, 1, 2, 3, 5, 6, 8, 3, 0, 7, 2, 3};
+  // [7 2 3] occurs nowhere earlier; [2 3] at 1 and 6: the latest, 6, then 5 6 8 3 0 ...
+  CHECK(propose(lookup, h, 4) == Tokens{5, 6, 8, 3});
+  CHECK(lookup.propose(h, 4).data() == h.data() + 8);  // the history's own tokens
+  CHECK(propose(lookup, h, 2) == Tokens{5, 6});        // k capped by γ
+  // The longest suffix first: [3] alone was seen later (at 11), followed by 0 7 2 3.
+  CHECK(propose({.max_ngram = 1}, h, 4) == Tokens{0, 7, 2, 3});
+  // k capped by what follows: [4 5] at 0 is followed by 6 4 5 only; [7 7] at 0 by one 7.
+  CHECK(propose(lookup, {4, 5, 6, 4, 5}, 8) == Tokens{6, 4, 5});
+  CHECK(propose(lookup, {7, 7, 7}, 4) == Tokens{7});
+  // Nothing to propose.
+  CHECK(propose(lookup, {1, 2, 3}, 4).empty());
+  CHECK(propose(lookup, {5}, 4).empty());
+  CHECK(propose(lookup, {}, 4).empty());
+  CHECK(propose(lookup, h, 0).empty());
+  CHECK(propose({.max_ngram = 3, .min_ngram = 2}, {3, 9, 3}, 4).empty());  // only [3] recurs
+  CHECK(propose({.max_ngram = 0}, h, 4).empty());
+  CHECK_THROWS_AS((calm::PromptLookup{.max_ngram = 2, .min_ngram = 3}.validate()), calm::Error);
+  CHECK_THROWS_AS((calm::PromptLookupDecoder<calm::LlamaSession>(
+                      calm::LlamaSession(calm::LlamaModel::load(fixture_models().front())), {},
+                      {}, {}, {}, {.max_ngram = 2, .min_ngram = 0})),
+                  calm::Error);
+}
+
+TEST_CASE("n-gram drafts, alone and before early exits: the full model's greedy output") {
+  const calm::PromptLookup trigrams{.max_ngram = 3}, bigrams{.max_ngram = 2};
+  for (const fs::path& dir : fixture_models()) {
+    CAPTURE(dir.filename().string());
+    const auto model = calm::LlamaModel::load(dir);
+    for (const std::vector<int>& prompt :
+         {std::vector<int>{1, 17, 42, 7, 99, 3}, std::vector<int>{1, 17, 42, 7, 17, 42, 7, 17, 42}}) {
+      check_exact(model, prompt, 20, calm::NoConfidence{}, calm::Never{}, {1, 4, 8}, {}, trigrams);
+      check_exact(model, prompt, 20, calm::NoConfidence{}, calm::StaticExit{1}, {3}, {}, bigrams);
+    }
+  }
+  // The bundled model: passages written twice, which it continues by copying, and its ordinary
+  // test prompts.
+  const auto model = calm::LlamaModel::load(kBundled);
+  const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
+  calm::DecoderOptions o;
+  o.stop_tokens = {tok.eos_id()};
+  const calm::DecayingThreshold decaying{.lambda = 0.6f, .tau = 4.0f};
+  const auto copying = calm::bench::copy_heavy_prompts(kBundled / "data" / "test.jsonl", tok, 12,
+                                                       /*copies=*/2, 32, model->max_context());
+  REQUIRE(copying.size() == 12);
+  std::size_t alone_drafted = 0, alone_accepted = 0, before_exits_accepted = 0;
+  for (const auto& prompt : copying) {
+    const calm::SpeculationStats alone = check_exact(model, prompt, 32, calm::NoConfidence{},
+                                                     calm::Never{}, {4, 8}, o, trigrams);
+    CHECK(alone.lookup_drafted == alone.drafted);
+    alone_drafted += alone.drafted;
+    alone_accepted += alone.accepted;
+    before_exits_accepted +=
+        check_exact(model, prompt, 32, calm::SoftmaxResponse{}, decaying, {4}, o, trigrams)
+            .lookup_accepted;
+  }
+  MESSAGE("n-gram acceptance on copying prompts: " << double(alone_accepted) / double(alone_drafted));
+  // The small model copies only in part (about 0.15 of the lookups are right), but some are.
+  CHECK(alone_accepted > alone_drafted / 20);
+  CHECK(before_exits_accepted > 0);
+  for (const auto& prompt : bundled_test_prompts(16)) {
+    check_exact(model, prompt, 24, calm::NoConfidence{}, calm::Never{}, {4}, o, trigrams);
+    check_exact(model, prompt, 24, calm::NoConfidence{}, calm::StaticExit{3}, {4}, o, bigrams);
+  }
 }
 
 namespace {
@@ -210,6 +289,52 @@ Fit fit(const std::vector<std::vector<int>>& samples, std::size_t pos,
 // passes essentially always (seeded, so the run is reproducible anyway).
 bool plausible(const Fit& f) { return f.statistic < f.dof + 6.0 * std::sqrt(2.0 * f.dof); }
 
+// Samples of n tokens from `spec`, one seed each; adds their speculation to `total`.
+template <class Spec>
+std::vector<std::vector<int>> speculative_samples(Spec& spec, const std::vector<int>& prompt,
+                                                  std::size_t count, std::size_t n,
+                                                  float temperature, std::size_t top_k,
+                                                  calm::SpeculationStats& total) {
+  std::vector<std::vector<int>> samples;
+  for (std::size_t s = 0; s < count; ++s) {
+    calm::SamplingOptions o{.temperature = temperature, .top_k = top_k, .seed = 1000 + s};
+    const auto r = spec.generate(prompt, n, o);
+    REQUIRE(r.tokens.size() == n);
+    samples.push_back(r.tokens);
+    total.drafted += r.speculation.drafted;
+    total.accepted += r.speculation.accepted;
+    total.lookup_drafted += r.speculation.lookup_drafted;
+    total.lookup_accepted += r.speculation.lookup_accepted;
+  }
+  return samples;
+}
+
+// conditional(prefix) for each sample's first `pos` tokens, computed once per distinct prefix.
+template <class Conditional>
+std::vector<std::vector<double>> per_sample(const std::vector<std::vector<int>>& samples,
+                                            std::size_t pos, Conditional conditional) {
+  std::map<std::vector<int>, std::vector<double>> memo;
+  std::vector<std::vector<double>> out;
+  for (const auto& s : samples) {
+    std::vector<int> prefix(s.begin(), s.begin() + pos);
+    auto it = memo.find(prefix);
+    if (it == memo.end()) it = memo.emplace(prefix, conditional(prefix)).first;
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+// The full model's p(. | prompt + prefix) under temperature and top-k.
+auto full_conditional(calm::FullDecoder<calm::LlamaSession>& full, const std::vector<int>& prompt,
+                      float temperature, std::size_t top_k) {
+  return [&full, &prompt, temperature, top_k](const std::vector<int>& prefix) {
+    std::vector<int> context = prompt;
+    context.insert(context.end(), prefix.begin(), prefix.end());
+    full.generate(context, 1);
+    return sampling_distribution(full.last_logits(), temperature, top_k);
+  };
+}
+
 }  // namespace
 
 TEST_CASE("speculative sampling follows the full model's distribution") {
@@ -223,16 +348,9 @@ TEST_CASE("speculative sampling follows the full model's distribution") {
     CAPTURE(temperature);
     calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
         calm::LlamaSession(model), {}, {1}, {}, {.max_draft = 3});
-    std::vector<std::vector<int>> samples;
     calm::SpeculationStats total;
-    for (std::size_t s = 0; s < kSamples; ++s) {
-      calm::SamplingOptions o{.temperature = temperature, .top_k = top_k, .seed = 1000 + s};
-      const auto r = spec.generate(prompt, kNew, o);
-      REQUIRE(r.tokens.size() == kNew);
-      samples.push_back(r.tokens);
-      total.drafted += r.speculation.drafted;
-      total.accepted += r.speculation.accepted;
-    }
+    const auto samples =
+        speculative_samples(spec, prompt, kSamples, kNew, temperature, top_k, total);
     MESSAGE("acceptance " << total.acceptance_rate());
     CHECK(total.acceptance_rate() > 0.05);
     CHECK(total.acceptance_rate() < 0.95);
@@ -243,32 +361,21 @@ TEST_CASE("speculative sampling follows the full model's distribution") {
         calm::LlamaSession(model), {}, {1});
     for (std::size_t pos = 1; pos < kNew; ++pos) {
       CAPTURE(pos);
-      std::vector<std::vector<double>> p_cond, q_cond;
-      std::map<std::vector<int>, std::pair<std::vector<double>, std::vector<double>>> memo;
-      for (const auto& s : samples) {
-        std::vector<int> prefix(s.begin(), s.begin() + pos);
-        auto it = memo.find(prefix);
-        if (it == memo.end()) {
-          std::vector<int> context = prompt;  // the full model after prompt + prefix
-          context.insert(context.end(), prefix.begin(), prefix.end());
-          full.generate(context, 1);
-          context.pop_back();  // the draft: exact cache up to there, the last token at layer 1
-          draft.generate(context, 1);
-          draft.rewind(draft.length());
-          calm::detail::StepTimes times;
-          draft.advance(prefix.back(), pos + 1, kNew, times);
-          it = memo.emplace(prefix, std::pair{sampling_distribution(full.last_logits(), temperature, top_k),
-                                              sampling_distribution(draft.last_logits(), temperature, top_k)})
-                   .first;
-        }
-        p_cond.push_back(it->second.first);
-        q_cond.push_back(it->second.second);
-      }
-      const Fit right = fit(samples, pos, p_cond);
+      const auto draft_conditional = [&](const std::vector<int>& prefix) {
+        std::vector<int> context = prompt;  // exact cache up to there, the last token at layer 1
+        context.insert(context.end(), prefix.begin(), prefix.end() - 1);
+        draft.generate(context, 1);
+        draft.rewind(draft.length());
+        calm::detail::StepTimes times;
+        draft.advance(prefix.back(), pos + 1, kNew, times);
+        return sampling_distribution(draft.last_logits(), temperature, top_k);
+      };
+      const Fit right =
+          fit(samples, pos, per_sample(samples, pos, full_conditional(full, prompt, temperature, top_k)));
       MESSAGE("pos " << pos << ": statistic " << right.statistic << ", dof " << right.dof);
       CHECK(plausible(right));
-      const Fit wrong = fit(samples, pos, q_cond);  // as if the draft's samples were kept
-      MESSAGE("against the draft's distribution: " << wrong.statistic);
+      const Fit wrong = fit(samples, pos, per_sample(samples, pos, draft_conditional));
+      MESSAGE("against the draft's distribution: " << wrong.statistic);  // as if drafts were kept
       CHECK(!plausible(wrong));
     }
   }
@@ -284,5 +391,52 @@ TEST_CASE("speculative sampling at a tiny positive temperature gives the greedy 
     CAPTURE(t);
     CHECK(spec.generate(prompt, 8, calm::SamplingOptions{.temperature = t, .seed = 3}).tokens ==
           full.tokens);
+
+TEST_CASE("speculative sampling with n-gram drafts follows the full model's distribution") {
+  // Point-mass drafts: accepted with probability p(d), else the token is drawn from p without d.
+  // A random fixture rejects most lookups (the correction path; early exits draft when none
+  // matches), the bundled model copying a passage accepts most.
+  constexpr std::size_t kSamples = 1500, kNew = 4;
+  const auto fixture = calm::LlamaModel::load(fixture_models().front());
+  const auto bundled = calm::LlamaModel::load(kBundled);
+  const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
+  const std::vector<int> copying = calm::bench::copy_heavy_prompts(
+      kBundled / "data" / "test.jsonl", tok, 1, /*copies=*/4, kNew, bundled->max_context())[0];
+  const std::vector<int> repeating = {1, 17, 42, 7, 17, 42, 7, 17, 42};
+  struct Case {
+    std::shared_ptr<const calm::LlamaModel> model;
+    const std::vector<int>& prompt;
+    bool before_exits;  // n-gram drafts before layer-1 exits, else alone
+    float temperature;
+    std::size_t top_k;
+  };
+  for (const Case& c : {Case{fixture, repeating, true, 1.0f, 0}, Case{fixture, repeating, false, 0.7f, 12},
+                        Case{bundled, copying, false, 0.8f, 40}}) {
+    CAPTURE(c.model->vocab_size());
+    CAPTURE(c.before_exits);
+    calm::SpeculationStats total;
+    std::vector<std::vector<int>> samples;
+    const calm::PromptLookup lookup{.max_ngram = 3};
+    if (c.before_exits) {
+      calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit,
+                               calm::PromptLookup>
+          spec(calm::LlamaSession(c.model), {}, {1}, {}, {.max_draft = 3}, lookup);
+      samples = speculative_samples(spec, c.prompt, kSamples, kNew, c.temperature, c.top_k, total);
+    } else {
+      calm::PromptLookupDecoder<calm::LlamaSession> spec(calm::LlamaSession(c.model), {}, {}, {},
+                                                         {.max_draft = 3}, lookup);
+      samples = speculative_samples(spec, c.prompt, kSamples, kNew, c.temperature, c.top_k, total);
+    }
+    MESSAGE("n-gram drafts " << total.lookup_drafted << ", accepted " << total.lookup_accepted);
+    CHECK(total.lookup_drafted > kSamples / 25);  // enough rounds decided by a lookup
+    if (c.model == bundled) CHECK(total.lookup_accepted > total.lookup_drafted / 10);
+    calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(c.model)};
+    for (std::size_t pos = 1; pos < kNew; ++pos) {
+      CAPTURE(pos);
+      const Fit right = fit(samples, pos,
+                            per_sample(samples, pos, full_conditional(full, c.prompt, c.temperature, c.top_k)));
+      MESSAGE("pos " << pos << ": statistic " << right.statistic << ", dof " << right.dof);
+      CHECK(plausible(right));
+    }
   }
 }

@@ -225,6 +225,27 @@ std::vector<std::vector<int>> encode_prompt_file(const std::filesystem::path& fi
   return io::encode_prompts(prompts, tokenizer, max_new_tokens, max_context).prompts;
 }
 
+// Copy-heavy prompts for n-gram drafts (calm::PromptLookup): each passage of a prompt file
+// (prompt + reference + a blank line) written `copies` times, so that a model that learnt the
+// text may continue by copying it once more. The first `count` that leave room for
+// max_new_tokens within max_context, with BOS.
+template <class TokenizerT>
+std::vector<std::vector<int>> copy_heavy_prompts(const std::filesystem::path& file,
+                                                 const TokenizerT& tokenizer, std::size_t count,
+                                                 std::size_t copies, std::size_t max_new_tokens,
+                                                 std::size_t max_context) {
+  std::vector<std::vector<int>> out;
+  for (const io::PromptRecord& r : io::read_prompt_file(file).prompts) {
+    if (out.size() == count) break;
+    const std::string passage = r.prompt + r.reference.value_or("") + "\n\n";
+    std::string text;
+    for (std::size_t i = 0; i < copies; ++i) text += passage;
+    std::vector<int> tokens = tokenizer.encode(text, /*add_bos=*/true);
+    if (tokens.size() + max_new_tokens <= max_context) out.push_back(std::move(tokens));
+  }
+  return out;
+}
+
 // `count` prompts of `length` token ids in [3, vocab), deterministic: for random checkpoints,
 // whose speed does not depend on which tokens are fed.
 inline std::vector<std::vector<int>> synthetic_prompts(std::size_t count, std::size_t length,

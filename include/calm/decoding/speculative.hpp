@@ -1,11 +1,17 @@
-// calm::SpeculativeDecoder<Backend, Confidence, Schedule>: lossless self-speculative decoding
-// (docs/design.md §9; LayerSkip, Elhoushi et al. 2024; speculative decoding, Leviathan et al.
-// 2023). The early-exit decoder of the same policies drafts up to γ tokens, each leaving at its
-// own exit layer; the full model then checks them all in one batched pass, and the output is
-// exactly the full model's.
+// calm::SpeculativeDecoder<Backend, Confidence, Schedule, TokenDrafts>: lossless speculative
+// decoding (docs/design.md §9; LayerSkip, Elhoushi et al. 2024; speculative decoding, Leviathan
+// et al. 2023). Two draft sources, tried in this order each round:
+//   TokenDrafts    a calm::TokenDraftSource that reads the tokens only: PromptLookup (n-gram
+//                  drafts, Saxena 2023), or NoTokenDrafts (the default: none);
+//   early exits    the early-exit decoder of the same policies drafts up to γ tokens, each
+//                  leaving at its own exit layer. With Schedule = Never it drafts nothing, and a
+//                  round without token drafts is one plain full-model step (no wasted pass).
+// The full model then checks the drafts in one batched pass, and the output is exactly the full
+// model's. PromptLookupDecoder<B> is n-gram drafts alone.
 //
 // One round, with the sequence cached up to position p and `a` the last emitted token:
-//   draft   feed a, d_1, ..., d_{k-1} at p.. through Decoder<B, C, S> -> proposals d_1..d_k;
+//   draft   TokenDrafts proposes d_1..d_k from prompt + output (cut after a stop token); if it
+//           has none, feed a, d_1, ..., d_{k-1} at p.. through Decoder<B, C, S> -> d_1..d_k;
 //           drafting stops after γ tokens, or after a token that found no confident exit (the
 //           schedule says drafting is guessing), or at a stop token;
 //   verify  rows a, d_1..d_k at p..p+k through all layers (Products::matvec: each row bitwise
@@ -34,9 +40,12 @@
 #include <utility>
 #include <vector>
 
+#include "calm/confidence/none.hpp"
 #include "calm/decoding/common.hpp"
+#include "calm/drafts/prompt_lookup.hpp"
 #include "calm/kernels/argmax.hpp"
 #include "calm/sampling/sampler.hpp"
+#include "calm/schedule/never.hpp"
 
 namespace calm {
 
@@ -57,7 +66,7 @@ struct SpeculativeResult {
   SpeculationStats speculation;
 };
 
-template <class Backend, class Confidence, class Schedule>
+template <class Backend, class Confidence, class Schedule, class TokenDrafts = NoTokenDrafts>
 class SpeculativeDecoder {
   static_assert(BatchedBackend<std::remove_reference_t<Backend>>,
                 "calm::SpeculativeDecoder: the Backend needs `run_layers(first, last, x, pos0, "
@@ -65,18 +74,28 @@ class SpeculativeDecoder {
                 "calm/concepts.hpp)");
   static_assert(!traits::is_local_oracle<Schedule>(),
                 "calm::SpeculativeDecoder: the local oracle runs the full model; it cannot draft");
+  static_assert(TokenDraftSource<TokenDrafts>,
+                "calm::SpeculativeDecoder: TokenDrafts needs `std::span<const int> "
+                "propose(std::span<const int> history, std::size_t n) const noexcept` "
+                "(TokenDraftSource, calm/concepts.hpp), e.g. calm::PromptLookup");
   using Drafter = Decoder<Backend, Confidence, Schedule>;
+  static constexpr bool kLooksUpTokens = !std::is_same_v<TokenDrafts, NoTokenDrafts>;
+  // Never exits: the model drafts nothing (PromptLookupDecoder).
+  static constexpr bool kDraftsWithExits = !std::is_same_v<Schedule, Never>;
 
  public:
   using backend_type = std::remove_reference_t<Backend>;
 
   explicit SpeculativeDecoder(Backend backend, Confidence measure = {}, Schedule schedule = {},
-                              DecoderOptions options = {}, SpeculativeOptions speculative = {})
+                              DecoderOptions options = {}, SpeculativeOptions speculative = {},
+                              TokenDrafts token_drafts = {})
       : drafter_(std::forward<Backend>(backend), std::move(measure), std::move(schedule),
                  options),
         options_(std::move(options)),
-        spec_(speculative) {
+        spec_(speculative),
+        token_drafts_(std::move(token_drafts)) {
     spec_.validate();
+    if constexpr (requires { token_drafts_.validate(); }) token_drafts_.validate();
     const auto& b = drafter_.backend();
     L_ = b.num_layers();
     h_ = b.hidden_size();
@@ -90,6 +109,7 @@ class SpeculativeDecoder {
   backend_type& backend() noexcept { return drafter_.backend(); }
   const backend_type& backend() const noexcept { return drafter_.backend(); }
   Drafter& drafter() noexcept { return drafter_; }
+  const TokenDrafts& token_drafts() const noexcept { return token_drafts_; }
   const SpeculativeOptions& speculative_options() const noexcept { return spec_; }
   std::size_t length() const noexcept { return drafter_.backend().length(); }
 
@@ -153,6 +173,14 @@ class SpeculativeDecoder {
     }
   };
 
+  // q_rows[j] := the point mass on token d: a deterministic draft. Accepting it with min(1, p/q)
+  // is accepting with probability p(d); the correction max(0, p - q) is p without d.
+  void point_mass(std::vector<std::vector<double>>& q_rows, std::size_t j, int d) const {
+    if (q_rows.size() <= j) q_rows.emplace_back(vocab_);
+    std::fill(q_rows[j].begin(), q_rows[j].end(), 0.0);
+    q_rows[j][static_cast<std::size_t>(d)] = 1.0;
+  }
+
   int argmax_row(std::size_t row) const {
     return static_cast<int>(kernels::argmax(logits_.data() + row * vocab_, vocab_));
   }
@@ -175,6 +203,10 @@ class SpeculativeDecoder {
     const auto& stops = options_.stop_tokens;
     const auto t_start = detail::now();
     bool stopped = false;
+    if constexpr (kLooksUpTokens) history_.assign(prompt.begin(), prompt.end());
+    const auto is_stop = [&](int token) {
+      return std::find(stops.begin(), stops.end(), token) != stops.end();
+    };
     const auto emit = [&](int token) {
       TokenStats ts;
       ts.token = token;
@@ -182,12 +214,11 @@ class SpeculativeDecoder {
       ts.exit_layer = L_;
       report.tokens.push_back(ts);
       out.tokens.push_back(token);
+      if constexpr (kLooksUpTokens) history_.push_back(token);
       bool go = true;
       if constexpr (std::is_void_v<decltype(on_token(ts))>) on_token(ts);
       else go = on_token(ts);
-      if (!go || out.tokens.size() >= max_new ||
-          std::find(stops.begin(), stops.end(), token) != stops.end())
-        stopped = true;
+      if (!go || out.tokens.size() >= max_new || is_stop(token)) stopped = true;
     };
 
     // The first token: from the prompt's full forward.
@@ -214,7 +245,20 @@ class SpeculativeDecoder {
 
       // --- draft
       const auto d0 = detail::now();
-      for (std::size_t j = 0; j < gamma; ++j) {
+      bool looked_up = false;
+      if constexpr (kLooksUpTokens) {
+        const std::span<const int> proposed = token_drafts_.propose(history_, gamma);
+        for (int d : proposed) {  // not past a stop token: the full model stops there
+          drafts.push_back(d);
+          exits.push_back(0);  // no layer run: verification starts at the embedding
+          if (sampling) point_mass(q_rows, drafts.size() - 1, d);
+          if (is_stop(d)) break;
+        }
+        looked_up = !drafts.empty();
+        fed.insert(fed.end(), drafts.begin(), drafts.end());
+        stats.lookup_drafted += drafts.size();
+      }
+      for (std::size_t j = 0; kDraftsWithExits && !looked_up && j < gamma; ++j) {
         detail::StepTimes times;
         const TokenStats ts = drafter_.advance(fed.back(), out.tokens.size() + j + 1, max_new,
                                                times);
@@ -231,7 +275,7 @@ class SpeculativeDecoder {
         drafts.push_back(d);
         stats.draft_layers += ts.exit_layer;
         const bool confident = ts.exit_layer < L_;
-        if (!confident || std::find(stops.begin(), stops.end(), d) != stops.end()) break;
+        if (!confident || is_stop(d)) break;
         if (j + 1 < gamma) fed.push_back(d);
       }
       const std::size_t k = drafts.size();
@@ -279,6 +323,7 @@ class SpeculativeDecoder {
         next = argmax_row(m);
       }
       stats.accepted += m;
+      if (looked_up) stats.lookup_accepted += m;
       session.truncate(p + m + 1);  // rows 0..m are the sequence's; the rest are rejected
       for (std::size_t j = 0; j < m && !stopped; ++j) emit(drafts[j]);
       if (!stopped) emit(next);
@@ -330,10 +375,16 @@ class SpeculativeDecoder {
   Drafter drafter_;
   DecoderOptions options_;
   SpeculativeOptions spec_;
+  [[no_unique_address]] TokenDrafts token_drafts_;
+  std::vector<int> history_;  // prompt + output: what TokenDrafts looks up
   std::size_t L_ = 0, h_ = 0, vocab_ = 0;
   std::vector<float> rows_;         // (γ + 1, hidden) states being verified
   std::vector<float> exit_states_;  // (γ, hidden) drafted rows' states at their exits
   std::vector<float> logits_;       // (γ + 1, vocab) the full model's logits per row
 };
+
+// n-gram (prompt-lookup) drafts alone: no early exit; a round with no match is a plain step.
+template <class Backend>
+using PromptLookupDecoder = SpeculativeDecoder<Backend, NoConfidence, Never, PromptLookup>;
 
 }  // namespace calm

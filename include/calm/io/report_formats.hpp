@@ -115,7 +115,10 @@ inline std::string speculation_summary(const SpeculationStats& st) {
       "speculative: %zu verifications | acceptance %.2f | %.2f tokens per verification | "
       "draft exit layer %.2f | time: draft %.0f%%, verify %.0f%%",
       st.rounds, st.acceptance_rate(), st.tokens_per_round(), st.mean_draft_exit(),
-      100 * st.draft_seconds / total, 100 * st.verify_seconds / total);
+      100 * st.draft_seconds / total, 100 * st.verify_seconds / total) +
+         (st.lookup_drafted ? printf_string(" | n-gram drafts %zu, accepted %zu",
+                                            st.lookup_drafted, st.lookup_accepted)
+                            : std::string());
 }
 inline nlohmann::json speculation_json(const SpeculationStats& st) {
   return {{"verifications", st.rounds},
@@ -124,6 +127,8 @@ inline nlohmann::json speculation_json(const SpeculationStats& st) {
           {"acceptance_rate", st.acceptance_rate()},
           {"tokens_per_verification", st.tokens_per_round()},
           {"mean_draft_exit_layer", st.mean_draft_exit()},
+          {"lookup_drafted", st.lookup_drafted},
+          {"lookup_accepted", st.lookup_accepted},
           {"draft_seconds", st.draft_seconds},
           {"verify_seconds", st.verify_seconds}};
 }
