@@ -391,6 +391,8 @@ TEST_CASE("speculative sampling at a tiny positive temperature gives the greedy 
     CAPTURE(t);
     CHECK(spec.generate(prompt, 8, calm::SamplingOptions{.temperature = t, .seed = 3}).tokens ==
           full.tokens);
+  }
+}
 
 TEST_CASE("speculative sampling with n-gram drafts follows the full model's distribution") {
   // Point-mass drafts: accepted with probability p(d), else the token is drawn from p without d.
