@@ -156,35 +156,7 @@ int run(Flags& f) {
              f.decoding.greedy() ? "" : fmt::format(" (sampling seed {}, one seed per prompt, "
                                                     "the same in every configuration)",
                                                     f.decoding.seed));
-  fmt::print("validity: share of splits whose test loss exceeds delta (95% Clopper-Pearson "
-             "interval); must be <= epsilon = {}\n", f.epsilon);
-  fmt::print("{:<12} {:>6} {:>10} {:>9} {:>10} {:>10} {:>17}  {}\n", "measure", "delta",
-             "certified", "lambda*", "test loss", "exceeding", "95% interval", "");
-  for (const cal::EvaluationRow& r : rows) {
-    if (r.kind != "calibrated") continue;
-    fmt::print("{:<12} {:>6.2f} {:>9.0f}% {:>9} {:>10.4f} {:>9.0f}% {:>17}  {}\n", r.measure,
-               r.delta, 100 * r.certified_share,
-               std::isnan(r.lambda_star_median) ? "-" : fmt::format("{:.2f}", r.lambda_star_median),
-               r.test_loss, 100 * r.violation_share,
-               fmt::format("[{:.1f}%, {:.1f}%]", 100 * r.ci_low, 100 * r.ci_high),
-               r.violation_share <= f.epsilon ? "ok" : "EXCEEDS epsilon");
-  }
-  fmt::print("\nefficiency at lambda* on the test parts (mean over splits; full model where "
-             "nothing is certified)\n");
-  fmt::print("of oracle: (L - avg layers) / (L - the local oracle's avg layers), the share of "
-             "the oracle's layer saving\n");
-  fmt::print("{:<12} {:>6} {:>10} {:>10} {:>14} {:>10} {:>10}\n", "measure", "delta",
-             "avg layers", "layer x", "wall-clock x", "test loss", "of oracle");
-  for (const cal::EvaluationRow& r : rows) {
-    const std::string delta = r.kind == "calibrated" ? fmt::format("{:.2f}", r.delta) : "-";
-    const std::string name = r.kind == "static" ? fmt::format("static {}", r.static_layer)
-                             : r.kind == "calibrated" ? r.measure : r.kind;
-    fmt::print("{:<12} {:>6} {:>10.2f} {:>9.2f}x {:>13.2f}x {:>10.4f} {:>10}\n", name, delta,
-               r.average_layers, r.layer_speedup, r.wall_clock_speedup, r.test_loss,
-               std::isnan(r.oracle_saving_share)
-                   ? std::string("-")
-                   : fmt::format("{:.0f}%", 100 * r.oracle_saving_share));
-  }
+  fmt::print("{}", cal::evaluation_tables(rows, f.epsilon));
   fmt::print("\nover all {} prompts at each threshold: mean loss / average layers / wall-clock "
              "speedup\n{:>7}", n, "lambda");
   for (const std::string& m : f.measures) fmt::print("  {:>24}", m);

@@ -1,29 +1,29 @@
 // calm-generate: stream text from a Hugging Face Llama checkpoint with CALM early exit.
-//   calm-generate --model DIR --prompt TEXT [--max-new-tokens N] [--measure softmax|saturation|
-//                 classifier|oracle|static|full --threshold L --tau T ...] [--calibration FILE]
-//                 [--allow-uncertified] [--show-exits] [--report out.html] [--json] [--compare-full]
+//   calm-generate --model DIR (--prompt TEXT | --prompt-file FILE [--prompt-index I])
+//                 [--max-new-tokens N] [--measure softmax|saturation|classifier|oracle|static|full
+//                 --threshold L --tau T ...] [--calibration FILE] [--allow-uncertified]
+//                 [--show-exits] [--report out.html] [--json] [--compare-full]
 //                 [--temperature T --top-k K --top-p P --seed S] [--threads N]
 //                 [--speculative [--draft ngram|exit|ngram+exit] [--ngram-max M --ngram-min M]
-//                 [--gamma G] [--no-reuse-draft]]   (lossless: n-gram drafts and/or the early-exit policy
-//                 given draft; the output is the full model's)
+//                 [--gamma G] [--no-reuse-draft]]   (lossless: n-gram drafts and/or the early-exit
+//                 policy given draft; the output is the full model's)
+#include "certificate.hpp"
+#include "cli_parse.hpp"
 #include "policy_flags.hpp"
 
-#include <calm/calibrate/calibration_json.hpp>
-#include <calm/calibrate/coverage.hpp>
 #include <calm/io/report_formats.hpp>
 #include <calm/io/tokenizer.hpp>
 #include <calm/sampling/sampler.hpp>
 
 #include <CLI/CLI.hpp>
-#include "cli_parse.hpp"
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
-#include <optional>
 #include <exception>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -33,6 +33,8 @@ namespace {
 struct Flags {
   std::filesystem::path model;
   std::string prompt;
+  std::filesystem::path prompt_file;  // --prompt-file: the prompt is one of its prompts
+  std::size_t prompt_index = 0;
   std::size_t max_new_tokens = 64;
   std::size_t threads = 1;
   std::size_t context = 0;
@@ -52,143 +54,31 @@ struct Flags {
 };
 
 namespace cal = calm::calibrate;
-using calm::cli::join;
-
-// Whether a calibration's guarantee covers this run, for the messages and --json.
-struct Certification {
-  bool certified = false;  // a certificate was read and covers the run as it is decoded
-  nlohmann::json json;     // "certificate" in --json: null when no calibration file was read
-};
-
-// Applies calm_calibration.json: its measure, schedule and certified threshold lambda*, and the
-// decoding it was computed with for every decoding flag not given. Then compares the run with the
-// certificate: a mismatch is refused with --calibration FILE (unless --allow-uncertified); with
-// the file found next to the model (no policy flags), the full model runs instead. Returns lambda.
-float apply_calibration(Flags& f, std::size_t num_layers, Certification& out) {
-  const cal::CalibrationRecord rec = cal::read_calibration_json(f.calibration);
-  const std::string file = f.calibration.string();
-  const std::string fingerprint = cal::model_fingerprint(f.model);
-  if (rec.model_fingerprint != fingerprint)
-    throw calm::Error("'" + file + "' was calibrated for another model "
-                      "(fingerprint " + rec.model_fingerprint + ", this model " + fingerprint + ")");
-  const calm::cli::PolicyFlags given = f.policy;
-  const std::optional<calm::PolicySpec> spec =
-      calm::calibrated_policy(rec, f.policy.spec(f.policy.threshold), file);
-  if (spec) {
-    f.policy.apply(*spec);
-    try {  // the schedule's layers against this model's, naming the file
-      f.policy.check(num_layers, /*calibrated=*/true);
-    } catch (const calm::Error& e) {
-      throw calm::Error("'" + file + "': key 'schedule': " + e.what());
-    }
-  }
-  const calm::cli::PolicyFlags certified_policy = f.policy;
-  // The flags given win over the certificate's; the comparison below then names them.
-  const auto given_flag = [&](const char* flag) { return f.given.count(flag) > 0; };
-  if (given_flag("--measure")) {
-    if (f.policy.measure != given.measure) f.policy.measure_params = nlohmann::json::object();
-    f.policy.measure = given.measure;
-  }
-  if (given_flag("--schedule")) f.policy.schedule = given.schedule;
-  if (given_flag("--tau")) f.policy.tau = given.tau;
-  if (given_flag("--first-exit")) f.policy.first_exit = given.first_exit;
-  if (given_flag("--interval")) f.policy.interval = given.interval;
-  if (given_flag("--propagation")) f.policy.propagation = given.propagation;
-  if (given_flag("--static-layer")) f.policy.static_layer = given.static_layer;
-  if (rec.decoding) {
-    if (!given_flag("--temperature")) f.temperature = rec.decoding->temperature;
-    if (!given_flag("--top-k")) f.sampling.top_k = rec.decoding->top_k;
-    if (!given_flag("--top-p")) f.top_p = rec.decoding->top_p;
-    if (!given_flag("--max-new-tokens")) f.max_new_tokens = rec.decoding->max_new_tokens;
-  }
-  out.json = {{"file", file},
-              {"delta", rec.result.delta},
-              {"epsilon", rec.result.epsilon},
-              {"lambda_star", rec.result.lambda_star ? nlohmann::json(*rec.result.lambda_star)
-                                                     : nlohmann::json(nullptr)},
-              {"format_version", rec.decoding ? cal::kCalibrationVersion : 1},
-              {"decoding", rec.decoding ? cal::to_json(*rec.decoding) : nlohmann::json(nullptr)},
-              {"differences", nlohmann::json::array()},
-              {"unchecked", nlohmann::json::array()}};
-  if (!rec.result.lambda_star) {
-    fmt::print(stderr, "calm-generate: {} certifies no threshold (delta {}, epsilon {}): "
-               "running the full model\n", file, rec.result.delta, rec.result.epsilon);
-    f.policy.measure = "full";
-    out.json["action"] = "full model: no threshold certified";
-    return 1.0f;
-  }
-  const float lambda_star = static_cast<float>(*rec.result.lambda_star);
-  const float lambda = given_flag("--threshold") ? given.threshold : lambda_star;
-  if (!rec.decoding)
-    fmt::print(stderr, "calm-generate: {}: {}\n", file, cal::version1_decoding_note());
-
-  const cal::DecodingRecord run_decoding{
-      .temperature = f.temperature, .top_k = f.temperature > 0 ? f.sampling.top_k : 0,
-      .top_p = f.temperature > 0 ? f.top_p : 1.0, .seed = 0, .max_new_tokens = f.max_new_tokens};
-  const cal::Coverage coverage =
-      cal::certificate_coverage(rec, certified_policy.spec(lambda), f.policy.spec(lambda),
-                                run_decoding, f.policy.classifier_file(f.model));
-  const std::vector<std::string>& differences = coverage.differences;
-  out.json["differences"] = differences;
-  out.json["unchecked"] = coverage.unchecked;
-  const std::string certificate = fmt::format(
-      "{} certifies lambda* {:.4g} (delta {}, epsilon {}) for measure {}, {}, {}", file,
-      lambda_star, rec.result.delta, rec.result.epsilon, certified_policy.measure,
-      certified_policy.schedule_description(),
-      rec.decoding ? cal::decoding_description(*rec.decoding)
-                   : std::string("greedy decoding stopping after EOS (format version 1)"));
-  if (differences.empty()) {
-    fmt::print(stderr, "calm-generate: calibrated threshold {:.4g} (delta {}, epsilon {}), "
-               "certified for this run: {}{}\n", lambda, rec.result.delta, rec.result.epsilon,
-               cal::decoding_description(run_decoding),
-               coverage.unchecked.empty() ? "" : "; not checked: " + join(coverage.unchecked, ", "));
-    out.certified = true;
-    out.json["action"] = "certified";
-    return lambda;
-  }
-  const std::string mismatch =
-      certificate + "; its guarantee does not apply to this run: " + join(differences, "; ") +
-      (coverage.unchecked.empty() ? "" : " (not checked: " + join(coverage.unchecked, ", ") + ")");
-  if (f.speculative.enabled) {  // the policy only drafts: the output is the full model's anyway
-    fmt::print(stderr, "calm-generate: {}. --speculative drafts with it all the same\n", mismatch);
-    out.json["action"] = "drafts only (--speculative: the output is the full model's)";
-    return lambda;
-  }
-  if (f.allow_uncertified) {
-    fmt::print(stderr, "calm-generate: warning: {}. --allow-uncertified: running it anyway, "
-               "WITHOUT the guarantee\n", mismatch);
-    out.json["action"] = "uncertified (--allow-uncertified)";
-    return lambda;
-  }
-  if (f.implicit_calibration) {
-    // No policy was asked for: early exit was chosen only because a certificate was there, and
-    // it does not cover these settings. The full model's output needs no certificate.
-    fmt::print(stderr, "calm-generate: {}. Running the full model instead (give "
-               "--allow-uncertified to exit early without the guarantee, or calibrate these "
-               "settings with calm-calibrate)\n", mismatch);
-    f.policy.measure = "full";
-    out.json["action"] = "full model: the certificate does not cover these settings";
-    return 1.0f;
-  }
-  throw calm::Error(mismatch + ". Run with the certified settings (leave those flags out), "
-                    "calibrate these settings with calm-calibrate, or pass --allow-uncertified "
-                    "to run them without the guarantee");
-}
 
 int run(Flags& f) {
+  if (!f.prompt_file.empty()) f.prompt = calm::io::prompt_at(f.prompt_file, f.prompt_index);
   // What would fail only after decoding is refused first.
   if (f.json) calm::io::check_utf8(f.prompt, "--prompt");
   if (!f.report_html.empty()) calm::io::check_writable_destination(f.report_html, "--report",
-      cal::run_inputs(f.model, {f.calibration, f.policy.classifier_file(f.model)}));
+      cal::run_inputs(f.model, {f.calibration, f.policy.classifier_file(f.model), f.prompt_file}));
   const calm::Tokenizer tokenizer = calm::Tokenizer::load_folder(f.model);
   fmt::print(stderr, "calm-generate: tokenizer: {}\n", tokenizer.description());
   const auto model = calm::LlamaModel::load(f.model, {.max_context = f.context, .weights = f.weights});
   tokenizer.check_fits(model->config(), (f.model / "config.json").string());
   const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
-  Certification certification;
-  const float lambda = f.calibration.empty()
-                           ? f.policy.threshold
-                           : apply_calibration(f, model->num_layers(), certification);
+  calm::cli::Certification certification{.lambda = f.policy.threshold};
+  if (!f.calibration.empty()) {
+    cal::DecodingRecord decoding{.temperature = f.temperature, .top_k = f.sampling.top_k,
+                                 .top_p = f.top_p, .max_new_tokens = f.max_new_tokens};
+    certification = calm::cli::apply_certificate(
+        {.file = f.calibration, .model = f.model, .given = f.given,
+         .allow_uncertified = f.allow_uncertified, .implicit = f.implicit_calibration,
+         .drafts_only = f.speculative.enabled, .program = "calm-generate"},
+        model->num_layers(), f.policy, decoding);
+    f.temperature = decoding.temperature, f.sampling.top_k = decoding.top_k;
+    f.top_p = decoding.top_p, f.max_new_tokens = decoding.max_new_tokens;
+  }
+  const float lambda = certification.lambda;
   calm::cli::check_decoding_flags([&](const std::string& flag) { return f.given.count(flag) > 0; },
       {.temperature = f.temperature, .top_k = f.sampling.top_k, .top_p = f.top_p}, "--seed");
   f.sampling.temperature = static_cast<float>(f.temperature);
@@ -306,7 +196,10 @@ int main(int argc, char** argv) {
   app.add_option("--model", f.model, "checkpoint directory (config.json, model.safetensors, "
                  "tokenizer.json or tokenizer.model)")
       ->required()->check(CLI::ExistingDirectory);
-  app.add_option("--prompt", f.prompt, "text to continue")->required();
+  CLI::Option* prompt = app.add_option("--prompt", f.prompt, "text to continue");
+  app.add_option("--prompt-file", f.prompt_file, "take the prompt from a prompt file (.jsonl as "
+                 "calm-calibrate reads it, or one per line)")->excludes(prompt)->check(CLI::ExistingFile);
+  app.add_option("--prompt-index", f.prompt_index, "--prompt-file: which prompt, from 0");
   app.add_option("--max-new-tokens", f.max_new_tokens, "tokens to generate")->check(CLI::Range(1, 1 << 20));
   app.add_option("--threads", f.threads, "threads for the matrix products")->check(CLI::Range(1, 256));
   app.add_option("--context", f.context, "KV cache length (0: the model's, at most 4096)");
@@ -333,27 +226,19 @@ int main(int argc, char** argv) {
   app.add_flag("--compare-full", f.compare_full, "also run the full model: wall-clock speedup");
   calm::cli::add_speculative_flags(app, f.speculative);
   CALM_CLI_PARSE(app, argc, argv);
-  for (const char* flag : {"--measure", "--threshold", "--tau", "--schedule", "--first-exit",
-                           "--interval", "--static-layer", "--propagation", "--classifier",
-                           "--temperature", "--top-k", "--top-p", "--seed", "--max-new-tokens"})
-    if (app.count(flag) > 0) f.given.insert(flag);
+  f.given = calm::cli::certifiable_flags_given(app);
   try {
+    if (app.count("--prompt") == 0 && f.prompt_file.empty())
+      throw calm::Error("give the text to continue: --prompt TEXT or --prompt-file FILE");
+    if (app.count("--prompt-index") > 0 && f.prompt_file.empty())
+      throw calm::Error("--prompt-index picks a prompt of --prompt-file: give --prompt-file");
     f.speculative.resolve_draft(app);
     // No policy named: the calibrated one next to the model if there is one, else the full
     // model with no exit checks (checks that never exit only cost time).
     if (f.calibration.empty() && !calm::cli::any_policy_flag(app) &&
         f.speculative.drafts_with_exits()) {
-      const std::filesystem::path calibrated = f.model / calm::calibrate::kCalibrationFileName;
-      if (std::filesystem::exists(calibrated)) {
-        f.calibration = calibrated;
-        f.implicit_calibration = true;
-        fmt::print(stderr, "calm-generate: no policy flags: using the calibrated policy of {} "
-                   "(--measure full runs the full model)\n", calibrated.string());
-      } else {
-        f.policy.measure = "full";
-        fmt::print(stderr, "calm-generate: no policy flags and no {} next to the model: running "
-                   "the full model\n", calm::calibrate::kCalibrationFileName);
-      }
+      f.calibration = calm::cli::certificate_next_to(f.model, f.policy, "calm-generate");
+      f.implicit_calibration = !f.calibration.empty();
     }
     return run(f);
   } catch (const std::exception& e) {

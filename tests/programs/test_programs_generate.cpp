@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -443,6 +444,8 @@ TEST_CASE("calm-generate at a tiny positive temperature gives the greedy text") 
           greedy.at("text"));
     CHECK(generate_json("--speculative --measure static --static-layer 3 --temperature " + t)
               .at("text") == greedy.at("text"));
+  }
+}
 
 TEST_CASE("calm-generate --speculative with no draft flags: n-gram drafts, said, the full model's text") {
   const auto full = generate_json("--measure full");
@@ -474,6 +477,37 @@ TEST_CASE("calm-generate refuses draft flags that would do nothing") {
     CAPTURE(flags);
     const auto run = run_program(CALM_GENERATE_EXE, base() + flags);
     CHECK(run.status == 1);
+    CHECK(contains(run.err, message));
+  }
+}
+
+TEST_CASE("calm-generate --prompt-file: one prompt of a prompt file, as --prompt would give it") {
+  const fs::path test_split = kModel / "data" / "test.jsonl";
+  const std::string model = "--model " + quote(kModel) + " --max-new-tokens 12 --measure full --json ";
+  const auto from_file = run_program(CALM_GENERATE_EXE,
+                                     model + "--prompt-file " + quote(test_split) + " --prompt-index 2");
+  REQUIRE_MESSAGE(from_file.status == 0, from_file.err);
+  const nlohmann::json got = nlohmann::json::parse(from_file.out);
+  // The third line's prompt, read independently of calm's reader.
+  std::ifstream in(test_split);
+  std::string line;
+  for (int i = 0; i < 3; ++i) std::getline(in, line);
+  const std::string text = nlohmann::json::parse(line).at("prompt").get<std::string>();
+  CHECK(got.at("prompt").get<std::string>() == text);
+  std::string quoted = "'";  // for sh: ' as '\''
+  for (const char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  quoted += "'";
+  const auto direct = run_program(CALM_GENERATE_EXE, model + "--prompt " + quoted);
+  REQUIRE_MESSAGE(direct.status == 0, direct.err);
+  CHECK(nlohmann::json::parse(direct.out).at("text") == got.at("text"));
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--prompt-file " + quote(test_split) + " --prompt-index 100000", "there is no prompt 100000"},
+           {"--prompt-file " + quote(test_split) + " --prompt 'ROMEO:'", "excludes"},
+           {"--prompt-index 1 --prompt 'ROMEO:'", "--prompt-index picks a prompt of --prompt-file"},
+           {"", "--prompt TEXT or --prompt-file FILE"}}) {
+    CAPTURE(flags);
+    const auto run = run_program(CALM_GENERATE_EXE, model + flags);
+    CHECK(run.status != 0);
     CHECK(contains(run.err, message));
   }
 }

@@ -415,6 +415,39 @@ TEST_CASE("evaluation_csv: header, 6 significant digits, empty fields for what d
       "static,static,,,2,2,0,,,0.25,,,,2,1,2,\n");
 }
 
+TEST_CASE("evaluation_tables: calm-eval's validity and efficiency tables, column by column") {
+  cc::ValidationSummary v;
+  v.delta = 0.2;
+  v.per_split.resize(20);
+  v.certified_share = 0.75;
+  v.lambda_star_median = 0.85;
+  v.test_loss = 0.123456789;
+  v.violation_share = 0.05;
+  v.violation_interval = {0.00126, 0.248732};
+  v.average_layers = 1.5;
+  v.layer_speedup = 4.0 / 3.0;
+  v.wall_clock_speedup = 1.25;
+  const std::vector<cc::DecodeCost> costs(
+      2, {.loss = 0.25, .layer_sum = 4, .tokens = 2, .seconds = 2});
+  const cc::CostTotals full{.seconds = 8, .prompts = 2};
+  std::vector<cc::EvaluationRow> rows{
+      cc::calibrated_row("softmax", v), cc::reference_row("static", "static", 2, costs, full, 2)};
+  rows[0].oracle_saving_share = 0.4;
+  CHECK(cc::evaluation_tables(rows, 0.1) ==
+        "validity: share of splits whose test loss exceeds delta (95% Clopper-Pearson interval); "
+        "must be <= epsilon = 0.1\n"
+        "measure       delta  certified   lambda*  test loss  exceeding      95% interval  \n"
+        "softmax        0.20        75%      0.85     0.1235         5%     [0.1%, 24.9%]  ok\n"
+        "\nefficiency at lambda* on the test parts (mean over splits; full model where nothing "
+        "is certified)\nof oracle: (L - avg layers) / (L - the local oracle's avg layers), the "
+        "share of the oracle's layer saving\n"
+        "measure       delta avg layers    layer x   wall-clock x  test loss  of oracle\n"
+        "softmax        0.20       1.50      1.33x          1.25x     0.1235        40%\n"
+        "static 2          -       2.00      1.00x          2.00x     0.2500          -\n");
+  // Past epsilon, the row says so.
+  CHECK(cc::evaluation_tables(rows, 0.01).find("EXCEEDS epsilon") != std::string::npos);
+}
+
 // By hand, L = 8: the oracle averages 2.8 layers, a saving of 8 - 2.8 = 5.2 layers. λ* at 7.35
 // layers saves 0.65 of them: 0.65 / 5.2 = 0.125; 6.44 layers: 1.56 / 5.2 = 0.3; the full model
 // (8 layers) 0; the oracle itself 1; a static exit at 1.5 layers 6.5 / 5.2 = 1.25 (it saves more

@@ -16,9 +16,11 @@
 #include "calm/calibrate/learn_then_test.hpp"
 #include "calm/calibrate/pvalues.hpp"
 #include "calm/core/error.hpp"
+#include "calm/core/printf.hpp"
 #include "calm/io/atomic_file.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -456,6 +458,46 @@ inline std::string evaluation_csv(const std::vector<EvaluationRow>& rows, double
       csv += fields[k] + (k + 1 == std::size(fields) ? "\n" : ",");
   }
   return csv;
+}
+
+// The evaluation as text tables (what calm-eval prints): the validity of each calibrated row
+// (the share of splits whose test loss exceeds delta, with its 95% Clopper-Pearson interval,
+// against epsilon), then every row's efficiency at lambda* on the test parts.
+inline std::string evaluation_tables(const std::vector<EvaluationRow>& rows, double epsilon) {
+  char eps[32];  // epsilon as written (shortest round trip), not rounded to %g's 6 digits
+  const char* eps_end = std::to_chars(eps, eps + sizeof eps, epsilon).ptr;
+  std::string out = "validity: share of splits whose test loss exceeds delta (95% Clopper-Pearson "
+                    "interval); must be <= epsilon = " + std::string(eps, static_cast<std::size_t>(eps_end - eps)) + "\n";
+  out += printf_string("%-12s %6s %10s %9s %10s %10s %17s  %s\n", "measure", "delta", "certified",
+                       "lambda*", "test loss", "exceeding", "95% interval", "");
+  for (const EvaluationRow& r : rows) {
+    if (r.kind != "calibrated") continue;
+    const std::string lambda =
+        std::isnan(r.lambda_star_median) ? "-" : printf_string("%.2f", r.lambda_star_median);
+    const std::string interval = printf_string("[%.1f%%, %.1f%%]", 100 * r.ci_low, 100 * r.ci_high);
+    out += printf_string("%-12s %6.2f %9.0f%% %9s %10.4f %9.0f%% %17s  %s\n", r.measure.c_str(),
+                         r.delta, 100 * r.certified_share, lambda.c_str(), r.test_loss,
+                         100 * r.violation_share, interval.c_str(),
+                         r.violation_share <= epsilon ? "ok" : "EXCEEDS epsilon");
+  }
+  out += "\nefficiency at lambda* on the test parts (mean over splits; full model where nothing "
+         "is certified)\nof oracle: (L - avg layers) / (L - the local oracle's avg layers), the "
+         "share of the oracle's layer saving\n";
+  out += printf_string("%-12s %6s %10s %10s %14s %10s %10s\n", "measure", "delta", "avg layers",
+                       "layer x", "wall-clock x", "test loss", "of oracle");
+  for (const EvaluationRow& r : rows) {
+    const std::string delta = r.kind == "calibrated" ? printf_string("%.2f", r.delta) : "-";
+    const std::string name = r.kind == "static"       ? printf_string("static %zu", r.static_layer)
+                             : r.kind == "calibrated" ? r.measure
+                                                      : r.kind;
+    const std::string share = std::isnan(r.oracle_saving_share)
+                                  ? std::string("-")
+                                  : printf_string("%.0f%%", 100 * r.oracle_saving_share);
+    out += printf_string("%-12s %6s %10.2f %9.2fx %13.2fx %10.4f %10s\n", name.c_str(),
+                         delta.c_str(), r.average_layers, r.layer_speedup, r.wall_clock_speedup,
+                         r.test_loss, share.c_str());
+  }
+  return out;
 }
 
 // Writes evaluation_csv atomically: readers see the old file or the complete new one.

@@ -122,6 +122,16 @@ inline PromptFile read_prompt_file(const std::filesystem::path& path) {
   return file;
 }
 
+// Prompt `index` (0-based) of a prompt file (read_prompt_file's formats), e.g. one prompt of a
+// model's test split; an index past the end is refused naming the file and its count.
+inline std::string prompt_at(const std::filesystem::path& path, std::size_t index) {
+  PromptFile file = read_prompt_file(path);
+  if (index >= file.prompts.size())
+    throw Error("'" + path.string() + "' holds " + std::to_string(file.prompts.size()) +
+                " prompts: there is no prompt " + std::to_string(index) + " (counted from 0)");
+  return std::move(file.prompts[index].prompt);
+}
+
 // Appends the first `limit` prompts of `file` (0: all) to `pool`, each keeping its own file and
 // line for error messages. Returns how many it appended.
 inline std::size_t append_prompts(PromptFile& pool, const PromptFile& file, std::size_t limit = 0) {

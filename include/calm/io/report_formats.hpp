@@ -3,6 +3,7 @@
 #pragma once
 
 #include <calm/core/error.hpp>
+#include <calm/core/printf.hpp>
 #include <calm/io/atomic_file.hpp>
 #include <calm/report.hpp>
 
@@ -85,14 +86,7 @@ inline nlohmann::json report_json(const std::vector<TokenText>& pieces, const Se
           {"tokens", tokens}};
 }
 
-// printf into a std::string (the summaries below; calm::calm does not depend on fmt).
-template <class... Args>
-std::string printf_string(const char* format, Args... args) {
-  const int n = std::snprintf(nullptr, 0, format, args...);
-  std::string out(n > 0 ? static_cast<std::size_t>(n) : 0, '\0');
-  if (n > 0) std::snprintf(out.data(), out.size() + 1, format, args...);
-  return out;
-}
+using calm::printf_string;  // the summaries below (core/printf.hpp)
 
 // A sequence's speed and where its time went, in two lines: "prefill: 3 tokens, 512.0 tokens/s |
 // generation: ...\naverage layers 6.63 of 8 | layer speedup 1.21x | time: layers 80%, ...".
