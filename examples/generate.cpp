@@ -66,7 +66,8 @@ int run(Flags& f) {
   const auto model = calm::LlamaModel::load(f.model, {.max_context = f.context, .weights = f.weights});
   tokenizer.check_fits(model->config(), (f.model / "config.json").string());
   const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
-  calm::cli::Certification certification{.lambda = f.policy.threshold};
+  calm::cli::Certification certification;
+  certification.lambda = f.policy.threshold;
   if (!f.calibration.empty()) {
     cal::DecodingRecord decoding{.temperature = f.temperature, .top_k = f.sampling.top_k,
                                  .top_p = f.top_p, .max_new_tokens = f.max_new_tokens};
