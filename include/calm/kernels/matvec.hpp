@@ -35,6 +35,13 @@
 #include "calm/kernels/load.hpp"
 #include "calm/kernels/row_groups.hpp"
 
+// On a dot-product kernel whose per-chunk step is a lambda: the step always inlined. Called out
+// of line (as GCC 12 may decide once the kernel is inlined into a driver's lambdas) it passes the
+// accumulators through memory on every chunk: bf16 matvec_batch over 3 vectors ran at half speed.
+// (Not always_inline on the lambda itself: GCC 12 then drops its `if constexpr (Prefetch)`
+// branch -- every prefetch of the kernel -- in a template.)
+#define CALM_KERNEL [[gnu::flatten]]
+
 namespace calm::kernels {
 
 namespace scalar {
@@ -102,7 +109,7 @@ struct PrefetchPlan {
 // y(R) = W(R rows, stride cols) x(cols); next: the first row of the group that follows (for
 // the prefetch stream only). The per-row arithmetic does not depend on R or next.
 template <class Arch, std::size_t R, class T>
-inline void dot_rows(float* y, const T* w, const T* next, const float* x,
+CALM_KERNEL inline void dot_rows(float* y, const T* w, const T* next, const float* x,
                      std::size_t cols) noexcept {
   using B = fbatch<Arch>;
   constexpr std::size_t N = B::size;
@@ -166,7 +173,7 @@ inline void split_even_odd(float* x_split, const float* x, std::size_t cols) noe
 // dot_rows. The per-row arithmetic does not depend on R or next (two accumulators per row:
 // even and odd columns).
 template <std::size_t R>
-inline void dot_rows_bf16_split(float* y, const bf16* w, const bf16* next, const float* x_split,
+CALM_KERNEL inline void dot_rows_bf16_split(float* y, const bf16* w, const bf16* next, const float* x_split,
                                 const float* x, std::size_t cols) noexcept {
   const auto* wb = reinterpret_cast<const std::uint16_t*>(w);
   const auto* nb = reinterpret_cast<const std::uint16_t*>(next);
@@ -288,7 +295,7 @@ namespace detail {
 // reduction), so the bits do not depend on R or V. Prefetch: only the first vector tile of a
 // row group streams ahead; the other tiles find the rows in L1.
 template <class Arch, std::size_t R, std::size_t V, bool Prefetch, class T>
-inline void dot_rows_multi(float* y, std::size_t y_stride, const T* w, const T* next,
+CALM_KERNEL inline void dot_rows_multi(float* y, std::size_t y_stride, const T* w, const T* next,
                            const float* x, std::size_t x_stride, std::size_t cols) noexcept {
   using B = fbatch<Arch>;
   constexpr std::size_t N = B::size;
@@ -341,7 +348,7 @@ inline void dot_rows_multi(float* y, std::size_t y_stride, const T* w, const T* 
 // dot_rows_bf16_split for V vectors (x_split_v = x_split + v * x_stride): the same per-(row,
 // vector) arithmetic (even and odd column accumulators).
 template <std::size_t R, std::size_t V, bool Prefetch>
-inline void dot_rows_bf16_split_multi(float* y, std::size_t y_stride, const bf16* w,
+CALM_KERNEL inline void dot_rows_bf16_split_multi(float* y, std::size_t y_stride, const bf16* w,
                                       const bf16* next, const float* x_split, const float* x,
                                       std::size_t x_stride, std::size_t cols) noexcept {
   const auto* wb = reinterpret_cast<const std::uint16_t*>(w);
@@ -472,3 +479,5 @@ void matvec_gather(float* y, const T* w, const float* x, std::span<const std::ui
 }  // namespace scalar
 
 }  // namespace calm::kernels
+
+#undef CALM_KERNEL
