@@ -371,6 +371,31 @@ TEST_CASE("a key twice inside a tensor entry or the weight map is refused, namin
                     "weight_map");
 }
 
+// --- Many members ---------------------------------------------------------------------------
+
+// kManyMembers entries in one object: nlohmann's callback parser walked the parent object at each
+// member's end (40,000 entries took 25 s, this many would take minutes); the parse is linear, and
+// ctest's TIMEOUT for this case (tests/CMakeLists.txt) fails a quadratic one.
+constexpr std::size_t kManyMembers = 200000;
+
+TEST_CASE("a safetensors header with 200,000 entries is read in linear time") {
+  ScratchDir dir("many");
+  const fs::path p = dir.path / "many.safetensors";
+  std::string header = "{";
+  for (std::size_t i = 0; i < kManyMembers; ++i) {
+    if (i > 0) header += ',';
+    header += "\"t" + std::to_string(i) + "\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" +
+              std::to_string(4 * i) + "," + std::to_string(4 * i + 4) + "]}";
+  }
+  const std::string data(4 * kManyMembers, '\0');
+  write_file(p, safetensors_bytes(header + "}", data));
+  CHECK(calm::io::SafeTensorsFile::open(p).tensors().size() == kManyMembers);
+  // The same header with its first key again at the end: refused, naming the key.
+  write_file(p, safetensors_bytes(
+                    header + R"(,"t0":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", data));
+  CHECK_ERROR_NAMES(calm::io::SafeTensorsFile::open(p), p.string(), "'t0' twice");
+}
+
 // --- Tensors the model would need but calm does not read ----------------------------------
 
 TEST_CASE("every tensor of the checkpoint is read or refused by name") {
