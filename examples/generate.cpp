@@ -67,10 +67,7 @@ struct Certification {
 float apply_calibration(Flags& f, std::size_t num_layers, Certification& out) {
   const cal::CalibrationRecord rec = cal::read_calibration_json(f.calibration);
   const std::string file = f.calibration.string();
-  const std::string fingerprint = cal::model_fingerprint(f.model);
-  if (rec.model_fingerprint != fingerprint)
-    throw calm::Error("'" + file + "' was calibrated for another model "
-                      "(fingerprint " + rec.model_fingerprint + ", this model " + fingerprint + ")");
+  cal::check_model_fingerprint(rec, f.model, file);
   const calm::cli::PolicyFlags given = f.policy;
   const std::optional<calm::PolicySpec> spec =
       calm::calibrated_policy(rec, f.policy.spec(f.policy.threshold), file);
