@@ -12,6 +12,7 @@
 #include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
 #include <calm/sampling/sampler.hpp>
+#include <calm/schedule/constant.hpp>
 #include <calm/schedule/decaying.hpp>
 #include <calm/schedule/never.hpp>
 
@@ -235,7 +236,8 @@ TEST_CASE("calm-calibrate end to end: the table matches independent decodes and 
   // Round trip: the record written back is the same document.
   CHECK(cc::to_json(record) == nlohmann::json::parse(read_text(output)));
   CHECK(record.measure == "softmax");
-  CHECK(record.schedule == nlohmann::json{{"schedule", "decaying"}, {"tau", 4.0}, {"first_exit", 1},
+  // The default schedule is the constant one (docs/design.md §4 says why).
+  CHECK(record.schedule == nlohmann::json{{"schedule", "constant"}, {"first_exit", 1},
                                           {"interval", 1}, {"propagation", "propagate"}});
   CHECK(record.model_fingerprint == cc::model_fingerprint(kModel));
   CHECK(record.decoding == cc::DecodingRecord{.max_new_tokens = 8});  // greedy, the default
@@ -291,8 +293,8 @@ TEST_CASE("calm-calibrate end to end: the table matches independent decodes and 
     CAPTURE(lambda);
     double sum = 0.0;
     for (std::size_t i = 0; i < prompts.prompts.size(); ++i) {
-      calm::Decoder<calm::LlamaSession&, calm::SoftmaxResponse, calm::DecayingThreshold> early(
-          model, {}, calm::DecayingThreshold{static_cast<float>(lambda), 4.0f});
+      calm::Decoder<calm::LlamaSession&, calm::SoftmaxResponse, calm::ConstantThreshold> early(
+          model, {}, calm::ConstantThreshold{static_cast<float>(lambda)});
       const std::vector<int> tokens = decode(early, prompts.prompts[i].prompt);
       sum += 1.0 - cc::rouge_l_f1(tokens, full[i]);
     }
@@ -306,7 +308,8 @@ TEST_CASE("calm-calibrate under sampling: recorded, deterministic for a seed, an
   const ScratchDir dir("calibrate_sampled");
   const std::string args = "--model " + quote(kModel) + " --prompts " + quote(kPrompts) +
                            " --measure softmax --delta 0.3 --epsilon 0.3 --max-new-tokens 8 "
-                           "--temperature 0.9 --top-k 20 --top-p 0.95 --seed 3 --output ";
+                           "--schedule decaying --temperature 0.9 --top-k 20 --top-p 0.95 "
+                           "--seed 3 --output ";
   const ProgramRun first = calibrate(args + quote(dir.path / "a.json"));
   INFO(first.err);
   REQUIRE(first.status == 0);
