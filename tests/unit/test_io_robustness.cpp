@@ -378,6 +378,20 @@ TEST_CASE("a key twice inside a tensor entry or the weight map is refused, namin
 // ctest's TIMEOUT for this case (tests/CMakeLists.txt) fails a quadratic one.
 constexpr std::size_t kManyMembers = 200000;
 
+TEST_CASE("parse_json builds the value nlohmann::json::parse builds") {
+  for (const char* text : {R"({"a":[1,{"b":[[],{}]},-2,3.5e3],"c":{"d":null,"e":[true,false]},"f":"x"})",
+                           R"([[1,[2,[3]]],{"k":[{"l":{}},[]]},"s"])", "[]", "{}", "7", "\"s\"",
+                           "null", R"({"a":{"a":{"a":1}},"b":[{"a":2},{"a":3}]})"}) {
+    CAPTURE(text);
+    CHECK(calm::io::parse_json(text, "test", "here") == nlohmann::json::parse(text));
+  }
+  // A key twice names the object it is in, by its path from the top.
+  CHECK_ERROR_NAMES(calm::io::parse_json(R"({"a":[{"b":{"c":1,"c":2}}]})", "test", "here"),
+                    "'c' twice", R"((in "a[].b"))");
+  CHECK_ERROR_NAMES(calm::io::parse_json(R"({"a":1,"a":2})", "test", "here"), "'a' twice");
+  CHECK_ERROR_NAMES(calm::io::parse_json(R"({"a":[1,2})", "test", "here"), "not valid JSON");
+}
+
 TEST_CASE("a safetensors header with 200,000 entries is read in linear time") {
   ScratchDir dir("many");
   const fs::path p = dir.path / "many.safetensors";
