@@ -49,7 +49,7 @@ struct Flags {
   std::string grid = "1,0.05,0.05";
   std::size_t max_new_tokens = 32;
   std::size_t threads = 1;
-  calm::cli::PolicyFlags policy;
+  calm::cli::PolicyFlags policy = calm::cli::calibration_policy_defaults();
   cal::DecodingRecord decoding;  // --temperature --top-k --top-p --seed; max_new_tokens set in run
 };
 

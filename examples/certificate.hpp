@@ -64,10 +64,7 @@ inline Certification apply_certificate(const CertificateRequest& req, std::size_
   Certification out;
   const calibrate::CalibrationRecord rec = calibrate::read_calibration_json(req.file);
   const std::string file = req.file.string();
-  const std::string fingerprint = calibrate::model_fingerprint(req.model);
-  if (rec.model_fingerprint != fingerprint)
-    throw Error("'" + file + "' was calibrated for another model "
-                "(fingerprint " + rec.model_fingerprint + ", this model " + fingerprint + ")");
+  calibrate::check_model_fingerprint(rec, req.model, file);
   const PolicyFlags given = policy;
   const std::optional<PolicySpec> spec =
       calibrated_policy(rec, policy.spec(policy.threshold), file);

@@ -42,7 +42,7 @@ struct Flags {
   std::string distance = "rouge-l", consistency = "textual", method = "hoeffding-bentkus",
               grid = "1,0.05,0.05";
   std::uint64_t seed = 1;
-  calm::cli::PolicyFlags policy;
+  calm::cli::PolicyFlags policy = calm::cli::calibration_policy_defaults();
   cal::DecodingRecord decoding;  // --temperature --top-k --top-p --sampling-seed
 };
 

@@ -169,6 +169,15 @@ struct PolicyFlags {
   }
 };
 
+// calm-calibrate's and calm-eval's defaults: the constant schedule, with which the bundled
+// model's classifier certifies lambda* = 0.945 at the committed certificate's settings, where the
+// decaying schedule certifies nothing (docs/design.md §4, "The default schedule").
+inline PolicyFlags calibration_policy_defaults() {
+  PolicyFlags f;
+  f.schedule = "constant";
+  return f;
+}
+
 inline void add_policy_flags(CLI::App& app, PolicyFlags& f) {
   app.add_option("--measure", f.measure, "confidence measure")
       ->check(CLI::IsMember(PolicyFlags::measure_choices()));

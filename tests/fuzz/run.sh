@@ -62,6 +62,14 @@ put("fuzz_hf_tokenizer", "deep", '{"model": {"vocab": ' + deep + '}}')
 put("fuzz_hf_tokenizer", "nul", open(f"{corpus}/fuzz_hf_tokenizer/tests_fixtures_io_hf_tokenizer.json").read() + "\0{}")
 put("fuzz_prompts", "deep", '{"prompt": ' + deep + '}\n')
 put("fuzz_prompts", "nul", '{"prompt": "a"}\0{"prompt": 1}\n')
+# Many members (a parse once quadratic in them; a seed fits -max_len) and an added-token id that
+# once sized the tokenizer's tables before the gap check.
+put("fuzz_safetensors", "many_entries", st(("{" + ",".join(
+    f'"t{i}":{{"dtype":"F32","shape":[1],"data_offsets":[{4 * i},{4 * i + 4}]}}' for i in range(3500)
+) + "}").encode(), b"\0" * 14000))
+tok = json.load(open(f"{corpus}/fuzz_hf_tokenizer/tests_fixtures_io_hf_tokenizer.json"))
+tok["added_tokens"][0]["id"] = 2**30
+put("fuzz_hf_tokenizer", "huge_added_id", json.dumps(tok))
 put("fuzz_prompts", "huge_number", '{"prompt": "a", "n": 1e999}\n')  # once a bare nlohmann error
 PY
 

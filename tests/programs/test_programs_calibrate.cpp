@@ -12,6 +12,7 @@
 #include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
 #include <calm/sampling/sampler.hpp>
+#include <calm/schedule/constant.hpp>
 #include <calm/schedule/decaying.hpp>
 #include <calm/schedule/never.hpp>
 
@@ -133,6 +134,31 @@ TEST_CASE("prompt files: bad input names the file and the line") {
                  kPlainPrompts.string() + ":1: no reference"));
 }
 
+TEST_CASE("prompt files: a prompt or reference too long for the context is refused untokenized") {
+  // The fixture's context is 128 tokens: 32 bytes per token reads 4,096 bytes. Lines of 100 MB
+  // once ran the tokenizer out of memory; these are tokenized in a few milliseconds if at all.
+  const ScratchDir dir("reader_long");
+  const calm::Tokenizer tokenizer = calm::Tokenizer::load(kModel / "tokenizer.model");
+  const fs::path long_prompt = dir.write("long.txt", "short\n" + std::string(4097, 'a') + "\n");
+  CHECK(contains(error_of([&] {
+                   calm::io::encode_prompts(calm::io::read_prompt_file(long_prompt), tokenizer, 4, 128);
+                 }),
+                 long_prompt.string() + ":2: the prompt is 4097 bytes, more than the 4096 read (32 "
+                                        "bytes per token of the context length 128"));
+  const fs::path long_reference = dir.write(
+      "long.jsonl", "{\"prompt\": \"a\", \"reference\": \"" + std::string(5000, 'b') + "\"}\n");
+  CHECK(contains(error_of([&] {
+                   calm::io::encode_prompts(calm::io::read_prompt_file(long_reference), tokenizer, 4, 128);
+                 }),
+                 long_reference.string() + ":1: the reference is 5000 bytes, more than the 4096"));
+  // At the bound, a prompt is tokenized and refused by its token count.
+  const fs::path at_bound = dir.write("bound.txt", std::string(4096, 'a') + "\n");
+  CHECK(contains(error_of([&] {
+                   calm::io::encode_prompts(calm::io::read_prompt_file(at_bound), tokenizer, 4, 128);
+                 }),
+                 "tokens; with --max-new-tokens 4 that exceeds the context length 128"));
+}
+
 TEST_CASE("calm-calibrate: bad input is a clear error, not a crash") {
   const ScratchDir dir("calibrate_bad");
   const std::string good = kBase + "--prompts " + quote(kPrompts) + " --measure softmax ";
@@ -142,6 +168,7 @@ TEST_CASE("calm-calibrate: bad input is a clear error, not a crash") {
   };
   const fs::path empty = dir.write("empty.jsonl", "");
   const fs::path malformed = dir.write("m.jsonl", "{\"prompt\": \"a\"}\n{\"prompt\": \n");
+  const fs::path huge = dir.write("huge.txt", "a\n" + std::string(10'000'000, 'x') + "\n");
   const std::vector<Case> cases{
       {good + out + "--delta 1.5 --epsilon 0.1", "--delta 1.5 must be in (0, 1)"},
       {good + out + "--delta 0 --epsilon 0.1", "--delta 0 must be in (0, 1)"},
@@ -167,6 +194,8 @@ TEST_CASE("calm-calibrate: bad input is a clear error, not a crash") {
       {good + out + "--delta 0.1 --epsilon 0.1 --grid 1,0.9,0.03", "is not a multiple of step"},
       {good + out + "--delta 0.1 --epsilon 0.1 --grid 1,0.9", "expected three numbers HIGH,LOW,STEP"},
       {good + out + "--delta 0.1 --epsilon 0.1 --grid 0.5,0.9,0.1", "lowest <= highest"},
+      {kBase + out + "--prompts " + quote(huge) + " --measure softmax --delta 0.1 --epsilon 0.1",
+       huge.string() + ":2: the prompt is 10000000 bytes, more than the 4096 read"},
       {"--model " + quote(kModel) + " --prompts " + quote(kPrompts) + " --measure softmax " + out +
            "--delta 0.1 --epsilon 0.1 --max-new-tokens 120",
        "exceeds the context length 128"},
@@ -207,7 +236,8 @@ TEST_CASE("calm-calibrate end to end: the table matches independent decodes and 
   // Round trip: the record written back is the same document.
   CHECK(cc::to_json(record) == nlohmann::json::parse(read_text(output)));
   CHECK(record.measure == "softmax");
-  CHECK(record.schedule == nlohmann::json{{"schedule", "decaying"}, {"tau", 4.0}, {"first_exit", 1},
+  // The default schedule is the constant one (docs/design.md §4 says why).
+  CHECK(record.schedule == nlohmann::json{{"schedule", "constant"}, {"first_exit", 1},
                                           {"interval", 1}, {"propagation", "propagate"}});
   CHECK(record.model_fingerprint == cc::model_fingerprint(kModel));
   CHECK(record.decoding == cc::DecodingRecord{.max_new_tokens = 8});  // greedy, the default
@@ -263,8 +293,8 @@ TEST_CASE("calm-calibrate end to end: the table matches independent decodes and 
     CAPTURE(lambda);
     double sum = 0.0;
     for (std::size_t i = 0; i < prompts.prompts.size(); ++i) {
-      calm::Decoder<calm::LlamaSession&, calm::SoftmaxResponse, calm::DecayingThreshold> early(
-          model, {}, calm::DecayingThreshold{static_cast<float>(lambda), 4.0f});
+      calm::Decoder<calm::LlamaSession&, calm::SoftmaxResponse, calm::ConstantThreshold> early(
+          model, {}, calm::ConstantThreshold{static_cast<float>(lambda)});
       const std::vector<int> tokens = decode(early, prompts.prompts[i].prompt);
       sum += 1.0 - cc::rouge_l_f1(tokens, full[i]);
     }
@@ -278,7 +308,8 @@ TEST_CASE("calm-calibrate under sampling: recorded, deterministic for a seed, an
   const ScratchDir dir("calibrate_sampled");
   const std::string args = "--model " + quote(kModel) + " --prompts " + quote(kPrompts) +
                            " --measure softmax --delta 0.3 --epsilon 0.3 --max-new-tokens 8 "
-                           "--temperature 0.9 --top-k 20 --top-p 0.95 --seed 3 --output ";
+                           "--schedule decaying --temperature 0.9 --top-k 20 --top-p 0.95 "
+                           "--seed 3 --output ";
   const ProgramRun first = calibrate(args + quote(dir.path / "a.json"));
   INFO(first.err);
   REQUIRE(first.status == 0);

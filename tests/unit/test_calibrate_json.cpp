@@ -126,6 +126,30 @@ TEST_CASE("calibration JSON round-trips every field") {
   CHECK(nlohmann::json::parse(read_text(file))["lambda_star"].is_null());
 }
 
+// A grid of 400,001 lambdas (calm-calibrate writes a million-row one in seconds): an array of
+// that many objects took nlohmann's callback parser minutes (quadratic in the rows); ctest's
+// TIMEOUT for this case (tests/CMakeLists.txt) fails a parse that is not linear.
+TEST_CASE("a certificate with 400,001 rows reads back in linear time") {
+  ScratchDir dir("rows");
+  const fs::path file = dir.path / "calm_calibration.json";
+  constexpr std::size_t kRows = 400001;
+  nlohmann::json document = cc::to_json(sample_record());
+  nlohmann::json table = nlohmann::json::array();
+  for (std::size_t j = 0; j < kRows; ++j) {
+    table.push_back({{"lambda", static_cast<double>(kRows - 1 - j) / (kRows - 1)},
+                     {"mean_loss", nullptr},
+                     {"p_value", nullptr},
+                     {"tested", false},
+                     {"passed", false}});
+  }
+  document["table"] = std::move(table);
+  document["lambda_star"] = nullptr;
+  write_text(file, document.dump(2));
+  const cc::CalibrationRecord read = cc::read_calibration_json(file);
+  CHECK(read.result.table.size() == kRows);
+  CHECK(read.result.table.back().lambda == 0.0);
+}
+
 TEST_CASE("a failing write leaves neither a new file nor a temp file") {
   ScratchDir dir("atomic");
   // 1. The rename fails (the target is a directory): the temp file is removed again.

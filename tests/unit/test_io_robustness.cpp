@@ -371,6 +371,45 @@ TEST_CASE("a key twice inside a tensor entry or the weight map is refused, namin
                     "weight_map");
 }
 
+// --- Many members ---------------------------------------------------------------------------
+
+// kManyMembers entries in one object: nlohmann's callback parser walked the parent object at each
+// member's end (40,000 entries took 25 s, this many would take minutes); the parse is linear, and
+// ctest's TIMEOUT for this case (tests/CMakeLists.txt) fails a quadratic one.
+constexpr std::size_t kManyMembers = 200000;
+
+TEST_CASE("parse_json builds the value nlohmann::json::parse builds") {
+  for (const char* text : {R"({"a":[1,{"b":[[],{}]},-2,3.5e3],"c":{"d":null,"e":[true,false]},"f":"x"})",
+                           R"([[1,[2,[3]]],{"k":[{"l":{}},[]]},"s"])", "[]", "{}", "7", "\"s\"",
+                           "null", R"({"a":{"a":{"a":1}},"b":[{"a":2},{"a":3}]})"}) {
+    CAPTURE(text);
+    CHECK(calm::io::parse_json(text, "test", "here") == nlohmann::json::parse(text));
+  }
+  // A key twice names the object it is in, by its path from the top.
+  CHECK_ERROR_NAMES(calm::io::parse_json(R"({"a":[{"b":{"c":1,"c":2}}]})", "test", "here"),
+                    "'c' twice", R"((in "a[].b"))");
+  CHECK_ERROR_NAMES(calm::io::parse_json(R"({"a":1,"a":2})", "test", "here"), "'a' twice");
+  CHECK_ERROR_NAMES(calm::io::parse_json(R"({"a":[1,2})", "test", "here"), "not valid JSON");
+}
+
+TEST_CASE("a safetensors header with 200,000 entries is read in linear time") {
+  ScratchDir dir("many");
+  const fs::path p = dir.path / "many.safetensors";
+  std::string header = "{";
+  for (std::size_t i = 0; i < kManyMembers; ++i) {
+    if (i > 0) header += ',';
+    header += "\"t" + std::to_string(i) + "\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" +
+              std::to_string(4 * i) + "," + std::to_string(4 * i + 4) + "]}";
+  }
+  const std::string data(4 * kManyMembers, '\0');
+  write_file(p, safetensors_bytes(header + "}", data));
+  CHECK(calm::io::SafeTensorsFile::open(p).tensors().size() == kManyMembers);
+  // The same header with its first key again at the end: refused, naming the key.
+  write_file(p, safetensors_bytes(
+                    header + R"(,"t0":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", data));
+  CHECK_ERROR_NAMES(calm::io::SafeTensorsFile::open(p), p.string(), "'t0' twice");
+}
+
 // --- Tensors the model would need but calm does not read ----------------------------------
 
 TEST_CASE("every tensor of the checkpoint is read or refused by name") {

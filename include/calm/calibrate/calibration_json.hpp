@@ -592,4 +592,15 @@ inline std::string model_fingerprint(const std::filesystem::path& model_dir) {
   return "fnv1a64:" + std::string(hex);
 }
 
+// A certificate holds for the model it was computed on only: refuses `record` (read from
+// `source`) unless its fingerprint is model_dir's.
+inline void check_model_fingerprint(const CalibrationRecord& record,
+                                    const std::filesystem::path& model_dir,
+                                    const std::string& source) {
+  const std::string fingerprint = model_fingerprint(model_dir);
+  if (record.model_fingerprint != fingerprint)
+    throw Error("'" + source + "' was calibrated for another model (fingerprint " +
+                record.model_fingerprint + ", this model " + fingerprint + ")");
+}
+
 }  // namespace calm::calibrate

@@ -776,9 +776,37 @@ class HfTokenizer {
     return id < static_cast<int>(model_size_) ? id : -1;
   }
 
+  // The tables are sized by the largest added id, so the ids past the vocabulary are checked
+  // before any is used: they must follow it without a gap (one id in tokenizer.json could
+  // otherwise allocate gigabytes). Malformed entries are left to read_added, which names them.
+  void check_added_ids(const json& list, std::size_t model_size) const {
+    std::vector<std::pair<std::uint64_t, std::size_t>> past;  // (id, entry) for ids >= model_size
+    for (std::size_t k = 0; k < list.size(); ++k) {
+      const json& t = list[k];
+      if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() ||
+          t["id"].get<std::int64_t>() < 0)
+        continue;
+      const auto id = t["id"].get<std::uint64_t>();
+      if (id >= model_size) past.emplace_back(id, k);
+    }
+    std::sort(past.begin(), past.end());
+    std::uint64_t next = model_size;  // the id the next added token must have
+    for (const auto& [id, k] : past) {
+      if (id > next) {
+        const auto& [largest, at] = past.back();
+        fail("added_tokens[" + std::to_string(at) + "].id",
+             "id " + std::to_string(largest) + " leaves a gap: no token has id " +
+                 std::to_string(next) + " (the vocabulary has " + std::to_string(model_size) +
+                 " tokens; calm needs the ids without gaps)");
+      }
+      next = id + 1;  // an id given twice is named by read_added
+    }
+  }
+
   void read_added(const json& list) {
     if (!list.is_array()) fail("added_tokens", "expected an array, got " + describe_json(list));
     const std::size_t model_size = pieces_.size();
+    check_added_ids(list, model_size);
     std::unordered_map<std::string, std::size_t> by_content;
     std::unordered_map<std::size_t, std::string> by_id;
     for (std::size_t k = 0; k < list.size(); ++k) {
@@ -787,8 +815,7 @@ class HfTokenizer {
       if (!t.is_object()) fail(key, "expected an object, got " + describe_json(t));
       const json& id_v = member(t, "id", key);
       const json& content_v = member(t, "content", key);
-      if (!id_v.is_number_integer() || id_v.get<std::int64_t>() < 0 ||
-          id_v.get<std::int64_t>() > (1 << 30)) {
+      if (!id_v.is_number_integer() || id_v.get<std::int64_t>() < 0) {
         fail(key + ".id", "expected a non-negative integer, got " + describe_json(id_v));
       }
       if (!content_v.is_string() || content_v.get_ref<const std::string&>().empty()) {

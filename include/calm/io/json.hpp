@@ -12,10 +12,10 @@
 #pragma once
 
 #include <cstddef>
-#include <set>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -111,68 +111,127 @@ inline std::string describe_json(const nlohmann::json& v) {
   return std::string(v.type_name()) + " " + json_excerpt(v);
 }
 
+namespace detail {
+
+// nlohmann's SAX interface, building the value as nlohmann::json::parse does and noting the first
+// key that appears twice in one object. Each event costs O(log members) at most, so a parse is
+// linear in the text (up to that log): nlohmann's parser-callback interface, used before, walks
+// the parent container at the end of every object and array, which is quadratic in the number of
+// members (a safetensors header of 40,000 tensors took 25 s).
+class StrictJsonBuilder {
+ public:
+  using json = nlohmann::json;
+
+  explicit StrictJsonBuilder(json& root) : root_(root) {}
+
+  bool null() { return add(nullptr); }
+  bool boolean(bool v) { return add(v); }
+  bool number_integer(json::number_integer_t v) { return add(v); }
+  bool number_unsigned(json::number_unsigned_t v) { return add(v); }
+  bool number_float(json::number_float_t v, const json::string_t& /*text*/) { return add(v); }
+  bool string(json::string_t& v) { return add(std::move(v)); }
+  bool binary(json::binary_t& v) { return add(std::move(v)); }
+  bool start_object(std::size_t /*size: unknown in JSON text*/) {
+    return open(json::value_t::object);
+  }
+  bool start_array(std::size_t /*size*/) { return open(json::value_t::array); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool key(json::string_t& k) {
+    Frame& f = frames_.back();
+    if (f.value->contains(k) && duplicate_.empty()) {
+      duplicate_ = k;
+      duplicate_in_ = path(frames_.size() - 1);
+    }
+    f.key = std::move(k);
+    return true;
+  }
+  // Throws nlohmann's exception, whose message (with the position) the caller quotes.
+  template <class Exception>
+  bool parse_error(std::size_t /*position*/, const std::string& /*token*/, const Exception& e) {
+    throw e;
+  }
+
+  // The first key seen twice in one object ("" if none) and the path of that object.
+  const std::string& duplicate() const noexcept { return duplicate_; }
+  const std::string& duplicate_in() const noexcept { return duplicate_in_; }
+
+ private:
+  // An open array or object: where it is, and for an object the key of the member being read.
+  // Pointers stay valid: a container's elements are not added to while a child is open.
+  struct Frame {
+    json* value;
+    std::string key;
+  };
+
+  template <class V>
+  bool add(V&& v) {
+    place(std::forward<V>(v));
+    return true;
+  }
+  json* place(json v) {
+    if (frames_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    Frame& parent = frames_.back();
+    if (parent.value->is_array()) {
+      parent.value->push_back(std::move(v));
+      return &parent.value->back();
+    }
+    json& member = (*parent.value)[parent.key];
+    member = std::move(v);
+    return &member;
+  }
+  bool open(json::value_t type) {
+    frames_.push_back({place(json(type)), {}});
+    return true;
+  }
+  bool close() {
+    frames_.pop_back();
+    return true;
+  }
+  // The path of frames_[depth] for messages: keys joined by '.', "[]" for an array element. Built
+  // only for an error, so that a long key is not copied into every container under it.
+  std::string path(std::size_t depth) const {
+    std::string p;
+    for (std::size_t i = 0; i < depth; ++i) {
+      if (frames_[i].value->is_array()) {
+        p += "[]";
+      } else {
+        if (!p.empty()) p += '.';
+        p += frames_[i].key;
+      }
+    }
+    return p;
+  }
+
+  json& root_;
+  std::vector<Frame> frames_;  // one per open array or object; depth bounded by the prescan
+  std::string duplicate_, duplicate_in_;
+};
+
+}  // namespace detail
+
 // Parses the whole of `text` (what = "header", "config", ...; source = file path) into a JSON
-// value of any type, with the checks listed at the top of this file. Trailing content after the
-// value is a parse error (nlohmann reports its position).
+// value of any type, with the checks listed at the top of this file, in time linear in the text.
+// Trailing content after the value is a parse error (nlohmann reports its position).
 inline nlohmann::json parse_json(std::string_view text, std::string_view what,
                                  std::string_view source) {
   check_json_text(text, std::string(what) + " of '" + std::string(source) + "'");
-  // One frame per open array or object: its path (for the message) and, for objects, the keys
-  // seen so far. Depth is bounded by the prescan.
-  struct Frame {
-    std::string path;
-    std::set<std::string, std::less<>> keys;
-    std::string last_key;
-    bool object = false;
-  };
-  std::vector<Frame> frames;
-  std::string duplicate, duplicate_in;
-  const auto child_path = [&]() -> std::string {
-    if (frames.empty()) return "";
-    const Frame& parent = frames.back();
-    if (!parent.object) return parent.path + "[]";
-    return parent.path.empty() ? parent.last_key : parent.path + "." + parent.last_key;
-  };
-  using event_t = nlohmann::json::parse_event_t;
-  const auto on_event = [&](int /*depth*/, event_t event, nlohmann::json& parsed) {
-    switch (event) {
-      case event_t::object_start:
-      case event_t::array_start: {
-        Frame f;
-        f.path = child_path();
-        f.object = event == event_t::object_start;
-        frames.push_back(std::move(f));
-        break;
-      }
-      case event_t::object_end:
-      case event_t::array_end:
-        if (!frames.empty()) frames.pop_back();
-        break;
-      case event_t::key: {
-        Frame& f = frames.back();
-        f.last_key = parsed.get<std::string>();
-        if (!f.keys.insert(f.last_key).second && duplicate.empty()) {
-          duplicate = f.last_key;
-          duplicate_in = f.path;
-        }
-        break;
-      }
-      case event_t::value:
-        break;
-    }
-    return true;
-  };
   nlohmann::json j;
+  detail::StrictJsonBuilder builder(j);
   try {
-    j = nlohmann::json::parse(text.begin(), text.end(), on_event);
+    nlohmann::json::sax_parse(text.begin(), text.end(), &builder);
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string(what) + " of '" + std::string(source) +
                 "' is not valid JSON: " + e.what());
   }
-  if (!duplicate.empty()) {
-    throw Error(std::string(what) + " of '" + std::string(source) + "' has the key '" + duplicate +
-                "' twice" +
-                (duplicate_in.empty() ? std::string() : " (in \"" + duplicate_in + "\")"));
+  if (!builder.duplicate().empty()) {
+    throw Error(std::string(what) + " of '" + std::string(source) + "' has the key '" +
+                builder.duplicate() + "' twice" +
+                (builder.duplicate_in().empty() ? std::string()
+                                                : " (in \"" + builder.duplicate_in() + "\")"));
   }
   return j;
 }

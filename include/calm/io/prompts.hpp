@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <fstream>
+#include <new>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -170,21 +171,44 @@ struct EncodedPrompts {
   std::vector<std::vector<int>> references;  // empty vectors where a prompt has no reference
 };
 
+// The longest prompt or reference, in bytes per token of the context, that is tokenized: longer
+// text is refused before the tokenizer spends seconds and gigabytes on it (a 5 MB line took 7 s
+// and 480 MB, a 100 MB one ran out of memory). English text averages about 4 bytes per token, so
+// text over 32 bytes per token of context cannot fit in practice; the exception is a long run of
+// what a tokenizer folds away (sentencepiece collapses runs of spaces), which the message names.
+inline constexpr std::size_t kMaxTextBytesPerToken = 32;
+
 // TokenizerT: encode(text, add_bos) -> std::vector<int> (calm::Tokenizer). Every prompt must leave
-// room for max_new_tokens within max_context.
+// room for max_new_tokens within max_context; prompts and references longer than
+// kMaxTextBytesPerToken bytes per token of max_context are refused before they are tokenized.
 template <class TokenizerT>
 EncodedPrompts encode_prompts(const PromptFile& file, const TokenizerT& tokenizer,
                               std::size_t max_new_tokens, std::size_t max_context) {
+  const std::size_t max_bytes = kMaxTextBytesPerToken * max_context;
+  const auto encode = [&](std::size_t i, const std::string& text, const char* what, bool bos) {
+    if (text.size() > max_bytes)
+      throw Error(file.where(i) + ": the " + what + " is " + std::to_string(text.size()) +
+                  " bytes, more than the " + std::to_string(max_bytes) + " read (" +
+                  std::to_string(kMaxTextBytesPerToken) + " bytes per token of the context length " +
+                  std::to_string(max_context) + "; it cannot fit unless the tokenizer folds runs "
+                  "of spaces away)");
+    try {
+      return tokenizer.encode(text, bos);
+    } catch (const std::bad_alloc&) {
+      throw Error(file.where(i) + ": out of memory tokenizing the " + what + " (" +
+                  std::to_string(text.size()) + " bytes)");
+    }
+  };
   EncodedPrompts out;
   for (std::size_t i = 0; i < file.prompts.size(); ++i) {
     const PromptRecord& r = file.prompts[i];
-    std::vector<int> tokens = tokenizer.encode(r.prompt, /*add_bos=*/true);
+    std::vector<int> tokens = encode(i, r.prompt, "prompt", /*bos=*/true);
     if (tokens.size() + max_new_tokens > max_context)
       throw Error(file.where(i) + ": the prompt is " + std::to_string(tokens.size()) +
                   " tokens; with --max-new-tokens " + std::to_string(max_new_tokens) +
                   " that exceeds the context length " + std::to_string(max_context));
     out.prompts.push_back(std::move(tokens));
-    out.references.push_back(r.reference ? tokenizer.encode(*r.reference, /*add_bos=*/false)
+    out.references.push_back(r.reference ? encode(i, *r.reference, "reference", /*bos=*/false)
                                          : std::vector<int>{});
   }
   return out;
