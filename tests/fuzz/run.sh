@@ -71,6 +71,14 @@ tok = json.load(open(f"{corpus}/fuzz_hf_tokenizer/tests_fixtures_io_hf_tokenizer
 tok["added_tokens"][0]["id"] = 2**30
 put("fuzz_hf_tokenizer", "huge_added_id", json.dumps(tok))
 put("fuzz_prompts", "huge_number", '{"prompt": "a", "n": 1e999}\n')  # once a bare nlohmann error
+# Values once accepted that failed later or silently: a rope theta and a scaling factor of 1e-45,
+# an end-token list, and a certificate key nothing reads.
+for name, change in [("tiny_rope_theta", {"rope_theta": 1e-45}),
+                     ("tiny_rope_factor", {"rope_scaling": {"rope_type": "linear", "factor": 1e-45}}),
+                     ("eos_list", {"eos_token_id": [config.get("eos_token_id", 2), 7]})]:
+    put("fuzz_config", name, json.dumps({**config, **change}))
+cert = json.loads(cal)
+put("fuzz_calibration", "unknown_key", json.dumps({**cert, "comment": "not a key of the format"}))
 PY
 
 run_one() {  # run_one NAME: one target for $secs seconds; its log is build-fuzz/NAME.log
