@@ -399,11 +399,20 @@ TEST_CASE("speculative sampling with n-gram drafts follows the full model's dist
   // A random fixture rejects most lookups (the correction path; early exits draft when none
   // matches), the bundled model copying a passage accepts most.
   constexpr std::size_t kSamples = 1500, kNew = 4;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // Every sample prefills its prompt anew; instrumented, the bundled model's long copy-heavy
+  // prompt made this the longest test of the sanitizer run (over 10 minutes). There it copies
+  // the passage twice, with a sixth of the samples: the same paths, a weaker but still
+  // deterministic frequency check.
+  constexpr std::size_t kCopies = 2, kBundledSamples = kSamples / 6;
+#else
+  constexpr std::size_t kCopies = 4, kBundledSamples = kSamples;
+#endif
   const auto fixture = calm::LlamaModel::load(fixture_models().front());
   const auto bundled = calm::LlamaModel::load(kBundled);
   const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
   const std::vector<int> copying = calm::bench::copy_heavy_prompts(
-      kBundled / "data" / "test.jsonl", tok, 1, /*copies=*/4, kNew, bundled->max_context())[0];
+      kBundled / "data" / "test.jsonl", tok, 1, kCopies, kNew, bundled->max_context())[0];
   const std::vector<int> repeating = {1, 17, 42, 7, 17, 42, 7, 17, 42};
   struct Case {
     std::shared_ptr<const calm::LlamaModel> model;
@@ -418,19 +427,20 @@ TEST_CASE("speculative sampling with n-gram drafts follows the full model's dist
     CAPTURE(c.before_exits);
     calm::SpeculationStats total;
     std::vector<std::vector<int>> samples;
+    const std::size_t count = c.model == bundled ? kBundledSamples : kSamples;
     const calm::PromptLookup lookup{.max_ngram = 3};
     if (c.before_exits) {
       calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit,
                                calm::PromptLookup>
           spec(calm::LlamaSession(c.model), {}, {1}, {}, {.max_draft = 3}, lookup);
-      samples = speculative_samples(spec, c.prompt, kSamples, kNew, c.temperature, c.top_k, total);
+      samples = speculative_samples(spec, c.prompt, count, kNew, c.temperature, c.top_k, total);
     } else {
       calm::PromptLookupDecoder<calm::LlamaSession> spec(calm::LlamaSession(c.model), {}, {}, {},
                                                          {.max_draft = 3}, lookup);
-      samples = speculative_samples(spec, c.prompt, kSamples, kNew, c.temperature, c.top_k, total);
+      samples = speculative_samples(spec, c.prompt, count, kNew, c.temperature, c.top_k, total);
     }
     MESSAGE("n-gram drafts " << total.lookup_drafted << ", accepted " << total.lookup_accepted);
-    CHECK(total.lookup_drafted > kSamples / 25);  // enough rounds decided by a lookup
+    CHECK(total.lookup_drafted > count / 25);  // enough rounds decided by a lookup
     if (c.model == bundled) CHECK(total.lookup_accepted > total.lookup_drafted / 10);
     calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(c.model)};
     for (std::size_t pos = 1; pos < kNew; ++pos) {
