@@ -159,7 +159,7 @@ bool quantize_row_q4_0(std::uint8_t* q, float* d, const T* w, std::size_t cols) 
     const I fifteen(15);
     for (std::size_t k = 0; k < H; ++k) {
       const auto code = [&](std::size_t kk) {
-        const B t = xsimd::fma(B::load_aligned(v + kk * N), B(inv), B(8.5f));
+        const B t = detail::fused_fma<Arch>(B::load_aligned(v + kk * N), B(inv), B(8.5f));
         return xsimd::min(xsimd::batch_cast<std::int32_t>(t), fifteen);  // truncates
       };
       (code(k) | (code(k + H) << 4)).store_aligned(packed + k * N);
