@@ -388,7 +388,10 @@ TEST_CASE("decode_each_configuration: every prompt once per configuration, losse
   CHECK(calls == first_calls);  // the same seed, the same order
 }
 
-TEST_CASE("evaluation_csv: header, 6 significant digits, empty fields for what does not apply") {
+namespace {
+
+// Two rows of an evaluation: a calibrated softmax row and a static exit at layer 2 of 2.
+std::vector<cc::EvaluationRow> two_evaluation_rows() {
   cc::ValidationSummary v;
   v.delta = 0.2;
   v.per_split.resize(20);
@@ -403,8 +406,13 @@ TEST_CASE("evaluation_csv: header, 6 significant digits, empty fields for what d
   const std::vector<cc::DecodeCost> costs(
       2, {.loss = 0.25, .layer_sum = 4, .tokens = 2, .seconds = 2});
   const cc::CostTotals full{.seconds = 8, .prompts = 2};
-  const std::vector<cc::EvaluationRow> rows{
-      cc::calibrated_row("softmax", v), cc::reference_row("static", "static", 2, costs, full, 2)};
+  return {cc::calibrated_row("softmax", v), cc::reference_row("static", "static", 2, costs, full, 2)};
+}
+
+}  // namespace
+
+TEST_CASE("evaluation_csv: header, 6 significant digits, empty fields for what does not apply") {
+  const std::vector<cc::EvaluationRow> rows = two_evaluation_rows();
   const std::string csv = cc::evaluation_csv(rows, 0.3, 2);
   CHECK(
       csv ==
@@ -416,22 +424,7 @@ TEST_CASE("evaluation_csv: header, 6 significant digits, empty fields for what d
 }
 
 TEST_CASE("evaluation_tables: calm-eval's validity and efficiency tables, column by column") {
-  cc::ValidationSummary v;
-  v.delta = 0.2;
-  v.per_split.resize(20);
-  v.certified_share = 0.75;
-  v.lambda_star_median = 0.85;
-  v.test_loss = 0.123456789;
-  v.violation_share = 0.05;
-  v.violation_interval = {0.00126, 0.248732};
-  v.average_layers = 1.5;
-  v.layer_speedup = 4.0 / 3.0;
-  v.wall_clock_speedup = 1.25;
-  const std::vector<cc::DecodeCost> costs(
-      2, {.loss = 0.25, .layer_sum = 4, .tokens = 2, .seconds = 2});
-  const cc::CostTotals full{.seconds = 8, .prompts = 2};
-  std::vector<cc::EvaluationRow> rows{
-      cc::calibrated_row("softmax", v), cc::reference_row("static", "static", 2, costs, full, 2)};
+  std::vector<cc::EvaluationRow> rows = two_evaluation_rows();
   rows[0].oracle_saving_share = 0.4;
   CHECK(cc::evaluation_tables(rows, 0.1) ==
         "validity: share of splits whose test loss exceeds delta (95% Clopper-Pearson interval); "
