@@ -288,3 +288,23 @@ TEST_CASE("BatchDecoder bookkeeping and errors") {
   CHECK_THROWS_WITH_AS(Batch(model, {.max_rows = 0}), doctest::Contains("max_rows"), calm::Error);
   CHECK_THROWS_WITH_AS(Batch(nullptr), doctest::Contains("null"), calm::Error);
 }
+
+TEST_CASE("the README's batch example") {
+  const auto model = calm::LlamaModel::load(kBundled);
+  const auto classifier =
+      calm::ExitClassifier::load(kBundled / "calm.safetensors", model->hidden_size());
+  const std::vector<int> tokens = bundled_test_prompts(1).front();
+  std::size_t seen = 0;
+  // As README.md shows it:
+  calm::BatchDecoder<calm::ExitClassifier, calm::DecayingThreshold> batch(model, {.max_rows = 8});
+  const calm::SequenceId id = batch.join({.prompt = tokens, .max_new_tokens = 64}, classifier,
+                                         {.lambda = 0.9f, .tau = 4.0f});
+  while (batch.active() > 0)
+    for (const calm::BatchToken& t : batch.step()) {
+      CHECK(t.id == id);
+      CHECK(t.stats.exit_layer >= 1);
+      ++seen;
+    }
+  batch.leave(id);
+  CHECK(seen == 64);
+}

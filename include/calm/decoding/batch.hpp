@@ -47,10 +47,10 @@ struct BatchOptions {
 
 // One sequence to decode.
 struct SequenceRequest {
-  std::vector<int> prompt;  // token ids, non-empty
+  std::vector<int> prompt{};  // token ids, non-empty
   std::size_t max_new_tokens = 64;
-  SamplingOptions sampling;  // temperature 0: greedy
-  DecoderOptions decoder;    // exit points, propagation, stop tokens
+  SamplingOptions sampling{};  // temperature 0: greedy
+  DecoderOptions decoder{};    // exit points, propagation, stop tokens
 };
 
 using SequenceId = std::uint64_t;
