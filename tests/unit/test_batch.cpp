@@ -188,10 +188,11 @@ TEST_CASE("a batch's rows equal their sequences decoded alone, on every fixture"
   }
 }
 
-TEST_CASE("batched rows equal alone on quantized weights, and with the true cache") {
+TEST_CASE("batched rows equal alone on quantized and bf16-dot weights, and with the true cache") {
   const fs::path dir = calm::test::checkpoint_fixtures().front();
   CAPTURE(dir.filename().string());
-  for (calm::WeightFormat f : {calm::WeightFormat::q8_0, calm::WeightFormat::q4_0}) {
+  for (calm::WeightFormat f :
+       {calm::WeightFormat::q8_0, calm::WeightFormat::q4_0, calm::WeightFormat::bf16_dot}) {
     std::shared_ptr<const calm::LlamaModel> model;
     try {
       model = calm::LlamaModel::load(dir, {.weights = f});

@@ -11,6 +11,7 @@
 
 #include "calm/core/dtype.hpp"
 #include "calm/core/thread_pool.hpp"
+#include "calm/formats/bf16_dot.hpp"
 #include "calm/formats/dense.hpp"
 #include "calm/formats/format.hpp"
 #include "calm/formats/q4_0.hpp"
@@ -21,7 +22,7 @@ namespace calm::formats {
 template <class... F>
 struct List {};
 // Every format, in Id order. A new format adds its struct here.
-using All = List<F32, F16, BF16, Q8_0, Q4_0>;
+using All = List<F32, F16, BF16, Q8_0, Q4_0, BF16Dot>;
 
 namespace detail {
 template <class Fn, class F, class... Rest>
@@ -119,6 +120,7 @@ extern template struct Kernels<F16>;
 extern template struct Kernels<BF16>;
 extern template struct Kernels<Q8_0>;
 extern template struct Kernels<Q4_0>;
+extern template struct Kernels<BF16Dot>;
 #endif
 
 // fn(Kernels<F>{}) for the format F that id names.
