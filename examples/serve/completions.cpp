@@ -21,7 +21,7 @@ using namespace std::chrono_literals;
 // string.
 struct Completion {
   Completion(const ServerState& s, std::shared_ptr<Job> j, Decision d, std::vector<std::string> stops)
-      : state(s), job(std::move(j)), decision(std::move(d)), text(*s.tokenizer), stop(std::move(stops)) {}
+      : state(s), in_flight(s.in_flight), job(std::move(j)), decision(std::move(d)), text(*s.tokenizer), stop(std::move(stops)) {}
 
   // Waits up to `wait` for the next tokens; returns the text they add (maybe empty). Sets
   // `finish` once the completion has ended.
@@ -85,6 +85,7 @@ struct Completion {
   }
 
   const ServerState& state;
+  InFlight in_flight;  // until the response is written (the stream's lambdas own this object)
   std::shared_ptr<Job> job;
   Decision decision;
   StreamDecoder text;
@@ -173,6 +174,10 @@ void handle_completion(const httplib::Request& req, httplib::Response& res, Serv
   job->measure_name = decision.measure;
   job->full_model = decision.full_model;
   job->lambda = decision.lambda;
+  const bool full_model = decision.full_model, certified = decision.certified;
+  // In flight from before it is queued: shutdown waits for it from then on.
+  auto c = std::make_shared<Completion>(state, job, std::move(decision), r.stop);
+  c->id = completion_id();
   switch (state.scheduler->submit(job)) {
     case Scheduler::Admission::queue_full:
       throw ApiError(429, "too many requests: every sequence of the batch is busy and the queue "
@@ -186,11 +191,9 @@ void handle_completion(const httplib::Request& req, httplib::Response& res, Serv
   Metrics& m = *state.metrics;
   m.requests.fetch_add(1, std::memory_order_relaxed);
   m.prompt_tokens.fetch_add(job->prompt.size(), std::memory_order_relaxed);
-  if (decision.full_model) m.full_model_requests.fetch_add(1, std::memory_order_relaxed);
-  else if (decision.certified) m.certified_requests.fetch_add(1, std::memory_order_relaxed);
+  if (full_model) m.full_model_requests.fetch_add(1, std::memory_order_relaxed);
+  else if (certified) m.certified_requests.fetch_add(1, std::memory_order_relaxed);
 
-  auto c = std::make_shared<Completion>(state, job, std::move(decision), r.stop);
-  c->id = completion_id();
   if (!r.stream) {
     std::string text;
     while (c->finish == Finish::none) text += c->next(1s);

@@ -50,26 +50,31 @@ S full_model_schedule(S s) {
 }
 
 // Stops the server on SIGTERM or SIGINT (blocked in every thread; taken here by sigtimedwait):
-// no more connections, in-flight requests finish until the grace period ends, then are
-// cancelled. A second signal cancels them at once.
-void watch_signals(httplib::Server& server, sv::Scheduler& scheduler, double grace,
-                   const std::atomic<bool>& done) {
+// new requests get 503, in-flight ones finish until the grace period ends, then are cancelled
+// (at once on a second signal); once every response is written the HTTP server stops (httplib
+// ends the streams it is writing when it stops, so not before) and main returns 0.
+void watch_signals(httplib::Server& server, sv::Scheduler& scheduler, const sv::ServerState& state,
+                   double grace, const std::atomic<bool>& done) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   const timespec tick{0, 100'000'000};
-  bool stopping = false;
+  bool stopping = false, stopped = false;
   while (!done) {
     const int sig = sigtimedwait(&set, nullptr, &tick);
+    if (stopping && !stopped && state.in_flight == 0) {
+      server.stop();
+      stopped = true;
+    }
     if (sig < 0) continue;
     const auto now = sv::Scheduler::Clock::now();
     fmt::print(stderr, "calm-serve: {}: {}\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                stopping ? "cancelling the requests in flight"
-                        : fmt::format("no new connections; the requests in flight have {} s to finish", grace));
+                        : fmt::format("refusing new requests; the {} in flight have {} s to finish",
+                                      state.in_flight.load(), grace));
     scheduler.shut_down(stopping ? now : now + std::chrono::duration_cast<sv::Scheduler::Clock::duration>(
                                               std::chrono::duration<double>(grace)));
-    if (!stopping) server.stop();
     stopping = true;
   }
 }
@@ -111,11 +116,12 @@ int serve(Flags& f, const std::shared_ptr<const calm::LlamaModel>& model, sv::Se
   server.set_keep_alive_timeout(static_cast<time_t>(f.keep_alive_timeout));
   server.set_keep_alive_max_count(f.keep_alive_max);
   server.set_payload_max_length(f.max_body_bytes);
+  server.set_tcp_nodelay(true);  // one small write per token: no waiting for the client's ACK
   sv::install_routes(server, state);
 
   const int port = f.port == 0 ? server.bind_to_any_port(f.host) : (server.bind_to_port(f.host, f.port) ? f.port : -1);
   std::atomic<bool> done{false};
-  std::thread signals([&] { watch_signals(server, scheduler, f.grace, done); });
+  std::thread signals([&] { watch_signals(server, scheduler, state, f.grace, done); });
   int rc = 0;
   if (port < 0) {
     fmt::print(stderr, "calm-serve: error: cannot listen on {}:{} (in use, or not an address of "

@@ -11,6 +11,7 @@
 
 #include <calm/io/tokenizer.hpp>
 
+#include <atomic>
 #include <ctime>
 #include <string>
 #include <vector>
@@ -37,6 +38,18 @@ struct ServerState {
   Scheduler* scheduler = nullptr;
   Metrics* metrics = nullptr;
   std::time_t created = 0;           // when the server started ("created" of the model)
+  // Completions whose response is not yet written: shutdown stops the HTTP server (which ends
+  // streams at once) only when none is left.
+  mutable std::atomic<std::size_t> in_flight{0};
+};
+
+// Counts a completion in flight for as long as it lives.
+struct InFlight {
+  explicit InFlight(std::atomic<std::size_t>& n) : count(n) { ++count; }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+  ~InFlight() { --count; }
+  std::atomic<std::size_t>& count;
 };
 
 // Writes `e` as the response (status and the OpenAI error object) and counts the refusal.
