@@ -1,4 +1,5 @@
-// Everything of calm::calm in one include: the Llama backend, every decoding strategy, the
+// Everything of calm::calm in one include: the Llama backend, every decoding strategy (one
+// sequence, or many batched), the
 // shipped confidence measures and schedules, sampling and calibration. The sentencepiece
 // tokenizer (calm::tokenizer) is separate: <calm/io/tokenizer.hpp>.
 #pragma once
@@ -11,11 +12,13 @@
 #include "calm/calibrate/learn_then_test.hpp"
 #include "calm/calibrate/pvalues.hpp"
 #include "calm/concepts.hpp"
+#include "calm/confidence/candidate_softmax.hpp"
 #include "calm/confidence/exit_classifier.hpp"
 #include "calm/confidence/hidden_saturation.hpp"
 #include "calm/confidence/none.hpp"
 #include "calm/confidence/softmax_response.hpp"
 #include "calm/decoder.hpp"
+#include "calm/decoding/batch.hpp"
 #include "calm/drafts/prompt_lookup.hpp"
 #include "calm/report.hpp"
 #include "calm/sampling/sampler.hpp"

@@ -160,9 +160,15 @@ inline void require_finite_logits(std::span<const float> logits, std::size_t pos
               "; the weights or an activation overflowed, so no token can be chosen");
 }
 
-// The sequence bookkeeping of every strategy. Derived supplies
-//   void forward(int token, std::size_t pos, TokenStats& ts, StepTimes& times);
-// (feed token at pos; leave the output distribution's logits in logits_) and may supply
+// The sequence bookkeeping of every strategy, and the layer loop. Derived supplies the stages of
+// one token's trip through the layers:
+//   void start_token(int token, std::size_t pos, TokenStats& ts);   embed into x_, set up the token
+//   bool exit_after(std::size_t layer, TokenStats& ts, StepTimes& t); layer (1-based) ran on x_:
+//                                                                      leave now? (true at L)
+//   bool logits_from_check() const;   the exit check already left the output's logits in logits_
+// forward() runs them for one sequence; calm::BatchDecoder runs the same stages for many
+// sequences, their layers batched, so each row exits exactly as it would alone. The oracle's
+// loop has another shape: it supplies forward_alone() instead. Derived may also supply
 //   void on_first_token(TokenStats& ts);   (the token sampled from the prompt's forward)
 // The decoder owns its backend (a LlamaSession holds the shared model), so the two cannot come
 // apart. Decoder<LlamaSession&, ...> borrows one instead: the reference in the type says that the
@@ -250,26 +256,65 @@ class DecoderLoop {
   bool done() const noexcept { return finished_; }
 
   // Generates one token (start() or resume() first). The first comes from the prompt's full
-  // forward; each later one feeds the previous token through the strategy's forward().
+  // forward; each later one feeds the previous token through the strategy's layers.
   template <TokenSampler Sp>
   const TokenStats& step(Sp& sampler) {
-    if (finished_) throw Error("calm::Decoder::step: generation is over; call start()");
-    const auto t0 = now();
-    TokenStats ts;
-    ts.step = ++step_;
+    StepInFlight s = open_step();
+    if (s.needs_forward) forward(s.token, s.pos, s.stats, s.times);
+    return close_step(sampler, s);
+  }
+
+  // --- for a driver that runs the layers of many sequences together (calm::BatchDecoder) ---
+  // step() is open_step(); if needs_forward: begin_forward(), the layers run on state() with
+  // leaves_after() asked after each, end_forward(); close_step(). The driver runs the layers of
+  // many rows at once, and may compute the output logits itself (into logits()) when
+  // end_forward() says they are missing.
+  struct StepInFlight {
+    TokenStats stats;
     StepTimes times;
-    if (ts.step == 1) {
-      ts.exit_layer = num_layers_;
-      self().on_first_token(ts);
+    decltype(now()) started{};
+    int token = -1;        // the token to feed (needs_forward)
+    std::size_t pos = 0;   // its position
+    bool needs_forward = false;  // false: the step samples from the prompt's logits
+  };
+  StepInFlight open_step() {
+    if (finished_) throw Error("calm::Decoder::step: generation is over; call start()");
+    StepInFlight s;
+    s.started = now();
+    s.stats.step = ++step_;
+    if (s.stats.step == 1) {
+      s.stats.exit_layer = num_layers_;
+      self().on_first_token(s.stats);
     } else {
-      const std::size_t pos = backend_.length();
-      self().forward(std::exchange(pending_, -1), pos, ts, times);
-      require_finite_logits(pos, ts);
+      s.needs_forward = true;
+      s.token = std::exchange(pending_, -1);
+      s.pos = backend_.length();
     }
+    return s;
+  }
+  void begin_forward(StepInFlight& s) {
+    layers_since_ = now();
+    self().start_token(s.token, s.pos, s.stats);
+  }
+  bool leaves_after(std::size_t layer, StepInFlight& s) {
+    return self().exit_after(layer, s.stats, s.times);
+  }
+  // The token left at `layer`: the skipped layers' K/V, then the output's logits unless
+  // `with_head` is false; returns true when the logits are still to be computed (from state()).
+  bool end_forward(std::size_t layer, StepInFlight& s, bool with_head) {
+    return finish_layers(layer, s.pos, s.stats, s.times, with_head);
+  }
+  std::span<float> state() noexcept { return span(x_); }
+  std::span<float> logits() noexcept { return span(logits_); }
+  // Samples the step's token and records it.
+  template <TokenSampler Sp>
+  const TokenStats& close_step(Sp& sampler, StepInFlight& s) {
+    TokenStats& ts = s.stats;
+    if (s.needs_forward) require_finite_logits(s.pos, ts);
     const auto ts0 = now();
     const int token = sampler.sample(std::span<float>(logits_.data(), vocab_));
     const auto t1 = now();
-    times.head += seconds(ts0, t1);
+    s.times.head += seconds(ts0, t1);
     if (token < 0 || static_cast<std::size_t>(token) >= vocab_)
       throw Error("calm::Decoder::step: the sampler returned token " + std::to_string(token) +
                   ", outside the vocabulary (size " + std::to_string(vocab_) + ")");
@@ -277,11 +322,11 @@ class DecoderLoop {
     pending_ = token;
 
     SequenceReport& r = report_;
-    r.generation_seconds += seconds(t0, t1);
-    r.layer_seconds += times.layers;
-    r.check_seconds += times.checks;
-    r.propagation_seconds += times.propagation;
-    r.head_seconds += times.head;
+    r.generation_seconds += seconds(s.started, t1);
+    r.layer_seconds += s.times.layers;
+    r.check_seconds += s.times.checks;
+    r.propagation_seconds += s.times.propagation;
+    r.head_seconds += s.times.head;
     r.tokens.push_back(ts);
 
     const auto& stops = options_.stop_tokens;
@@ -308,7 +353,7 @@ class DecoderLoop {
     pending_ = -1;
     finished_ = true;
     const std::size_t pos = backend_.length();
-    self().forward(token, pos, ts, times);
+    forward(token, pos, ts, times);
     require_finite_logits(pos, ts);
     return ts;
   }
@@ -349,6 +394,44 @@ class DecoderLoop {
 
  protected:
   void on_first_token(TokenStats&) noexcept {}
+  bool logits_from_check() const noexcept { return false; }
+
+  // Feeds token at pos through the strategy's layers and leaves the output's logits in logits_.
+  void forward(int token, std::size_t pos, TokenStats& ts, StepTimes& times) {
+    if constexpr (traits::is_local_oracle<Schedule>()) {
+      self().forward_alone(token, pos, ts, times);  // a loop of another shape (all layers, then
+                                                    // the first agreeing exit point)
+    } else {
+      layers_since_ = now();
+      self().start_token(token, pos, ts);
+      const std::span<float> x = span(x_);
+      std::size_t layer = 1;  // 1-based, as in the paper
+      for (;; ++layer) {
+        backend_.run_layer(layer - 1, x, pos);
+        if (self().exit_after(layer, ts, times)) break;
+      }
+      finish_layers(layer, pos, ts, times, true);
+    }
+  }
+
+  // The token in flight left at `layer`: skipped layers' K/V, then the head unless the check
+  // left the logits or with_head is false. Returns true when the logits are still missing.
+  bool finish_layers(std::size_t layer, std::size_t pos, TokenStats& ts, StepTimes& times,
+                     bool with_head) {
+    const auto p0 = now();
+    times.layers += seconds(layers_since_, p0);
+    ts.exit_layer = layer;
+    if (layer < num_layers_) {
+      propagate(layer, pos);
+      times.propagation += seconds(p0, now());
+    }
+    if (self().logits_from_check()) return false;
+    if (!with_head) return true;
+    const auto h0 = now();
+    head(cspan(x_));
+    times.head += seconds(h0, now());
+    return false;
+  }
 
   static std::span<float> span(AlignedBuffer<float>& a) noexcept { return {a.data(), a.size()}; }
   static std::span<const float> cspan(const AlignedBuffer<float>& a) noexcept {
@@ -390,6 +473,7 @@ class DecoderLoop {
   std::size_t max_new_ = 0;  // N
   int pending_ = -1;         // the last sampled token, not yet in the cache; -1: none
   bool finished_ = true;
+  decltype(now()) layers_since_{};  // start of the layers' time not yet counted
 
  private:
   Derived& self() noexcept { return static_cast<Derived&>(*this); }

@@ -55,17 +55,14 @@ class Decoder<Backend, Confidence, Schedule>
     ts.threshold = this->schedule_.threshold(1, this->max_new_);
   }
 
-  void forward(int token, std::size_t pos, TokenStats& ts, detail::StepTimes& times) {
-    auto& b = this->backend_;
-    const std::size_t L = this->num_layers_;
-    const std::span<float> x = Loop::span(this->x_);
-    const auto e0 = detail::now();
-    b.embed(token, x);
-    const float lambda = this->schedule_.threshold(ts.step, this->max_new_);
-    ts.threshold = lambda;
+  void start_token(int token, std::size_t, TokenStats& ts) {
+    this->backend_.embed(token, Loop::span(this->x_));
+    lambda_ = this->schedule_.threshold(ts.step, this->max_new_);
+    ts.threshold = lambda_;
     // A threshold above every reachable score cannot be met: skip all checks (exact, §8).
-    const bool may_exit = !(lambda > traits::max_score<Confidence>());
-    bool have_previous = false, logits_ready = false;
+    may_exit_ = !(lambda_ > traits::max_score<Confidence>());
+    have_previous_ = false;
+    logits_ready_ = false;
     if constexpr (kNarrows) {
       candidates_ready_ = false;
       if (candidates_.size() != candidate_count()) {  // the measure was replaced since
@@ -73,44 +70,32 @@ class Decoder<Backend, Confidence, Schedule>
         candidate_logits_ = AlignedBuffer<float>(candidate_count());
       }
     }
-    std::size_t layer = 1;  // 1-based, as in the paper
-    auto l0 = e0;
-    for (;; ++layer) {
-      b.run_layer(layer - 1, x, pos);
-      if (layer == L) break;
-      if (!may_exit || !this->is_exit_point_[layer]) continue;
-      const auto c0 = detail::now();
-      times.layers += detail::seconds(l0, c0);
-      const float c = check(layer, ts.step, have_previous);
-      ++ts.checks;
-      l0 = detail::now();
-      times.checks += detail::seconds(c0, l0);
-      if (c >= lambda && std::isfinite(c)) {  // a NaN or Inf score never exits
-        ts.confidence = c;
-        // The check's projection is the output's, unless it covered the candidates only.
-        logits_ready = kNeedsLogits && !last_check_narrowed_;
-        break;
-      }
-      if constexpr (kNeedsPrevious) {
-        if (traits::uses_previous_state(this->measure_)) {
-          std::copy(x.begin(), x.end(), previous_.data());
-          have_previous = true;
-        }
-      }
-    }
-    const auto p0 = detail::now();
-    times.layers += detail::seconds(l0, p0);
-    ts.exit_layer = layer;
-    if (layer < L) {
-      this->propagate(layer, pos);
-      times.propagation += detail::seconds(p0, detail::now());
-    }
-    if (!logits_ready) {
-      const auto h0 = detail::now();
-      this->head(std::span<const float>(x));
-      times.head += detail::seconds(h0, detail::now());
-    }
   }
+
+  bool exit_after(std::size_t layer, TokenStats& ts, detail::StepTimes& times) {
+    if (layer == this->num_layers_) return true;
+    if (!may_exit_ || !this->is_exit_point_[layer]) return false;
+    const auto c0 = detail::now();
+    times.layers += detail::seconds(this->layers_since_, c0);
+    const float c = check(layer, ts.step, have_previous_);
+    ++ts.checks;
+    this->layers_since_ = detail::now();
+    times.checks += detail::seconds(c0, this->layers_since_);
+    if (c >= lambda_ && std::isfinite(c)) {  // a NaN or Inf score never exits
+      ts.confidence = c;
+      // The check's projection is the output's, unless it covered the candidates only.
+      logits_ready_ = kNeedsLogits && !last_check_narrowed_;
+      return true;
+    }
+    if constexpr (kNeedsPrevious) {
+      if (traits::uses_previous_state(this->measure_)) {
+        std::copy(this->x_.begin(), this->x_.end(), previous_.data());
+        have_previous_ = true;
+      }
+    }
+    return false;
+  }
+  bool logits_from_check() const noexcept { return logits_ready_; }
 
   float check(std::size_t layer, std::size_t step, bool have_previous) {
     auto& b = this->backend_;
@@ -165,6 +150,10 @@ class Decoder<Backend, Confidence, Schedule>
   AlignedBuffer<float> candidate_logits_{candidate_count()};
   bool candidates_ready_ = false;     // the token in flight has had its full check
   bool last_check_narrowed_ = false;  // the last check read the candidates' logits only
+  // The token in flight: its threshold, whether any check can pass, whether previous_ holds the
+  // state at its last exit point, whether the exit check left the output's logits.
+  float lambda_ = 0.0f;
+  bool may_exit_ = false, have_previous_ = false, logits_ready_ = false;
 };
 
 }  // namespace calm

@@ -27,27 +27,18 @@ class Decoder<Backend, Confidence, Schedule>
   using Loop::Loop;
 
  private:
-  void forward(int token, std::size_t pos, TokenStats& ts, detail::StepTimes& times) {
-    auto& b = this->backend_;
-    const std::size_t L = this->num_layers_;
-    const std::span<float> x = Loop::span(this->x_);
-    std::size_t exit_at = this->schedule_.fixed_exit_layer(L);
-    if (exit_at < 1 || exit_at > L) exit_at = L;
-    const auto l0 = detail::now();
-    b.embed(token, x);
-    for (std::size_t layer = 0; layer < exit_at; ++layer) b.run_layer(layer, x, pos);
-    const auto p0 = detail::now();
-    times.layers += detail::seconds(l0, p0);
-    ts.exit_layer = exit_at;
-    if (exit_at < L) {
-      this->propagate(exit_at, pos);
-      times.propagation += detail::seconds(p0, detail::now());
-    }
-    const auto h0 = detail::now();
-    this->head(std::span<const float>(x));
-    times.head += detail::seconds(h0, detail::now());
+  void start_token(int token, std::size_t, TokenStats&) {
+    this->backend_.embed(token, Loop::span(this->x_));
   }
-
+  bool exit_after(std::size_t layer, TokenStats&, detail::StepTimes&) const noexcept {
+    return layer == exit_layer();
+  }
+  // The schedule's layer; out of range means the full model. Asked again at each layer (a
+  // comparison) so the strategy stores nothing.
+  std::size_t exit_layer() const noexcept {
+    const std::size_t L = this->num_layers_, at = this->schedule_.fixed_exit_layer(L);
+    return at < 1 || at > L ? L : at;
+  }
 };
 
 }  // namespace calm

@@ -27,7 +27,7 @@ class Decoder<Backend, Confidence, Schedule>
   using Loop::Loop;
 
  private:
-  void forward(int token, std::size_t pos, TokenStats& ts, detail::StepTimes& times) {
+  void forward_alone(int token, std::size_t pos, TokenStats& ts, detail::StepTimes& times) {
     auto& b = this->backend_;
     const std::size_t L = this->num_layers_, h = this->hidden_;
     const std::span<float> x = Loop::span(this->x_);
