@@ -4,10 +4,10 @@
 // only submit jobs and read their channels, so the decoder is never shared between threads.
 #pragma once
 
-#include "batch_decoder.hpp"
 #include "job.hpp"
 
 #include <calm/core/error.hpp>
+#include <calm/decoding/batch.hpp>
 
 #include <chrono>
 #include <condition_variable>
@@ -111,6 +111,11 @@ class Scheduler {
         metrics_.steps.fetch_add(1, std::memory_order_relaxed);
         metrics_.step_rows.fetch_add(tokens.size(), std::memory_order_relaxed);
         for (const BatchToken& t : tokens) {
+          if (!t.error.empty()) {  // this row failed (e.g. non-finite logits); the others go on
+            const auto it = running.find(t.id);
+            if (it != running.end()) leave(it, Finish::error, "decoding failed: " + t.error);
+            continue;
+          }
           metrics_.generated_tokens.fetch_add(1, std::memory_order_relaxed);
           metrics_.exit_layer_sum.fetch_add(t.stats.exit_layer, std::memory_order_relaxed);
           const auto it = running.find(t.id);
