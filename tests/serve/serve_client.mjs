@@ -34,7 +34,7 @@ const port = await new Promise((resolve, reject) => {
     if (m) resolve(Number(m[1]));
   });
   exited.then((e) => reject(new Error(`calm-serve exited (${JSON.stringify(e)}) before listening:\n${stderr}`)));
-  setTimeout(() => reject(new Error(`calm-serve did not listen within 60 s:\n${stderr}`)), 60000);
+  setTimeout(() => reject(new Error(`calm-serve did not listen within 60 s:\n${stderr}`)), 60000).unref();
 });
 const base = `http://127.0.0.1:${port}`;
 const client = new OpenAI({ apiKey: key, baseURL: `${base}/v1`, maxRetries: 0, timeout: 60000 });
