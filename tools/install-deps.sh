@@ -4,7 +4,8 @@
 #   --fuzz    also clang with libFuzzer (tools/test.sh --fuzz)
 set -euo pipefail
 pkgs=(g++ cmake make pkg-config xtl-dev libxsimd-dev xtensor-dev libsentencepiece-dev sentencepiece
-      libpcre2-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev)
+      libpcre2-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libfmt-dev
+      libcpp-httplib-dev)
 # The tokenizer reference test runs a JavaScript implementation fetched with npm. A node that is
 # already there (e.g. a newer one with its own npm) is kept.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
