@@ -28,12 +28,14 @@ class Scheduler {
 
   Scheduler(std::size_t max_queue, Metrics& metrics) : max_queue_(max_queue), metrics_(metrics) {}
 
-  // Queues a job, or says why not: the queue holds max_queue jobs beyond the batch's rows.
+  // Queues a job, or says why not: the queue holds max_queue jobs beyond the batch's free rows
+  // (jobs that arrive together wait here for the loop to admit them into free rows).
   Admission submit(std::shared_ptr<Job> job) {
     {
       std::lock_guard lock(m_);
       if (stopping_) return Admission::shutting_down;
-      if (queue_.size() >= max_queue_) return Admission::queue_full;
+      const std::size_t free_rows = capacity_ > busy_ ? capacity_ - busy_ : 0;
+      if (queue_.size() >= max_queue_ + free_rows) return Admission::queue_full;
       queue_.push_back(std::move(job));
       metrics_.queued.store(queue_.size(), std::memory_order_relaxed);
     }
@@ -61,6 +63,10 @@ class Scheduler {
   template <class M, class S, class Policy>
   void run(BatchDecoder<M, S>& batch, Policy&& policy) {
     std::map<SequenceId, std::shared_ptr<Job>> running;
+    {
+      std::lock_guard lock(m_);
+      capacity_ = batch.capacity();
+    }
     const auto leave = [&](auto it, Finish how, std::string error = {}) {
       batch.leave(it->first);
       it->second->end(how, std::move(error));
@@ -79,6 +85,7 @@ class Scheduler {
           admitted.push_back(std::move(queue_.front()));
           queue_.pop_front();
         }
+        busy_ = running.size() + admitted.size();
         metrics_.queued.store(queue_.size(), std::memory_order_relaxed);
       }
       for (std::shared_ptr<Job>& job : admitted) {
@@ -132,6 +139,8 @@ class Scheduler {
           it = leave(it, Finish::error, std::string("decoding failed: ") + e.what());
       }
       metrics_.sequences.store(batch.size(), std::memory_order_relaxed);
+      std::lock_guard lock(m_);
+      busy_ = running.size();
     }
     metrics_.sequences.store(0, std::memory_order_relaxed);
   }
@@ -143,6 +152,7 @@ class Scheduler {
   }
 
   std::size_t max_queue_;
+  std::size_t capacity_ = 0, busy_ = 0;  // the batch's rows, and those running or admitted
   Metrics& metrics_;
   mutable std::mutex m_;
   std::condition_variable cv_;
