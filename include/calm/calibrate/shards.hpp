@@ -257,7 +257,8 @@ inline ShardFile shard_from_json(const nlohmann::json& document, const std::stri
   const auto count = [&](const nlohmann::json& object, const std::string& key,
                          const std::string& path) {
     const nlohmann::json& v = field(object, key, path);
-    if (!v.is_number_unsigned()) fail(path, "expected a non-negative integer, got " + io::json_excerpt(v));
+    if (!v.is_number_integer() || v.get<std::int64_t>() < 0)
+      fail(path, "expected a non-negative integer, got " + io::json_excerpt(v));
     return v.get<std::size_t>();
   };
   if (field(document, "format", "format") != kShardFormat)
@@ -304,7 +305,7 @@ inline ShardFile shard_from_json(const nlohmann::json& document, const std::stri
         const std::string item = path + "[" + std::to_string(k) + "]";
         DecodeCost& cost = config.costs[k];
         if (std::string_view(key) == "tokens") {
-          if (!v.is_number_unsigned()) fail(item, "expected a token count");
+          if (!v.is_number_integer() || v.get<std::int64_t>() < 0) fail(item, "expected a token count");
           cost.tokens = v.get<std::size_t>();
           continue;
         }
