@@ -35,10 +35,21 @@ show_logs() {
     tail -n 30 "$log" >&2
   done
 }
+stop() {  # stop PID: TERM, up to 10 s, then KILL
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 40); do kill -0 "$1" 2>/dev/null || break; sleep 0.25; done
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
   local status=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # A job still running (a timeout) is cancelled while every daemon is up, so that its steps
+  # can report back and end; then the daemons stop in the reverse order of their start.
+  if [[ ${#pids[@]} -eq 3 ]] && [[ -n $(squeue -h 2>/dev/null) ]]; then
+    timeout 10 scancel --quiet --full --name=calm-shards 2>/dev/null || true
+    for _ in $(seq 60); do [[ -z $(squeue -h 2>/dev/null) ]] && break; sleep 0.25; done
+  fi
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${pids[i]}"; done
   if [[ $status -ne 0 ]]; then show_logs; say "FAILED; logs kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
