@@ -99,10 +99,11 @@ int run(Flags& f, const CLI::App& app) {
                                 .model_fingerprint = cal::model_fingerprint(f.model),
                                 .result = {},
                                 .decoding = decoding,
-                                .measure_fingerprint =
-                                    f.policy.measure == "classifier"
-                                        ? cal::file_fingerprint(f.policy.classifier_file(f.model))
-                                        : std::string()};
+                                .measure_fingerprint = {}};
+  // A missing classifier is named when it is loaded, below.
+  if (const auto classifier = f.policy.classifier_file(f.model);
+      f.policy.measure == "classifier" && std::filesystem::exists(classifier))
+    record.measure_fingerprint = cal::file_fingerprint(classifier);
   // What the decodes depend on: a shard file merges only into a run with exactly these.
   const nlohmann::json settings = {
       {"model", record.model_fingerprint}, {"measure_file", record.measure_fingerprint},

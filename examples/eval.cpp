@@ -90,6 +90,7 @@ int run(Flags& f, const CLI::App& app) {
   }
   const std::size_t n = pool.prompts.size(), n_cal = cal::calibration_size(n, f.calibration_share);
 
+  f.decoding.max_new_tokens = f.max_new_tokens;
   calm::cli::resolve_shard(app, f.shards, n, "calm-eval");
   const auto& shard = f.shards.chosen;
   const std::filesystem::path shard_file =
