@@ -99,6 +99,12 @@ TEST_CASE("shard from the environment: Slurm job arrays and Kubernetes Indexed J
   CHECK(contains(env_error({{"SLURM_ARRAY_TASK_ID", "2"}, {"SLURM_ARRAY_TASK_MIN", "0"},
                             {"SLURM_ARRAY_TASK_MAX", "6"}, {"SLURM_ARRAY_TASK_COUNT", "4"}}),
                  "not one contiguous range"));
+  // A rerun of shards 3 and 17 of 50: --array=3,17 with CALM_SHARD_COUNT=50.
+  CHECK(from_env({{"SLURM_ARRAY_TASK_ID", "17"}, {"SLURM_ARRAY_TASK_MIN", "3"},
+                  {"SLURM_ARRAY_TASK_MAX", "17"}, {"SLURM_ARRAY_TASK_COUNT", "2"},
+                  {"CALM_SHARD_COUNT", "50"}}).shard == cc::Shard{17, 50});
+  CHECK(contains(env_error({{"SLURM_ARRAY_TASK_ID", "50"}, {"CALM_SHARD_COUNT", "50"}}),
+                 "shard index 50 is not below the count 50"));
   CHECK(contains(env_error({{"SLURM_ARRAY_TASK_ID", "abc"}, {"SLURM_ARRAY_TASK_COUNT", "4"}}),
                  "SLURM_ARRAY_TASK_ID='abc' is not a shard number"));
   CHECK(contains(env_error({{"SLURM_ARRAY_TASK_ID", "1"}, {"SLURM_ARRAY_TASK_COUNT", " 4"}}),
@@ -215,7 +221,7 @@ TEST_CASE("the merge refuses missing, duplicated and foreign shards by name") {
     return error_of([&] { cc::merge_shards(f, p, "calm-calibrate", settings, 10); });
   };
   CHECK(contains(drop({1, 3}), "2 of 4 shards missing: 1,3"));
-  CHECK(contains(drop({1, 3}), "--array=1,3"));
+  CHECK(contains(drop({1, 3}), "--array=1,3 --export=ALL,CALM_SHARD_COUNT=4"));
   CHECK(contains(drop({0}), "missing: 0"));
 
   auto with = [&](std::size_t k, auto change) {

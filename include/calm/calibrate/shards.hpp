@@ -107,7 +107,9 @@ struct ShardChoice {
 // null):
 //   Slurm job arrays: SLURM_ARRAY_TASK_ID, counted from SLURM_ARRAY_TASK_MIN, of
 //     SLURM_ARRAY_TASK_COUNT tasks; the array must be a contiguous range (--array=0-7 or 1-8,
-//     not 0-15:2 or 1,4,9), which MAX - MIN + 1 = COUNT confirms;
+//     not 0-15:2 or 1,4,9), which MAX - MIN + 1 = COUNT confirms. With CALM_SHARD_COUNT set,
+//     the task id is the shard and CALM_SHARD_COUNT the count: a rerun of the missing shards
+//     (sbatch --array=3,17 --export=ALL,CALM_SHARD_COUNT=50);
 //   Kubernetes Indexed Jobs: JOB_COMPLETION_INDEX, of CALM_SHARD_COUNT (Kubernetes does not put
 //     the Job's completions in the pod's environment: the manifest sets CALM_SHARD_COUNT to it).
 // No variable set: no shard. Both engines' variables set: refused (which one is meant?).
@@ -134,7 +136,15 @@ inline ShardChoice shard_from_environment(const std::function<const char*(const 
     throw Error("both SLURM_ARRAY_TASK_ID and JOB_COMPLETION_INDEX are set: give --shard K/N to "
                 "say which shard this is");
   ShardChoice choice;
-  if (slurm) {
+  if (slurm && read("CALM_SHARD_COUNT")) {
+    // A rerun of some shards (--array=3,17) names the count itself; the task id is the shard.
+    const std::string why = "SLURM_ARRAY_TASK_ID is set (a Slurm job array)";
+    const std::size_t id = *number("SLURM_ARRAY_TASK_ID", true, why);
+    const std::size_t count = *number("CALM_SHARD_COUNT", true, why);
+    choice.shard = Shard{id, count};
+    choice.origin = "SLURM_ARRAY_TASK_ID=" + std::to_string(id) + " of CALM_SHARD_COUNT=" +
+                    std::to_string(count);
+  } else if (slurm) {
     const std::string why = "SLURM_ARRAY_TASK_ID is set (a Slurm job array)";
     const std::size_t id = *number("SLURM_ARRAY_TASK_ID", true, why);
     const std::size_t min = number("SLURM_ARRAY_TASK_MIN", false, why).value_or(0);
@@ -144,7 +154,8 @@ inline ShardChoice shard_from_environment(const std::function<const char*(const 
       throw Error("the Slurm job array is not one contiguous range of task ids (SLURM_ARRAY_TASK_ID=" +
                   std::to_string(id) + ", MIN=" + std::to_string(min) + ", MAX=" +
                   (max ? std::to_string(*max) : std::string("unset")) + ", COUNT=" +
-                  std::to_string(count) + "): submit --array=0-N-1, or give --shard K/N");
+                  std::to_string(count) + "): submit --array=0-N-1, or set CALM_SHARD_COUNT=N "
+                  "(the task id is then the shard), or give --shard K/N");
     choice.shard = Shard{id - min, count};
     choice.origin = "SLURM_ARRAY_TASK_ID=" + std::to_string(id) +
                     (min ? " from SLURM_ARRAY_TASK_MIN=" + std::to_string(min) : std::string()) +
@@ -460,9 +471,10 @@ inline MergedShards merge_shards(const std::vector<ShardFile>& files,
     if (!owner[k]) missing.push_back(k);
   if (!missing.empty())
     throw Error("--merge: " + std::to_string(missing.size()) + " of " + std::to_string(count) +
-                " shards missing: " + detail::index_list(missing) + " (rerun just those, e.g. "
-                "sbatch --array=" + detail::index_list(missing) + " or --shard " +
-                std::to_string(missing[0]) + "/" + std::to_string(count) + ")");
+                " shards missing: " + detail::index_list(missing) + " (rerun just those: sbatch --array=" +
+                detail::index_list(missing) + " --export=ALL,CALM_SHARD_COUNT=" +
+                std::to_string(count) + ", or --shard " + std::to_string(missing[0]) + "/" +
+                std::to_string(count) + ")");
 
   // The configurations every shard has, in order; a shard that stopped early has a prefix.
   MergedShards merged;
