@@ -60,9 +60,6 @@ struct Flags {
   calm::cli::ShardFlags shards;  // --shard --merge
 };
 
-// A configuration's name in shard files: "full", "lambda 0.95".
-std::string row_name(double lambda) { return "lambda " + nlohmann::json(lambda).dump(); }
-
 int run(Flags& f, const CLI::App& app) {
   calm::cli::check_unit_interval("--delta", f.delta);
   calm::cli::check_unit_interval("--epsilon", f.epsilon);
@@ -177,28 +174,9 @@ int run(Flags& f, const CLI::App& app) {
       return decode_row(f.policy, lambda, fmt::format("lambda {:.4g}", lambda));
     };
   }
-  const auto losses_of = [](const std::vector<cal::DecodeCost>& costs) {
-    std::vector<double> losses;
-    for (const cal::DecodeCost& c : costs) losses.push_back(c.loss);
-    return losses;
-  };
-
   if (shard) {  // each lambda from the top, until these prompts alone fail it (shards.hpp)
-    cal::ShardFile out;
-    out.program = "calm-calibrate";
-    out.shard = *shard;
-    out.prompts = n;
-    out.num_layers = L;
-    out.settings = settings;
-    out.configurations.push_back({"full", rows["full"]});
-    for (double lambda : grid) {
-      out.configurations.push_back({row_name(lambda), decode_lambda(lambda)});
-      out.p_value_bound = cal::shard_stop_bound(losses_of(out.configurations.back().costs), n, options);
-      if (out.p_value_bound > f.epsilon && lambda != grid.back()) {
-        out.stopped_after = out.configurations.back().name;
-        break;
-      }
-    }
+    const cal::ShardFile out = cal::calibration_shard(*shard, n, L, settings, rows["full"],
+                                                      options, decode_lambda);
     cal::write_shard_file(output, out);
     fmt::print("calm-calibrate: shard {} of {}: {} prompts at {} of {} thresholds{}\nwrote {}\n",
                shard->index, shard->count, mine.size(), out.configurations.size() - 1, grid.size(),
@@ -210,9 +188,9 @@ int run(Flags& f, const CLI::App& app) {
   }
   // 2.-4. Each tested lambda; calibrate() stops at the first failing one.
   record.result = cal::calibrate([&](double lambda) {
-    auto& row = rows[row_name(lambda)];
+    auto& row = rows[cal::lambda_row_name(lambda)];
     if (row.empty()) row = decode_lambda(lambda);
-    return losses_of(row);
+    return cal::losses_of(row);
   }, options);
   cal::write_calibration_json(output, record);
 
@@ -235,10 +213,11 @@ int run(Flags& f, const CLI::App& app) {
       continue;
     }
     fmt::print("{:>7.4g}  {:>10.4f}  {:>10.3g}  {:>8.2f}  {}\n", row.lambda, *row.mean_loss,
-               *row.p_value, cal::total_cost(rows[row_name(row.lambda)]).average_layers(), row.passed ? "passed" : "FAILED (p > epsilon)");
+               *row.p_value, cal::total_cost(rows[cal::lambda_row_name(row.lambda)]).average_layers(),
+               row.passed ? "passed" : "FAILED (p > epsilon)");
   }
   if (result.lambda_star) {
-    const cal::CostTotals e = cal::total_cost(rows[row_name(*result.lambda_star)]);
+    const cal::CostTotals e = cal::total_cost(rows[cal::lambda_row_name(*result.lambda_star)]);
     const double avg = e.average_layers();
     fmt::print("\nlambda* = {:.4g}: on these prompts, average layers {:.2f} of {} (layer speedup "
                "{:.2f}x), wall-clock speedup {:.2f}x against the full model\n",

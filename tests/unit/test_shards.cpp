@@ -39,32 +39,23 @@ std::string env_error(std::map<std::string, std::string> vars) {
   return error_of([&] { from_env(std::move(vars)); });
 }
 
-// A shard of one calm-calibrate-like run over loss table [j][i]: it decodes the grid from the
-// top and stops where shard_stop_bound says, as calm-calibrate does.
+// A shard of one calm-calibrate-like run over loss table [j][i], walked by calibration_shard as
+// calm-calibrate walks it: the grid from the top, stopping where shard_stop_bound says.
 cc::ShardFile run_shard(const std::vector<std::vector<double>>& table, cc::Shard shard,
                         const cc::LearnThenTestOptions& options, const nlohmann::json& settings) {
   const std::size_t n = table[0].size();
   const std::vector<std::size_t> mine = cc::shard_prompts(shard, n);
-  cc::ShardFile file;
-  file.program = "calm-calibrate";
-  file.shard = shard;
-  file.prompts = n;
-  file.num_layers = 4;
-  file.settings = settings;
-  for (std::size_t j = 0; j < options.grid.size(); ++j) {
-    cc::ShardConfiguration config{"lambda " + std::to_string(j), {}};
-    std::vector<double> losses;
-    for (std::size_t i : mine) {
-      config.costs.push_back({.loss = table[j][i], .layer_sum = 1.0 * i, .tokens = i, .seconds = 0.5});
-      losses.push_back(table[j][i]);
-    }
-    file.configurations.push_back(std::move(config));
-    file.p_value_bound = cc::shard_stop_bound(losses, n, options);
-    if (file.p_value_bound > options.epsilon && j + 1 < options.grid.size()) {
-      file.stopped_after = file.configurations.back().name;
-      break;
-    }
-  }
+  const auto costs_at = [&](std::size_t j) {
+    std::vector<cc::DecodeCost> costs;
+    for (std::size_t i : mine)
+      costs.push_back({.loss = table[j][i], .layer_sum = 1.0 * i, .tokens = i, .seconds = 0.5});
+    return costs;
+  };
+  const cc::ShardFile file = cc::calibration_shard(
+      shard, n, 4, settings, std::vector<cc::DecodeCost>(mine.size()), options, [&](double lambda) {
+        return costs_at(static_cast<std::size_t>(
+            std::find(options.grid.begin(), options.grid.end(), lambda) - options.grid.begin()));
+      });
   // Through the file format, as the merge reads it: numbers must come back bit for bit.
   return cc::shard_from_json(nlohmann::json::parse(cc::to_json(file).dump(1)), "shard");
 }
@@ -168,7 +159,7 @@ TEST_CASE("merged shards give the one-machine fixed-sequence result exactly, ear
     for (std::size_t k = 0; k < count; ++k) {
       files.push_back(run_shard(table, {k, count}, options, settings));
       names.emplace_back("shard" + std::to_string(k));
-      stopped_early += files.back().configurations.size() < options.grid.size();
+      stopped_early += files.back().configurations.size() < 1 + options.grid.size();
     }
     std::shuffle(files.begin(), files.end(), rng);  // the order of the files does not matter
     const cc::MergedShards merged = cc::merge_shards(files, names, "calm-calibrate", settings, n);
@@ -176,7 +167,7 @@ TEST_CASE("merged shards give the one-machine fixed-sequence result exactly, ear
         [&](double lambda) {
           const auto j = static_cast<std::size_t>(
               std::find(options.grid.begin(), options.grid.end(), lambda) - options.grid.begin());
-          const auto* costs = merged.find("lambda " + std::to_string(j));
+          const auto* costs = merged.find(cc::lambda_row_name(options.grid[j]));
           REQUIRE(costs != nullptr);  // the walk never needs a lambda some shard skipped
           std::vector<double> losses;
           for (const cc::DecodeCost& c : *costs) losses.push_back(c.loss);
@@ -208,7 +199,7 @@ TEST_CASE("the merge refuses missing, duplicated and foreign shards by name") {
     names.emplace_back("s" + std::to_string(k) + ".json");
   }
   CHECK(cc::merge_shards(files, names, "calm-calibrate", settings, 10).costs.size() ==
-        options.grid.size());
+        1 + options.grid.size());
 
   auto drop = [&](std::vector<std::size_t> gone) {
     std::vector<cc::ShardFile> f;

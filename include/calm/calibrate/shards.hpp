@@ -529,4 +529,39 @@ inline double shard_stop_bound(std::span<const double> losses, std::size_t n,
   return p_value(options.method, n, mean, options.delta);
 }
 
+// The losses of a configuration's decodes, in order.
+inline std::vector<double> losses_of(std::span<const DecodeCost> costs) {
+  std::vector<double> losses;
+  for (const DecodeCost& c : costs) losses.push_back(c.loss);
+  return losses;
+}
+
+// A calibration shard's configuration name at a threshold: "lambda 0.95".
+inline std::string lambda_row_name(double lambda) { return "lambda " + nlohmann::json(lambda).dump(); }
+
+// A calibration shard: the full model's decodes, then decode_at(λ) -> the shard's DecodeCosts at
+// each λ of options.grid from the top, until shard_stop_bound exceeds epsilon (after the last
+// λ there is nothing left to save).
+template <class DecodeAt>
+ShardFile calibration_shard(Shard shard, std::size_t prompts, std::size_t num_layers,
+                            nlohmann::json settings, std::vector<DecodeCost> full,
+                            const LearnThenTestOptions& options, DecodeAt&& decode_at) {
+  ShardFile out;
+  out.program = "calm-calibrate";
+  out.shard = shard;
+  out.prompts = prompts;
+  out.num_layers = num_layers;
+  out.settings = std::move(settings);
+  out.configurations.push_back({"full", std::move(full)});
+  for (double lambda : options.grid) {
+    out.configurations.push_back({lambda_row_name(lambda), decode_at(lambda)});
+    out.p_value_bound = shard_stop_bound(losses_of(out.configurations.back().costs), prompts, options);
+    if (out.p_value_bound > options.epsilon && lambda != options.grid.back()) {
+      out.stopped_after = out.configurations.back().name;
+      break;
+    }
+  }
+  return out;
+}
+
 }  // namespace calm::calibrate
