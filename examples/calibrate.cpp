@@ -3,19 +3,23 @@
 //                  softmax-candidates|saturation|classifier --delta D --epsilon E [--distance token-mismatch|rouge-l|
 //                  token-f1] [--consistency textual|risk] [--method hoeffding-bentkus|hoeffding|
 //                  bentkus] [--max-new-tokens N] [--output PATH] [--schedule ... --tau T ...]
-//                  [--temperature T --top-k K --top-p P --seed S]
+//                  [--temperature T --top-k K --top-p P --seed S] [--shard K/N | --merge DIR...]
 // Decodes the full model once per prompt, then each grid threshold (1.00, 0.95, ...) once per
 // prompt, stopping at the first threshold whose p-value exceeds epsilon, and writes
 // calm_calibration.json (next to the model unless --output) with the smallest certified lambda*
 // and the decoding it holds for: greedy (the default) or sampled, prompt i with the seed
-// prompt_seed(S, i) for the full model and every threshold alike.
+// prompt_seed(S, i) for the full model and every threshold alike. --shard K/N (or a Slurm or
+// Kubernetes array index) decodes prompts K, K+N, ... into a shard file; --merge, with the same
+// flags, certifies from the shard files what one machine would (docs/cluster.md).
 #include "policy_flags.hpp"
 #include "progress.hpp"
+#include "shard_flags.hpp"
 
 #include <calm/calibrate/calibration_json.hpp>
 #include <calm/calibrate/distances.hpp>
 #include <calm/calibrate/learn_then_test.hpp>
 #include <calm/calibrate/parse_grid.hpp>
+#include <calm/calibrate/shards.hpp>
 #include <calm/io/atomic_file.hpp>
 #include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
@@ -28,7 +32,9 @@
 #include <cmath>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -51,19 +57,15 @@ struct Flags {
   std::size_t threads = 1;
   calm::cli::PolicyFlags policy = calm::cli::calibration_policy_defaults();
   cal::DecodingRecord decoding;  // --temperature --top-k --top-p --seed; max_new_tokens set in run
+  calm::cli::ShardFlags shards;  // --shard --merge
 };
 
-int run(Flags& f) {
+int run(Flags& f, const CLI::App& app) {
   calm::cli::check_unit_interval("--delta", f.delta);
   calm::cli::check_unit_interval("--epsilon", f.epsilon);
   if (!f.policy.thresholded())
     throw calm::Error("--measure " + f.policy.measure + " has no threshold to calibrate (use "
                       "softmax, softmax-top1, softmax-candidates, saturation or classifier)");
-  // Checked before any decoding: the file is written only at the end, and over no input.
-  calm::io::check_writable_destination(
-      f.output.empty() ? f.model / cal::kCalibrationFileName : f.output,
-      f.output.empty() ? "the calibration file (--model)" : "--output",
-      cal::run_inputs(f.model, {f.prompts, f.references, f.policy.classifier_file(f.model)}));
   const cal::Distance distance = cal::parse_distance(f.distance);
   const cal::Consistency consistency = cal::parse_consistency(f.consistency);
   const cal::PValueMethod method = cal::parse_p_value_method(f.method);
@@ -74,84 +76,122 @@ int run(Flags& f) {
   calm::io::PromptFile file = calm::io::read_prompt_file(f.prompts);
   if (!f.references.empty()) calm::io::attach_references(file, f.references);
   if (consistency == cal::Consistency::risk) calm::io::require_references(file);
-
-  const calm::Tokenizer tokenizer = calm::Tokenizer::load_folder(f.model);
-  fmt::print(stderr, "calm-calibrate: tokenizer: {}\n", tokenizer.description());
-  const auto model = calm::LlamaModel::load(f.model);
-  tokenizer.check_fits(model->config(), (f.model / "config.json").string());
-  const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
-  if (f.policy.measure == "classifier") f.policy.load_classifier(f.model, model->hidden_size());  // once, not per decoder
-  const calm::io::EncodedPrompts encoded =
-      calm::io::encode_prompts(file, tokenizer, f.max_new_tokens, model->max_context());
-  const std::size_t n = encoded.prompts.size();
-  const std::vector<int> eos = tokenizer.end_tokens(model->config());
+  const std::size_t n = file.prompts.size();
+  calm::cli::resolve_shard(app, f.shards, n, "calm-calibrate");
+  const auto& shard = f.shards.chosen;
+  // Checked before any decoding: the file is written only at the end, and over no input.
   const std::filesystem::path output =
-      f.output.empty() ? f.model / cal::kCalibrationFileName : f.output;
-  const std::string fingerprint = cal::model_fingerprint(f.model);
+      shard ? calm::cli::shard_output(f.output, "calm_calibration", *shard)
+            : f.output.empty() ? f.model / cal::kCalibrationFileName : f.output;
+  calm::io::check_writable_destination(
+      output, f.output.empty() ? shard ? "the shard file" : "the calibration file (--model)" : "--output",
+      cal::run_inputs(f.model, {f.prompts, f.references, f.policy.classifier_file(f.model)}));
 
-  // 1. The full model, once per prompt.
-  std::vector<std::vector<int>> full(n);
-  double full_seconds = 0.0;
-  {
-    calm::cli::PolicyFlags full_flags = f.policy;
-    full_flags.measure = "full";
-    calm::cli::Progress progress("full model", n);
-    calm::cli::with_decoder(model, sessions, f.model, full_flags, 1.0f, [&](auto&& decoder) {
-      // Warm-up, not timed: the first decodes of a fresh process run slower (page faults, caches).
-      for (std::size_t i = 0; i < std::min<std::size_t>(n, 8); ++i)
-        calm::cli::decode_prompt(decoder, encoded.prompts[i], decoding, i, eos);
-      for (std::size_t i = 0; i < n; ++i) {
-        auto r = calm::cli::decode_prompt(decoder, encoded.prompts[i], decoding, i, eos);
-        full[i] = std::move(r.tokens);
-        full_seconds += r.report.generation_seconds;
-        progress.tick();
-      }
-      return 0;
-    });
-    progress.finish();
-  }
-
-  // 2.-4. Each tested lambda, once per prompt; calibrate() stops at the first failing one.
-  struct Efficiency {
-    double layers = 0.0;  // sum of exit layers over generated tokens
-    std::size_t tokens = 0;
-    double seconds = 0.0;
-  };
-  std::map<double, Efficiency> efficiency;
-  auto losses_at = [&](double lambda) {
-    std::vector<double> losses(n);
-    Efficiency& e = efficiency[lambda];
-    calm::cli::Progress progress(fmt::format("lambda {:.4g}", lambda), n);
-    calm::cli::with_decoder(model, sessions, f.model, f.policy, static_cast<float>(lambda), [&](auto&& decoder) {
-      for (std::size_t i = 0; i < n; ++i) {
-        auto r = calm::cli::decode_prompt(decoder, encoded.prompts[i], decoding, i, eos);
-        losses[i] = consistency == cal::Consistency::textual
-                        ? cal::textual_consistency_loss(distance, r.tokens, full[i])
-                        : cal::risk_consistency_loss(distance, r.tokens, full[i],
-                                                     encoded.references[i]);
-        e.layers += r.report.average_layers() * static_cast<double>(r.report.tokens.size());
-        e.tokens += r.report.tokens.size();
-        e.seconds += r.report.generation_seconds;
-        progress.tick();
-      }
-      return 0;
-    });
-    progress.finish();
-    return losses;
-  };
   const cal::LearnThenTestOptions options{.delta = f.delta, .epsilon = f.epsilon, .method = method,
-                                              .grid = grid};
+                                          .grid = grid};
   cal::CalibrationRecord record{.measure = f.policy.measure,
                                 .schedule = calm::calibration_schedule_json(f.policy.spec(1.0f)),
                                 .consistency = consistency,
                                 .distance = distance,
-                                .model_fingerprint = fingerprint,
-                                .result = cal::calibrate(losses_at, options),
+                                .model_fingerprint = cal::model_fingerprint(f.model),
+                                .result = {},
                                 .decoding = decoding,
-                                .measure_fingerprint =
-                                    f.policy.measure == "classifier"
-                                        ? cal::file_fingerprint(f.policy.classifier_file(f.model))
-                                        : std::string()};
+                                .measure_fingerprint = {}};
+  // A missing classifier is named when it is loaded, below.
+  if (const auto classifier = f.policy.classifier_file(f.model);
+      f.policy.measure == "classifier" && std::filesystem::exists(classifier))
+    record.measure_fingerprint = cal::file_fingerprint(classifier);
+  // What the decodes depend on: a shard file merges only into a run with exactly these.
+  const nlohmann::json settings = {
+      {"model", record.model_fingerprint}, {"measure_file", record.measure_fingerprint},
+      {"prompts", cal::prompts_fingerprint(file)}, {"measure", record.measure},
+      {"schedule", record.schedule}, {"consistency", cal::to_string(consistency)},
+      {"distance", cal::to_string(distance)}, {"method", cal::to_string(method)},
+      {"delta", f.delta}, {"epsilon", f.epsilon}, {"grid", grid}, {"decoding", cal::to_json(decoding)}};
+
+  // rows[name][k]: the decode of prompt mine[k] by the full model ("full") or at a lambda.
+  std::vector<std::size_t> mine = cal::shard_prompts(shard.value_or(cal::Shard{}), n);
+  std::map<std::string, std::vector<cal::DecodeCost>> rows;
+  std::size_t L = 0;
+  std::function<std::vector<cal::DecodeCost>(double)> decode_lambda;
+  std::shared_ptr<const calm::LlamaModel> model;  // kept alive for decode_lambda
+  if (!f.shards.merge.empty()) {
+    const cal::MergedShards merged =
+        cal::merge_shard_files(f.shards.merge, "calm-calibrate", settings, n);
+    fmt::print(stderr, "calm-calibrate: merged {} shards of {} prompts\n", merged.shards, n);
+    for (std::size_t c = 0; c < merged.names.size(); ++c) rows[merged.names[c]] = merged.costs[c];
+    L = merged.num_layers;
+    decode_lambda = [stopped = merged.stopped_after](double lambda) -> std::vector<cal::DecodeCost> {
+      throw calm::Error("--merge: the fixed-sequence walk reached lambda " + std::to_string(lambda) +
+                        ", which not every shard decoded" + (stopped ? " (one stopped after " +
+                        *stopped + ")" : std::string()) + ": the shard files do not fit together");
+    };
+  } else {
+    const calm::Tokenizer tokenizer = calm::Tokenizer::load_folder(f.model);
+    fmt::print(stderr, "calm-calibrate: tokenizer: {}\n", tokenizer.description());
+    model = calm::LlamaModel::load(f.model);
+    tokenizer.check_fits(model->config(), (f.model / "config.json").string());
+    L = model->num_layers();
+    const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
+    if (f.policy.measure == "classifier") f.policy.load_classifier(f.model, model->hidden_size());  // once, not per decoder
+    const auto encoded = std::make_shared<calm::io::EncodedPrompts>(
+        calm::io::encode_prompts(file, tokenizer, f.max_new_tokens, model->max_context()));
+    const std::vector<int> eos = tokenizer.end_tokens(model->config());
+    const std::string shard_label =
+        shard ? fmt::format("shard {}/{} ", shard->index, shard->count) : std::string();
+    auto full = std::make_shared<std::vector<std::vector<int>>>(mine.size());
+    // Prompt i decodes with its own seed prompt_seed(S, i) whichever shard it falls in.
+    const auto decode_row = [=, &f, &mine](const calm::cli::PolicyFlags& policy, double lambda,
+                                           const std::string& label) {
+      std::vector<cal::DecodeCost> costs(mine.size());
+      calm::cli::Progress progress(shard_label + label, mine.size());
+      calm::cli::with_decoder(model, sessions, f.model, policy, static_cast<float>(lambda), [&](auto&& decoder) {
+        if (policy.measure == "full")  // warm-up, not timed: a fresh process's first decodes run slower
+          for (std::size_t k = 0; k < std::min<std::size_t>(mine.size(), 8); ++k)
+            calm::cli::decode_prompt(decoder, encoded->prompts[mine[k]], decoding, mine[k], eos);
+        for (std::size_t k = 0; k < mine.size(); ++k) {
+          const std::size_t i = mine[k];
+          auto r = calm::cli::decode_prompt(decoder, encoded->prompts[i], decoding, i, eos);
+          cal::DecodeCost& c = costs[k];
+          c.tokens = r.report.tokens.size();
+          c.layer_sum = r.report.average_layers() * static_cast<double>(c.tokens);
+          c.seconds = r.report.generation_seconds;
+          if (policy.measure == "full") (*full)[k] = std::move(r.tokens);
+          else c.loss = consistency == cal::Consistency::textual
+                  ? cal::textual_consistency_loss(distance, r.tokens, (*full)[k])
+                  : cal::risk_consistency_loss(distance, r.tokens, (*full)[k], encoded->references[i]);
+          progress.tick();
+        }
+        return 0;
+      });
+      progress.finish();
+      return costs;
+    };
+    calm::cli::PolicyFlags full_flags = f.policy;
+    full_flags.measure = "full";
+    rows["full"] = decode_row(full_flags, 1.0, "full model");  // 1. once per prompt
+    decode_lambda = [=, &f](double lambda) {
+      return decode_row(f.policy, lambda, fmt::format("lambda {:.4g}", lambda));
+    };
+  }
+  if (shard) {  // each lambda from the top, until these prompts alone fail it (shards.hpp)
+    const cal::ShardFile out = cal::calibration_shard(*shard, n, L, settings, rows["full"],
+                                                      options, decode_lambda);
+    cal::write_shard_file(output, out);
+    fmt::print("calm-calibrate: shard {} of {}: {} prompts at {} of {} thresholds{}\nwrote {}\n",
+               shard->index, shard->count, mine.size(), out.configurations.size() - 1, grid.size(),
+               out.stopped_after ? fmt::format("; stopped after {}: whatever the other shards "
+                                               "hold, its p-value is at least {:.3g} > epsilon",
+                                               *out.stopped_after, out.p_value_bound) : "",
+               output.string());
+    return 0;
+  }
+  // 2.-4. Each tested lambda; calibrate() stops at the first failing one.
+  record.result = cal::calibrate([&](double lambda) {
+    auto& row = rows[cal::lambda_row_name(lambda)];
+    if (row.empty()) row = decode_lambda(lambda);
+    return cal::losses_of(row);
+  }, options);
   cal::write_calibration_json(output, record);
 
   const cal::CalibrationResult& result = record.result;
@@ -165,25 +205,24 @@ int run(Flags& f) {
                                                   "same for the full model and every lambda)",
                                                   decoding.seed));
   fmt::print("{:>7}  {:>10}  {:>10}  {:>8}  {}\n", "lambda", "mean loss", "p-value", "layers", "");
-  const std::size_t L = model->num_layers();
+  const cal::CostTotals full = cal::total_cost(rows["full"]);
   for (const cal::GridRow& row : result.table) {
     if (!row.tested) {
       fmt::print("{:>7.4g}  {:>10}  {:>10}  {:>8}  not tested (fixed sequence stopped)\n",
                  row.lambda, "-", "-", "-");
       continue;
     }
-    const Efficiency& e = efficiency.at(row.lambda);
-    const double avg = e.tokens ? e.layers / static_cast<double>(e.tokens) : 0.0;
     fmt::print("{:>7.4g}  {:>10.4f}  {:>10.3g}  {:>8.2f}  {}\n", row.lambda, *row.mean_loss,
-               *row.p_value, avg, row.passed ? "passed" : "FAILED (p > epsilon)");
+               *row.p_value, cal::total_cost(rows[cal::lambda_row_name(row.lambda)]).average_layers(),
+               row.passed ? "passed" : "FAILED (p > epsilon)");
   }
   if (result.lambda_star) {
-    const Efficiency& e = efficiency.at(*result.lambda_star);
-    const double avg = e.tokens ? e.layers / static_cast<double>(e.tokens) : 0.0;
+    const cal::CostTotals e = cal::total_cost(rows[cal::lambda_row_name(*result.lambda_star)]);
+    const double avg = e.average_layers();
     fmt::print("\nlambda* = {:.4g}: on these prompts, average layers {:.2f} of {} (layer speedup "
                "{:.2f}x), wall-clock speedup {:.2f}x against the full model\n",
                *result.lambda_star, avg, L, avg > 0 ? static_cast<double>(L) / avg : 0.0,
-               e.seconds > 0 ? full_seconds / e.seconds : 0.0);
+               cal::wall_clock_speedup(full, e));
   } else {
     fmt::print("\nno threshold could be certified at delta {} and epsilon {} with {} prompts: "
                "calm-generate --calibration runs the full model (try a larger delta or more "
@@ -228,10 +267,11 @@ int main(int argc, char** argv) {
   app.remove_option(app.get_option("--threshold"));
   app.remove_option(app.get_option("--static-layer"));
   app.get_option("--measure")->required();
+  calm::cli::add_shard_flags(app, f.shards);
   CALM_CLI_PARSE(app, argc, argv);
   try {
     calm::cli::check_decoding_flags(app, f.decoding, "--seed");
-    return run(f);
+    return run(f, app);
   } catch (const std::exception& e) {
     fmt::print(stderr, "calm-calibrate: error: {}\n", e.what());
     return 1;

@@ -9,9 +9,11 @@
 // Greedy by default; sampled, pooled prompt i draws with prompt_seed(S, i) in every configuration.
 #include "policy_flags.hpp"
 #include "progress.hpp"
+#include "shard_flags.hpp"
 
 #include <calm/calibrate/distances.hpp>
 #include <calm/calibrate/parse_grid.hpp>
+#include <calm/calibrate/shards.hpp>
 #include <calm/calibrate/validation.hpp>
 #include <calm/io/atomic_file.hpp>
 #include <calm/io/prompts.hpp>
@@ -34,7 +36,7 @@ namespace {
 namespace cal = calm::calibrate;
 
 struct Flags {
-  std::filesystem::path model, calibration_prompts, test_prompts, csv;
+  std::filesystem::path model, calibration_prompts, test_prompts, csv, shard_output;
   std::size_t splits = 100, max_new_tokens = 32, max_prompts = 0, threads = 1;
   std::vector<std::string> measures;
   std::vector<double> deltas;
@@ -44,6 +46,7 @@ struct Flags {
   std::uint64_t seed = 1;
   calm::cli::PolicyFlags policy = calm::cli::calibration_policy_defaults();
   cal::DecodingRecord decoding;  // --temperature --top-k --top-p --sampling-seed
+  calm::cli::ShardFlags shards;  // --shard --merge
 };
 
 // The flags' policy with another measure (and static exit layer).
@@ -54,7 +57,7 @@ calm::cli::PolicyFlags with_measure(calm::cli::PolicyFlags p, std::string measur
   return p;
 }
 
-int run(Flags& f) {
+int run(Flags& f, const CLI::App& app) {
   // Checked before any decoding: the CSV is written only at the end, and over no input.
   if (!f.csv.empty()) calm::io::check_writable_destination(f.csv, "--csv", cal::run_inputs(f.model,
       {f.calibration_prompts, f.test_prompts, f.policy.classifier_file(f.model)}));
@@ -87,48 +90,102 @@ int run(Flags& f) {
   }
   const std::size_t n = pool.prompts.size(), n_cal = cal::calibration_size(n, f.calibration_share);
 
-  const calm::Tokenizer tokenizer = calm::Tokenizer::load_folder(f.model);
-  fmt::print(stderr, "calm-eval: tokenizer: {}\n", tokenizer.description());
-  const auto model = calm::LlamaModel::load(f.model);
-  tokenizer.check_fits(model->config(), (f.model / "config.json").string());
-  const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
-  if (wants_classifier) f.policy.load_classifier(f.model, model->hidden_size());  // once
-  const std::size_t L = model->num_layers(), G = grid.size(), M = f.measures.size();
-  const calm::io::EncodedPrompts encoded =
-      calm::io::encode_prompts(pool, tokenizer, f.max_new_tokens, model->max_context());
-  const std::vector<int> eos = tokenizer.end_tokens(model->config());
   f.decoding.max_new_tokens = f.max_new_tokens;
-
+  calm::cli::resolve_shard(app, f.shards, n, "calm-eval");
+  const auto& shard = f.shards.chosen;
+  const std::filesystem::path shard_file =
+      shard ? calm::cli::shard_output(f.shard_output, "calm_eval", *shard) : std::filesystem::path();
+  if (shard) calm::io::check_writable_destination(shard_file, f.shard_output.empty() ? "the shard file"
+      : "--shard-output", cal::run_inputs(f.model, {f.calibration_prompts, f.test_prompts}));
+  const std::size_t G = grid.size(), M = f.measures.size();
   // Configurations (policy, lambda): 0 = full model, 1 + m*G + j = measure m at grid[j], then
   // the oracle and the static exits 1..L.
-  std::vector<std::pair<calm::cli::PolicyFlags, double>> configs;
-  configs.emplace_back(with_measure(f.policy, "full"), 1.0);
-  for (const std::string& m : f.measures)
-    for (double lambda : grid) configs.emplace_back(with_measure(f.policy, m), lambda);
-  const std::size_t oracle = configs.size(), static_1 = oracle + 1;
-  configs.emplace_back(with_measure(f.policy, "oracle"), 1.0);
-  for (std::size_t k = 1; k <= L; ++k)
-    configs.emplace_back(with_measure(f.policy, "static", k), 1.0);
-  const auto decode = [&](std::size_t c, std::size_t i) {
-    const auto& [policy, lambda] = configs[c];
-    return calm::cli::with_decoder(model, sessions, f.model, policy, static_cast<float>(lambda),
-                                   [&](auto&& decoder) {
-      return calm::cli::decode_prompt(decoder, encoded.prompts[i], f.decoding, i, eos);
-    });
+  const auto configurations = [&](std::size_t L) {
+    std::vector<std::pair<calm::cli::PolicyFlags, double>> configs;
+    configs.emplace_back(with_measure(f.policy, "full"), 1.0);
+    for (const std::string& m : f.measures)
+      for (double lambda : grid) configs.emplace_back(with_measure(f.policy, m), lambda);
+    configs.emplace_back(with_measure(f.policy, "oracle"), 1.0);
+    for (std::size_t k = 1; k <= L; ++k) configs.emplace_back(with_measure(f.policy, "static", k), 1.0);
+    return configs;
   };
-  decode(0, 0);  // warm-up: caches and page faults, not timed
-  calm::cli::Progress progress(fmt::format("decoding {} prompts x {} configurations", n,
-                                           configs.size()), n * configs.size());
-  const auto costs = cal::decode_each_configuration(
-      n, configs.size(), f.seed + 1, decode,
-      [&](std::size_t i, const std::vector<int>& tokens, const std::vector<int>& full) {
-        return consistency == cal::Consistency::textual
-                   ? cal::textual_consistency_loss(distance, tokens, full)
-                   : cal::risk_consistency_loss(distance, tokens, full, encoded.references[i]);
-      },
-      [&] { progress.tick(); });
-  progress.finish();
-
+  const auto name_of = [](const std::pair<calm::cli::PolicyFlags, double>& c) {
+    const calm::cli::PolicyFlags& p = c.first;
+    return p.measure == "static" ? "static " + std::to_string(p.static_layer)
+           : p.measure == "full" || p.measure == "oracle" ? p.measure
+                                 : p.measure + "@" + nlohmann::json(c.second).dump();
+  };
+  // What the decodes depend on: a shard file merges only into a run with exactly these.
+  const nlohmann::json settings = {
+      {"model", cal::model_fingerprint(f.model)},
+      {"measure_file", wants_classifier ? cal::file_fingerprint(f.policy.classifier_file(f.model)) : ""},
+      {"prompts", cal::prompts_fingerprint(pool)}, {"pool", from_file}, {"measures", f.measures},
+      {"schedule", calm::calibration_schedule_json(f.policy.spec(1.0f))}, {"grid", grid},
+      {"consistency", cal::to_string(consistency)}, {"distance", cal::to_string(distance)},
+      {"decoding", cal::to_json(f.decoding)}};
+  std::vector<std::vector<cal::DecodeCost>> costs;  // [configuration][prompt]
+  std::size_t L = 0;
+  if (!f.shards.merge.empty()) {
+    cal::MergedShards merged = cal::merge_shard_files(f.shards.merge, "calm-eval", settings, n);
+    L = merged.num_layers;
+    std::vector<std::string> expected;
+    for (const auto& c : configurations(L)) expected.push_back(name_of(c));
+    if (merged.names != expected)
+      throw calm::Error("--merge: the shards hold " + std::to_string(merged.names.size()) + " of " +
+                        "the " + std::to_string(expected.size()) + " configurations of this run");
+    fmt::print(stderr, "calm-eval: merged {} shards of {} prompts\n", merged.shards, n);
+    costs = std::move(merged.costs);
+  } else {
+    const calm::Tokenizer tokenizer = calm::Tokenizer::load_folder(f.model);
+    fmt::print(stderr, "calm-eval: tokenizer: {}\n", tokenizer.description());
+    const auto model = calm::LlamaModel::load(f.model);
+    tokenizer.check_fits(model->config(), (f.model / "config.json").string());
+    const calm::SessionOptions sessions{.pool = calm::cli::make_pool(f.threads)};
+    if (wants_classifier) f.policy.load_classifier(f.model, model->hidden_size());  // once
+    L = model->num_layers();
+    const calm::io::EncodedPrompts encoded =
+        calm::io::encode_prompts(pool, tokenizer, f.max_new_tokens, model->max_context());
+    const std::vector<int> eos = tokenizer.end_tokens(model->config());
+    const auto configs = configurations(L);
+    // Prompt i decodes with its own seed prompt_seed(S, i) whichever shard it falls in.
+    const std::vector<std::size_t> mine = cal::shard_prompts(shard.value_or(cal::Shard{}), n);
+    const auto decode = [&](std::size_t c, std::size_t k) {
+      const auto& [policy, lambda] = configs[c];
+      return calm::cli::with_decoder(model, sessions, f.model, policy, static_cast<float>(lambda),
+                                     [&](auto&& decoder) {
+        return calm::cli::decode_prompt(decoder, encoded.prompts[mine[k]], f.decoding, mine[k], eos);
+      });
+    };
+    decode(0, 0);  // warm-up: caches and page faults, not timed
+    calm::cli::Progress progress(fmt::format("{}decoding {} prompts x {} configurations",
+                                             shard ? fmt::format("shard {}/{}: ", shard->index,
+                                                                 shard->count) : "",
+                                             mine.size(), configs.size()), mine.size() * configs.size());
+    costs = cal::decode_each_configuration(
+        mine.size(), configs.size(), f.seed + 1, decode,
+        [&](std::size_t k, const std::vector<int>& tokens, const std::vector<int>& full) {
+          const std::size_t i = mine[k];
+          return consistency == cal::Consistency::textual
+                     ? cal::textual_consistency_loss(distance, tokens, full)
+                     : cal::risk_consistency_loss(distance, tokens, full, encoded.references[i]);
+        },
+        [&] { progress.tick(); });
+    progress.finish();
+    if (shard) {
+      cal::ShardFile out;
+      out.program = "calm-eval";
+      out.shard = *shard;
+      out.prompts = n;
+      out.num_layers = L;
+      out.settings = settings;
+      for (std::size_t c = 0; c < configs.size(); ++c) out.configurations.push_back({name_of(configs[c]), costs[c]});
+      cal::write_shard_file(shard_file, out);
+      fmt::print("calm-eval: shard {} of {}: {} prompts x {} configurations\nwrote {}\n",
+                 shard->index, shard->count, mine.size(), configs.size(), shard_file.string());
+      return 0;
+    }
+  }
+  const std::size_t oracle = 1 + M * G, static_1 = oracle + 1;
   std::vector<cal::CostTable> tables(M);  // [m][j][i]
   for (std::size_t m = 0; m < M; ++m)
     tables[m].assign(costs.begin() + 1 + m * G, costs.begin() + 1 + (m + 1) * G);
@@ -221,6 +278,10 @@ int main(int argc, char** argv) {
   app.remove_option(app.get_option("--measure"));
   app.remove_option(app.get_option("--threshold"));
   app.remove_option(app.get_option("--static-layer"));
+  calm::cli::add_shard_flags(app, f.shards);
+  app.add_option("--shard-output", f.shard_output, "where a shard writes its file (a folder: "
+                 "calm_eval.shard-K-of-N.json in it; default: that name here)")
+      ->check(calm::cli::non_empty_path());
   CALM_CLI_PARSE(app, argc, argv);
   try {
     calm::cli::check_decoding_flags(app, f.decoding, "--sampling-seed");
@@ -228,7 +289,7 @@ int main(int argc, char** argv) {
     if (f.measures.empty()) throw calm::Error("--measures is empty");
     f.deltas = cal::parse_number_list(deltas, "--deltas");
     if (f.deltas.empty()) throw calm::Error("--deltas is empty");
-    return run(f);
+    return run(f, app);
   } catch (const std::exception& e) {
     fmt::print(stderr, "calm-eval: error: {}\n", e.what());
     return 1;

@@ -13,7 +13,8 @@
 namespace calm::cli {
 
 // A one-line progress bar with rate and ETA on stderr, redrawn at most 10 times a second. When
-// stderr is not a terminal it prints nothing until finish(), which prints one summary line.
+// stderr is not a terminal (a batch job's log) it prints a plain line every 30 s, and one summary
+// line at finish().
 class Progress {
  public:
   using Clock = std::chrono::steady_clock;
@@ -27,6 +28,12 @@ class Progress {
     const auto now = Clock::now();
     if (terminal_ && (now - last_draw_ > std::chrono::milliseconds(100) || done_ == total_)) {
       draw(now);
+      last_draw_ = now;
+    } else if (!terminal_ && now - last_draw_ > std::chrono::seconds(30) && done_ < total_) {
+      const double seconds = std::chrono::duration<double>(now - start_).count();
+      const double rate = static_cast<double>(done_) / seconds;
+      fmt::print(stderr, "{}: {}/{} {}, {:.2g}/s, ETA {:.0f} s\n", label_, done_, total_, unit_,
+                 rate, static_cast<double>(total_ - done_) / rate);
       last_draw_ = now;
     }
   }
