@@ -94,6 +94,13 @@ const std::vector<std::vector<int>> kTinyPrompts = {{1, 306, 1658, 278, 593, 310
 void BM_TinyLlamaFull(benchmark::State& state) {
   run(state, tinyllama(), kTinyPrompts, calm::NoConfidence{}, calm::Never{});
 }
+// The full model on the bf16 dot product (WeightFormat::bf16_dot).
+void BM_TinyLlamaFullBf16Dot(benchmark::State& state) {
+  static const auto m =
+      calm::LlamaModel::load(calm::bench::random_checkpoint(calm::bench::kTinyLlama),
+                             {.max_context = 256, .weights = calm::WeightFormat::bf16_dot});
+  run(state, m, kTinyPrompts, calm::NoConfidence{}, calm::Never{});
+}
 void BM_TinyLlamaStatic11(benchmark::State& state) {
   run(state, tinyllama(), kTinyPrompts, calm::NoConfidence{}, calm::StaticExit{11});
 }
@@ -119,6 +126,7 @@ void BM_BundledClassifier(benchmark::State& state) {
 
 #define CALM_ROWS ->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->ArgName("rows")->UseManualTime()
 BENCHMARK(BM_TinyLlamaFull) CALM_ROWS->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TinyLlamaFullBf16Dot) CALM_ROWS->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_TinyLlamaStatic11) CALM_ROWS->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_BundledFull) CALM_ROWS->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_BundledClassifier) CALM_ROWS->Unit(benchmark::kMillisecond);

@@ -210,6 +210,14 @@ void BM_VerifyCostTinyLlama(benchmark::State& state) {
       calm::bench::random_checkpoint(calm::bench::kTinyLlama), {.max_context = 256});
   verify_cost(state, m);
 }
+// The same on the bf16 dot product (WeightFormat::bf16_dot: activations rounded to bf16, one
+// arithmetic for every n).
+void BM_VerifyCostTinyLlamaBf16Dot(benchmark::State& state) {
+  static const auto m =
+      calm::LlamaModel::load(calm::bench::random_checkpoint(calm::bench::kTinyLlama),
+                             {.max_context = 256, .weights = calm::WeightFormat::bf16_dot});
+  verify_cost(state, m);
+}
 
 }  // namespace
 
@@ -249,6 +257,10 @@ BENCHMARK(BM_VerifyCostBundled)
     ->Iterations(200)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_VerifyCostTinyLlama)
     ->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}})
+    ->ArgNames({"n", "matvec"})
+    ->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_VerifyCostTinyLlamaBf16Dot)
+    ->ArgsProduct({{1, 2, 4, 8, 16}, {1}})
     ->ArgNames({"n", "matvec"})
     ->Iterations(5)->Unit(benchmark::kMillisecond);
 
