@@ -4,13 +4,12 @@
 //                  token-f1] [--consistency textual|risk] [--method hoeffding-bentkus|hoeffding|
 //                  bentkus] [--max-new-tokens N] [--output PATH] [--schedule ... --tau T ...]
 //                  [--temperature T --top-k K --top-p P --seed S] [--shard K/N | --merge DIR...]
-// Decodes the full model once per prompt, then each grid threshold (1.00, 0.95, ...) once per
-// prompt, stopping at the first threshold whose p-value exceeds epsilon, and writes
-// calm_calibration.json (next to the model unless --output) with the smallest certified lambda*
-// and the decoding it holds for: greedy (the default) or sampled, prompt i with the seed
-// prompt_seed(S, i) for the full model and every threshold alike. --shard K/N (or a Slurm or
-// Kubernetes array index) decodes prompts K, K+N, ... into a shard file; --merge, with the same
-// flags, certifies from the shard files what one machine would (docs/cluster.md).
+// Decodes the full model, then each grid threshold (1.00, 0.95, ...), once per prompt, stopping
+// at the first threshold whose p-value exceeds epsilon; writes calm_calibration.json (next to the
+// model unless --output): the smallest certified lambda* and the decoding it holds for, greedy or
+// sampled (prompt i with seed prompt_seed(S, i), for the full model and every threshold alike).
+// --shard K/N (or a Slurm/Kubernetes array index) decodes prompts K, K+N, ... into a shard file;
+// --merge, with the same flags, certifies what one machine would from them (docs/cluster.md).
 #include "policy_flags.hpp"
 #include "progress.hpp"
 #include "shard_flags.hpp"
@@ -20,6 +19,7 @@
 #include <calm/calibrate/learn_then_test.hpp>
 #include <calm/calibrate/parse_grid.hpp>
 #include <calm/calibrate/shards.hpp>
+#include <calm/calibrate/summary.hpp>
 #include <calm/io/atomic_file.hpp>
 #include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
@@ -29,7 +29,7 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
-#include <cmath>
+#include <algorithm>
 #include <exception>
 #include <filesystem>
 #include <functional>
@@ -43,18 +43,11 @@ namespace {
 namespace cal = calm::calibrate;
 
 struct Flags {
-  std::filesystem::path model;
-  std::filesystem::path prompts;
-  std::filesystem::path references;
-  std::filesystem::path output;
-  double delta = 0.1;
-  double epsilon = 0.1;
-  std::string distance = "rouge-l";
-  std::string consistency = "textual";
-  std::string method = "hoeffding-bentkus";
-  std::string grid = "1,0.05,0.05";
-  std::size_t max_new_tokens = 32;
-  std::size_t threads = 1;
+  std::filesystem::path model, prompts, references, output;
+  double delta = 0.1, epsilon = 0.1;
+  std::string distance = "rouge-l", consistency = "textual", method = "hoeffding-bentkus",
+              grid = "1,0.05,0.05";
+  std::size_t max_new_tokens = 32, threads = 1;
   calm::cli::PolicyFlags policy = calm::cli::calibration_policy_defaults();
   cal::DecodingRecord decoding;  // --temperature --top-k --top-p --seed; max_new_tokens set in run
   calm::cli::ShardFlags shards;  // --shard --merge
@@ -194,7 +187,6 @@ int run(Flags& f, const CLI::App& app) {
   }, options);
   cal::write_calibration_json(output, record);
 
-  const cal::CalibrationResult& result = record.result;
   fmt::print("calm-calibrate: {} prompts from {}, measure {}, schedule {}\n"
              "{} consistency, distance {}, delta {}, epsilon {}, p-values {}\n"
              "decoding: {}{}\n\n",
@@ -204,30 +196,9 @@ int run(Flags& f, const CLI::App& app) {
              decoding.greedy() ? "" : fmt::format(" (base seed {}, one seed per prompt, the "
                                                   "same for the full model and every lambda)",
                                                   decoding.seed));
-  fmt::print("{:>7}  {:>10}  {:>10}  {:>8}  {}\n", "lambda", "mean loss", "p-value", "layers", "");
-  const cal::CostTotals full = cal::total_cost(rows["full"]);
-  for (const cal::GridRow& row : result.table) {
-    if (!row.tested) {
-      fmt::print("{:>7.4g}  {:>10}  {:>10}  {:>8}  not tested (fixed sequence stopped)\n",
-                 row.lambda, "-", "-", "-");
-      continue;
-    }
-    fmt::print("{:>7.4g}  {:>10.4f}  {:>10.3g}  {:>8.2f}  {}\n", row.lambda, *row.mean_loss,
-               *row.p_value, cal::total_cost(rows[cal::lambda_row_name(row.lambda)]).average_layers(),
-               row.passed ? "passed" : "FAILED (p > epsilon)");
-  }
-  if (result.lambda_star) {
-    const cal::CostTotals e = cal::total_cost(rows[cal::lambda_row_name(*result.lambda_star)]);
-    const double avg = e.average_layers();
-    fmt::print("\nlambda* = {:.4g}: on these prompts, average layers {:.2f} of {} (layer speedup "
-               "{:.2f}x), wall-clock speedup {:.2f}x against the full model\n",
-               *result.lambda_star, avg, L, avg > 0 ? static_cast<double>(L) / avg : 0.0,
-               cal::wall_clock_speedup(full, e));
-  } else {
-    fmt::print("\nno threshold could be certified at delta {} and epsilon {} with {} prompts: "
-               "calm-generate --calibration runs the full model (try a larger delta or more "
-               "prompts)\n", f.delta, f.epsilon, n);
-  }
+  fmt::print("{}", cal::calibration_summary(
+      record.result, [&](double lambda) { return cal::total_cost(rows[cal::lambda_row_name(lambda)]); },
+      cal::total_cost(rows["full"]), L, f.delta, f.epsilon, n));
   fmt::print("wrote {}\n", output.string());
   return 0;
 }

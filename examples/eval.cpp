@@ -7,6 +7,7 @@
 // Every pooled prompt is decoded once per configuration (full model, each measure at each grid
 // lambda, the local oracle, static exits 1..L); every calibration/test split reuses those decodes.
 // Greedy by default; sampled, pooled prompt i draws with prompt_seed(S, i) in every configuration.
+#include "eval_configurations.hpp"
 #include "policy_flags.hpp"
 #include "progress.hpp"
 #include "shard_flags.hpp"
@@ -14,6 +15,7 @@
 #include <calm/calibrate/distances.hpp>
 #include <calm/calibrate/parse_grid.hpp>
 #include <calm/calibrate/shards.hpp>
+#include <calm/calibrate/summary.hpp>
 #include <calm/calibrate/validation.hpp>
 #include <calm/io/atomic_file.hpp>
 #include <calm/io/prompts.hpp>
@@ -49,14 +51,6 @@ struct Flags {
   calm::cli::ShardFlags shards;  // --shard --merge
 };
 
-// The flags' policy with another measure (and static exit layer).
-calm::cli::PolicyFlags with_measure(calm::cli::PolicyFlags p, std::string measure,
-                                    std::size_t static_layer = 1) {
-  p.measure = std::move(measure);
-  p.static_layer = static_layer;
-  return p;
-}
-
 int run(Flags& f, const CLI::App& app) {
   // Checked before any decoding: the CSV is written only at the end, and over no input.
   if (!f.csv.empty()) calm::io::check_writable_destination(f.csv, "--csv", cal::run_inputs(f.model,
@@ -65,7 +59,7 @@ int run(Flags& f, const CLI::App& app) {
   for (double d : f.deltas) calm::cli::check_unit_interval("--deltas:", d);
   calm::cli::check_unit_interval("--calibration-share", f.calibration_share);
   for (const std::string& m : f.measures)
-    if (!with_measure(f.policy, m).thresholded())
+    if (!calm::cli::with_measure(f.policy, m).thresholded())
       throw calm::Error("--measures: unknown or unthresholded measure '" + m + "' (use " +
                         calm::cli::PolicyFlags::scoring_measures_text() +
                         "; the oracle and static exits are always evaluated)");
@@ -97,23 +91,8 @@ int run(Flags& f, const CLI::App& app) {
       shard ? calm::cli::shard_output(f.shard_output, "calm_eval", *shard) : std::filesystem::path();
   if (shard) calm::io::check_writable_destination(shard_file, f.shard_output.empty() ? "the shard file"
       : "--shard-output", cal::run_inputs(f.model, {f.calibration_prompts, f.test_prompts}));
-  const std::size_t G = grid.size(), M = f.measures.size();
-  // Configurations (policy, lambda): 0 = full model, 1 + m*G + j = measure m at grid[j], then
-  // the oracle and the static exits 1..L.
   const auto configurations = [&](std::size_t L) {
-    std::vector<std::pair<calm::cli::PolicyFlags, double>> configs;
-    configs.emplace_back(with_measure(f.policy, "full"), 1.0);
-    for (const std::string& m : f.measures)
-      for (double lambda : grid) configs.emplace_back(with_measure(f.policy, m), lambda);
-    configs.emplace_back(with_measure(f.policy, "oracle"), 1.0);
-    for (std::size_t k = 1; k <= L; ++k) configs.emplace_back(with_measure(f.policy, "static", k), 1.0);
-    return configs;
-  };
-  const auto name_of = [](const std::pair<calm::cli::PolicyFlags, double>& c) {
-    const calm::cli::PolicyFlags& p = c.first;
-    return p.measure == "static" ? "static " + std::to_string(p.static_layer)
-           : p.measure == "full" || p.measure == "oracle" ? p.measure
-                                 : p.measure + "@" + nlohmann::json(c.second).dump();
+    return calm::cli::evaluation_configurations(f.policy, f.measures, grid, L);
   };
   // What the decodes depend on: a shard file merges only into a run with exactly these.
   const nlohmann::json settings = {
@@ -128,11 +107,7 @@ int run(Flags& f, const CLI::App& app) {
   if (!f.shards.merge.empty()) {
     cal::MergedShards merged = cal::merge_shard_files(f.shards.merge, "calm-eval", settings, n);
     L = merged.num_layers;
-    std::vector<std::string> expected;
-    for (const auto& c : configurations(L)) expected.push_back(name_of(c));
-    if (merged.names != expected)
-      throw calm::Error("--merge: the shards hold " + std::to_string(merged.names.size()) + " of " +
-                        "the " + std::to_string(expected.size()) + " configurations of this run");
+    cal::require_configurations(merged, calm::cli::configuration_names(configurations(L)));
     fmt::print(stderr, "calm-eval: merged {} shards of {} prompts\n", merged.shards, n);
     costs = std::move(merged.costs);
   } else {
@@ -172,38 +147,20 @@ int run(Flags& f, const CLI::App& app) {
         [&] { progress.tick(); });
     progress.finish();
     if (shard) {
-      cal::ShardFile out;
-      out.program = "calm-eval";
-      out.shard = *shard;
-      out.prompts = n;
-      out.num_layers = L;
-      out.settings = settings;
-      for (std::size_t c = 0; c < configs.size(); ++c) out.configurations.push_back({name_of(configs[c]), costs[c]});
+      cal::ShardFile out{.program = "calm-eval", .shard = *shard, .prompts = n, .num_layers = L,
+                         .settings = settings, .configurations = {}, .stopped_after = {}};
+      const std::vector<std::string> names = calm::cli::configuration_names(configs);
+      for (std::size_t c = 0; c < configs.size(); ++c) out.configurations.push_back({names[c], costs[c]});
       cal::write_shard_file(shard_file, out);
       fmt::print("calm-eval: shard {} of {}: {} prompts x {} configurations\nwrote {}\n",
                  shard->index, shard->count, mine.size(), configs.size(), shard_file.string());
       return 0;
     }
   }
-  const std::size_t oracle = 1 + M * G, static_1 = oracle + 1;
-  std::vector<cal::CostTable> tables(M);  // [m][j][i]
-  for (std::size_t m = 0; m < M; ++m)
-    tables[m].assign(costs.begin() + 1 + m * G, costs.begin() + 1 + (m + 1) * G);
-  const auto validation = cal::validate_splits(
-      costs[0], tables, {.splits = f.splits, .calibration_size = n_cal, .deltas = f.deltas,
-                         .epsilon = f.epsilon, .method = method, .grid = grid, .num_layers = L,
-                         .seed = f.seed});
-  std::vector<cal::EvaluationRow> rows;
-  for (std::size_t m = 0; m < M; ++m)
-    for (const auto& v : validation[m]) rows.push_back(cal::calibrated_row(f.measures[m], v));
-  // Reference lines, over the whole pool: nothing to calibrate.
-  const cal::CostTotals full = cal::total_cost(costs[0]);
-  rows.push_back(cal::reference_row("full", "full", 0, costs[0], full, L));
-  rows.push_back(cal::reference_row("oracle", "oracle", 0, costs[oracle], full, L));
-  for (std::size_t k = 1; k <= L; ++k)
-    rows.push_back(cal::reference_row("static", "static", k, costs[static_1 + k - 1], full, L));
-  cal::set_oracle_saving_shares(rows, L);
-
+  const cal::Evaluation evaluation = cal::evaluate_configurations(
+      costs, f.measures, {.splits = f.splits, .calibration_size = n_cal, .deltas = f.deltas,
+                          .epsilon = f.epsilon, .method = method, .grid = grid, .num_layers = L,
+                          .seed = f.seed});
   fmt::print("calm-eval: {} prompts ({} + {}), {} calibration / {} test per split, {} splits "
              "(seed {}), {} new tokens, {} consistency with {}, p-values {}, epsilon {}\n"
              "schedule: {}\ndecoding: {}{}\n\n",
@@ -213,22 +170,11 @@ int run(Flags& f, const CLI::App& app) {
              f.decoding.greedy() ? "" : fmt::format(" (sampling seed {}, one seed per prompt, "
                                                     "the same in every configuration)",
                                                     f.decoding.seed));
-  fmt::print("{}", cal::evaluation_tables(rows, f.epsilon));
-  fmt::print("\nover all {} prompts at each threshold: mean loss / average layers / wall-clock "
-             "speedup\n{:>7}", n, "lambda");
-  for (const std::string& m : f.measures) fmt::print("  {:>24}", m);
-  fmt::print("\n");
-  for (std::size_t j = 0; j < G; ++j) {
-    fmt::print("{:>7.4g}", grid[j]);
-    for (std::size_t m = 0; m < M; ++m) {
-      const cal::CostTotals t = cal::total_cost(tables[m][j]);
-      fmt::print("  {:>8.4f} {:>6.2f} {:>7.2f}x", t.mean_loss(), t.average_layers(),
-                 cal::wall_clock_speedup(full, t));
-    }
-    fmt::print("\n");
-  }
+  fmt::print("{}", cal::evaluation_tables(evaluation.rows, f.epsilon));
+  fmt::print("{}", cal::threshold_table(grid, f.measures, evaluation.tables,
+                                        cal::total_cost(costs[0]), n));
   if (!f.csv.empty()) {
-    cal::write_evaluation_csv(f.csv, rows, f.epsilon, L);
+    cal::write_evaluation_csv(f.csv, evaluation.rows, f.epsilon, L);
     fmt::print("\nwrote {}\n", f.csv.string());
   }
   return 0;

@@ -537,6 +537,17 @@ inline std::vector<double> losses_of(std::span<const DecodeCost> costs) {
 }
 
 // A calibration shard's configuration name at a threshold: "lambda 0.95".
+// The merged shards hold exactly the configurations `expected`, in order (calm-eval's: the
+// full model, each measure at each grid lambda, the oracle, the static exits).
+inline void require_configurations(const MergedShards& merged,
+                                   const std::vector<std::string>& expected) {
+  if (merged.names != expected)
+    throw Error("--merge: the shards hold " + std::to_string(merged.names.size()) +
+                " configurations, this run has " + std::to_string(expected.size()) +
+                (merged.names.size() == expected.size() ? " of other names or order" : "") +
+                ": they were decoded with other measures or another grid");
+}
+
 inline std::string lambda_row_name(double lambda) { return "lambda " + nlohmann::json(lambda).dump(); }
 
 // A calibration shard: the full model's decodes, then decode_at(λ) -> the shard's DecodeCosts at

@@ -431,6 +431,39 @@ inline EvaluationRow reference_row(std::string kind, std::string measure, std::s
           .wall_clock_speedup = wall_clock_speedup(full, t)};
 }
 
+// calm-eval's configurations, costs[c][prompt]: c = 0 the full model, 1 + m * G + j measure m at
+// options.grid[j] (G thresholds), then the local oracle and the static exits 1..L. Returns each
+// measure's table ([m][j][prompt]) and every row of the evaluation: each (measure, delta)
+// validated over the random splits, then the reference lines over the whole pool (nothing to
+// calibrate: full model, oracle, static exits) with the oracle's saving shares.
+struct Evaluation {
+  std::vector<CostTable> tables;
+  std::vector<EvaluationRow> rows;
+};
+inline Evaluation evaluate_configurations(const CostTable& costs,
+                                          const std::vector<std::string>& measures,
+                                          const SplitValidationOptions& options) {
+  const std::size_t M = measures.size(), G = options.grid.size(), L = options.num_layers;
+  const std::size_t oracle = 1 + M * G, static_1 = oracle + 1;
+  if (costs.size() != static_1 + L)
+    throw Error("evaluate_configurations: " + std::to_string(costs.size()) + " configurations, "
+                "expected " + std::to_string(static_1 + L));
+  Evaluation e;
+  e.tables.resize(M);
+  for (std::size_t m = 0; m < M; ++m)
+    e.tables[m].assign(costs.begin() + 1 + m * G, costs.begin() + 1 + (m + 1) * G);
+  const auto validation = validate_splits(costs[0], e.tables, options);
+  for (std::size_t m = 0; m < M; ++m)
+    for (const auto& v : validation[m]) e.rows.push_back(calibrated_row(measures[m], v));
+  const CostTotals full = total_cost(costs[0]);
+  e.rows.push_back(reference_row("full", "full", 0, costs[0], full, L));
+  e.rows.push_back(reference_row("oracle", "oracle", 0, costs[oracle], full, L));
+  for (std::size_t k = 1; k <= L; ++k)
+    e.rows.push_back(reference_row("static", "static", k, costs[static_1 + k - 1], full, L));
+  set_oracle_saving_shares(e.rows, L);
+  return e;
+}
+
 // The rows as CSV with a header line (tools/plot_efficiency.py reads it); numbers with 6
 // significant digits, empty fields for NaN; epsilon is written on calibrated rows only. Columns
 // are only ever added at the end (oracle_saving_share was), so older readers keep working.
