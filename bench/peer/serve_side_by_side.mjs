@@ -9,6 +9,7 @@
 // MODE: calm-serve decodes with the full model (the like-for-like comparison) or under its
 // certificate (early exit). Node's own fetch only: nothing to install.
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { basename } from 'node:path';
 
 const [llamaExe, gguf, calmExe, modelDir, seconds = '5', clientList = '1,4,8', rounds = '2',
@@ -39,29 +40,42 @@ async function start(kind, clients, port) {
   throw new Error(`${kind} did not become healthy: ${log}`);
 }
 
-async function one(port, body) {
-  const startAt = performance.now();
-  const res = await fetch(`http://127.0.0.1:${port}/v1/completions`,
-    { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ ...body, stream: true }) });
-  if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
-  let ttft;
-  let tokens = 0;
-  let buffer = '';
-  for await (const piece of res.body) {
-    buffer += Buffer.from(piece).toString();
-    let end;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const event = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
-      const chunk = JSON.parse(event.slice(6));
-      if (!chunk.choices || chunk.choices.length === 0) continue;
-      if (chunk.choices[0].finish_reason && chunk.choices[0].text === '') continue;  // a closing chunk
-      if (ttft === undefined) ttft = performance.now() - startAt;
-      ++tokens;
-    }
-  }
-  return { ttft, tokens };
+// One streamed completion on a connection of its own (llama-server closes kept-alive connections
+// after a streamed response without saying so): time to the first token, and the tokens.
+function one(port, body) {
+  return new Promise((resolve, reject) => {
+    const startAt = performance.now();
+    const payload = JSON.stringify({ ...body, stream: true });
+    const req = http.request({ host: '127.0.0.1', port, path: '/v1/completions', method: 'POST', agent: false,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) } }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        reject(new Error(`HTTP ${res.statusCode}`));
+        return;
+      }
+      let ttft;
+      let tokens = 0;
+      let buffer = '';
+      res.on('data', (piece) => {
+        buffer += piece.toString();
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const event = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
+          const chunk = JSON.parse(event.slice(6));
+          if (!chunk.choices || chunk.choices.length === 0) continue;
+          if (chunk.choices[0].finish_reason && chunk.choices[0].text === '') continue;  // closing chunk
+          if (ttft === undefined) ttft = performance.now() - startAt;
+          ++tokens;
+        }
+      });
+      res.on('end', () => resolve({ ttft, tokens }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
 }
 
 async function point(kind, clients, port) {
@@ -74,8 +88,13 @@ async function point(kind, clients, port) {
   const until = performance.now() + Number(seconds) * 1000;
   const startAt = performance.now();
   await Promise.all(Array.from({ length: clients }, async (_, c) => {
-    for (let i = 0; performance.now() < until; ++i)
-      results.push(await one(port, { ...body, prompt: prompts[(c + i) % prompts.length] }));
+    for (let i = 0; performance.now() < until; ++i) {
+      try {
+        results.push(await one(port, { ...body, prompt: prompts[(c + i) % prompts.length] }));
+      } catch (e) {
+        throw new Error(`${kind}, ${clients} clients, request ${i} of client ${c}: ${e.cause ?? e}`);
+      }
+    }
   }));
   const wall = (performance.now() - startAt) / 1000;
   proc.kill('SIGTERM');
