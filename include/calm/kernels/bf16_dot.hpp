@@ -257,22 +257,11 @@ void matvec_batch_bf16_dot(float* y, const bf16* w, const float* x, std::size_t 
     const detail::FlushDenormals guard;
     detail::walk_row_pairs(rows, g0, g1, [&]<std::size_t R>(std::size_t r) {
       const std::uint16_t* wr = wb + r * cols;
-      constexpr std::size_t T = detail::kDotTile<P>;
-      std::size_t t = 0;
-      for (; t + T <= n; t += T) {
-        if (t == 0)
-          detail::dot_bf16_rows<P, R, T, detail::kPrefetchOwn>(y + r, rows, wr, wr + R * cols, xb, cols, cols);
-        else
-          detail::dot_bf16_rows<P, R, T, detail::kPrefetchNext>(y + t * rows + r, rows, wr, wr + R * cols,
-                                                xb + t * cols, cols, cols);
-      }
-      for (; t < n; ++t) {  // the last vectors one at a time (the same bits as in a tile)
-        if (t == 0)
-          detail::dot_bf16_rows<P, R, 1, detail::kPrefetchOwn>(y + r, rows, wr, wr + R * cols, xb, cols, cols);
-        else
-          detail::dot_bf16_rows<P, R, 1, detail::kPrefetchNext>(y + t * rows + r, rows, wr, wr + R * cols,
-                                                xb + t * cols, cols, cols);
-      }
+      detail::walk_tiles<detail::kDotTile<P>>(n, [&]<std::size_t V, bool First>(std::size_t t) {
+        constexpr int prefetch = First ? detail::kPrefetchOwn : detail::kPrefetchNext;
+        detail::dot_bf16_rows<P, R, V, prefetch>(y + t * rows + r, rows, wr, wr + R * cols,
+                                                 xb + t * cols, cols, cols);
+      });
     });
   });
 }

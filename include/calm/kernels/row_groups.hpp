@@ -100,13 +100,12 @@ inline void walk_row_pairs(std::size_t rows, std::size_t g0, std::size_t g1, Pai
 template <class Arch>
 inline constexpr std::size_t kBatchTile = kIsAvx512<Arch> ? 4 : 2;
 
-// n vectors in tiles of kBatchTile<Arch>, the last one partial: tile.template operator()<V,
-// Prefetch>(t) for the V vectors from t. Only the first tile prefetches: the rest find the rows
-// in L1.
-template <class Arch, class Tile>
-inline void walk_vector_tiles(std::size_t n, Tile&& tile) {
-  constexpr std::size_t V = kBatchTile<Arch>;
-  static_assert(V <= 4, "walk_vector_tiles: a partial tile has at most 3 vectors");
+// n vectors in tiles of V, the last one partial: tile.template operator()<v, First>(t) for the
+// v vectors from t; First only for the first tile, which streams the rows from memory (the rest
+// find them in L1).
+template <std::size_t V, class Tile>
+inline void walk_tiles(std::size_t n, Tile&& tile) {
+  static_assert(V >= 1 && V <= 4, "walk_tiles: a partial tile has at most 3 vectors");
   std::size_t t = 0;
   if (t + V <= n) {
     tile.template operator()<V, true>(t);
@@ -124,6 +123,13 @@ inline void walk_vector_tiles(std::size_t n, Tile&& tile) {
     case 3: if constexpr (V > 3) last.template operator()<3>(); break;
     default: break;
   }
+}
+
+// walk_tiles in tiles of kBatchTile<Arch>: tile.template operator()<V, Prefetch>(t), only the
+// first tile prefetching.
+template <class Arch, class Tile>
+inline void walk_vector_tiles(std::size_t n, Tile&& tile) {
+  walk_tiles<kBatchTile<Arch>>(n, static_cast<Tile&&>(tile));
 }
 
 }  // namespace calm::kernels::detail
