@@ -19,12 +19,14 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include "unit/bundled_prompts.hpp"
 #include "unit/test_models.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
+using calm::test::bundled_test_prompts;
 using calm::test::same_cache;
 const fs::path kBundled = fs::path(CALM_MODELS) / "shakespeare-8l";
 
@@ -140,16 +142,6 @@ std::vector<Job<C, S>> random_jobs(std::size_t count, std::size_t vocab, unsigne
     jobs.push_back(job);
   }
   return jobs;
-}
-
-std::vector<std::vector<int>> bundled_test_prompts(std::size_t count) {
-  const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
-  std::ifstream in(kBundled / "data" / "test.jsonl");
-  std::vector<std::vector<int>> prompts;
-  for (std::string line; std::getline(in, line) && prompts.size() < count;)
-    if (!line.empty())
-      prompts.push_back(tok.encode(nlohmann::json::parse(line).at("prompt").get<std::string>()));
-  return prompts;
 }
 
 }  // namespace

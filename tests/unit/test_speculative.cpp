@@ -17,12 +17,14 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include "unit/bundled_prompts.hpp"
 #include "unit/test_models.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
+using calm::test::bundled_test_prompts;
 using calm::test::same_cache;
 const auto fixture_models = calm::test::checkpoint_fixtures;
 
@@ -68,16 +70,6 @@ calm::SpeculationStats check_exact(const std::shared_ptr<const calm::LlamaModel>
       last = r.speculation;
     }
   return last;
-}
-
-std::vector<std::vector<int>> bundled_test_prompts(std::size_t count) {
-  const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
-  std::ifstream in(kBundled / "data" / "test.jsonl");
-  std::vector<std::vector<int>> prompts;
-  for (std::string line; std::getline(in, line) && prompts.size() < count;)
-    if (!line.empty())
-      prompts.push_back(tok.encode(nlohmann::json::parse(line).at("prompt").get<std::string>()));
-  return prompts;
 }
 
 }  // namespace
