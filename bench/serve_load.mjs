@@ -5,6 +5,7 @@
 // Node's own fetch only: nothing to install.
 import { spawn } from 'node:child_process';
 import { basename } from 'node:path';
+import { takeEvents } from './sse_events.mjs';
 
 const args = process.argv.slice(2);
 const dash = args.indexOf('--');
@@ -36,13 +37,9 @@ async function one(body) {
   let buffer = '';
   let last;
   for await (const piece of res.body) {
-    buffer += Buffer.from(piece).toString();
-    let end;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const event = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
-      const chunk = JSON.parse(event.slice(6));
+    const { chunks, rest } = takeEvents(buffer + Buffer.from(piece).toString());
+    buffer = rest;
+    for (const chunk of chunks) {
       if (ttft === undefined) ttft = performance.now() - start;
       if (chunk.calm) last = chunk.calm;
     }

@@ -10,6 +10,7 @@
 // certificate (early exit). Node's own fetch only: nothing to install.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import { takeEvents } from '../sse_events.mjs';
 import { basename } from 'node:path';
 
 const [llamaExe, gguf, calmExe, modelDir, seconds = '5', clientList = '1,4,8', rounds = '2',
@@ -57,13 +58,9 @@ function one(port, body) {
       let tokens = 0;
       let buffer = '';
       res.on('data', (piece) => {
-        buffer += piece.toString();
-        let end;
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
-          const event = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
-          const chunk = JSON.parse(event.slice(6));
+        const { chunks, rest } = takeEvents(buffer + piece.toString());
+        buffer = rest;
+        for (const chunk of chunks) {
           if (!chunk.choices || chunk.choices.length === 0) continue;
           if (chunk.choices[0].finish_reason && chunk.choices[0].text === '') continue;  // closing chunk
           if (ttft === undefined) ttft = performance.now() - startAt;
