@@ -185,13 +185,8 @@ TEST_CASE("batched rows equal alone on quantized and bf16-dot weights, and with 
   CAPTURE(dir.filename().string());
   for (calm::WeightFormat f :
        {calm::WeightFormat::q8_0, calm::WeightFormat::q4_0, calm::WeightFormat::bf16_dot}) {
-    std::shared_ptr<const calm::LlamaModel> model;
-    try {
-      model = calm::LlamaModel::load(dir, {.weights = f});
-    } catch (const calm::Error& e) {  // a fixture too narrow for 32-wide blocks
-      MESSAGE("skipped: " << e.what());
-      continue;
-    }
+    // The first fixture's matrices are whole blocks of 32 wide: every format loads.
+    const auto model = calm::LlamaModel::load(dir, {.weights = f});
     check_against_alone(
         model,
         random_jobs<calm::SoftmaxResponse, calm::ConstantThreshold>(
