@@ -10,7 +10,10 @@
 //    on the ordinary test prompts: the same wall_x, plus ngram_acceptance;
 //  - verification cost per token: one pass of all layers over n tokens with Products::matvec
 //    (what verification runs) or Products::matmul, against one decode step, at the bundled
-//    model's and TinyLlama-1.1B's shapes (random weights, the kit's fixtures).
+//    model's and TinyLlama-1.1B's shapes (random weights, the kit's fixtures);
+//  - a speculative round at Llama-3.2-1B's shape from its measured pieces: a drafted token (the
+//    whole head or one over a sub-vocabulary), the verification of 6 drafts, the computed
+//    speedup at LayerSkip's published acceptance.
 #include "model_fixture.hpp"
 
 #include <calm/calibrate/calibration_json.hpp>
@@ -20,9 +23,11 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
@@ -219,6 +224,86 @@ void BM_VerifyCostTinyLlamaBf16Dot(benchmark::State& state) {
   verify_cost(state, m);
 }
 
+// One speculative round at Llama-3.2-1B's shape, from its measured pieces (random bf16 weights:
+// random drafts would all be rejected, so the round is computed, not run). Interleaved:
+//   step    one full decode step: 16 layers and the whole head (the tied 128,256 x 2048
+//           embedding, a fifth of the weights);
+//   draft   a drafted token at layer 4 of 16: layers 1-4, the skipped layers' K/V
+//           (propagation), the final norm and a head -- the whole head, or a sub-vocabulary head
+//           over V' tokens (calm::SubVocabularyHead);
+//   verify  the verification of 6 drafts: 7 rows, of which 6 start at layer 5 (the drafts' exact
+//           layers reused) and one at the embedding, Products::matvec, and 7 whole heads.
+// Counters: draft_over_step and verify_over_step, and the speedup they give with LayerSkip's
+// published acceptance for layerskip-llama3.2-1B at layer 4 (0.8 of 6 drafts accepted):
+// computed_x = (1 + 0.8 * 6) / (6 draft + verify), in steps; computed_x_iid reads 0.8 as each
+// draft's chance given the ones before were accepted, (1 - 0.8^7) / 0.2 tokens per round.
+// Args: V' (0: the whole head), dot (1: WeightFormat::bf16_dot).
+void BM_RoundCostLlama32_1B(benchmark::State& state) {
+  static std::shared_ptr<const calm::LlamaModel> models[2];
+  const std::size_t sub = std::size_t(state.range(0));
+  const bool dot = state.range(1) != 0;
+  auto& model = models[dot ? 1 : 0];
+  if (!model)
+    model = calm::LlamaModel::load(calm::bench::random_checkpoint(calm::bench::kLlama32_1B),
+                                   {.max_context = 256,
+                                    .weights = dot ? calm::WeightFormat::bf16_dot
+                                                   : calm::WeightFormat::file});
+  constexpr std::size_t kDrafts = 6, kExit = 4;
+  const std::size_t h = model->hidden_size(), L = model->num_layers(), n = kDrafts + 1;
+  std::unique_ptr<calm::SubVocabularyHead> head;
+  if (sub > 0) {  // which V' tokens does not change the cost: the first V' ids
+    std::vector<std::uint32_t> tokens(sub);
+    std::iota(tokens.begin(), tokens.end(), 0u);
+    head = std::make_unique<calm::SubVocabularyHead>(model->weights().lm_head, tokens);
+  }
+  calm::Decoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> draft(
+      calm::LlamaSession(model), {}, {kExit});
+  calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(model)};
+  std::vector<int> prompt(32);
+  std::iota(prompt.begin(), prompt.end(), 3);
+  draft.start(prompt, 1);
+  full.start(prompt, 1);
+  calm::LlamaSession& verifier = full.backend();
+  std::vector<float> normed(h), logits(sub > 0 ? sub : model->vocab_size()), rows(n * h),
+      verify_logits(n * model->vocab_size());
+  double step_s = 0, draft_s = 0, verify_s = 0;
+  calm::detail::StepTimes times;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    full.advance(7, 1, 2, times);
+    step_s += seconds_since(t0);
+    full.rewind(prompt.size());
+    t0 = std::chrono::steady_clock::now();
+    draft.advance(7, 1, 2, times, /*with_head=*/false);
+    draft.backend().final_norm(draft.exit_state(), normed);
+    if (head) head->apply(normed, logits, draft.backend().pool());
+    else draft.backend().lm_head(normed, logits);
+    benchmark::DoNotOptimize(logits.data());
+    draft_s += seconds_since(t0);
+    draft.rewind(prompt.size());
+    // Rows 0..5 as the drafts left them (their layers 1-4 in the cache), row 6 from its
+    // embedding through layers 1-4, then all 7 through layers 5-16.
+    for (std::size_t j = 0; j < kDrafts; ++j)
+      verifier.run_layers(0, kExit, std::span<float>(rows.data() + j * h, h), prompt.size() + j,
+                          calm::Products::matvec);
+    for (std::size_t t = 0; t < n; ++t) model->embed(int(5 + t), rows.data() + t * h);
+    t0 = std::chrono::steady_clock::now();
+    verifier.run_layers(0, kExit, std::span<float>(rows.data() + kDrafts * h, h),
+                        prompt.size() + kDrafts, calm::Products::matvec);
+    verifier.run_layers(kExit, L, rows, prompt.size(), calm::Products::matvec);
+    verifier.exit_heads(rows, verify_logits);
+    verify_s += seconds_since(t0);
+    full.rewind(prompt.size());
+  }
+  const double d = draft_s / step_s, v = verify_s / step_s;
+  state.counters["step_ms"] = 1e3 * step_s / double(state.iterations());
+  state.counters["head_MB"] = double(head ? head->bytes() : model->weights().lm_head.bytes()) / 1e6;
+  state.counters["draft_over_step"] = d;
+  state.counters["verify_over_step"] = v;
+  state.counters["computed_x"] = (1.0 + 0.8 * kDrafts) / (kDrafts * d + v);
+  state.counters["computed_x_iid"] = (1.0 - std::pow(0.8, kDrafts + 1)) / 0.2 / (kDrafts * d + v);
+}
+
 }  // namespace
 
 BENCHMARK(BM_SpecStatic)
@@ -263,5 +348,11 @@ BENCHMARK(BM_VerifyCostTinyLlamaBf16Dot)
     ->ArgsProduct({{1, 2, 4, 8, 16}, {1}})
     ->ArgNames({"n", "matvec"})
     ->Iterations(5)->Unit(benchmark::kMillisecond);
+
+BENCHMARK(BM_RoundCostLlama32_1B)
+    ->ArgsProduct({{0, 32768, 16384, 8192}, {0}})
+    ->Args({32768, 1})->Args({0, 1})
+    ->ArgNames({"sub_vocab", "dot"})
+    ->Iterations(12)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

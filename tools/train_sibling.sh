@@ -16,11 +16,11 @@ data=${2:-$root/../shared/data/tinyshakespeare.txt}
 state=$out.train-state.pt
 resume=()
 [[ -f $state ]] && resume=(--resume)
-# 600 steps x 8 x 256 tokens = 1.23 M tokens (about 3 epochs of the train split): about two
-# hours at the ~180 tokens/s measured for this shape with the other core busy.
+# STEPS (default 320) x 8 x 256 tokens = 0.66 M tokens (about 1.7 epochs of the train split):
+# about an hour at the ~180 tokens/s measured for this shape alone, two with a build beside it.
 nice -n 19 /usr/bin/python3 "$root/tools/train.py" --data "$data" --out "$out" --state "$state" \
   "${resume[@]}" --layers 8 --hidden 512 --heads 8 --kv-heads 4 --intermediate 1408 --vocab 1024 \
-  --context 256 --batch 8 --steps 600 --warmup 30 --lr 1.5e-3 --threads 1 --eval-every 200 \
+  --context 256 --batch 8 --steps "${STEPS:-320}" --warmup 30 --lr 1.5e-3 --threads 1 --eval-every 200 \
   --save-every 10 --exit-loss weighted --distill 1 --layer-dropout 0.1
 /usr/bin/python3 "$root/tools/train.py" --eval-only --model "$out" --data "$data" --eval-windows 0
 sha256sum "$out/model.safetensors"

@@ -20,6 +20,8 @@
 #include "calm/decoder.hpp"
 #include "calm/decoding/batch.hpp"
 #include "calm/drafts/prompt_lookup.hpp"
+#include "calm/drafts/sub_vocabulary.hpp"
+#include "calm/io/token_frequencies.hpp"
 #include "calm/report.hpp"
 #include "calm/sampling/sampler.hpp"
 #include "calm/schedule/constant.hpp"

@@ -1,7 +1,8 @@
 // calm::SpeculativeDecoder: greedy output and final cache equal to the full model's, bit for bit,
 // for every draft policy (static exits, thresholded measures, n-gram lookups alone and before
 // early exits) and γ, with and without reusing the draft's layers; sampling follows the full
-// model's distribution (statistical test whose power against a wrong rule is checked too).
+// model's distribution (statistical test whose power against a wrong rule is checked too). Drafts
+// over a sub-vocabulary (calm::SubVocabularyHead, calm::TokenFrequencies) change neither.
 #include <calm/benchmark/fixtures.hpp>
 #include <calm/calm.hpp>
 #include <calm/io/tokenizer.hpp>
@@ -17,6 +18,7 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include "test_support.hpp"
 #include "unit/bundled_prompts.hpp"
 #include "unit/test_models.hpp"
 
@@ -47,11 +49,13 @@ Full full_decode(const std::shared_ptr<const calm::LlamaModel>& model,
 
 // Decodes with SpeculativeDecoder<LlamaSession, C, S, T> for γ and both reuse settings; checks
 // the tokens and the cache against the full model's. Returns the speculation of the last run.
+// head: drafts over that sub-vocabulary (null: the whole head).
 template <class C, class S, class T = calm::NoTokenDrafts>
 calm::SpeculationStats check_exact(const std::shared_ptr<const calm::LlamaModel>& model,
                                    const std::vector<int>& prompt, std::size_t n, C c, S s,
                                    std::initializer_list<std::size_t> gammas,
-                                   calm::DecoderOptions o = {}, T token_drafts = {}) {
+                                   calm::DecoderOptions o = {}, T token_drafts = {},
+                                   std::shared_ptr<const calm::SubVocabularyHead> head = {}) {
   const Full full = full_decode(model, prompt, n, o);
   calm::SpeculationStats last;
   for (std::size_t gamma : gammas)
@@ -61,6 +65,7 @@ calm::SpeculationStats check_exact(const std::shared_ptr<const calm::LlamaModel>
       calm::SpeculativeDecoder<calm::LlamaSession, C, S, T> spec(
           calm::LlamaSession(model), c, s, o, {.max_draft = gamma, .reuse_draft = reuse},
           token_drafts);
+      spec.set_draft_head(head);
       const auto r = spec.generate(prompt, n);
       REQUIRE(r.tokens == full.tokens);
       CHECK(same_cache(spec.backend(), full.decoder.backend()));
@@ -218,6 +223,161 @@ TEST_CASE("n-gram drafts, alone and before early exits: the full model's greedy 
     check_exact(model, prompt, 24, calm::NoConfidence{}, calm::Never{}, {4}, o, trigrams);
     check_exact(model, prompt, 24, calm::NoConfidence{}, calm::StaticExit{3}, {4}, o, bigrams);
   }
+}
+
+TEST_CASE("token frequencies: counts, the top of the ranking, and the file") {
+  using Ids = std::vector<std::uint32_t>;
+  const std::vector<int> text = {3, 1, 3, 2, 3, 1};
+  const calm::TokenFrequencies f = calm::TokenFrequencies::count(text, 5, "hand");
+  CHECK(f.counts == std::vector<std::uint64_t>{0, 2, 1, 3, 0});
+  CHECK(f.total() == 6);
+  CHECK(f.top(2) == Ids{1, 3});           // 3 (three times), 1 (twice); ascending by id
+  CHECK(f.top(3) == Ids{1, 2, 3});
+  CHECK(f.top(4) == Ids{0, 1, 2, 3});     // unseen tokens by id: 0 before 4
+  CHECK(f.top(9) == Ids{0, 1, 2, 3, 4});  // clamped to the vocabulary
+  const std::vector<int> eos = {4};
+  CHECK(f.top(2, eos) == Ids{3, 4});      // a stop token takes the last place
+  CHECK_THROWS_WITH_AS(calm::TokenFrequencies::count(std::vector<int>{1, 5}, 5, "x"),
+                       doctest::Contains("token 5 at position 1"), calm::Error);
+  CHECK_THROWS_AS(f.top(2, std::vector<int>{-1}), calm::Error);
+
+  const calm::test::ScratchDir dir("token_frequencies");
+  const fs::path path = dir.path / "token_frequencies.json";
+  calm::write_token_frequencies(path, f);
+  const calm::TokenFrequencies back = calm::read_token_frequencies(path, 5);
+  CHECK(back.counts == f.counts);
+  CHECK(back.source == "hand");
+  CHECK_THROWS_WITH_AS(calm::read_token_frequencies(path, 6), doctest::Contains("\"vocab_size\""),
+                       calm::Error);
+  // Each broken field is named.
+  const nlohmann::json good = nlohmann::json::parse(calm::test::read_text(path));
+  const auto broken = [&](const std::string& key, const nlohmann::json& value) {
+    nlohmann::json doc = good;
+    if (value.is_discarded()) doc.erase(key);
+    else doc[key] = value;
+    const std::string file = key + ".json";
+    return calm::test::error_of(
+        [&] { calm::read_token_frequencies(dir.write(file, doc.dump()), 5); });
+  };
+  using calm::test::contains;
+  CHECK(contains(broken("format", "calm-something-else"), "\"format\""));
+  CHECK(contains(broken("version", 2), "\"version\""));
+  CHECK(contains(broken("counts", {0, 2, 1, 3}), "\"counts\""));
+  CHECK(contains(broken("counts", {0, 2, 1, -3, 0}), "\"counts[3]\""));
+  CHECK(contains(broken("counts", {0, 2, 1, 3.5, 0}), "\"counts[3]\""));
+  CHECK(contains(broken("tokens_counted", 7), "\"tokens_counted\""));
+  CHECK(contains(broken("source", 3), "\"source\""));
+  CHECK(contains(broken("counts", nlohmann::json::value_t::discarded), "no \"counts\""));
+  CHECK(contains(broken("extra", 1), "unknown key \"extra\""));
+  CHECK(contains(calm::test::error_of([&] {
+                   calm::read_token_frequencies(dir.write("cut.json", good.dump().substr(0, 30)));
+                 }),
+                 "cut.json"));
+}
+
+TEST_CASE("a sub-vocabulary head: the whole head's logits for its tokens, in every format") {
+  const fs::path dir = fixture_models().front();
+  std::vector<calm::WeightFormat> formats = {calm::WeightFormat::file, calm::WeightFormat::q8_0,
+                                             calm::WeightFormat::q4_0, calm::WeightFormat::bf16_dot};
+  for (const calm::WeightFormat format : formats) {
+    const auto model = calm::LlamaModel::load(dir, {.weights = format});
+    CAPTURE(calm::formats::name(model->weights().lm_head.format));
+    calm::LlamaSession session(model);
+    const std::size_t h = model->hidden_size(), v = model->vocab_size();
+    std::vector<float> normed(h), full(v);
+    for (std::size_t i = 0; i < h; ++i) normed[i] = std::sin(0.37f * float(i) + 0.1f);
+    session.lm_head(normed, full);
+    std::vector<std::uint32_t> tokens;
+    for (std::uint32_t t = 0; t < v; t += 3) tokens.push_back(t);
+    tokens.push_back(std::uint32_t(v - 1));
+    const calm::SubVocabularyHead head(model->weights().lm_head, tokens);
+    REQUIRE(head.size() == tokens.size());
+    std::vector<float> sub(head.size());
+    head.apply(normed, sub, session.pool());
+    bool same = true;
+    std::size_t best = 0;
+    for (std::size_t k = 0; k < sub.size(); ++k) {
+      same = same && std::memcmp(&sub[k], &full[tokens[k]], sizeof(float)) == 0;
+      if (full[tokens[k]] > full[tokens[best]]) best = k;
+    }
+    CHECK(same);  // bitwise
+    CHECK(head.argmax(sub) == int(tokens[best]));
+    std::vector<float> scattered(v);
+    head.scatter(sub, scattered);
+    CHECK(scattered[tokens[1]] == sub[1]);
+    CHECK(std::isinf(scattered[1]));
+    CHECK(head.bytes() < model->weights().lm_head.bytes() / 2);
+  }
+  const auto model = calm::LlamaModel::load(dir);
+  const calm::Linear& lm = model->weights().lm_head;
+  CHECK_THROWS_AS(calm::SubVocabularyHead(lm, {}), calm::Error);
+  CHECK_THROWS_WITH_AS(calm::SubVocabularyHead(lm, {3, 2}), doctest::Contains("ascending"),
+                       calm::Error);
+  CHECK_THROWS_AS(calm::SubVocabularyHead(lm, {std::uint32_t(lm.rows)}), calm::Error);
+}
+
+TEST_CASE("drafts over a sub-vocabulary: the full model's greedy output, every size") {
+  const std::vector<int> prompt = {1, 17, 42, 7, 99, 3};
+  for (const fs::path& dir : fixture_models()) {
+    CAPTURE(dir.filename().string());
+    const auto model = calm::LlamaModel::load(dir);
+    const std::size_t v = model->vocab_size();
+    // Counts from the full model's own greedy text, so the draft vocabulary holds what it says.
+    const Full full = full_decode(model, prompt, 40);
+    const calm::TokenFrequencies f = calm::TokenFrequencies::count(full.tokens, v, "greedy");
+    for (const std::size_t size : {std::size_t{1}, std::size_t{8}, v / 2, v}) {
+      CAPTURE(size);
+      const auto head = std::make_shared<const calm::SubVocabularyHead>(
+          model->weights().lm_head, f.top(size));
+      for (std::size_t e : {std::size_t{1}, model->num_layers() - 1, model->num_layers()})
+        check_exact(model, prompt, 20, calm::NoConfidence{}, calm::StaticExit{e}, {1, 4}, {}, {},
+                    head);
+      check_exact(model, prompt, 20, calm::HiddenSaturation{}, calm::ConstantThreshold{0.5f}, {3},
+                  {}, {}, head);
+      check_exact(model, prompt, 16, calm::SoftmaxResponse{}, calm::ConstantThreshold{0.3f}, {3},
+                  {}, calm::PromptLookup{.max_ngram = 2}, head);
+    }
+    // The whole vocabulary as a sub-vocabulary drafts what the whole head drafts.
+    const auto all = std::make_shared<const calm::SubVocabularyHead>(model->weights().lm_head, f.top(v));
+    for (std::size_t e : {std::size_t{1}, std::size_t{2}}) {
+      calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> a(
+          calm::LlamaSession(model), {}, {e}, {}, {.max_draft = 4}),
+          b(calm::LlamaSession(model), {}, {e}, {}, {.max_draft = 4});
+      b.set_draft_head(all);
+      const auto ra = a.generate(prompt, 24), rb = b.generate(prompt, 24);
+      CHECK(ra.speculation.accepted == rb.speculation.accepted);
+      CHECK(ra.speculation.drafted == rb.speculation.drafted);
+    }
+  }
+  // The bundled model with its classifier (which leaves the head to the draft): a frequency table
+  // from its test prompts, the drafts over the top 256 of its 1024 tokens.
+  const auto model = calm::LlamaModel::load(kBundled);
+  const auto classifier =
+      calm::ExitClassifier::load(kBundled / "calm.safetensors", model->hidden_size());
+  const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
+  calm::DecoderOptions o;
+  o.stop_tokens = {tok.eos_id()};
+  const auto prompts = bundled_test_prompts(calm::test::kSanitized ? 6 : 24);
+  std::vector<int> text;
+  for (const auto& p : prompts) text.insert(text.end(), p.begin(), p.end());
+  const calm::TokenFrequencies f = calm::TokenFrequencies::count(text, model->vocab_size(), "test");
+  const auto head = std::make_shared<const calm::SubVocabularyHead>(model->weights().lm_head,
+                                                                    f.top(256, o.stop_tokens));
+  double sub_accepted = 0.0, whole_accepted = 0.0;
+  for (const auto& prompt : prompts) {
+    sub_accepted += check_exact(model, prompt, 24, classifier, calm::ConstantThreshold{0.8f}, {4},
+                                o, {}, head).acceptance_rate();
+    whole_accepted += check_exact(model, prompt, 24, classifier, calm::ConstantThreshold{0.8f},
+                                  {4}, o).acceptance_rate();
+  }
+  MESSAGE("acceptance, 256 of 1024 tokens: " << sub_accepted / double(prompts.size())
+                                             << ", the whole head: "
+                                             << whole_accepted / double(prompts.size()));
+  CHECK(sub_accepted > 0.5 * whole_accepted);  // the frequent tokens are most of the drafts
+  // A head for another model is refused.
+  calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
+      calm::LlamaSession(calm::LlamaModel::load(fixture_models().front())), {}, {1});
+  CHECK_THROWS_AS(spec.set_draft_head(head), calm::Error);
 }
 
 namespace {
@@ -444,5 +604,33 @@ TEST_CASE("speculative sampling with n-gram drafts follows the full model's dist
       MESSAGE("pos " << pos << ": statistic " << right.statistic << ", dof " << right.dof);
       CHECK(plausible(right));
     }
+  }
+}
+
+TEST_CASE("speculative sampling with drafts over a sub-vocabulary follows the full model's") {
+  // q is the draft's distribution renormalised over V' (zero elsewhere): tokens outside V' are
+  // never drafted but still come out, through the correction max(0, p - q).
+  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const std::vector<int> prompt = {1, 17, 42};
+  constexpr std::size_t kSamples = 1500, kNew = 4;
+  std::vector<std::uint32_t> half;
+  for (std::uint32_t t = 0; t < model->vocab_size(); t += 2) half.push_back(t);
+  calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
+      calm::LlamaSession(model), {}, {1}, {}, {.max_draft = 3});
+  spec.set_draft_head(std::make_shared<const calm::SubVocabularyHead>(model->weights().lm_head, half));
+  calm::SpeculationStats total;
+  const auto samples = speculative_samples(spec, prompt, kSamples, kNew, 1.0f, 0, total);
+  MESSAGE("acceptance " << total.acceptance_rate());
+  CHECK(total.acceptance_rate() > 0.05);
+  std::size_t odd = 0;  // tokens no draft could propose
+  for (const auto& s : samples) odd += std::size_t(std::count_if(s.begin() + 1, s.end(), [](int t) { return t % 2 == 1; }));
+  CHECK(odd > kSamples / 10);
+  calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(model)};
+  for (std::size_t pos = 1; pos < kNew; ++pos) {
+    CAPTURE(pos);
+    const Fit right =
+        fit(samples, pos, per_sample(samples, pos, full_conditional(full, prompt, 1.0f, 0)));
+    MESSAGE("pos " << pos << ": statistic " << right.statistic << ", dof " << right.dof);
+    CHECK(plausible(right));
   }
 }

@@ -342,7 +342,10 @@ class DecoderLoop {
   // Feeds `token` at length() through this strategy's layers as generation step `step` of
   // `max_steps` (what the schedule's threshold depends on), without sampling: the output's
   // logits are then last_logits() and the state it left at its exit layer exit_state().
-  TokenStats advance(int token, std::size_t step, std::size_t max_steps, StepTimes& times) {
+  // with_head = false leaves the head to the caller (a draft head over a sub-vocabulary) where
+  // the exit check did not compute it anyway; logits_missing() then says whether it did.
+  TokenStats advance(int token, std::size_t step, std::size_t max_steps, StepTimes& times,
+                     bool with_head = true) {
     if (token < 0 || static_cast<std::size_t>(token) >= vocab_)
       throw Error("calm::Decoder::advance: token " + std::to_string(token) +
                   " is outside the vocabulary (size " + std::to_string(vocab_) + ")");
@@ -353,11 +356,13 @@ class DecoderLoop {
     pending_ = -1;
     finished_ = true;
     const std::size_t pos = backend_.length();
-    forward(token, pos, ts, times);
-    require_finite_logits(pos, ts);
+    logits_missing_ = forward(token, pos, ts, times, with_head);
+    if (!logits_missing_) require_finite_logits(pos, ts);
     return ts;
   }
   std::span<const float> exit_state() const noexcept { return cspan(x_); }
+  // After advance(..., with_head = false): true when last_logits() are not this token's.
+  bool logits_missing() const noexcept { return logits_missing_; }
 
   // --- one call ---------------------------------------------------------------------------
 
@@ -396,11 +401,13 @@ class DecoderLoop {
   void on_first_token(TokenStats&) noexcept {}
   bool logits_from_check() const noexcept { return false; }
 
-  // Feeds token at pos through the strategy's layers and leaves the output's logits in logits_.
-  void forward(int token, std::size_t pos, TokenStats& ts, StepTimes& times) {
+  // Feeds token at pos through the strategy's layers and leaves the output's logits in logits_
+  // (unless with_head is false and the exit check left none: then it returns true).
+  bool forward(int token, std::size_t pos, TokenStats& ts, StepTimes& times,
+               bool with_head = true) {
     if constexpr (traits::is_local_oracle<Schedule>()) {
       self().forward_alone(token, pos, ts, times);  // a loop of another shape (all layers, then
-                                                    // the first agreeing exit point)
+      return false;                                 // the first agreeing exit point)
     } else {
       layers_since_ = now();
       self().start_token(token, pos, ts);
@@ -410,7 +417,7 @@ class DecoderLoop {
         backend_.run_layer(layer - 1, x, pos);
         if (self().exit_after(layer, ts, times)) break;
       }
-      finish_layers(layer, pos, ts, times, true);
+      return finish_layers(layer, pos, ts, times, with_head);
     }
   }
 
@@ -473,6 +480,7 @@ class DecoderLoop {
   std::size_t max_new_ = 0;  // N
   int pending_ = -1;         // the last sampled token, not yet in the cache; -1: none
   bool finished_ = true;
+  bool logits_missing_ = false;  // advance(..., with_head = false) left the head undone
   decltype(now()) layers_since_{};  // start of the layers' time not yet counted
 
  private:

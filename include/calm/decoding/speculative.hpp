@@ -34,6 +34,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <random>
 #include <span>
 #include <string>
@@ -43,6 +44,7 @@
 #include "calm/confidence/none.hpp"
 #include "calm/decoding/common.hpp"
 #include "calm/drafts/prompt_lookup.hpp"
+#include "calm/drafts/sub_vocabulary.hpp"
 #include "calm/kernels/argmax.hpp"
 #include "calm/sampling/sampler.hpp"
 #include "calm/schedule/never.hpp"
@@ -112,6 +114,37 @@ class SpeculativeDecoder {
   const TokenDrafts& token_drafts() const noexcept { return token_drafts_; }
   const SpeculativeOptions& speculative_options() const noexcept { return spec_; }
   std::size_t length() const noexcept { return drafter_.backend().length(); }
+
+  // Early-exit drafts over a sub-vocabulary (calm/drafts/sub_vocabulary.hpp): a drafted token
+  // that left the layers early takes its token from `head`'s V' rows instead of the whole head
+  // (a row that ran every layer still uses the whole head: its draft is then the full model's
+  // token). Verification keeps the whole head, so the output does not change. It saves the head
+  // only where the exit check did not compute the logits already (the classifier, hidden-state
+  // saturation and static exits do not; softmax measures do). nullptr: the whole head.
+  void set_draft_head(std::shared_ptr<const SubVocabularyHead> head)
+    requires requires(backend_type& b, std::span<const float> x, std::span<float> y) {
+      b.final_norm(x, y);
+      b.lm_head(x, y);
+    }
+  {
+    if (head) {
+      if (head->matrix().cols != h_)
+        throw Error("SpeculativeDecoder::set_draft_head: a head over " +
+                    std::to_string(head->matrix().cols) + " inputs for a model of hidden size " +
+                    std::to_string(h_));
+      if (head->tokens().back() >= vocab_)
+        throw Error("SpeculativeDecoder::set_draft_head: token " +
+                    std::to_string(head->tokens().back()) + " is outside the vocabulary (" +
+                    std::to_string(vocab_) + ")");
+      normed_.resize(h_);
+      draft_logits_.resize(vocab_);
+      sub_logits_.resize(head->size());
+    }
+    draft_head_ = std::move(head);
+  }
+  const std::shared_ptr<const SubVocabularyHead>& draft_head() const noexcept {
+    return draft_head_;
+  }
 
   // Greedy: the full model's greedy output, token for token. on_token(const TokenStats&) as in
   // Decoder::generate (returning false stops).
@@ -261,16 +294,30 @@ class SpeculativeDecoder {
       for (std::size_t j = 0; kDraftsWithExits && !looked_up && j < gamma; ++j) {
         detail::StepTimes times;
         const TokenStats ts = drafter_.advance(fed.back(), out.tokens.size() + j + 1, max_new,
-                                               times);
+                                               times, /*with_head=*/draft_head_ == nullptr);
         exits.push_back(ts.exit_layer);
         std::copy_n(drafter_.exit_state().data(), h_, exit_states_.data() + j * h_);
-        int d;
+        int d = -1;
+        std::span<const float> logits = drafter_.last_logits();
+        if (draft_head_ && drafter_.logits_missing()) {
+          if constexpr (requires { session.final_norm(logits, std::span<float>()); }) {
+            session.final_norm(drafter_.exit_state(), std::span<float>(normed_));
+            if (ts.exit_layer < L_) {
+              sub_head(session);
+              if (!sampling) d = draft_head_->argmax(sub_logits_);
+              else draft_head_->scatter(sub_logits_, draft_logits_);
+            } else {
+              session.lm_head(normed_, std::span<float>(draft_logits_));
+            }
+            logits = draft_logits_;
+          }
+        }
         if (sampling) {
           if (q_rows.size() <= j) q_rows.emplace_back(vocab_);
-          sampling->distribution(drafter_.last_logits(), q_rows[j]);
+          sampling->distribution(logits, q_rows[j]);
           d = sampling->sample(q_rows[j]);
-        } else {
-          d = static_cast<int>(kernels::argmax(drafter_.last_logits().data(), vocab_));
+        } else if (d < 0) {
+          d = static_cast<int>(kernels::argmax(logits.data(), vocab_));
         }
         drafts.push_back(d);
         stats.draft_layers += ts.exit_layer;
@@ -334,6 +381,13 @@ class SpeculativeDecoder {
     return out;
   }
 
+  // sub_logits_ := the draft head over normed_, on the session's threads where it has some.
+  void sub_head(backend_type& session) {
+    ThreadPool* pool = nullptr;
+    if constexpr (requires { session.pool(); }) pool = session.pool();
+    draft_head_->apply(normed_, sub_logits_, pool);
+  }
+
   // Rows 0..k (tokens fed[0..k]) at p..p+k through the full model; logits_ rows 0..k := their
   // heads. Row j < k was drafted (exit layer exits[j], exit state in exit_states_); row k was not.
   void verify(backend_type& session, std::size_t p, const std::vector<int>& fed,
@@ -381,6 +435,10 @@ class SpeculativeDecoder {
   std::vector<float> rows_;         // (γ + 1, hidden) states being verified
   std::vector<float> exit_states_;  // (γ, hidden) drafted rows' states at their exits
   std::vector<float> logits_;       // (γ + 1, vocab) the full model's logits per row
+  std::shared_ptr<const SubVocabularyHead> draft_head_;  // null: drafts use the whole head
+  std::vector<float> normed_;        // (hidden) a draft's exit state through the final norm
+  std::vector<float> sub_logits_;    // (V') the draft head's logits
+  std::vector<float> draft_logits_;  // (vocab) a draft's logits over the whole vocabulary
 };
 
 // n-gram (prompt-lookup) drafts alone: no early exit; a round with no match is a plain step.
