@@ -13,6 +13,7 @@
 #include <calm/confidence/softmax_response.hpp>
 #include <calm/decoder.hpp>
 #include <calm/io/prompts.hpp>
+#include <calm/io/token_frequencies.hpp>
 #include <calm/policy_registry.hpp>
 #include <calm/schedule/constant.hpp>
 #include <calm/schedule/decaying.hpp>
@@ -303,7 +304,8 @@ decltype(auto) with_decoder(const std::shared_ptr<const LlamaModel>& model,
 //               matches: needs no early-exit policy, so no policy flags;
 //   exit        the early-exit policy the flags name;
 //   ngram+exit  n-gram drafts first, the early-exit policy when none matches.
-// Not given: `exit` when policy flags are given, else kDefaultDraft with 3-grams only, γ = 4:
+// Not given: `exit` when policy flags or --draft-vocab are given, else kDefaultDraft with
+// 3-grams only, γ = 4:
 // the fastest on the bundled model, on copy-heavy and ordinary prompts (bench/README.md, "n-gram
 // drafts"; shorter n-grams propose more often and are wrong more often).
 struct SpeculativeFlags {
@@ -312,6 +314,8 @@ struct SpeculativeFlags {
   SpeculativeOptions options;
   std::string draft;  // ngram | exit | ngram+exit; empty until resolve_draft()
   PromptLookup lookup{.max_ngram = 3, .min_ngram = 3};
+  std::size_t draft_vocab = 0;    // V': early-exit drafts over the V' most frequent tokens; 0: all
+  std::string token_frequencies;  // their ranking; default MODEL/token_frequencies.json
 
   bool drafts_with_exits() const { return draft != "ngram"; }
   bool looks_up() const { return draft == "ngram" || draft == "ngram+exit"; }
@@ -323,7 +327,7 @@ struct SpeculativeFlags {
     const bool ngram_flags = app.count("--ngram-max") > 0 || app.count("--ngram-min") > 0;
     if (!enabled) {
       for (const char* flag : {"--draft", "--ngram-max", "--ngram-min", "--gamma",
-                               "--no-reuse-draft"})
+                               "--no-reuse-draft", "--draft-vocab", "--token-frequencies"})
         if (app.count(flag) > 0) throw Error(std::string(flag) + " needs --speculative");
       return;
     }
@@ -331,9 +335,10 @@ struct SpeculativeFlags {
     if (lookup.min_ngram > lookup.max_ngram)
       throw Error("--ngram-min " + std::to_string(lookup.min_ngram) + " exceeds --ngram-max " +
                   std::to_string(lookup.max_ngram));
-    if (!given) {
-      draft = any_policy_flag(app) ? "exit" : kDefaultDraft;
-      if (!any_policy_flag(app))
+    if (!given) {  // --draft-vocab narrows early-exit drafts: it asks for them
+      const bool exits = any_policy_flag(app) || app.count("--draft-vocab") > 0;
+      draft = exits ? "exit" : kDefaultDraft;
+      if (!exits)
         std::fprintf(stderr, "calm-generate: --speculative with no draft flags: %s "
                      "(--draft exit or ngram+exit drafts with early exits)\n",
                      description().c_str());
@@ -344,6 +349,31 @@ struct SpeculativeFlags {
     if (draft == "exit" && ngram_flags)
       throw Error("--ngram-max and --ngram-min have no effect with --draft exit (use ngram or "
                   "ngram+exit)");
+    if (draft_vocab > 0 && !drafts_with_exits())
+      throw Error("--draft-vocab narrows early-exit drafts; --draft ngram has none (use exit or "
+                  "ngram+exit)");
+    if (app.count("--token-frequencies") > 0 && draft_vocab == 0)
+      throw Error("--token-frequencies ranks the tokens of --draft-vocab: give --draft-vocab N");
+  }
+
+  // The draft head over the draft_vocab most frequent tokens (the model's end tokens always
+  // among them), or null when draft_vocab is 0.
+  std::shared_ptr<const SubVocabularyHead> draft_head(const LlamaModel& model,
+                                                      const std::filesystem::path& model_dir) const {
+    if (draft_vocab == 0) return nullptr;
+    const std::filesystem::path file = token_frequencies.empty()
+                                           ? model_dir / kTokenFrequenciesFile
+                                           : std::filesystem::path(token_frequencies);
+    if (token_frequencies.empty() && !std::filesystem::exists(file))
+      throw Error("--draft-vocab takes the most frequent tokens from '" + file.string() +
+                  "', which does not exist: write it with calm-count-tokens --model DIR --text "
+                  "FILE, or give --token-frequencies FILE");
+    if (draft_vocab > model.vocab_size())
+      throw Error("--draft-vocab " + std::to_string(draft_vocab) + " exceeds the vocabulary (" +
+                  std::to_string(model.vocab_size()) + " tokens)");
+    const TokenFrequencies f = read_token_frequencies(file, model.vocab_size());
+    return std::make_shared<const SubVocabularyHead>(
+        model.weights().lm_head, f.top(draft_vocab, model.config().eos_token_ids));
   }
   std::string description() const {
     const std::string lookup_text =
@@ -375,6 +405,12 @@ inline void add_speculative_flags(CLI::App& app, SpeculativeFlags& s) {
                  "verification")->check(CLI::Range(1, 64));
   app.add_flag("!--no-reuse-draft", s.options.reuse_draft, "--speculative: verify drafted "
                "tokens from the embedding instead of from their exact draft layers");
+  app.add_option("--draft-vocab", s.draft_vocab, "--speculative, early-exit drafts: draft over "
+                 "the N most frequent tokens only (a head of N rows; verification keeps the whole "
+                 "head)")->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24));
+  app.add_option("--token-frequencies", s.token_frequencies, "--draft-vocab: the token counts "
+                 "to rank by (default: MODEL/token_frequencies.json, from calm-count-tokens)")
+      ->check(calm::cli::non_empty_path());
 }
 
 // Calls f(decoder) with the SpeculativeDecoder that `s` (resolved) and the flags describe: with
@@ -396,15 +432,22 @@ int with_speculative_decoder(const std::shared_ptr<const LlamaModel>& model,
                 "' (or --draft ngram: n-gram drafts alone)");
   flags.check(model->num_layers());
   const PolicySpec spec = flags.spec(lambda);
+  const std::shared_ptr<const SubVocabularyHead> head = s.draft_head(*model, model_dir);
   return PolicyRegistry<>::visit(
       spec, policy_context(model_dir, model->hidden_size(), flags),
       [&]<class M, class S>(M measure, S schedule) -> int {
         if constexpr (traits::is_local_oracle<S>() || std::is_same_v<S, Never>) {
           throw Error("unreachable: '" + flags.measure + "' cannot draft");
         } else {
-          return f(SpeculativeDecoder<LlamaSession, M, S, PromptLookup>(
+          if (head && M::needs_logits && !traits::narrows_logits<M>())
+            throw Error("--draft-vocab saves nothing with --measure " + flags.measure +
+                        ": its exit check computes the whole head (use classifier, saturation, "
+                        "softmax-candidates or static)");
+          SpeculativeDecoder<LlamaSession, M, S, PromptLookup> decoder(
               LlamaSession(model, session_options), std::move(measure), std::move(schedule),
-              spec.options, s.options, lookup));
+              spec.options, s.options, lookup);
+          decoder.set_draft_head(head);
+          return f(decoder);
         }
       });
 }

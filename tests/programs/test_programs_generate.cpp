@@ -1,10 +1,12 @@
 // calm-generate run as a user would: --speculative gives the full model's tokens (greedy) and
-// reports the speculation in --json; bad combinations are clear errors; a calibration's guarantee
+// reports the speculation in --json, with drafts over a sub-vocabulary too (calm-count-tokens
+// writes its ranking); bad combinations are clear errors; a calibration's guarantee
 // is claimed only for the settings it was computed with.
 #include "test_support.hpp"
 
 #include <doctest/doctest.h>
 #include <calm/calibrate/calibration_json.hpp>
+#include <calm/io/token_frequencies.hpp>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -462,6 +464,56 @@ TEST_CASE("calm-generate --speculative with no draft flags: n-gram drafts, said,
                                   "--draft ngram+exit --measure static --static-layer 4"}) {
     CAPTURE(draft);
     CHECK(generate_json("--speculative " + draft).at("text") == full.at("text"));
+  }
+}
+
+TEST_CASE("calm-count-tokens ranks the tokens; --draft-vocab drafts over the top, the full model's text") {
+  const calm::test::ScratchDir dir("count_tokens");
+  const fs::path text = dir.write("text.txt", "ROMEO:\nBut soft, what light through yonder window "
+                                              "breaks?\nIt is the east, and Juliet is the sun.\n");
+  const fs::path out = dir.path / "frequencies.json";
+  const auto count = run_program(CALM_COUNT_TOKENS_EXE, "--model " + quote(kModel) + " --text " +
+                                                            quote(text) + " --out " + quote(out));
+  REQUIRE_MESSAGE(count.status == 0, count.err);
+  CHECK(contains(count.out, "wrote " + out.string()));
+  const calm::TokenFrequencies f = calm::read_token_frequencies(out, 1024);
+  CHECK(f.total() > 15);
+  CHECK(f.source == "text.txt");
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--text " + quote(dir.path / "missing.txt"), "missing.txt"},
+           {"--text " + quote(dir.write("empty.txt", "")), "is empty"}}) {
+    const auto bad = run_program(CALM_COUNT_TOKENS_EXE, "--model " + quote(kModel) + " " + flags +
+                                                            " --out " + quote(dir.path / "x.json"));
+    CHECK(bad.status == 1);
+    CHECK(contains(bad.err, message));
+    CHECK(!fs::exists(dir.path / "x.json"));
+  }
+
+  const auto full = generate_json("--measure full");
+  // The bundled model's own ranking (its train split), a ranking from one sentence, a static
+  // exit; --draft-vocab alone picks early-exit drafts with the certified policy.
+  for (const std::string& flags : std::vector<std::string>{
+           "--draft-vocab 256", "--draft-vocab 512 --draft ngram+exit",
+        "--draft-vocab 32 --token-frequencies " + quote(out),
+        "--draft-vocab 64 --measure static --static-layer 3"}) {
+    CAPTURE(flags);
+    const auto spec = generate_json("--speculative " + flags);
+    CHECK(spec.at("text") == full.at("text"));
+    CHECK(spec.at("speculative").at("drafted").get<int>() > 0);
+  }
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"--draft-vocab 64", "--draft-vocab needs --speculative"},
+      {"--speculative --draft ngram --draft-vocab 64", "--draft ngram has none"},
+      {"--speculative --measure softmax --draft-vocab 64", "saves nothing with --measure softmax"},
+      {"--speculative --draft-vocab 5000", "exceeds the vocabulary (1024 tokens)"},
+      {"--speculative --token-frequencies " + quote(out), "give --draft-vocab N"},
+      {"--speculative --draft-vocab 8 --token-frequencies " + quote(text), "token frequencies"},
+  };
+  for (const auto& [flags, message] : refused) {
+    CAPTURE(flags);
+    const auto run = run_program(CALM_GENERATE_EXE, base() + flags);
+    CHECK(run.status == 1);
+    CHECK(contains(run.err, message));
   }
 }
 
