@@ -11,6 +11,8 @@
 //  - verification cost per token: one pass of all layers over n tokens with Products::matvec
 //    (what verification runs) or Products::matmul, against one decode step, at the bundled
 //    model's and TinyLlama-1.1B's shapes (random weights, the kit's fixtures);
+//  - the bundled model's sibling (tools/train_sibling.sh; skipped when absent): static,
+//    classifier and n-gram drafts, test prompts and copy-heavy passages, wall_x as above;
 //  - a speculative round at Llama-3.2-1B's shape from its measured pieces: a drafted token (the
 //    whole head or one over a sub-vocabulary), the verification of 6 drafts, the computed
 //    speedup at LayerSkip's published acceptance.
@@ -224,6 +226,69 @@ void BM_VerifyCostTinyLlamaBf16Dot(benchmark::State& state) {
   verify_cost(state, m);
 }
 
+// The sibling (calm::bench::sibling_model(): tools/train_sibling.sh, 49 MB of bf16 weights):
+// its model, its first 16 test prompts (c = 0) or passages written c times, its classifier.
+struct Sibling {
+  std::shared_ptr<const calm::LlamaModel> model;
+  std::vector<std::vector<int>> test, copying;
+  std::filesystem::path dir;
+};
+const Sibling* sibling() {
+  static const std::unique_ptr<Sibling> s = []() -> std::unique_ptr<Sibling> {
+    const std::filesystem::path dir = calm::bench::sibling_model();
+    if (dir.empty()) return nullptr;
+    auto s = std::make_unique<Sibling>();
+    s->dir = dir;
+    s->model = calm::LlamaModel::load(dir);
+    const calm::Tokenizer tok = calm::Tokenizer::load_folder(dir);
+    s->test = calm::bench::encode_prompt_file(dir / "data" / "test.jsonl", tok, 16, kNewTokens,
+                                              s->model->max_context());
+    s->copying = calm::bench::copy_heavy_prompts(dir / "data" / "test.jsonl", tok, 16, 2,
+                                                 kNewTokens, s->model->max_context());
+    return s;
+  }();
+  return s.get();
+}
+bool skip_without_sibling(benchmark::State& state) {
+  if (sibling()) return false;
+  state.SkipWithError("no sibling model: make it with tools/train_sibling.sh (or set CALM_SIBLING)");
+  return true;
+}
+
+// Static drafts on the sibling. Args: copies (0: test prompts), E, gamma.
+void BM_SiblingStatic(benchmark::State& state) {
+  if (skip_without_sibling(state)) return;
+  const Sibling& s = *sibling();
+  calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
+      calm::LlamaSession(s.model), {}, {std::size_t(state.range(1))}, {},
+      {.max_draft = std::size_t(state.range(2))});
+  measure(state, spec, state.range(0) ? s.copying : s.test);
+}
+// The sibling's classifier (calm-train-classifier next to it) drafting. Args: copies, lambda%,
+// gamma.
+void BM_SiblingClassifier(benchmark::State& state) {
+  if (skip_without_sibling(state)) return;
+  const Sibling& s = *sibling();
+  if (!std::filesystem::exists(s.dir / "calm.safetensors")) {
+    state.SkipWithError("the sibling has no calm.safetensors (calm-train-classifier)");
+    return;
+  }
+  calm::SpeculativeDecoder<calm::LlamaSession, calm::ExitClassifier, calm::ConstantThreshold> spec(
+      calm::LlamaSession(s.model),
+      calm::ExitClassifier::load(s.dir / "calm.safetensors", s.model->hidden_size()),
+      {float(state.range(1)) / 100.0f}, {}, {.max_draft = std::size_t(state.range(2))});
+  measure(state, spec, state.range(0) ? s.copying : s.test);
+}
+// n-gram drafts on the sibling (3-grams, min 1 or 3). Args: copies, gamma, min n-gram.
+void BM_SiblingNgram(benchmark::State& state) {
+  if (skip_without_sibling(state)) return;
+  const Sibling& s = *sibling();
+  calm::PromptLookupDecoder<calm::LlamaSession> spec(
+      calm::LlamaSession(s.model), {}, {}, {}, {.max_draft = std::size_t(state.range(1))},
+      {.max_ngram = 3, .min_ngram = std::size_t(state.range(2))});
+  measure(state, spec, state.range(0) ? s.copying : s.test);
+}
+
 // One speculative round at Llama-3.2-1B's shape, from its measured pieces (random bf16 weights:
 // random drafts would all be rejected, so the round is computed, not run). Interleaved:
 //   step    one full decode step: 16 layers and the whole head (the tied 128,256 x 2048
@@ -349,6 +414,18 @@ BENCHMARK(BM_VerifyCostTinyLlamaBf16Dot)
     ->ArgNames({"n", "matvec"})
     ->Iterations(5)->Unit(benchmark::kMillisecond);
 
+BENCHMARK(BM_SiblingStatic)
+    ->ArgsProduct({{0, 2}, {2, 3, 4}, {4, 6}})
+    ->ArgNames({"copies", "E", "gamma"})
+    ->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SiblingClassifier)
+    ->ArgsProduct({{0, 2}, {80, 90}, {4, 6}})
+    ->ArgNames({"copies", "lambda%", "gamma"})
+    ->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SiblingNgram)
+    ->ArgsProduct({{2, 0}, {4, 8}, {1, 3}})
+    ->ArgNames({"copies", "gamma", "min"})
+    ->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_RoundCostLlama32_1B)
     ->ArgsProduct({{0, 32768, 16384, 8192}, {0}})
     ->Args({32768, 1})->Args({0, 1})
