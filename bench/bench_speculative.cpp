@@ -289,6 +289,12 @@ void BM_SiblingNgram(benchmark::State& state) {
   measure(state, spec, state.range(0) ? s.copying : s.test);
 }
 
+// One exact pass over n tokens on the sibling, as BM_VerifyCostBundled.
+void BM_VerifyCostSibling(benchmark::State& state) {
+  if (skip_without_sibling(state)) return;
+  verify_cost(state, sibling()->model);
+}
+
 // One speculative round at Llama-3.2-1B's shape, from its measured pieces (random bf16 weights:
 // random drafts would all be rejected, so the round is computed, not run). Interleaved:
 //   step    one full decode step: 16 layers and the whole head (the tied 128,256 x 2048
@@ -405,6 +411,10 @@ BENCHMARK(BM_VerifyCostBundled)
     ->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}})
     ->ArgNames({"n", "matvec"})
     ->Iterations(200)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_VerifyCostSibling)
+    ->ArgsProduct({{1, 2, 4, 8}, {1}})
+    ->ArgNames({"n", "matvec"})
+    ->Iterations(100)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_VerifyCostTinyLlama)
     ->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}})
     ->ArgNames({"n", "matvec"})
