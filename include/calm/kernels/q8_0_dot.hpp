@@ -1,0 +1,329 @@
+// q8_0 weights on the int8 dot product, with one arithmetic for every batch size and every host:
+// y = W x with W in q8_0 blocks (kernels/q8_0.hpp: 32 int8 quants q_w and one scale d_w per
+// block) and x quantized to the same kind of blocks once per call (docs/design.md §16):
+//   - x's block b: d_x = max|x_b| / 127 (f32), q_x = x / d_x rounded to nearest even, as int8
+//     (|q_x| <= 127; d_x = 0 gives q_x = 0; a block holding a NaN or an infinity gets d_x = NaN
+//     and q_x = 0, so the outputs of that vector are NaN, as an f32 product's would be non-finite);
+//   - per row and block, s_b = sum_j q_w,j * q_x,j, an exact int32 (|s_b| <= 32 * 127 * 127);
+//   - y = the 8 partial sums acc[b mod 8], each acc = fma(float(s_b), d_w,b * d_x,b, acc) over
+//     the blocks in order, combined as ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+// Integer sums are exact in any order, and the float steps are f32 operations lane by lane, so
+// each path -- vpdpbusd (AVX-512 VNNI), vpmaddubsw + vpmaddwd (AVX2) and scalar code -- gives the
+// same bits, and row t of an n-vector call is bitwise the row alone, for any n, row grouping or
+// thread count. cols must be a multiple of 32.
+//
+// Against q8_0 with f32 activations (blocks.hpp) this adds x's quantization error (<= d_x / 2 per
+// element) and replaces 32 f32 FMAs per block and vector by integer multiply-adds on 32 bytes.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+#include "calm/core/aligned.hpp"
+#include "calm/core/thread_pool.hpp"
+#include "calm/kernels/blocks.hpp"
+#include "calm/kernels/load.hpp"
+#include "calm/kernels/matvec.hpp"
+#include "calm/kernels/q8_0.hpp"
+#include "calm/kernels/row_groups.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#define CALM_KERNEL [[gnu::flatten]]
+
+namespace calm::kernels {
+
+// The paths of the int8 dot product; every one gives the same bits.
+enum class Int8DotPath { avx512vnni, avx2, scalar };
+inline constexpr Int8DotPath kHostInt8DotPath =
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+    Int8DotPath::avx512vnni;
+#elif defined(__AVX2__) && defined(__FMA__)
+    Int8DotPath::avx2;
+#else
+    Int8DotPath::scalar;
+#endif
+
+// Blocks per step of the SIMD paths: one f32 accumulator lane each (acc[b mod 8]).
+inline constexpr std::size_t kInt8DotLanes = 8;
+
+// x quantized for the int8 dot product: per vector, q (cols) int8 and d (cols / 32) scales.
+// `x + elements` moves both to that element (a whole number of blocks).
+struct Int8Input {
+  const std::int8_t* q;
+  const float* d;
+  Int8Input operator+(std::size_t elements) const noexcept {
+    return {q + elements, d + elements / kBlockWeights};
+  }
+};
+
+// Quantizes x(n * cols) (n vectors, cols % 32 == 0) into q and d: the one definition every path
+// uses (see the top of this file).
+inline void quantize_int8_input(std::int8_t* q, float* d, const float* x,
+                                std::size_t elements) noexcept {
+  for (std::size_t b = 0; b * kBlockWeights < elements; ++b) {
+    const float* xb = x + b * kBlockWeights;
+    std::int8_t* qb = q + b * kBlockWeights;
+    float amax = 0.0f;
+    bool finite = true;
+    for (std::size_t j = 0; j < kBlockWeights; ++j) {
+      finite = finite && std::isfinite(xb[j]);
+      amax = std::fmax(amax, std::fabs(xb[j]));
+    }
+    const float scale = amax / 127.0f;
+    if (!finite) {
+      d[b] = std::numeric_limits<float>::quiet_NaN();
+      for (std::size_t j = 0; j < kBlockWeights; ++j) qb[j] = 0;
+    } else if (scale == 0.0f) {  // zeros, or below 127 * the smallest denormal
+      d[b] = 0.0f;
+      for (std::size_t j = 0; j < kBlockWeights; ++j) qb[j] = 0;
+    } else {
+      // |x / scale| <= 127 * (1 + 2^-23) (scale is amax / 127 to within 2^-24): never past 127.
+      d[b] = scale;
+      for (std::size_t j = 0; j < kBlockWeights; ++j)
+        qb[j] = static_cast<std::int8_t>(std::nearbyint(xb[j] / scale));
+    }
+  }
+}
+
+namespace detail {
+
+// The 8 partial sums combined in the one fixed order.
+inline float sum_int8_dot_lanes(const float* a) noexcept {
+  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+// s_b of one block, exactly.
+inline std::int32_t block_dot_i8(const std::int8_t* w, const std::int8_t* x) noexcept {
+  std::int32_t s = 0;
+  for (std::size_t j = 0; j < kBlockWeights; ++j) s += std::int32_t{w[j]} * std::int32_t{x[j]};
+  return s;
+}
+
+#if defined(__AVX2__)
+// Eight vectors of 8 int32 lanes -> one vector whose lane k is the sum of vector k's lanes.
+[[gnu::always_inline]] inline __m256i reduce8_epi32(const __m256i (&p)[8]) noexcept {
+  const __m256i a01 = _mm256_hadd_epi32(p[0], p[1]), a23 = _mm256_hadd_epi32(p[2], p[3]);
+  const __m256i a45 = _mm256_hadd_epi32(p[4], p[5]), a67 = _mm256_hadd_epi32(p[6], p[7]);
+  // 128-bit lane 0 of b0123 holds the low halves' sums of p0..p3, lane 1 the high halves'.
+  const __m256i b0123 = _mm256_hadd_epi32(a01, a23), b4567 = _mm256_hadd_epi32(a45, a67);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(b0123, b4567, 0x20),
+                          _mm256_permute2x128_si256(b0123, b4567, 0x31));
+}
+#endif
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+// Four vectors of 16 int32 lanes, vector k holding blocks 2k (lanes 0-7) and 2k+1 (8-15) ->
+// the 8 block sums in block order.
+[[gnu::always_inline]] inline __m256i reduce4x2_epi32(const __m512i (&p)[4]) noexcept {
+  // Per 128-bit lane j: [p0 j0+j2, p1 j0+j2, p0 j1+j3, p1 j1+j3], then p2, p3 likewise.
+  const __m512i l01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]),
+                                       _mm512_unpackhi_epi32(p[0], p[1]));
+  const __m512i l23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]),
+                                       _mm512_unpackhi_epi32(p[2], p[3]));
+  // Per 128-bit lane j: the sums of lane j of p0, p1, p2, p3 (element 4j + k for p_k).
+  const __m512i l = _mm512_add_epi32(_mm512_unpacklo_epi64(l01, l23),
+                                     _mm512_unpackhi_epi64(l01, l23));
+  // Block 2k = lanes 0 + 1 of p_k, block 2k+1 = lanes 2 + 3: gather the first addends into the
+  // low half and the second into the high half, in block order.
+  const __m512i idx = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+  const __m512i g = _mm512_permutexvar_epi32(idx, l);
+  return _mm256_add_epi32(_mm512_castsi512_si256(g), _mm512_extracti64x4_epi64(g, 1));
+}
+#endif
+
+// How a call prefetches (as bf16_dot.hpp): not at all; its own rows' stream kPrefetchBytes
+// ahead (running into `next` at a row's end); or the following rows at the block being read
+// (a batch's later tiles, whose own rows are in L1).
+enum Int8Prefetch : int { kInt8NoPrefetch = 0, kInt8PrefetchOwn = 1, kInt8PrefetchNext = 2 };
+
+// y[v * y_stride + r] = W(R rows: quants q, scales d, nb blocks each) . x_v for V vectors
+// x_v = x + v * x_stride; next_q: the quants that follow the R rows (the prefetch stream only).
+template <Int8DotPath P, std::size_t R, std::size_t V, int Prefetch>
+CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std::int8_t* q,
+                                      const float* d, const std::int8_t* next_q, Int8Input x,
+                                      std::size_t x_stride, std::size_t cols) noexcept {
+  const std::size_t nb = cols / kBlockWeights;
+  alignas(32) float acc[R][V][kInt8DotLanes] = {};
+  std::size_t b0 = 0;  // blocks below b0 are in acc
+  // The SIMD paths: 8 blocks (256 quants) per step.
+  const auto prefetch_step = [&](std::size_t b) {
+    if constexpr (Prefetch != kInt8NoPrefetch) {
+      constexpr std::size_t ahead = kPrefetchBytes;  // quants (bytes)
+      const std::size_t c = b * kBlockWeights;
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t line = 0; line < kInt8DotLanes * kBlockWeights; line += 64) {
+          if constexpr (Prefetch == kInt8PrefetchNext)
+            prefetch_line(next_q + r * cols + c + line);
+          else
+            prefetch_line(c + ahead < cols ? q + r * cols + c + ahead + line
+                                           : next_q + r * cols + (c + ahead - cols) + line);
+        }
+      if (b % 16 == 0) prefetch_line(d + R * nb + b * R);  // the next rows' scales
+    }
+  };
+  (void)prefetch_step;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+  if constexpr (P == Int8DotPath::avx512vnni) {
+    __m256 a[R][V];
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < V; ++v) a[r][v] = _mm256_setzero_ps();
+    const __m512i zero = _mm512_setzero_si512();
+    for (; b0 + kInt8DotLanes <= nb; b0 += kInt8DotLanes) {
+      prefetch_step(b0);
+      const std::size_t c = b0 * kBlockWeights;
+      for (std::size_t r = 0; r < R; ++r) {
+        // The sign trick: vpdpbusd multiplies u8 by s8, so |w| (<= 127) goes as u8 and
+        // x * sign(w) as s8; each product is w * x, and the int32 sums are exact.
+        __m512i aw[4];
+        __mmask64 neg[4];
+        for (std::size_t k = 0; k < 4; ++k) {
+          const __m512i w = _mm512_loadu_si512(q + r * cols + c + 64 * k);
+          aw[k] = _mm512_abs_epi8(w);
+          neg[k] = _mm512_movepi8_mask(w);
+        }
+        const __m256 dw = _mm256_loadu_ps(d + r * nb + b0);
+        for (std::size_t v = 0; v < V; ++v) {
+          const Int8Input xv = x + (v * x_stride + c);
+          __m512i p[4];
+          for (std::size_t k = 0; k < 4; ++k) {
+            const __m512i xk = _mm512_loadu_si512(xv.q + 64 * k);
+            p[k] = _mm512_dpbusd_epi32(zero, aw[k], _mm512_mask_sub_epi8(xk, neg[k], zero, xk));
+          }
+          const __m256 s = _mm256_cvtepi32_ps(reduce4x2_epi32(p));
+          a[r][v] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_loadu_ps(xv.d)), a[r][v]);
+        }
+      }
+    }
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < V; ++v) _mm256_store_ps(acc[r][v], a[r][v]);
+  }
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+  if constexpr (P == Int8DotPath::avx2) {
+    __m256 a[R][V];
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < V; ++v) a[r][v] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (; b0 + kInt8DotLanes <= nb; b0 += kInt8DotLanes) {
+      prefetch_step(b0);
+      const std::size_t c = b0 * kBlockWeights;
+      for (std::size_t r = 0; r < R; ++r) {
+        const __m256 dw = _mm256_loadu_ps(d + r * nb + b0);
+        for (std::size_t v = 0; v < V; ++v) {
+          const Int8Input xv = x + (v * x_stride + c);
+          __m256i p[8];
+          for (std::size_t k = 0; k < 8; ++k) {
+            const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + r * cols + c + 32 * k));
+            const __m256i xk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xv.q + 32 * k));
+            // vpmaddubsw adds two u8 * s8 products into an int16 with saturation: here
+            // |w| <= 128 and |x * sign(w)| <= 127, so a pair is at most 2 * 128 * 127 = 32512
+            // < 32767 and never saturates; vpmaddwd then sums pairs exactly into int32.
+            const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xk, w));
+            p[k] = _mm256_madd_epi16(pairs, ones);
+          }
+          const __m256 s = _mm256_cvtepi32_ps(reduce8_epi32(p));
+          a[r][v] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_loadu_ps(xv.d)), a[r][v]);
+        }
+      }
+    }
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < V; ++v) _mm256_store_ps(acc[r][v], a[r][v]);
+  }
+#endif
+  // The scalar path, and the SIMD paths' last nb % 8 blocks: the same steps one block at a time.
+  for (std::size_t b = b0; b < nb; ++b)
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t v = 0; v < V; ++v) {
+        const Int8Input xv = x + (v * x_stride + b * kBlockWeights);
+        const std::int32_t s = block_dot_i8(q + r * cols + b * kBlockWeights, xv.q);
+        float& lane = acc[r][v][b % kInt8DotLanes];
+        lane = __builtin_fmaf(static_cast<float>(s), d[r * nb + b] * *xv.d, lane);
+      }
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) y[v * y_stride + r] = sum_int8_dot_lanes(acc[r][v]);
+}
+
+// Vectors per tile: two rows' accumulators and a tile's products stay in registers.
+template <Int8DotPath P>
+inline constexpr std::size_t kInt8DotTile = P == Int8DotPath::avx512vnni ? 4 : 2;
+
+// The thread-local quantized copy of x(n, cols) a call works on; tasks get the pointers.
+inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t cols) {
+  thread_local AlignedBuffer<std::int8_t> q;
+  thread_local AlignedBuffer<float> d;
+  q.reserve_discard(n * cols + 1);
+  d.reserve_discard(n * cols / kBlockWeights + 1);
+  quantize_int8_input(q.data(), d.data(), x, n * cols);
+  return {q.data(), d.data()};
+}
+
+}  // namespace detail
+
+// For each segment, y(rows) = W(rows, cols) x(cols), q8_0 W: one pass over every segment's rows,
+// split statically over the pool's threads in whole row groups.
+template <Int8DotPath P = kHostInt8DotPath>
+void matvec_q8_0_dot(std::span<const Q8Segment> segments, const float* x, std::size_t cols,
+                     ThreadPool* pool = nullptr) {
+  const Int8Input xq = detail::quantized_int8_input(x, 1, cols);
+  const std::size_t nb = cols / kBlockWeights;
+  std::size_t groups = 0;
+  for (const Q8Segment& s : segments) groups += detail::row_groups(s.rows);
+  detail::split_groups(groups, pool, [&](std::size_t g0, std::size_t g1) {
+    detail::walk_segment_groups(
+        segments, cols, g0, g1, [](const Q8Segment& s) { return s.q; },
+        [&]<std::size_t R>(const Q8Segment& seg, std::size_t r, const std::int8_t* next) {
+          detail::dot_int8_rows<P, R, 1, detail::kInt8PrefetchOwn>(
+              seg.y + r, 0, seg.q + r * cols, seg.d + r * nb, next, xq, 0, cols);
+        });
+  });
+}
+template <Int8DotPath P = kHostInt8DotPath>
+void matvec_q8_0_dot(float* y, const std::int8_t* q, const float* d, const float* x,
+                     std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
+  const Q8Segment segment{y, q, d, rows};
+  matvec_q8_0_dot<P>(std::span<const Q8Segment>(&segment, 1), x, cols, pool);
+}
+
+// Y(n, rows) = X(n, cols) W^T, row t bitwise matvec_q8_0_dot(x_t); every weight row is read
+// from memory once for all n vectors.
+template <Int8DotPath P = kHostInt8DotPath>
+void matvec_batch_q8_0_dot(float* y, const std::int8_t* q, const float* d, const float* x,
+                           std::size_t n, std::size_t rows, std::size_t cols,
+                           ThreadPool* pool = nullptr) {
+  if (n == 0 || rows == 0) return;
+  const Int8Input xq = detail::quantized_int8_input(x, n, cols);
+  const std::size_t nb = cols / kBlockWeights;
+  detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
+    detail::walk_row_pairs(rows, g0, g1, [&]<std::size_t R>(std::size_t r) {
+      const std::int8_t* qr = q + r * cols;
+      detail::walk_tiles<detail::kInt8DotTile<P>>(n, [&]<std::size_t V, bool First>(std::size_t t) {
+        constexpr int prefetch = First ? detail::kInt8PrefetchOwn : detail::kInt8PrefetchNext;
+        detail::dot_int8_rows<P, R, V, prefetch>(y + t * rows + r, rows, qr, d + r * nb,
+                                                 qr + R * cols, xq + t * cols, cols, cols);
+      });
+    });
+  });
+}
+
+// y(k) = row rows[k] of W x(cols), each bitwise matvec_q8_0_dot's; one thread.
+template <Int8DotPath P = kHostInt8DotPath>
+void matvec_gather_q8_0_dot(float* y, const std::int8_t* q, const float* d, const float* x,
+                            std::span<const std::uint32_t> rows, std::size_t cols) {
+  const Int8Input xq = detail::quantized_int8_input(x, 1, cols);
+  const std::size_t nb = cols / kBlockWeights;
+  for (std::size_t k = 0; k < rows.size(); ++k) {
+    const std::size_t r = rows[k];
+    detail::dot_int8_rows<P, 1, 1, detail::kInt8NoPrefetch>(y + k, 0, q + r * cols, d + r * nb,
+                                                            nullptr, xq, 0, cols);
+  }
+}
+
+}  // namespace calm::kernels
+
+#undef CALM_KERNEL
