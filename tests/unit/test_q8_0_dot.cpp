@@ -41,7 +41,7 @@ std::vector<Int8DotPath> paths() {
 #if defined(__AVX2__) && defined(__FMA__)
   p.push_back(Int8DotPath::avx2);
 #endif
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
   p.push_back(Int8DotPath::avx512vnni);
 #endif
   return p;
@@ -54,7 +54,7 @@ void on_path(Int8DotPath p, Fn&& fn) {
 #if defined(__AVX2__) && defined(__FMA__)
     case Int8DotPath::avx2: fn.template operator()<Int8DotPath::avx2>(); break;
 #endif
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
     case Int8DotPath::avx512vnni: fn.template operator()<Int8DotPath::avx512vnni>(); break;
 #endif
     default: FAIL("path not built");
@@ -165,7 +165,7 @@ TEST_CASE("q8_0 dot: every path gives the twin's bits; rows of a batch are the r
   calm::ThreadPool two(2);
   for (const bool extremes : {false, true}) {
     for (const std::size_t rows : {1u, 3u, 4u, 7u, 37u}) {
-      // 32 and 96: only the block-at-a-time tail; 256: one SIMD step; 2144: 8 steps and 3 blocks.
+      // 32 and 96: only a partial step; 256: one whole step; 2144: 8 whole steps and 3 blocks.
       for (const std::size_t cols : {32u, 96u, 256u, 2048u + 96u}) {
         CAPTURE(extremes);
         CAPTURE(rows);

@@ -41,7 +41,7 @@ namespace calm::kernels {
 // The paths of the int8 dot product; every one gives the same bits.
 enum class Int8DotPath { avx512vnni, avx2, scalar };
 inline constexpr Int8DotPath kHostInt8DotPath =
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
     Int8DotPath::avx512vnni;
 #elif defined(__AVX2__) && defined(__FMA__)
     Int8DotPath::avx2;
@@ -117,7 +117,7 @@ inline std::int32_t block_dot_i8(const std::int8_t* w, const std::int8_t* x) noe
 }
 #endif
 
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 // Four vectors of 16 int32 lanes, vector k holding blocks 2k (lanes 0-7) and 2k+1 (8-15) ->
 // the 8 block sums in block order.
 [[gnu::always_inline]] inline __m256i reduce4x2_epi32(const __m512i (&p)[4]) noexcept {
@@ -151,7 +151,8 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std:
   const std::size_t nb = cols / kBlockWeights;
   alignas(32) float acc[R][V][kInt8DotLanes] = {};
   std::size_t b0 = 0;  // blocks below b0 are in acc
-  // The SIMD paths: 8 blocks (256 quants) per step.
+  // The SIMD paths: 8 blocks (256 quants) per step; a row's last nb % 8 blocks take one more
+  // step with the missing blocks read as zeros and their lanes left as they were (masked).
   const auto prefetch_step = [&](std::size_t b) {
     if constexpr (Prefetch != kInt8NoPrefetch) {
       constexpr std::size_t ahead = kPrefetchBytes;  // quants (bytes)
@@ -168,38 +169,62 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std:
     }
   };
   (void)prefetch_step;
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
   if constexpr (P == Int8DotPath::avx512vnni) {
     __m256 a[R][V];
     for (std::size_t r = 0; r < R; ++r)
       for (std::size_t v = 0; v < V; ++v) a[r][v] = _mm256_setzero_ps();
     const __m512i zero = _mm512_setzero_si512();
-    for (; b0 + kInt8DotLanes <= nb; b0 += kInt8DotLanes) {
-      prefetch_step(b0);
-      const std::size_t c = b0 * kBlockWeights;
+    // blocks: how many of the step's 8 blocks are there (8 but in a row's last step).
+    const auto step = [&]<bool Partial>(std::size_t from, std::size_t blocks) {
+      const std::size_t c = from * kBlockWeights;
+      __mmask64 bytes[4];
+      for (std::size_t k = 0; k < 4; ++k) {
+        const std::size_t have = blocks * kBlockWeights > 64 * k ? blocks * kBlockWeights - 64 * k : 0;
+        bytes[k] = have >= 64 ? ~__mmask64{0} : (__mmask64{1} << have) - 1;
+      }
+      const __mmask8 lanes = static_cast<__mmask8>((1u << blocks) - 1);
+      const auto load_bytes = [&](const std::int8_t* p, std::size_t k) {
+        if constexpr (Partial) return _mm512_maskz_loadu_epi8(bytes[k], p + 64 * k);
+        return _mm512_loadu_si512(p + 64 * k);
+      };
+      const auto load_scales = [&](const float* p) {
+        if constexpr (Partial) return _mm256_maskz_loadu_ps(lanes, p);
+        return _mm256_loadu_ps(p);
+      };
       for (std::size_t r = 0; r < R; ++r) {
         // The sign trick: vpdpbusd multiplies u8 by s8, so |w| (<= 127) goes as u8 and
         // x * sign(w) as s8; each product is w * x, and the int32 sums are exact.
         __m512i aw[4];
         __mmask64 neg[4];
         for (std::size_t k = 0; k < 4; ++k) {
-          const __m512i w = _mm512_loadu_si512(q + r * cols + c + 64 * k);
+          const __m512i w = load_bytes(q + r * cols + c, k);
           aw[k] = _mm512_abs_epi8(w);
           neg[k] = _mm512_movepi8_mask(w);
         }
-        const __m256 dw = _mm256_loadu_ps(d + r * nb + b0);
+        const __m256 dw = load_scales(d + r * nb + from);
         for (std::size_t v = 0; v < V; ++v) {
           const Int8Input xv = x + (v * x_stride + c);
           __m512i p[4];
           for (std::size_t k = 0; k < 4; ++k) {
-            const __m512i xk = _mm512_loadu_si512(xv.q + 64 * k);
+            const __m512i xk = load_bytes(xv.q, k);
             p[k] = _mm512_dpbusd_epi32(zero, aw[k], _mm512_mask_sub_epi8(xk, neg[k], zero, xk));
           }
-          const __m256 s = _mm256_cvtepi32_ps(reduce4x2_epi32(p));
-          a[r][v] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_loadu_ps(xv.d)), a[r][v]);
+          const __m256 sum = _mm256_cvtepi32_ps(reduce4x2_epi32(p));
+          const __m256 next = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, load_scales(xv.d)), a[r][v]);
+          if constexpr (Partial)
+            a[r][v] = _mm256_mask_blend_ps(lanes, a[r][v], next);
+          else
+            a[r][v] = next;
         }
       }
+    };
+    for (; b0 + kInt8DotLanes <= nb; b0 += kInt8DotLanes) {
+      prefetch_step(b0);
+      step.template operator()<false>(b0, kInt8DotLanes);
     }
+    if (b0 < nb) step.template operator()<true>(b0, nb - b0);
+    b0 = nb;
     for (std::size_t r = 0; r < R; ++r)
       for (std::size_t v = 0; v < V; ++v) _mm256_store_ps(acc[r][v], a[r][v]);
   }
@@ -210,15 +235,25 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std:
     for (std::size_t r = 0; r < R; ++r)
       for (std::size_t v = 0; v < V; ++v) a[r][v] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
-    for (; b0 + kInt8DotLanes <= nb; b0 += kInt8DotLanes) {
-      prefetch_step(b0);
-      const std::size_t c = b0 * kBlockWeights;
+    const auto step = [&]<bool Partial>(std::size_t from, std::size_t blocks) {
+      const std::size_t c = from * kBlockWeights;
+      // Lanes of the blocks that are there (sign bit set), for the masked loads and the blend.
+      const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(blocks)),
+                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const auto load_scales = [&](const float* p) {
+        if constexpr (Partial) return _mm256_maskload_ps(p, lanes);
+        return _mm256_loadu_ps(p);
+      };
       for (std::size_t r = 0; r < R; ++r) {
-        const __m256 dw = _mm256_loadu_ps(d + r * nb + b0);
+        const __m256 dw = load_scales(d + r * nb + from);
         for (std::size_t v = 0; v < V; ++v) {
           const Int8Input xv = x + (v * x_stride + c);
           __m256i p[8];
           for (std::size_t k = 0; k < 8; ++k) {
+            if (Partial && k >= blocks) {
+              p[k] = _mm256_setzero_si256();
+              continue;
+            }
             const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + r * cols + c + 32 * k));
             const __m256i xk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xv.q + 32 * k));
             // vpmaddubsw adds two u8 * s8 products into an int16 with saturation: here
@@ -227,16 +262,26 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std:
             const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xk, w));
             p[k] = _mm256_madd_epi16(pairs, ones);
           }
-          const __m256 s = _mm256_cvtepi32_ps(reduce8_epi32(p));
-          a[r][v] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_loadu_ps(xv.d)), a[r][v]);
+          const __m256 sum = _mm256_cvtepi32_ps(reduce8_epi32(p));
+          const __m256 next = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, load_scales(xv.d)), a[r][v]);
+          if constexpr (Partial)
+            a[r][v] = _mm256_blendv_ps(a[r][v], next, _mm256_castsi256_ps(lanes));
+          else
+            a[r][v] = next;
         }
       }
+    };
+    for (; b0 + kInt8DotLanes <= nb; b0 += kInt8DotLanes) {
+      prefetch_step(b0);
+      step.template operator()<false>(b0, kInt8DotLanes);
     }
+    if (b0 < nb) step.template operator()<true>(b0, nb - b0);
+    b0 = nb;
     for (std::size_t r = 0; r < R; ++r)
       for (std::size_t v = 0; v < V; ++v) _mm256_store_ps(acc[r][v], a[r][v]);
   }
 #endif
-  // The scalar path, and the SIMD paths' last nb % 8 blocks: the same steps one block at a time.
+  // The scalar path: the same steps one block at a time.
   for (std::size_t b = b0; b < nb; ++b)
     for (std::size_t r = 0; r < R; ++r)
       for (std::size_t v = 0; v < V; ++v) {
