@@ -165,8 +165,10 @@ TEST_CASE("q8_0 dot: every path gives the twin's bits; rows of a batch are the r
   calm::ThreadPool two(2);
   for (const bool extremes : {false, true}) {
     for (const std::size_t rows : {1u, 3u, 4u, 7u, 37u}) {
-      // 32 and 96: only a partial step; 256: one whole step; 2144: 8 whole steps and 3 blocks.
-      for (const std::size_t cols : {32u, 96u, 256u, 2048u + 96u}) {
+      // Steps of 8 blocks (AVX2) or 16 (AVX-512): 32, 96 and 192 only a partial step; 256 one
+      // whole step or a partial one; 512 one or two whole steps; 2144 8 or 4 whole steps and
+      // a partial one.
+      for (const std::size_t cols : {32u, 96u, 192u, 256u, 512u, 2048u + 96u}) {
         CAPTURE(extremes);
         CAPTURE(rows);
         CAPTURE(cols);

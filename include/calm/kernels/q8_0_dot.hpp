@@ -117,23 +117,27 @@ inline std::int32_t block_dot_i8(const std::int8_t* w, const std::int8_t* x) noe
 }
 #endif
 
+// The AVX-512 path's order of a 16-block group (512 quants, as 8 registers of 64 bytes: register
+// m holds blocks 2m and 2m + 1): a 4x4 transpose of 32-bit groups within each 128-bit lane of
+// registers 0-3 (blocks 0-7, set A) and of 4-7 (blocks 8-15, set B). Afterwards lane 4L + i of
+// a set's register t holds 4-byte group t of 128-bit lane L of the set's register i: each lane
+// of a set collects one half block, L = 2 (block % 2) + (group / 4), i = (block / 2) % 4.
+// interleaved_offset gives it per byte, for x's copy; interleave_int8_group does it in registers.
+inline std::size_t interleaved_offset(std::size_t block, std::size_t byte) noexcept {
+  const std::size_t group = byte / 4, set = block / 8;
+  const std::size_t lane = 2 * (block % 2) + group / 4, i = (block / 2) % 4;
+  return set * 256 + (group % 4) * 64 + (4 * lane + i) * 4 + byte % 4;
+}
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-// Four vectors of 16 int32 lanes, vector k holding blocks 2k (lanes 0-7) and 2k+1 (8-15) ->
-// the 8 block sums in block order.
-[[gnu::always_inline]] inline __m256i reduce4x2_epi32(const __m512i (&p)[4]) noexcept {
-  // Per 128-bit lane j: [p0 j0+j2, p1 j0+j2, p0 j1+j3, p1 j1+j3], then p2, p3 likewise.
-  const __m512i l01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]),
-                                       _mm512_unpackhi_epi32(p[0], p[1]));
-  const __m512i l23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]),
-                                       _mm512_unpackhi_epi32(p[2], p[3]));
-  // Per 128-bit lane j: the sums of lane j of p0, p1, p2, p3 (element 4j + k for p_k).
-  const __m512i l = _mm512_add_epi32(_mm512_unpacklo_epi64(l01, l23),
-                                     _mm512_unpackhi_epi64(l01, l23));
-  // Block 2k = lanes 0 + 1 of p_k, block 2k+1 = lanes 2 + 3: gather the first addends into the
-  // low half and the second into the high half, in block order.
-  const __m512i idx = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-  const __m512i g = _mm512_permutexvar_epi32(idx, l);
-  return _mm256_add_epi32(_mm512_castsi512_si256(g), _mm512_extracti64x4_epi64(g, 1));
+[[gnu::always_inline]] inline void interleave_int8_group(__m512i (&z)[8]) noexcept {
+  for (std::size_t s = 0; s < 8; s += 4) {
+    const __m512i t0 = _mm512_unpacklo_epi32(z[s], z[s + 1]), t1 = _mm512_unpackhi_epi32(z[s], z[s + 1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(z[s + 2], z[s + 3]), t3 = _mm512_unpackhi_epi32(z[s + 2], z[s + 3]);
+    z[s] = _mm512_unpacklo_epi64(t0, t2);
+    z[s + 1] = _mm512_unpackhi_epi64(t0, t2);
+    z[s + 2] = _mm512_unpacklo_epi64(t1, t3);
+    z[s + 3] = _mm512_unpackhi_epi64(t1, t3);
+  }
 }
 #endif
 
@@ -171,57 +175,65 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std:
   (void)prefetch_step;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
   if constexpr (P == Int8DotPath::avx512vnni) {
+    // 16 blocks per step, x already interleaved (interleave_int8_group): the 8 registers of a
+    // row's step are interleaved the same way in registers, so vpdpbusd sums each half block
+    // in one lane and two lanes make a block's sum (no reduction tree per vector).
     __m256 a[R][V];
     for (std::size_t r = 0; r < R; ++r)
       for (std::size_t v = 0; v < V; ++v) a[r][v] = _mm256_setzero_ps();
     const __m512i zero = _mm512_setzero_si512();
-    // blocks: how many of the step's 8 blocks are there (8 but in a row's last step).
+    // Block b of the step (b < 8: set A, else set B) = lanes idx_lo[b] + idx_hi[b] of (A, B).
+    const __m512i idx_lo = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 16, 24, 17, 25, 18, 26, 19, 27);
+    const __m512i idx_hi = _mm512_setr_epi32(4, 12, 5, 13, 6, 14, 7, 15, 20, 28, 21, 29, 22, 30, 23, 31);
     const auto step = [&]<bool Partial>(std::size_t from, std::size_t blocks) {
       const std::size_t c = from * kBlockWeights;
-      __mmask64 bytes[4];
-      for (std::size_t k = 0; k < 4; ++k) {
-        const std::size_t have = blocks * kBlockWeights > 64 * k ? blocks * kBlockWeights - 64 * k : 0;
-        bytes[k] = have >= 64 ? ~__mmask64{0} : (__mmask64{1} << have) - 1;
-      }
-      const __mmask8 lanes = static_cast<__mmask8>((1u << blocks) - 1);
-      const auto load_bytes = [&](const std::int8_t* p, std::size_t k) {
-        if constexpr (Partial) return _mm512_maskz_loadu_epi8(bytes[k], p + 64 * k);
-        return _mm512_loadu_si512(p + 64 * k);
-      };
-      const auto load_scales = [&](const float* p) {
-        if constexpr (Partial) return _mm256_maskz_loadu_ps(lanes, p);
-        return _mm256_loadu_ps(p);
-      };
+      const __mmask16 lanes = static_cast<__mmask16>((1u << blocks) - 1);
       for (std::size_t r = 0; r < R; ++r) {
+        __m512i z[8];
+        for (std::size_t m = 0; m < 8; ++m) {
+          const std::int8_t* p = q + r * cols + c + 64 * m;
+          if constexpr (Partial) {
+            const std::size_t have = blocks * kBlockWeights > 64 * m ? blocks * kBlockWeights - 64 * m : 0;
+            z[m] = _mm512_maskz_loadu_epi8(have >= 64 ? ~__mmask64{0} : (__mmask64{1} << have) - 1, p);
+          } else {
+            z[m] = _mm512_loadu_si512(p);
+          }
+        }
+        interleave_int8_group(z);
         // The sign trick: vpdpbusd multiplies u8 by s8, so |w| (<= 127) goes as u8 and
         // x * sign(w) as s8; each product is w * x, and the int32 sums are exact.
-        __m512i aw[4];
-        __mmask64 neg[4];
-        for (std::size_t k = 0; k < 4; ++k) {
-          const __m512i w = load_bytes(q + r * cols + c, k);
-          aw[k] = _mm512_abs_epi8(w);
-          neg[k] = _mm512_movepi8_mask(w);
+        __m512i aw[8];
+        __mmask64 neg[8];
+        for (std::size_t m = 0; m < 8; ++m) {
+          aw[m] = _mm512_abs_epi8(z[m]);
+          neg[m] = _mm512_movepi8_mask(z[m]);
         }
-        const __m256 dw = load_scales(d + r * nb + from);
+        const __m512 dw = Partial ? _mm512_maskz_loadu_ps(lanes, d + r * nb + from)
+                                  : _mm512_loadu_ps(d + r * nb + from);
         for (std::size_t v = 0; v < V; ++v) {
           const Int8Input xv = x + (v * x_stride + c);
-          __m512i p[4];
-          for (std::size_t k = 0; k < 4; ++k) {
-            const __m512i xk = load_bytes(xv.q, k);
-            p[k] = _mm512_dpbusd_epi32(zero, aw[k], _mm512_mask_sub_epi8(xk, neg[k], zero, xk));
+          __m512i half[2] = {zero, zero};  // sets A and B
+          for (std::size_t m = 0; m < 8; ++m) {
+            const __m512i xm = _mm512_loadu_si512(xv.q + 64 * m);
+            half[m / 4] = _mm512_dpbusd_epi32(half[m / 4], aw[m], _mm512_mask_sub_epi8(xm, neg[m], zero, xm));
           }
-          const __m256 sum = _mm256_cvtepi32_ps(reduce4x2_epi32(p));
-          const __m256 next = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, load_scales(xv.d)), a[r][v]);
-          if constexpr (Partial)
-            a[r][v] = _mm256_mask_blend_ps(lanes, a[r][v], next);
-          else
-            a[r][v] = next;
+          const __m512i sums = _mm512_add_epi32(_mm512_permutex2var_epi32(half[0], idx_lo, half[1]),
+                                                _mm512_permutex2var_epi32(half[0], idx_hi, half[1]));
+          const __m512 sf = _mm512_cvtepi32_ps(sums);
+          const __m512 scale = _mm512_mul_ps(dw, _mm512_loadu_ps(xv.d));  // x's d is padded
+          // Blocks from..from+7, then from+8..from+15, each into lane b mod 8.
+          __m256 next = _mm256_fmadd_ps(_mm512_castps512_ps256(sf), _mm512_castps512_ps256(scale), a[r][v]);
+          if constexpr (Partial) next = _mm256_mask_blend_ps(static_cast<__mmask8>(lanes), a[r][v], next);
+          __m256 after = _mm256_fmadd_ps(_mm512_extractf32x8_ps(sf, 1), _mm512_extractf32x8_ps(scale, 1), next);
+          if constexpr (Partial) after = _mm256_mask_blend_ps(static_cast<__mmask8>(lanes >> 8), next, after);
+          a[r][v] = after;
         }
       }
     };
-    for (; b0 + kInt8DotLanes <= nb; b0 += kInt8DotLanes) {
+    for (; b0 + 2 * kInt8DotLanes <= nb; b0 += 2 * kInt8DotLanes) {
       prefetch_step(b0);
-      step.template operator()<false>(b0, kInt8DotLanes);
+      prefetch_step(b0 + kInt8DotLanes);
+      step.template operator()<false>(b0, 2 * kInt8DotLanes);
     }
     if (b0 < nb) step.template operator()<true>(b0, nb - b0);
     b0 = nb;
@@ -298,13 +310,41 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std:
 template <Int8DotPath P>
 inline constexpr std::size_t kInt8DotTile = P == Int8DotPath::avx512vnni ? 4 : 2;
 
-// The thread-local quantized copy of x(n, cols) a call works on; tasks get the pointers.
+// Elements per vector of the quantized x a path reads: cols, or on the AVX-512 path cols padded
+// to whole 16-block groups (zeros), each group interleaved (interleaved_offset).
+template <Int8DotPath P>
+inline std::size_t int8_input_stride(std::size_t cols) noexcept {
+  if constexpr (P == Int8DotPath::avx512vnni) {
+    constexpr std::size_t group = 2 * kInt8DotLanes * kBlockWeights;
+    return (cols + group - 1) / group * group;
+  }
+  return cols;
+}
+
+// The thread-local quantized copy of x(n, cols) a call works on (stride int8_input_stride);
+// tasks get the pointers.
+template <Int8DotPath P>
 inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t cols) {
-  thread_local AlignedBuffer<std::int8_t> q;
+  thread_local AlignedBuffer<std::int8_t> q, plain;
   thread_local AlignedBuffer<float> d;
-  q.reserve_discard(n * cols + 1);
-  d.reserve_discard(n * cols / kBlockWeights + 1);
-  quantize_int8_input(q.data(), d.data(), x, n * cols);
+  const std::size_t stride = int8_input_stride<P>(cols), nb = cols / kBlockWeights;
+  q.reserve_discard(n * stride + 1);
+  d.reserve_discard(n * stride / kBlockWeights + 1);
+  if constexpr (P != Int8DotPath::avx512vnni) {
+    quantize_int8_input(q.data(), d.data(), x, n * cols);
+    return {q.data(), d.data()};
+  }
+  plain.reserve_discard(n * cols + 1);
+  for (std::size_t t = 0; t < n; ++t) {
+    float* dt = d.data() + t * (stride / kBlockWeights);
+    quantize_int8_input(plain.data() + t * cols, dt, x + t * cols, cols);
+    for (std::size_t b = nb; b < stride / kBlockWeights; ++b) dt[b] = 0.0f;
+    std::int8_t* qt = q.data() + t * stride;
+    for (std::size_t b = 0; b < stride / kBlockWeights; ++b)
+      for (std::size_t j = 0; j < kBlockWeights; ++j)
+        qt[b / 16 * 512 + interleaved_offset(b % 16, j)] =
+            b < nb ? plain.data()[t * cols + b * kBlockWeights + j] : std::int8_t{0};
+  }
   return {q.data(), d.data()};
 }
 
@@ -315,7 +355,7 @@ inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t
 template <Int8DotPath P = kHostInt8DotPath>
 void matvec_q8_0_dot(std::span<const Q8Segment> segments, const float* x, std::size_t cols,
                      ThreadPool* pool = nullptr) {
-  const Int8Input xq = detail::quantized_int8_input(x, 1, cols);
+  const Int8Input xq = detail::quantized_int8_input<P>(x, 1, cols);
   const std::size_t nb = cols / kBlockWeights;
   std::size_t groups = 0;
   for (const Q8Segment& s : segments) groups += detail::row_groups(s.rows);
@@ -342,15 +382,15 @@ void matvec_batch_q8_0_dot(float* y, const std::int8_t* q, const float* d, const
                            std::size_t n, std::size_t rows, std::size_t cols,
                            ThreadPool* pool = nullptr) {
   if (n == 0 || rows == 0) return;
-  const Int8Input xq = detail::quantized_int8_input(x, n, cols);
-  const std::size_t nb = cols / kBlockWeights;
+  const Int8Input xq = detail::quantized_int8_input<P>(x, n, cols);
+  const std::size_t nb = cols / kBlockWeights, stride = detail::int8_input_stride<P>(cols);
   detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
     detail::walk_row_pairs(rows, g0, g1, [&]<std::size_t R>(std::size_t r) {
       const std::int8_t* qr = q + r * cols;
       detail::walk_tiles<detail::kInt8DotTile<P>>(n, [&]<std::size_t V, bool First>(std::size_t t) {
         constexpr int prefetch = First ? detail::kInt8PrefetchOwn : detail::kInt8PrefetchNext;
         detail::dot_int8_rows<P, R, V, prefetch>(y + t * rows + r, rows, qr, d + r * nb,
-                                                 qr + R * cols, xq + t * cols, cols, cols);
+                                                 qr + R * cols, xq + t * stride, stride, cols);
       });
     });
   });
@@ -360,7 +400,7 @@ void matvec_batch_q8_0_dot(float* y, const std::int8_t* q, const float* d, const
 template <Int8DotPath P = kHostInt8DotPath>
 void matvec_gather_q8_0_dot(float* y, const std::int8_t* q, const float* d, const float* x,
                             std::span<const std::uint32_t> rows, std::size_t cols) {
-  const Int8Input xq = detail::quantized_int8_input(x, 1, cols);
+  const Int8Input xq = detail::quantized_int8_input<P>(x, 1, cols);
   const std::size_t nb = cols / kBlockWeights;
   for (std::size_t k = 0; k < rows.size(); ++k) {
     const std::size_t r = rows[k];
