@@ -155,8 +155,9 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std:
   const std::size_t nb = cols / kBlockWeights;
   alignas(32) float acc[R][V][kInt8DotLanes] = {};
   std::size_t b0 = 0;  // blocks below b0 are in acc
-  // The SIMD paths: 8 blocks (256 quants) per step; a row's last nb % 8 blocks take one more
+  // The SIMD paths: 8 (AVX2) or 16 (AVX-512) blocks per step; a row's last blocks take one more
   // step with the missing blocks read as zeros and their lanes left as they were (masked).
+  // prefetch_step(b): 8 blocks' lines of each row.
   const auto prefetch_step = [&](std::size_t b) {
     if constexpr (Prefetch != kInt8NoPrefetch) {
       constexpr std::size_t ahead = kPrefetchBytes;  // quants (bytes)
