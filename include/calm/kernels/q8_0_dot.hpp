@@ -40,6 +40,26 @@ namespace calm::kernels {
 
 // The paths of the int8 dot product; every one gives the same bits.
 enum class Int8DotPath { avx512vnni, avx2, scalar };
+// Whether this build compiles a path (a path asked for must be there: the AVX-512 path's x is laid
+// out for it alone).
+inline constexpr bool int8_dot_path_built(Int8DotPath p) noexcept {
+  switch (p) {
+    case Int8DotPath::avx512vnni:
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+      return true;
+#else
+      return false;
+#endif
+    case Int8DotPath::avx2:
+#if defined(__AVX2__) && defined(__FMA__)
+      return true;
+#else
+      return false;
+#endif
+    case Int8DotPath::scalar: return true;
+  }
+  return false;
+}
 inline constexpr Int8DotPath kHostInt8DotPath =
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
     Int8DotPath::avx512vnni;
@@ -129,15 +149,18 @@ inline std::size_t interleaved_offset(std::size_t block, std::size_t byte) noexc
   return set * 256 + (group % 4) * 64 + (4 * lane + i) * 4 + byte % 4;
 }
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// One set: the 4x4 transpose of 4-byte groups within each 128-bit lane of z[0..3].
+[[gnu::always_inline]] inline void interleave_int8_set(__m512i* z) noexcept {
+  const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+  z[0] = _mm512_unpacklo_epi64(t0, t2);
+  z[1] = _mm512_unpackhi_epi64(t0, t2);
+  z[2] = _mm512_unpacklo_epi64(t1, t3);
+  z[3] = _mm512_unpackhi_epi64(t1, t3);
+}
 [[gnu::always_inline]] inline void interleave_int8_group(__m512i (&z)[8]) noexcept {
-  for (std::size_t s = 0; s < 8; s += 4) {
-    const __m512i t0 = _mm512_unpacklo_epi32(z[s], z[s + 1]), t1 = _mm512_unpackhi_epi32(z[s], z[s + 1]);
-    const __m512i t2 = _mm512_unpacklo_epi32(z[s + 2], z[s + 3]), t3 = _mm512_unpackhi_epi32(z[s + 2], z[s + 3]);
-    z[s] = _mm512_unpacklo_epi64(t0, t2);
-    z[s + 1] = _mm512_unpackhi_epi64(t0, t2);
-    z[s + 2] = _mm512_unpacklo_epi64(t1, t3);
-    z[s + 3] = _mm512_unpackhi_epi64(t1, t3);
-  }
+  interleave_int8_set(z);
+  interleave_int8_set(z + 4);
 }
 #endif
 
@@ -152,6 +175,7 @@ template <Int8DotPath P, std::size_t R, std::size_t V, int Prefetch>
 CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std::int8_t* q,
                                       const float* d, const std::int8_t* next_q, Int8Input x,
                                       std::size_t x_stride, std::size_t cols) noexcept {
+  static_assert(int8_dot_path_built(P), "q8_0_dot: this build has no such path (see -march)");
   const std::size_t nb = cols / kBlockWeights;
   alignas(32) float acc[R][V][kInt8DotLanes] = {};
   std::size_t b0 = 0;  // blocks below b0 are in acc
@@ -189,9 +213,15 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std:
     const auto step = [&]<bool Partial>(std::size_t from, std::size_t blocks) {
       const std::size_t c = from * kBlockWeights;
       const __mmask16 lanes = static_cast<__mmask16>((1u << blocks) - 1);
+      // A partial step of at most 8 blocks has no set B: its registers and products are skipped.
+      const std::size_t regs = Partial && blocks <= kInt8DotLanes ? 4 : 8;
       for (std::size_t r = 0; r < R; ++r) {
         __m512i z[8];
         for (std::size_t m = 0; m < 8; ++m) {
+          if (m >= regs) {
+            z[m] = zero;
+            continue;
+          }
           const std::int8_t* p = q + r * cols + c + 64 * m;
           if constexpr (Partial) {
             const std::size_t have = blocks * kBlockWeights > 64 * m ? blocks * kBlockWeights - 64 * m : 0;
@@ -200,12 +230,15 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std:
             z[m] = _mm512_loadu_si512(p);
           }
         }
-        interleave_int8_group(z);
+        if (regs == 8)
+          interleave_int8_group(z);
+        else
+          interleave_int8_set(z);
         // The sign trick: vpdpbusd multiplies u8 by s8, so |w| (<= 127) goes as u8 and
         // x * sign(w) as s8; each product is w * x, and the int32 sums are exact.
         __m512i aw[8];
         __mmask64 neg[8];
-        for (std::size_t m = 0; m < 8; ++m) {
+        for (std::size_t m = 0; m < regs; ++m) {
           aw[m] = _mm512_abs_epi8(z[m]);
           neg[m] = _mm512_movepi8_mask(z[m]);
         }
@@ -214,7 +247,7 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std:
         for (std::size_t v = 0; v < V; ++v) {
           const Int8Input xv = x + (v * x_stride + c);
           __m512i half[2] = {zero, zero};  // sets A and B
-          for (std::size_t m = 0; m < 8; ++m) {
+          for (std::size_t m = 0; m < regs; ++m) {
             const __m512i xm = _mm512_loadu_si512(xv.q + 64 * m);
             half[m / 4] = _mm512_dpbusd_epi32(half[m / 4], aw[m], _mm512_mask_sub_epi8(xm, neg[m], zero, xm));
           }
@@ -341,10 +374,25 @@ inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t
     quantize_int8_input(plain.data() + t * cols, dt, x + t * cols, cols);
     for (std::size_t b = nb; b < stride / kBlockWeights; ++b) dt[b] = 0.0f;
     std::int8_t* qt = q.data() + t * stride;
+    const std::int8_t* pt = plain.data() + t * cols;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    // The registers' interleave, as the kernel applies it to the weights (zeros past cols).
+    for (std::size_t c = 0; c < stride; c += 512) {
+      __m512i z[8];
+      for (std::size_t m = 0; m < 8; ++m) {
+        const std::size_t at = c + 64 * m, have = at < cols ? cols - at : 0;
+        z[m] = _mm512_maskz_loadu_epi8(have >= 64 ? ~__mmask64{0} : (__mmask64{1} << have) - 1,
+                                       pt + (at < cols ? at : 0));
+      }
+      interleave_int8_group(z);
+      for (std::size_t m = 0; m < 8; ++m) _mm512_storeu_si512(qt + c + 64 * m, z[m]);
+    }
+#else
     for (std::size_t b = 0; b < stride / kBlockWeights; ++b)
       for (std::size_t j = 0; j < kBlockWeights; ++j)
         qt[b / 16 * 512 + interleaved_offset(b % 16, j)] =
-            b < nb ? plain.data()[t * cols + b * kBlockWeights + j] : std::int8_t{0};
+            b < nb ? pt[b * kBlockWeights + j] : std::int8_t{0};
+#endif
   }
   return {q.data(), d.data()};
 }
