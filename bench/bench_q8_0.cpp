@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -141,6 +142,78 @@ void BM_PrefillQuantized(benchmark::State& state, const Quantized& quantized) {
   state.counters[quantized.prefix + "_over_bf16"] = tb / tq;
 }
 void BM_PrefillQ8_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ8); }
+
+// q8_0 on the int8 dot product (WeightFormat::q8_0_dot: x quantized to int8 blocks, one
+// arithmetic for every batch size) against q8_0 with f32 x, decoding alternately as above.
+// Counters: q8_0_tok/s, q8_0_dot_tok/s, dot_over_q8 (the speed ratio), and each one's decode
+// step in ms.
+void BM_DecodeQ8DotVsQ8_TinyLlama(benchmark::State& state) {
+  const auto dir = calm::bench::random_checkpoint(calm::bench::kTinyLlama);
+  const auto threads = static_cast<std::size_t>(state.range(0));
+  Decoding q8(dir, threads, calm::WeightFormat::q8_0), dot(dir, threads, calm::WeightFormat::q8_0_dot);
+  bool q8_first = true;
+  for (auto _ : state) {
+    if (q8_first) {
+      q8.turn();
+      dot.turn();
+    } else {
+      dot.turn();
+      q8.turn();
+    }
+    q8_first = !q8_first;
+  }
+  const double tq = q8.seconds / double(q8.tokens), td = dot.seconds / double(dot.tokens);
+  state.counters["q8_0_tok/s"] = 1.0 / tq;
+  state.counters["q8_0_dot_tok/s"] = 1.0 / td;
+  state.counters["dot_over_q8"] = tq / td;
+  state.counters["q8_0_step_ms"] = 1e3 * tq;
+  state.counters["q8_0_dot_step_ms"] = 1e3 * td;
+}
+
+// The verification cost of speculative decoding (as bench_speculative.cpp's
+// BM_VerifyCostTinyLlama): one pass of all layers over n tokens with Products::matvec (each row
+// bitwise the row alone), over one decode step's time, interleaved. Args: n.
+void verify_cost(benchmark::State& state, const std::shared_ptr<const calm::LlamaModel>& model) {
+  const std::size_t n = std::size_t(state.range(0));
+  calm::LlamaSession s(model);
+  const std::size_t h = model->hidden_size(), L = model->num_layers();
+  std::vector<int> prompt(kPromptTokens);
+  std::iota(prompt.begin(), prompt.end(), 3);
+  std::vector<float> x(h), rows(n * h);
+  s.append(prompt, x);
+  const auto since = [](auto t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  double one_s = 0, batch_s = 0;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    model->embed(5, x.data());
+    for (std::size_t l = 0; l < L; ++l) s.run_layer(l, x, prompt.size());
+    one_s += since(t0);
+    s.truncate(prompt.size());
+    for (std::size_t t = 0; t < n; ++t) model->embed(int(5 + t), rows.data() + t * h);
+    t0 = std::chrono::steady_clock::now();
+    s.run_layers(0, L, rows, prompt.size(), calm::Products::matvec);
+    batch_s += since(t0);
+    s.truncate(prompt.size());
+  }
+  state.counters["pass_over_step"] = batch_s / one_s;
+  state.counters["per_token_over_step"] = batch_s / one_s / double(n);
+  state.counters["step_ms"] = 1e3 * one_s / double(state.iterations());
+}
+std::shared_ptr<const calm::LlamaModel> tiny_llama(calm::WeightFormat format) {
+  return calm::LlamaModel::load(calm::bench::random_checkpoint(calm::bench::kTinyLlama),
+                                {.max_context = 256, .weights = format});
+}
+void BM_VerifyCostTinyLlamaQ8(benchmark::State& state) {
+  static const auto m = tiny_llama(calm::WeightFormat::q8_0);
+  verify_cost(state, m);
+}
+void BM_VerifyCostTinyLlamaQ8Dot(benchmark::State& state) {
+  static const auto m = tiny_llama(calm::WeightFormat::q8_0_dot);
+  verify_cost(state, m);
+}
+
 void BM_PrefillQ4_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ4); }
 
 // y = W x for one (rows, cols) matrix, bf16 and q8_0 alternately (weights far larger than the
@@ -270,6 +343,9 @@ BENCHMARK(BM_DecodeQ8_Shakespeare)->Arg(1)->ArgName("threads")->Unit(benchmark::
 BENCHMARK(BM_DecodeQ4_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 BENCHMARK(BM_PrefillQ8_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_PrefillQ4_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_DecodeQ8DotVsQ8_TinyLlama)->Arg(1)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+BENCHMARK(BM_VerifyCostTinyLlamaQ8)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->ArgName("n")->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_VerifyCostTinyLlamaQ8Dot)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->ArgName("n")->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Matvec)->Args({2048, 5632})->Args({5632, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

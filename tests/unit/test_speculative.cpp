@@ -278,7 +278,8 @@ TEST_CASE("token frequencies: counts, the top of the ranking, and the file") {
 TEST_CASE("a sub-vocabulary head: the whole head's logits for its tokens, in every format") {
   const fs::path dir = fixture_models().front();
   std::vector<calm::WeightFormat> formats = {calm::WeightFormat::file, calm::WeightFormat::q8_0,
-                                             calm::WeightFormat::q4_0, calm::WeightFormat::bf16_dot};
+                                             calm::WeightFormat::q4_0, calm::WeightFormat::bf16_dot,
+                                             calm::WeightFormat::q8_0_dot};
   for (const calm::WeightFormat format : formats) {
     const auto model = calm::LlamaModel::load(dir, {.weights = format});
     CAPTURE(calm::formats::name(model->weights().lm_head.format));

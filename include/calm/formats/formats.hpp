@@ -16,13 +16,14 @@
 #include "calm/formats/format.hpp"
 #include "calm/formats/q4_0.hpp"
 #include "calm/formats/q8_0.hpp"
+#include "calm/formats/q8_0_dot.hpp"
 
 namespace calm::formats {
 
 template <class... F>
 struct List {};
 // Every format, in Id order. A new format adds its struct here.
-using All = List<F32, F16, BF16, Q8_0, Q4_0, BF16Dot>;
+using All = List<F32, F16, BF16, Q8_0, Q4_0, BF16Dot, Q8_0Dot>;
 
 namespace detail {
 template <class Fn, class F, class... Rest>
@@ -121,6 +122,7 @@ extern template struct Kernels<BF16>;
 extern template struct Kernels<Q8_0>;
 extern template struct Kernels<Q4_0>;
 extern template struct Kernels<BF16Dot>;
+extern template struct Kernels<Q8_0Dot>;
 #endif
 
 // fn(Kernels<F>{}) for the format F that id names.

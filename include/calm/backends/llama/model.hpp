@@ -69,9 +69,10 @@ struct LlamaOptions {
   // it reaches the logits (docs/design.md §11).
   bool check_all_weights = false;
   // How the linear weights are held: as the file stores them, quantized at load to q8_0
-  // (1.125 bytes per weight) or q4_0 (0.625), or as bf16 on the bf16 dot product (bf16_dot,
-  // docs/design.md §15): the layers' matrices and an untied head (docs/design.md §13). All
-  // three need every such matrix's cols % 32 == 0.
+  // (1.125 bytes per weight) or q4_0 (0.625), as bf16 on the bf16 dot product (bf16_dot,
+  // docs/design.md §15), or as q8_0 on the int8 dot product (q8_0_dot, docs/design.md §16):
+  // the layers' matrices and an untied head (docs/design.md §13). All need every such
+  // matrix's cols % 32 == 0.
   WeightFormat weights = WeightFormat::file;
 };
 
@@ -101,6 +102,8 @@ class LlamaModel {
       arena_ = weights_.quantize_to_arena<formats::Q4_0>(ckpt_, opts.copy_weights);
     else if (opts.weights == WeightFormat::bf16_dot)
       arena_ = weights_.quantize_to_arena<formats::BF16Dot>(ckpt_, opts.copy_weights);
+    else if (opts.weights == WeightFormat::q8_0_dot)
+      arena_ = weights_.quantize_to_arena<formats::Q8_0Dot>(ckpt_, opts.copy_weights);
     else if (opts.copy_weights)
       arena_ = weights_.copy_to_arena(ckpt_);
     const std::size_t cfg_max = config_.max_position_embeddings;

@@ -37,9 +37,11 @@ namespace calm {
 // quantized at load to a block format -- q8_0 (blocks of 32 int8 with one scale each,
 // kernels/q8_0.hpp) or q4_0 (32 4-bit integers and a scale, kernels/q4_0.hpp) -- or held as bf16
 // and multiplied on the bf16 dot product (bf16_dot: activations rounded to bf16, one arithmetic
-// for every batch size, kernels/bf16_dot.hpp) -- the layers' matrices and an untied head; the
-// embedding and a tied head stay in the file dtype.
-enum class WeightFormat : std::uint8_t { file, q8_0, q4_0, bf16_dot };
+// for every batch size, kernels/bf16_dot.hpp) or as q8_0 on the int8 dot product (q8_0_dot:
+// activations quantized to int8 blocks, one arithmetic for every batch size,
+// kernels/q8_0_dot.hpp) -- the layers' matrices and an untied head; the embedding and a tied
+// head stay in the file dtype.
+enum class WeightFormat : std::uint8_t { file, q8_0, q4_0, bf16_dot, q8_0_dot };
 
 // Refuses a tensor holding a NaN or an infinity, naming it, its file and the first bad element.
 // `role` says which check this is ("norm", "head").
