@@ -4,15 +4,17 @@
 # 24.6 M parameters, 49 MB of bf16 weights, more than the 32 MB L3 of the Zen hosts, so its
 # weights stream from memory there as a real model's do. Not committed: its card is
 # models/shakespeare-8l-wide.md.
-#   tools/train_sibling.sh [OUT_DIR] [DATA]     (default models/shakespeare-8l-wide, tinyshakespeare)
+#   tools/train_sibling.sh TEXT [OUT_DIR]     (TEXT: tinyshakespeare.txt; OUT_DIR default
+#                                             models/shakespeare-8l-wide)
 # Resumable: run it again to continue (the state is saved every 10 steps beside OUT_DIR); it runs
 # niced with one thread so the machine stays usable. When training ends it exports the checkpoint
 # and prints the per-layer report and the checksum the card records.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$root/models/shakespeare-8l-wide}
-data=${2:-$root/../shared/data/tinyshakespeare.txt}
-[[ -f $data ]] || { echo "train_sibling: no training text at $data (give it as the second argument)" >&2; exit 1; }
+[[ $# -ge 1 ]] || { echo "usage: tools/train_sibling.sh TEXT [OUT_DIR] (TEXT: the training text, tinyshakespeare.txt)" >&2; exit 2; }
+data=$1
+out=${2:-$root/models/shakespeare-8l-wide}
+[[ -f $data ]] || { echo "train_sibling: no training text at $data" >&2; exit 1; }
 state=$out.train-state.pt
 resume=()
 [[ -f $state ]] && resume=(--resume)
