@@ -1,9 +1,11 @@
-// What the quantized-weight tests share (test_q8_0, test_q4_0): a quantized model's decoding
-// against the float64 reference on the unquantized weights, and the bundled model's test-split
-// perplexity for any weight format.
+// What the weight-format tests share (test_q8_0, test_q4_0, test_bf16_dot, test_q8_0_dot): a
+// model's decoding in a format against the float64 reference on the unquantized weights, the
+// bundled model's test-split perplexity for any weight format, and speculation's exactness on it.
 #pragma once
 
 #include <calm/backends/llama/llama.hpp>
+#include <calm/decoder.hpp>
+#include <calm/schedule/static_exit.hpp>
 #include <calm/io/prompts.hpp>
 #include <calm/io/tokenizer.hpp>
 
@@ -133,6 +135,24 @@ inline void check_perplexity(calm::WeightFormat format, const char* name, double
                                           << " vs " << quantized << " nats)");
   CHECK(std::exp(quantized) / std::exp(bf16) < max_ratio);
   CHECK(std::exp(quantized) / std::exp(bf16) > 0.995);
+}
+
+// Speculative greedy decoding (static drafts at layer 3, γ 2, 4, 8) on the bundled model loaded
+// in `format`: the full model's tokens and cache, bit for bit -- what a format whose rows of a
+// batch equal the row alone (bf16_dot, q8_0_dot) must give.
+inline void check_speculation_exact(calm::WeightFormat format) {
+  const auto model = calm::LlamaModel::load(std::filesystem::path(CALM_MODELS) / "shakespeare-8l",
+                                            {.weights = format});
+  const std::vector<int> prompt = {1, 17, 42, 7, 99, 3, 17, 42};
+  calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(model)};
+  const auto want = full.generate(prompt, 40).tokens;
+  for (std::size_t gamma : {2u, 4u, 8u}) {
+    CAPTURE(gamma);
+    calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
+        calm::LlamaSession(model), {}, calm::StaticExit{3}, {}, {.max_draft = gamma});
+    CHECK(spec.generate(prompt, 40).tokens == want);
+    CHECK(same_cache(spec.backend(), full.backend()));
+  }
 }
 
 }  // namespace calm::test

@@ -287,16 +287,5 @@ TEST_CASE("q8_0_dot perplexity on the bundled model's test split is within 1% of
 }
 
 TEST_CASE("q8_0_dot: speculation's greedy output and cache are the full model's, bit for bit") {
-  const fs::path dir = fs::path(CALM_MODELS) / "shakespeare-8l";
-  const auto model = calm::LlamaModel::load(dir, {.weights = calm::WeightFormat::q8_0_dot});
-  const std::vector<int> prompt = {1, 17, 42, 7, 99, 3, 17, 42};
-  calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(model)};
-  const auto want = full.generate(prompt, 40).tokens;
-  for (std::size_t gamma : {2u, 4u, 8u}) {
-    CAPTURE(gamma);
-    calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
-        calm::LlamaSession(model), {}, calm::StaticExit{3}, {}, {.max_draft = gamma});
-    CHECK(spec.generate(prompt, 40).tokens == want);
-    CHECK(calm::test::same_cache(spec.backend(), full.backend()));
-  }
+  calm::test::check_speculation_exact(calm::WeightFormat::q8_0_dot);
 }
