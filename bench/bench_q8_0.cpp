@@ -10,6 +10,8 @@
 // Models: TinyLlama-1.1B's shape with random bf16 weights (the kit's fixtures; memory-bound) and
 // the bundled models/shakespeare-8l (in cache: per-token fixed costs). BM_Matvec: one matrix
 // y = W x, bf16 vs q8_0, alternately, at TinyLlama's largest shapes.
+#include "model_fixture.hpp"
+
 #include <calm/backends/llama/llama.hpp>
 #include <calm/benchmark.hpp>
 #include <calm/kernels/matvec.hpp>
@@ -170,36 +172,10 @@ void BM_DecodeQ8DotVsQ8_TinyLlama(benchmark::State& state) {
   state.counters["q8_0_dot_step_ms"] = 1e3 * td;
 }
 
-// The verification cost of speculative decoding (as bench_speculative.cpp's
-// BM_VerifyCostTinyLlama): one pass of all layers over n tokens with Products::matvec (each row
-// bitwise the row alone), over one decode step's time, interleaved. Args: n.
+// The verification cost of speculative decoding (calm::bench::verify_cost, as bench_speculative's
+// BM_VerifyCostTinyLlama): each row bitwise the row alone (Products::matvec). Args: n.
 void verify_cost(benchmark::State& state, const std::shared_ptr<const calm::LlamaModel>& model) {
-  const std::size_t n = std::size_t(state.range(0));
-  calm::LlamaSession s(model);
-  const std::size_t h = model->hidden_size(), L = model->num_layers();
-  std::vector<int> prompt(kPromptTokens);
-  std::iota(prompt.begin(), prompt.end(), 3);
-  std::vector<float> x(h), rows(n * h);
-  s.append(prompt, x);
-  const auto since = [](auto t0) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  };
-  double one_s = 0, batch_s = 0;
-  for (auto _ : state) {
-    auto t0 = std::chrono::steady_clock::now();
-    model->embed(5, x.data());
-    for (std::size_t l = 0; l < L; ++l) s.run_layer(l, x, prompt.size());
-    one_s += since(t0);
-    s.truncate(prompt.size());
-    for (std::size_t t = 0; t < n; ++t) model->embed(int(5 + t), rows.data() + t * h);
-    t0 = std::chrono::steady_clock::now();
-    s.run_layers(0, L, rows, prompt.size(), calm::Products::matvec);
-    batch_s += since(t0);
-    s.truncate(prompt.size());
-  }
-  state.counters["pass_over_step"] = batch_s / one_s;
-  state.counters["per_token_over_step"] = batch_s / one_s / double(n);
-  state.counters["step_ms"] = 1e3 * one_s / double(state.iterations());
+  calm::bench::verify_cost(state, model, calm::Products::matvec);
 }
 std::shared_ptr<const calm::LlamaModel> tiny_llama(calm::WeightFormat format) {
   return calm::LlamaModel::load(calm::bench::random_checkpoint(calm::bench::kTinyLlama),

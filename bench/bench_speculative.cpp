@@ -182,33 +182,10 @@ void BM_SpecNgramThenCertifiedExit(benchmark::State& state) {
   measure(state, spec, prompts_arg(state, 0));
 }
 
-// One pass of all layers over n tokens (Products given), per token, over one decode step's
-// time, interleaved. Args: n, products (1 = matvec, 0 = matmul).
+// calm::bench::verify_cost with range(1) choosing the products (1 = matvec, 0 = matmul).
 void verify_cost(benchmark::State& state, const std::shared_ptr<const calm::LlamaModel>& model) {
-  const std::size_t n = std::size_t(state.range(0));
-  const auto products = state.range(1) ? calm::Products::matvec : calm::Products::matmul;
-  calm::LlamaSession s(model);
-  const std::size_t h = model->hidden_size(), L = model->num_layers();
-  std::vector<int> prompt(64);
-  std::iota(prompt.begin(), prompt.end(), 3);
-  std::vector<float> x(h), rows(n * h);
-  s.append(prompt, x);
-  double one_s = 0, batch_s = 0;
-  for (auto _ : state) {
-    auto t0 = std::chrono::steady_clock::now();
-    model->embed(5, x.data());
-    for (std::size_t l = 0; l < L; ++l) s.run_layer(l, x, prompt.size());
-    one_s += seconds_since(t0);
-    s.truncate(prompt.size());
-    for (std::size_t t = 0; t < n; ++t) model->embed(int(5 + t), rows.data() + t * h);
-    t0 = std::chrono::steady_clock::now();
-    s.run_layers(0, L, rows, prompt.size(), products);
-    batch_s += seconds_since(t0);
-    s.truncate(prompt.size());
-  }
-  state.counters["pass_over_step"] = batch_s / one_s;
-  state.counters["per_token_over_step"] = batch_s / one_s / double(n);
-  state.counters["step_ms"] = 1e3 * one_s / double(state.iterations());
+  calm::bench::verify_cost(state, model,
+                           state.range(1) ? calm::Products::matvec : calm::Products::matmul);
 }
 
 void BM_VerifyCostBundled(benchmark::State& state) { verify_cost(state, bundled()); }

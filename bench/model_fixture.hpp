@@ -6,9 +6,16 @@
 #include <calm/benchmark.hpp>
 #include <calm/io/tokenizer.hpp>
 
+#include <calm/backends/llama/llama.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
 #include <cstddef>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
+#include <numeric>
 #include <vector>
 
 namespace calm::bench {
@@ -21,6 +28,39 @@ inline std::vector<std::vector<int>> bundled_test_prompts(std::size_t count,
                                                           std::size_t max_new_tokens = 64) {
   const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
   return encode_prompt_file(kBundled / "data" / "test.jsonl", tok, count, max_new_tokens, 256);
+}
+
+// The verification cost of speculative decoding: one pass of all layers over n = range(0) tokens
+// with `products`, over one decode step's time, interleaved, after a 64-token prompt. Counters
+// pass_over_step, per_token_over_step, step_ms.
+inline void verify_cost(benchmark::State& state, const std::shared_ptr<const LlamaModel>& model,
+                        Products products) {
+  const std::size_t n = std::size_t(state.range(0));
+  LlamaSession s(model);
+  const std::size_t h = model->hidden_size(), L = model->num_layers();
+  std::vector<int> prompt(64);
+  std::iota(prompt.begin(), prompt.end(), 3);
+  std::vector<float> x(h), rows(n * h);
+  s.append(prompt, x);
+  const auto since = [](std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  double one_s = 0, batch_s = 0;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    model->embed(5, x.data());
+    for (std::size_t l = 0; l < L; ++l) s.run_layer(l, x, prompt.size());
+    one_s += since(t0);
+    s.truncate(prompt.size());
+    for (std::size_t t = 0; t < n; ++t) model->embed(int(5 + t), rows.data() + t * h);
+    t0 = std::chrono::steady_clock::now();
+    s.run_layers(0, L, rows, prompt.size(), products);
+    batch_s += since(t0);
+    s.truncate(prompt.size());
+  }
+  state.counters["pass_over_step"] = batch_s / one_s;
+  state.counters["per_token_over_step"] = batch_s / one_s / double(n);
+  state.counters["step_ms"] = 1e3 * one_s / double(state.iterations());
 }
 
 // The bundled model's larger sibling (tools/train_sibling.sh: 24.6 M parameters, 49 MB of bf16
