@@ -33,6 +33,20 @@ const auto fixture_models = calm::test::checkpoint_fixtures;
 const fs::path kBundled = fs::path(CALM_MODELS) / "shakespeare-8l";
 
 
+// The bundled model, its classifier, and decoding that stops at its EOS.
+struct Bundled {
+  std::shared_ptr<const calm::LlamaModel> model = calm::LlamaModel::load(kBundled);
+  calm::ExitClassifier classifier =
+      calm::ExitClassifier::load(kBundled / "calm.safetensors", model->hidden_size());
+  calm::DecoderOptions options = stopping_at_eos();
+
+  static calm::DecoderOptions stopping_at_eos() {
+    calm::DecoderOptions o;
+    o.stop_tokens = {calm::Tokenizer::load(kBundled / "tokenizer.model").eos_id()};
+    return o;
+  }
+};
+
 // The full model's greedy tokens and its cache after them.
 struct Full {
   std::vector<int> tokens;
@@ -99,12 +113,8 @@ TEST_CASE("speculative greedy equals the full model on the fixtures, for every s
 }
 
 TEST_CASE("speculative greedy equals the full model on the bundled model's test prompts") {
-  const auto model = calm::LlamaModel::load(kBundled);
-  const auto classifier =
-      calm::ExitClassifier::load(kBundled / "calm.safetensors", model->hidden_size());
-  const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
-  calm::DecoderOptions o;
-  o.stop_tokens = {tok.eos_id()};
+  const Bundled bundled;
+  const auto& [model, classifier, o] = bundled;
   double accepted = 0.0;
   std::size_t runs = 0;
   for (const auto& prompt : bundled_test_prompts(calm::test::kSanitized ? 40 : 145)) {
@@ -352,12 +362,8 @@ TEST_CASE("drafts over a sub-vocabulary: the full model's greedy output, every s
   }
   // The bundled model with its classifier (which leaves the head to the draft): a frequency table
   // from its test prompts, the drafts over the top 256 of its 1024 tokens.
-  const auto model = calm::LlamaModel::load(kBundled);
-  const auto classifier =
-      calm::ExitClassifier::load(kBundled / "calm.safetensors", model->hidden_size());
-  const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
-  calm::DecoderOptions o;
-  o.stop_tokens = {tok.eos_id()};
+  const Bundled bundled;
+  const auto& [model, classifier, o] = bundled;
   const auto prompts = bundled_test_prompts(calm::test::kSanitized ? 6 : 24);
   std::vector<int> text;
   for (const auto& p : prompts) text.insert(text.end(), p.begin(), p.end());
