@@ -10,6 +10,7 @@
 #include <calm/schedule/decaying.hpp>
 
 #include <doctest/doctest.h>
+#include "test_support.hpp"
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -25,7 +26,10 @@ namespace {
 // Measured 36.88 (5502 reference tokens of data/test.jsonl) with the committed weights (weighted
 // exit loss + self-distillation, models/shakespeare-8l/README.md); the previous bundled model
 // (weighted exit loss only) measured 37.37. A retrained model must not be a worse language model.
-constexpr double kPerplexityBound = 37.4;
+// Under the sanitizers every 4th row (1412 tokens), whose perplexity measured 36.19: its bound
+// keeps the same 1.4% margin.
+constexpr std::size_t kPerplexityStride = calm::test::kSanitized ? 4 : 1;
+constexpr double kPerplexityBound = calm::test::kSanitized ? 36.7 : 37.4;
 
 const fs::path kModel = fs::path(CALM_MODELS) / "shakespeare-8l";
 
@@ -115,7 +119,9 @@ TEST_CASE("the bundled model's perplexity on the test split is below the stated 
   std::vector<float> x(model.hidden_size()), logits(model.vocab_size());
   double nll = 0;
   std::size_t count = 0;
-  for (const auto& row : read_jsonl(kModel / "data" / "test.jsonl")) {
+  const std::vector<nlohmann::json> rows = read_jsonl(kModel / "data" / "test.jsonl");
+  for (std::size_t r = 0; r < rows.size(); r += kPerplexityStride) {
+    const nlohmann::json& row = rows[r];
     std::vector<int> tokens = tok.encode(row.at("prompt").get<std::string>());
     const std::size_t n_prompt = tokens.size();
     for (int t : tok.encode(row.at("reference").get<std::string>(), /*add_bos=*/false)) tokens.push_back(t);
@@ -132,7 +138,7 @@ TEST_CASE("the bundled model's perplexity on the test split is below the stated 
       ++count;
     }
   }
-  REQUIRE(count > 1000);
+  REQUIRE(count > 1000 / kPerplexityStride);
   const double perplexity = std::exp(nll / double(count));
   MESSAGE("test-split perplexity " << perplexity << " over " << count << " tokens");
   CHECK(perplexity < kPerplexityBound);

@@ -9,6 +9,8 @@
 #include <span>
 #include <vector>
 
+#include "test_support.hpp"
+
 #include <calm/io/mapped_file.hpp>
 #include <calm/io/safetensors.hpp>
 
@@ -20,15 +22,6 @@
 #include <nlohmann/json.hpp>
 
 namespace calm::test {
-
-// Under the sanitizers (tools/test.sh --sanitize, --tsan) tests that repeat one path over many
-// inputs take a sample of them: the same code and bounds, a fraction of the time (a sanitized
-// decode runs about 10x slower).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-inline constexpr bool kSanitized = true;
-#else
-inline constexpr bool kSanitized = false;
-#endif
 
 // A reference dump of tools/reference.py (tests/fixtures/README.md): the prompt and greedy
 // tokens from its __metadata__, and rows of its (n_tokens, width) F32 tensors.
