@@ -37,7 +37,7 @@ case "${1:-}" in
   --sanitize)
     build="$root/build-sanitize"
     # -O0 -g1: half the compile time of -O1 (which took a third less than -O2 -g), line tables
-    # kept for the reports; the kernels (calm_formats) and the tests that run longer than they
+    # kept for the reports; the kernels (calm_compiled) and the tests that run longer than they
     # compile keep optimizing (tests/CMakeLists.txt).
     configure "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCALM_SANITIZE=ON \
       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O0 -g1 -DNDEBUG" \

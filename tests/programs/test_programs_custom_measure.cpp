@@ -25,7 +25,7 @@ const std::string kBase = "--model " + quote(kModel) + " --prompt 'ROMEO:' ";
 // The committed certificate, for the softmax measure (this program has no classifier), edited.
 fs::path certificate(const ScratchDir& dir, const std::string& name,
                      void (*edit)(nlohmann::json&) = nullptr) {
-  nlohmann::json c = nlohmann::json::parse(calm::test::read_text(kModel / "calm_calibration.json"));
+  nlohmann::json c = calm::test::parse_json(calm::test::read_text(kModel / "calm_calibration.json"));
   c["measure"] = "softmax";
   c.erase("measure_fingerprint");
   if (edit) edit(c);

@@ -33,7 +33,7 @@ std::string base() {
 nlohmann::json generate_json(const std::string& args) {
   const auto run = run_program(CALM_GENERATE_EXE, base() + "--json " + args);
   REQUIRE_MESSAGE(run.status == 0, run.err);
-  return nlohmann::json::parse(run.out);
+  return calm::test::parse_json(run.out);
 }
 
 }  // namespace
@@ -109,7 +109,7 @@ TEST_CASE("calm-generate refuses before decoding what it could only report after
 
 TEST_CASE("calm-generate: a bad schedule in calm_calibration.json names the file and the key") {
   const calm::test::ScratchDir dir("generate_calibration");
-  nlohmann::json good = nlohmann::json::parse(calm::test::read_text(kModel / "calm_calibration.json"));
+  nlohmann::json good = calm::test::parse_json(calm::test::read_text(kModel / "calm_calibration.json"));
   // The paper's schedule, whatever the committed certificate uses: its parameters are the cases.
   good["schedule"] = {{"schedule", "decaying"}, {"tau", 4.0}, {"first_exit", 1}, {"interval", 1},
                       {"propagation", "propagate"}};
@@ -156,7 +156,7 @@ TEST_CASE("calm-generate without policy flags: the calibration next to the model
   REQUIRE_MESSAGE(calibrated.status == 0, calibrated.err);
   CHECK(contains(calibrated.err, "no policy flags: using the calibrated policy of"));
   CHECK(contains(calibrated.err, "calm_calibration.json"));
-  const auto with_calibration = nlohmann::json::parse(calibrated.out);
+  const auto with_calibration = calm::test::parse_json(calibrated.out);
   std::size_t checks = 0;
   for (const auto& t : with_calibration.at("tokens")) checks += t.at("checks").get<std::size_t>();
   CHECK(checks > 0);
@@ -169,13 +169,13 @@ TEST_CASE("calm-generate without policy flags: the calibration next to the model
                                                        " --prompt 'ROMEO:' --max-new-tokens 20 --json");
   REQUIRE_MESSAGE(full.status == 0, full.err);
   CHECK(contains(full.err, "running the full model"));
-  const auto j = nlohmann::json::parse(full.out);
+  const auto j = calm::test::parse_json(full.out);
   CHECK(j.at("average_layers").get<double>() == 8.0);
   for (const auto& t : j.at("tokens")) CHECK(t.at("checks").get<std::size_t>() == 0);
   // The same text as --measure full on the bundled model.
   const auto same = run_program(CALM_GENERATE_EXE, args + " --max-new-tokens 20 --measure full");
   REQUIRE_MESSAGE(same.status == 0, same.err);
-  CHECK(j.at("text") == nlohmann::json::parse(same.out).at("text"));
+  CHECK(j.at("text") == calm::test::parse_json(same.out).at("text"));
 }
 
 namespace {
@@ -192,7 +192,7 @@ std::size_t total_checks(const nlohmann::json& j) {
 // (no decoding record) when it is null. The model fingerprint is the committed file's.
 fs::path certificate_with(const calm::test::ScratchDir& dir, const std::string& name,
                           const nlohmann::json& decoding) {
-  nlohmann::json c = nlohmann::json::parse(calm::test::read_text(kModel / "calm_calibration.json"));
+  nlohmann::json c = calm::test::parse_json(calm::test::read_text(kModel / "calm_calibration.json"));
   c["measure"] = "classifier";
   c["schedule"] = {{"schedule", "decaying"}, {"tau", 4.0}, {"first_exit", 1}, {"interval", 1},
                    {"propagation", "propagate"}};
@@ -274,7 +274,7 @@ TEST_CASE("calm-generate --calibration: a run the certificate does not cover is 
   // A classifier certificate names its calm.safetensors by content: another classifier is
   // another policy.
   {
-    nlohmann::json c = nlohmann::json::parse(calm::test::read_text(greedy24));
+    nlohmann::json c = calm::test::parse_json(calm::test::read_text(greedy24));
     c["measure_fingerprint"] = "fnv1a64:0000000000000000";
     const fs::path other = dir.write("other_classifier.json", c.dump());
     const auto run = run_program(CALM_GENERATE_EXE, model + "--calibration " + quote(other));
@@ -285,7 +285,7 @@ TEST_CASE("calm-generate --calibration: a run the certificate does not cover is 
     const fs::path same = dir.write("same_classifier.json", c.dump());
     const auto ok = run_program(CALM_GENERATE_EXE, model + "--calibration " + quote(same) + " --json");
     REQUIRE_MESSAGE(ok.status == 0, ok.err);
-    CHECK(nlohmann::json::parse(ok.out).at("certified") == true);
+    CHECK(calm::test::parse_json(ok.out).at("certified") == true);
   }
 
   // --allow-uncertified: runs as asked, warns, and --json says it is not certified.
@@ -294,7 +294,7 @@ TEST_CASE("calm-generate --calibration: a run the certificate does not cover is 
                                    "--allow-uncertified");
   REQUIRE_MESSAGE(allowed.status == 0, allowed.err);
   CHECK(contains(allowed.err, "WITHOUT the guarantee"));
-  const auto a = nlohmann::json::parse(allowed.out);
+  const auto a = calm::test::parse_json(allowed.out);
   CHECK(a.at("certified") == false);
   CHECK(a.at("certificate").at("action") == "uncertified (--allow-uncertified)");
   CHECK(a.at("certificate").at("differences").size() == 1);
@@ -305,37 +305,37 @@ TEST_CASE("calm-generate --calibration: a run the certificate does not cover is 
   REQUIRE_MESSAGE(v1.status == 0, v1.err);
   CHECK(contains(v1.err, "format version 1 records no decoding settings: read as greedy"));
   CHECK(contains(v1.err, "calibrated threshold 0.95 (delta 0.2, epsilon 0.1), certified for this run"));
-  const auto v1j = nlohmann::json::parse(v1.out);
+  const auto v1j = calm::test::parse_json(v1.out);
   CHECK(v1j.at("certified") == true);
   CHECK(v1j.at("certificate").at("format_version") == 1);
   CHECK(v1j.at("certificate").at("unchecked").size() == 1);
   // A certified lambda above lambda* (its test passed too) is covered.
   const auto at_one = run_program(CALM_GENERATE_EXE, model + g24 + "--threshold 1 --json");
   REQUIRE_MESSAGE(at_one.status == 0, at_one.err);
-  CHECK(nlohmann::json::parse(at_one.out).at("certified") == true);
+  CHECK(calm::test::parse_json(at_one.out).at("certified") == true);
   // The decoding flags not given come from the certificate: 24 tokens, and its sampler (the
   // same text as those settings given by hand, with the seed given here).
   const auto g = run_program(CALM_GENERATE_EXE, model + g24 + "--json");
   REQUIRE_MESSAGE(g.status == 0, g.err);
-  const auto gj = nlohmann::json::parse(g.out);
+  const auto gj = calm::test::parse_json(g.out);
   CHECK(gj.at("certified") == true);
   CHECK(gj.at("certificate").at("unchecked").empty());
   CHECK(gj.at("generated_tokens").get<std::size_t>() <= 24);
   const auto s = run_program(CALM_GENERATE_EXE, model + s24 + "--seed 5 --json");
   REQUIRE_MESSAGE(s.status == 0, s.err);
-  const auto sj = nlohmann::json::parse(s.out);
+  const auto sj = calm::test::parse_json(s.out);
   CHECK(sj.at("certified") == true);
   const auto by_hand = run_program(CALM_GENERATE_EXE, model + committed +
                                    "--temperature 0.8 --top-k 40 --max-new-tokens 24 --seed 5 "
                                    "--allow-uncertified --json");
   REQUIRE_MESSAGE(by_hand.status == 0, by_hand.err);
-  CHECK(nlohmann::json::parse(by_hand.out).at("text") == sj.at("text"));
+  CHECK(calm::test::parse_json(by_hand.out).at("text") == sj.at("text"));
   CHECK(sj.at("text") != gj.at("text"));  // it did sample
   // Without a calibration: not certified, no certificate.
   const auto none = run_program(CALM_GENERATE_EXE, model + "--measure full --max-new-tokens 8 --json");
   REQUIRE_MESSAGE(none.status == 0, none.err);
-  CHECK(nlohmann::json::parse(none.out).at("certified") == false);
-  CHECK(nlohmann::json::parse(none.out).at("certificate").is_null());
+  CHECK(calm::test::parse_json(none.out).at("certified") == false);
+  CHECK(calm::test::parse_json(none.out).at("certificate").is_null());
 }
 
 // The certificate next to the model was picked because no policy was asked for; when it does not
@@ -350,7 +350,7 @@ TEST_CASE("calm-generate without policy flags: settings the certificate does not
   CHECK(contains(run.err, "its guarantee does not apply to this run: decoding: sampling "
                           "(temperature 0.8, top-k 40, top-p 1) here, greedy in the certificate"));
   CHECK(contains(run.err, "Running the full model instead"));
-  const auto j = nlohmann::json::parse(run.out);
+  const auto j = calm::test::parse_json(run.out);
   CHECK(j.at("certified") == false);
   CHECK(j.at("certificate").at("action") == "full model: the certificate does not cover these settings");
   CHECK(j.at("average_layers").get<double>() == 8.0);
@@ -358,12 +358,12 @@ TEST_CASE("calm-generate without policy flags: settings the certificate does not
   // The same samples as asking for the full model.
   const auto full = run_program(CALM_GENERATE_EXE, args + " --measure full");
   REQUIRE_MESSAGE(full.status == 0, full.err);
-  CHECK(j.at("text") == nlohmann::json::parse(full.out).at("text"));
+  CHECK(j.at("text") == calm::test::parse_json(full.out).at("text"));
   // --allow-uncertified: exits early anyway, with the warning.
   const auto allowed = run_program(CALM_GENERATE_EXE, args + " --allow-uncertified");
   REQUIRE_MESSAGE(allowed.status == 0, allowed.err);
   CHECK(contains(allowed.err, "WITHOUT the guarantee"));
-  CHECK(total_checks(nlohmann::json::parse(allowed.out)) > 0);
+  CHECK(total_checks(calm::test::parse_json(allowed.out)) > 0);
 }
 
 namespace {
@@ -386,14 +386,14 @@ TEST_CASE("calm-generate stops at every end token config.json lists, speculative
   const auto run_json = [&](const std::string& flags) {
     const auto run = run_program(CALM_GENERATE_EXE, args + flags);
     REQUIRE_MESSAGE(run.status == 0, run.err);
-    return nlohmann::json::parse(run.out);
+    return calm::test::parse_json(run.out);
   };
   const auto full = run_json("--measure full").at("tokens");
   REQUIRE(full.size() > 5);
   const int stop = full[5].at("token").get<int>();
   std::size_t first = 0;
   while (full[first].at("token").get<int>() != stop) ++first;
-  nlohmann::json config = nlohmann::json::parse(calm::test::read_text(m / "config.json"));
+  nlohmann::json config = calm::test::parse_json(calm::test::read_text(m / "config.json"));
   config["eos_token_id"] = {config.at("eos_token_id"), stop};
   dir.write("model/config.json", config.dump());
   for (const std::string flags : {"--measure full", "--measure softmax --threshold 0.9",
@@ -454,7 +454,7 @@ TEST_CASE("calm-generate --speculative with no draft flags: n-gram drafts, said,
   const auto run = run_program(CALM_GENERATE_EXE, base() + "--json --speculative");
   REQUIRE_MESSAGE(run.status == 0, run.err);
   CHECK(contains(run.err, "--speculative with no draft flags: n-gram drafts"));
-  const auto spec = nlohmann::json::parse(run.out);
+  const auto spec = calm::test::parse_json(run.out);
   CHECK(spec.at("text") == full.at("text"));
   const auto& s = spec.at("speculative");
   CHECK(s.at("lookup_drafted") == s.at("drafted"));
@@ -539,19 +539,19 @@ TEST_CASE("calm-generate --prompt-file: one prompt of a prompt file, as --prompt
   const auto from_file = run_program(CALM_GENERATE_EXE,
                                      model + "--prompt-file " + quote(test_split) + " --prompt-index 2");
   REQUIRE_MESSAGE(from_file.status == 0, from_file.err);
-  const nlohmann::json got = nlohmann::json::parse(from_file.out);
+  const nlohmann::json got = calm::test::parse_json(from_file.out);
   // The third line's prompt, read independently of calm's reader.
   std::ifstream in(test_split);
   std::string line;
   for (int i = 0; i < 3; ++i) std::getline(in, line);
-  const std::string text = nlohmann::json::parse(line).at("prompt").get<std::string>();
+  const std::string text = calm::test::parse_json(line).at("prompt").get<std::string>();
   CHECK(got.at("prompt").get<std::string>() == text);
   std::string quoted = "'";  // for sh: ' as '\''
   for (const char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
   quoted += "'";
   const auto direct = run_program(CALM_GENERATE_EXE, model + "--prompt " + quoted);
   REQUIRE_MESSAGE(direct.status == 0, direct.err);
-  CHECK(nlohmann::json::parse(direct.out).at("text") == got.at("text"));
+  CHECK(calm::test::parse_json(direct.out).at("text") == got.at("text"));
   for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
            {"--prompt-file " + quote(test_split) + " --prompt-index 100000", "there is no prompt 100000"},
            {"--prompt-file " + quote(test_split) + " --prompt 'ROMEO:'", "excludes"},

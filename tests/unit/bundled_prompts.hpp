@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "test_support.hpp"
+
 namespace calm::test {
 
 inline std::vector<std::vector<int>> bundled_test_prompts(std::size_t count) {
@@ -22,7 +24,7 @@ inline std::vector<std::vector<int>> bundled_test_prompts(std::size_t count) {
   std::vector<std::vector<int>> prompts;
   for (std::string line; std::getline(in, line) && prompts.size() < count;)
     if (!line.empty())
-      prompts.push_back(tok.encode(nlohmann::json::parse(line).at("prompt").get<std::string>()));
+      prompts.push_back(tok.encode(calm::test::parse_json(line).at("prompt").get<std::string>()));
   return prompts;
 }
 

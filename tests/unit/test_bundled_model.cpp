@@ -38,7 +38,7 @@ std::vector<nlohmann::json> read_jsonl(const fs::path& file) {
   REQUIRE_MESSAGE(in.good(), "cannot read " << file);
   std::vector<nlohmann::json> rows;
   for (std::string line; std::getline(in, line);)
-    if (!line.empty()) rows.push_back(nlohmann::json::parse(line));
+    if (!line.empty()) rows.push_back(calm::test::parse_json(line));
   return rows;
 }
 
@@ -80,8 +80,8 @@ TEST_CASE("the committed calibration and classifier belong to these weights") {
 TEST_CASE("every layer of the bundled model matches its float64 reference, and greedy decoding too") {
   const auto ref = calm::io::SafeTensorsFile::open(kModel / "reference.safetensors");
   const auto meta = ref.metadata();
-  const auto prompt = nlohmann::json::parse(meta.at("prompt_tokens")).get<std::vector<int>>();
-  const auto greedy = nlohmann::json::parse(meta.at("greedy_tokens")).get<std::vector<int>>();
+  const auto prompt = calm::test::parse_json(meta.at("prompt_tokens")).get<std::vector<int>>();
+  const auto greedy = calm::test::parse_json(meta.at("greedy_tokens")).get<std::vector<int>>();
   calm::LlamaSession model = calm::LlamaSession::load(kModel);
   const std::size_t h = model.hidden_size(), V = model.vocab_size(), L = model.num_layers();
   std::vector<float> x(h), logits(V);

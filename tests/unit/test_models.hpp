@@ -35,11 +35,11 @@ struct ReferenceDump {
     calm::io::MappedFile raw(path);
     std::uint64_t n = 0;
     std::memcpy(&n, raw.bytes().data(), 8);
-    const auto header = nlohmann::json::parse(
+    const auto header = calm::test::parse_json(
         std::string(reinterpret_cast<const char*>(raw.bytes().data()) + 8, n));
     const auto& meta = header.at("__metadata__");
-    prompt = nlohmann::json::parse(meta.at("prompt_tokens").get<std::string>()).get<std::vector<int>>();
-    greedy = nlohmann::json::parse(meta.at("greedy_tokens").get<std::string>()).get<std::vector<int>>();
+    prompt = calm::test::parse_json(meta.at("prompt_tokens").get<std::string>()).get<std::vector<int>>();
+    greedy = calm::test::parse_json(meta.at("greedy_tokens").get<std::string>()).get<std::vector<int>>();
   }
 
   // Row t of a (n_tokens, width) F32 tensor.

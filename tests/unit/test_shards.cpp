@@ -57,7 +57,7 @@ cc::ShardFile run_shard(const std::vector<std::vector<double>>& table, cc::Shard
             std::find(options.grid.begin(), options.grid.end(), lambda) - options.grid.begin()));
       });
   // Through the file format, as the merge reads it: numbers must come back bit for bit.
-  return cc::shard_from_json(nlohmann::json::parse(cc::to_json(file).dump(1)), "shard");
+  return cc::shard_from_json(calm::test::parse_json(cc::to_json(file).dump(1)), "shard");
 }
 
 }  // namespace

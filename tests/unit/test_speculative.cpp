@@ -260,7 +260,7 @@ TEST_CASE("token frequencies: counts, the top of the ranking, and the file") {
   CHECK_THROWS_WITH_AS(calm::read_token_frequencies(path, 6), doctest::Contains("\"vocab_size\""),
                        calm::Error);
   // Each broken field is named.
-  const nlohmann::json good = nlohmann::json::parse(calm::test::read_text(path));
+  const nlohmann::json good = calm::test::parse_json(calm::test::read_text(path));
   const auto broken = [&](const std::string& key, const nlohmann::json& value) {
     nlohmann::json doc = good;
     if (value.is_discarded()) doc.erase(key);

@@ -67,7 +67,7 @@ struct Output {
 // inline on purpose: in the header-only mode every translation unit that calls them compiles
 // them (implicit instantiation), while a build that defines CALM_COMPILED_FORMATS sees the
 // `extern template` declarations below and links one instantiation per format instead (the
-// calm_formats library, src/formats/*.cpp). The results are the same bits either way: the same
+// calm_compiled library, src/formats/*.cpp). The results are the same bits either way: the same
 // template, compiled with the same flags.
 template <class F>
 struct Kernels {

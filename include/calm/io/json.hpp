@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "calm/core/compiled.hpp"
 #include "calm/core/error.hpp"
 
 namespace calm::io {
@@ -215,9 +216,15 @@ class StrictJsonBuilder {
 
 // Parses the whole of `text` (what = "header", "config", ...; source = file path) into a JSON
 // value of any type, with the checks listed at the top of this file, in time linear in the text.
-// Trailing content after the value is a parse error (nlohmann reports its position).
-inline nlohmann::json parse_json(std::string_view text, std::string_view what,
-                                 std::string_view source) {
+// Trailing content after the value is a parse error (nlohmann reports its position). Its body
+// (nlohmann's SAX parser: ~3 s of compile time in each unit at -O2) is compiled once in calm's
+// own build (core/compiled.hpp, src/io/json.cpp).
+CALM_COMPILED_INLINE nlohmann::json parse_json(std::string_view text, std::string_view what,
+                                               std::string_view source);
+
+#if CALM_COMPILED_DEFINE
+CALM_COMPILED_INLINE nlohmann::json parse_json(std::string_view text, std::string_view what,
+                                               std::string_view source) {
   check_json_text(text, std::string(what) + " of '" + std::string(source) + "'");
   nlohmann::json j;
   detail::StrictJsonBuilder builder(j);
@@ -235,6 +242,7 @@ inline nlohmann::json parse_json(std::string_view text, std::string_view what,
   }
   return j;
 }
+#endif
 
 // parse_json, and the value must be an object.
 inline nlohmann::json parse_json_object(std::string_view text, std::string_view what,
