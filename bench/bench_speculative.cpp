@@ -522,21 +522,24 @@ BENCHMARK(BM_SiblingNgram)
     ->ArgsProduct({{2, 0}, {4, 8}, {1, 3}})
     ->ArgNames({"copies", "gamma", "min"})
     ->Iterations(1)->Unit(benchmark::kMillisecond);
-// Fixed γ 1, 2, 4 and 6 (8 for n-gram drafts) each beside the adaptive decoder; verify_row 25%
-// (the default) and 60% (measured on the bundled model).
+// Fixed γ 1, 2, 4 and 6 (8 for n-gram drafts) each beside the adaptive decoder with verify_row
+// 25% (the default); a few rows with 40% and 60% (costlier rows: shorter γ).
 BENCHMARK(BM_AdaptiveClassifier)
     ->ArgsProduct({{0, 1}, {0, 2}, {1, 2, 4, 6}, {25}, {80}})
     ->Args({0, 0, 4, 60, 80})
+    ->Args({1, 0, 2, 40, 80})
     ->ArgNames({"sibling", "copies", "gamma", "vrow%", "lambda%"})
     ->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_AdaptiveStatic)
     ->ArgsProduct({{0, 1}, {0}, {1, 2, 4, 6}, {25}, {3}})
     ->Args({0, 0, 4, 60, 3})
+    ->Args({1, 0, 2, 40, 3})
     ->ArgNames({"sibling", "copies", "gamma", "vrow%", "E"})
     ->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_AdaptiveNgram)
     ->ArgsProduct({{0, 1}, {2, 0}, {1, 2, 4, 8}, {25}, {3}})
     ->Args({0, 2, 4, 60, 3})
+    ->ArgsProduct({{0, 1}, {2, 0}, {2}, {40}, {3}})
     ->ArgNames({"sibling", "copies", "gamma", "vrow%", "min"})
     ->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_RoundCostLlama32_1B)

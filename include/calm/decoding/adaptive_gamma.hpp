@@ -25,9 +25,10 @@ namespace calm {
 // draft_token when > 0, else from its exit layer E of L: E/L · (1 − head) + head (the layers it
 // ran, then the head; the K/V of the skipped layers and the exit checks are left out).
 struct SpeculationCost {
-  // Each row beyond the first. Measured (bench/README.md, BM_VerifyCost*): ~0.2 per row where
-  // the weights stream from memory (TinyLlama-1.1B's shape) or nearly (the 49 MB sibling from a
-  // 300 MiB L3), ~0.6 for the 7 MB bundled model (hidden size 192: compute-bound from cache).
+  // Each row beyond the first. Measured (bench/README.md, "Adaptive γ" and BM_VerifyCost*):
+  // 0.06-0.18 per row (n = 2..8) for the 49 MB sibling and 0.09-0.36 for the 7 MB bundled model
+  // (Intel Xeon, AVX-512, L3 300 MiB: both in cache), ~0.2 at TinyLlama-1.1B's memory-bound shape
+  // (Zen 4). Too low makes γ too long; too high, too short.
   double verify_row = 0.25;
   double draft_token = 0.0;  // > 0: every early-exit draft costs this (e.g. measured)
   // The head's share of a step; < 0: from the backend when it tells (LlamaSession: the bytes of
