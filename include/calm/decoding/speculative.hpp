@@ -19,6 +19,9 @@
 //   accept  the longest prefix with d_{j+1} = argmax g_j (greedy) or the speculative sampling
 //           rule, then the full model's own token at the first disagreement (or after d_k);
 //           the cache is truncated past the rejected rows.
+// γ is SpeculativeOptions::max_draft, or with adaptive_gamma (DEL, 2025) each round's choice
+// from the acceptance of earlier rounds (calm/decoding/adaptive_gamma.hpp); either way it is
+// fixed before the round drafts, so the output does not depend on it.
 //
 // Reusing the draft (SpeculativeOptions::reuse_draft): a drafted row whose exit layer E is not
 // above any earlier row's has run layers 1..E on exact inputs (every earlier row's K/V there
@@ -377,9 +380,8 @@ class SpeculativeDecoder {
         stats.draft_layers += ts.exit_layer;
         if (spec_.adaptive_gamma) {  // the mean exit layer, as the acceptance (same weight)
           const double e = static_cast<double>(ts.exit_layer);
-          exit_layer_mean_ = exit_layer_mean_ < 0.0
-                                 ? e
-                                 : exit_layer_mean_ + spec_.acceptance_weight * (e - exit_layer_mean_);
+          const double w = exit_layer_mean_ < 0.0 ? 1.0 : spec_.acceptance_weight;
+          exit_layer_mean_ += w * (e - exit_layer_mean_);
         }
         const bool confident = ts.exit_layer < L_;
         if (!confident || is_stop(d)) break;
