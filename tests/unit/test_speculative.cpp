@@ -754,6 +754,12 @@ TEST_CASE("adaptive gamma: the choice and the tracker against hand-computed valu
   CHECK(spec.exit_draft_cost() == doctest::Approx(0.5 * 0.8 + 0.2));
   spec.generate(std::vector<int>{1, 17, 42}, 12);
   CHECK(spec.exit_draft_cost() == doctest::Approx(1.0 / L * 0.8 + 0.2));
+  // A draft head over half the vocabulary pays half the head.
+  std::vector<std::uint32_t> half;
+  for (std::uint32_t t = 0; t < model->vocab_size(); t += 2) half.push_back(t);
+  spec.set_draft_head(
+      std::make_shared<const calm::SubVocabularyHead>(model->weights().lm_head, half));
+  CHECK(spec.exit_draft_cost() == doctest::Approx(1.0 / L * 0.8 + 0.2 * 0.5));
   so.cost.draft_token = 0.35;  // declared
   calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> declared(
       calm::LlamaSession(model), {}, {1}, {}, so);
