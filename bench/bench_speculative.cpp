@@ -266,10 +266,119 @@ void BM_SiblingNgram(benchmark::State& state) {
   measure(state, spec, state.range(0) ? s.copying : s.test);
 }
 
+// --- Adaptive γ (SpeculativeOptions::adaptive_gamma; DEL, 2025) against fixed γ and the full model.
+// Each prompt is decoded by the full model, the speculative decoder with a fixed γ and the same
+// drafts with γ chosen per round (up to 8), the order rotating from prompt to prompt, so that
+// machine noise hits all three alike. One adaptive decoder serves all prompts (what it learns
+// carries over, as in a long-running program). Counters: auto_x and fixed_x (full time ÷
+// speculative time, generation only), auto_over_fixed (fixed time ÷ adaptive time), the
+// acceptance and tokens per verification of each, gamma_mean (adaptive), identical (1: every token
+// of both equalled the full model's).
+// Args: model (0 the bundled model, 1 the sibling), copies (0: test prompts), the fixed γ, the
+// cost model's verify_row in percent of a step, and the draft's parameter (static: E; classifier:
+// λ in percent; n-gram: the shortest n-gram, the longest 3).
+template <class MakeSpec>
+void adaptive_vs_fixed(benchmark::State& state, const std::shared_ptr<const calm::LlamaModel>& model,
+                       const std::vector<std::vector<int>>& prompts, MakeSpec make) {
+  calm::SpeculativeOptions fixed_options{.max_draft = std::size_t(state.range(2))};
+  calm::SpeculativeOptions auto_options{.max_draft = 8};
+  auto_options.adaptive_gamma = true;
+  auto_options.cost.verify_row = double(state.range(3)) / 100.0;
+  auto fixed = make(fixed_options);
+  auto adaptive = make(auto_options);
+  calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(model)};
+  double full_s = 0, fixed_s = 0, auto_s = 0;
+  calm::SpeculationStats fixed_stats, auto_stats;
+  bool identical = true;
+  std::size_t turn = 0;
+  for (auto _ : state) {
+    for (const std::vector<int>& prompt : prompts) {
+      std::vector<int> f, a, b;
+      const auto run_full = [&] {
+        const auto r = full.generate(prompt, kNewTokens);
+        full_s += r.report.generation_seconds;
+        f = r.tokens;
+      };
+      const auto run_fixed = [&] {
+        const auto r = fixed.generate(prompt, kNewTokens);
+        fixed_s += r.report.generation_seconds;
+        fixed_stats.add(r.speculation);
+        a = r.tokens;
+      };
+      const auto run_auto = [&] {
+        const auto r = adaptive.generate(prompt, kNewTokens);
+        auto_s += r.report.generation_seconds;
+        auto_stats.add(r.speculation);
+        b = r.tokens;
+      };
+      switch (turn++ % 3) {
+        case 0: run_full(), run_fixed(), run_auto(); break;
+        case 1: run_fixed(), run_auto(), run_full(); break;
+        default: run_auto(), run_full(), run_fixed(); break;
+      }
+      identical = identical && a == f && b == f;
+    }
+  }
+  state.counters["auto_x"] = full_s / auto_s;
+  state.counters["fixed_x"] = full_s / fixed_s;
+  state.counters["auto_over_fixed"] = fixed_s / auto_s;
+  state.counters["auto_acceptance"] = auto_stats.acceptance_rate();
+  state.counters["fixed_acceptance"] = fixed_stats.acceptance_rate();
+  state.counters["auto_tokens_per_round"] = auto_stats.tokens_per_round();
+  state.counters["fixed_tokens_per_round"] = fixed_stats.tokens_per_round();
+  state.counters["gamma_mean"] = auto_stats.mean_gamma();
+  state.counters["identical"] = identical ? 1 : 0;
+}
+
+// The model and prompts of range(0) and range(1); null model: no sibling (skipped).
+struct AdaptiveSetup {
+  std::shared_ptr<const calm::LlamaModel> model;
+  const std::vector<std::vector<int>>* prompts = nullptr;
+  std::filesystem::path dir;
+};
+AdaptiveSetup adaptive_setup(benchmark::State& state);
+
+void BM_AdaptiveStatic(benchmark::State& state) {
+  const AdaptiveSetup a = adaptive_setup(state);
+  if (!a.model) return;
+  adaptive_vs_fixed(state, a.model, *a.prompts, [&](const calm::SpeculativeOptions& o) {
+    return calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit>(
+        calm::LlamaSession(a.model), {}, {std::size_t(state.range(4))}, {}, o);
+  });
+}
+void BM_AdaptiveClassifier(benchmark::State& state) {
+  const AdaptiveSetup a = adaptive_setup(state);
+  if (!a.model) return;
+  const calm::ExitClassifier classifier =
+      calm::ExitClassifier::load(a.dir / "calm.safetensors", a.model->hidden_size());
+  adaptive_vs_fixed(state, a.model, *a.prompts, [&](const calm::SpeculativeOptions& o) {
+    return calm::SpeculativeDecoder<calm::LlamaSession, calm::ExitClassifier,
+                                    calm::ConstantThreshold>(
+        calm::LlamaSession(a.model), classifier, {float(state.range(4)) / 100.0f}, {}, o);
+  });
+}
+void BM_AdaptiveNgram(benchmark::State& state) {
+  const AdaptiveSetup a = adaptive_setup(state);
+  if (!a.model) return;
+  adaptive_vs_fixed(state, a.model, *a.prompts, [&](const calm::SpeculativeOptions& o) {
+    return calm::PromptLookupDecoder<calm::LlamaSession>(
+        calm::LlamaSession(a.model), {}, {}, {}, o,
+        {.max_ngram = 3, .min_ngram = std::size_t(state.range(4))});
+  });
+}
+
 // One exact pass over n tokens on the sibling, as BM_VerifyCostBundled.
 void BM_VerifyCostSibling(benchmark::State& state) {
   if (skip_without_sibling(state)) return;
   verify_cost(state, sibling()->model);
+}
+
+AdaptiveSetup adaptive_setup(benchmark::State& state) {
+  if (state.range(0) == 0)
+    return {bundled(), &prompts_arg(state, 1), kBundled};
+  if (skip_without_sibling(state)) return {};
+  const Sibling& s = *sibling();
+  return {s.model, state.range(1) ? &s.copying : &s.test, s.dir};
 }
 
 // One speculative round at Llama-3.2-1B's shape, from its measured pieces (random bf16 weights:
@@ -412,6 +521,26 @@ BENCHMARK(BM_SiblingClassifier)
 BENCHMARK(BM_SiblingNgram)
     ->ArgsProduct({{2, 0}, {4, 8}, {1, 3}})
     ->ArgNames({"copies", "gamma", "min"})
+    ->Iterations(1)->Unit(benchmark::kMillisecond);
+// Fixed γ 1, 2, 4 and 6 (8 for n-gram drafts) each beside the adaptive decoder with verify_row
+// 25% (the default); a few rows with 40% and 60% (costlier rows: shorter γ).
+BENCHMARK(BM_AdaptiveClassifier)
+    ->ArgsProduct({{0, 1}, {0, 2}, {1, 2, 4, 6}, {25}, {80}})
+    ->Args({0, 0, 4, 60, 80})
+    ->Args({1, 0, 2, 40, 80})
+    ->ArgNames({"sibling", "copies", "gamma", "vrow%", "lambda%"})
+    ->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AdaptiveStatic)
+    ->ArgsProduct({{0, 1}, {0}, {1, 2, 4, 6}, {25}, {3}})
+    ->Args({0, 0, 4, 60, 3})
+    ->Args({1, 0, 2, 40, 3})
+    ->ArgNames({"sibling", "copies", "gamma", "vrow%", "E"})
+    ->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AdaptiveNgram)
+    ->ArgsProduct({{0, 1}, {2, 0}, {1, 2, 4, 8}, {25}, {3}})
+    ->Args({0, 2, 4, 60, 3})
+    ->ArgsProduct({{0, 1}, {2, 0}, {2}, {40}, {3}})
+    ->ArgNames({"sibling", "copies", "gamma", "vrow%", "min"})
     ->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_RoundCostLlama32_1B)
     ->ArgsProduct({{0, 32768, 16384, 8192}, {0}})

@@ -5,8 +5,9 @@
 //                 [--show-exits] [--report out.html] [--json] [--compare-full]
 //                 [--temperature T --top-k K --top-p P --seed S] [--threads N]
 //                 [--speculative [--draft ngram|exit|ngram+exit] [--ngram-max M --ngram-min M]
-//                 [--gamma G] [--no-reuse-draft]]   (lossless: n-gram drafts and/or the early-exit
-//                 policy given draft; the output is the full model's)
+//                 [--gamma G | --gamma auto [--gamma-max G] [--verify-row-cost C]]
+//                 [--no-reuse-draft]]   (lossless: n-gram drafts and/or the early-exit policy
+//                 given draft; the output is the full model's)
 #include "certificate.hpp"
 #include "cli_parse.hpp"
 #include "policy_flags.hpp"

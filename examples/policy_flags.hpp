@@ -316,6 +316,11 @@ struct SpeculativeFlags {
   PromptLookup lookup{.max_ngram = 3, .min_ngram = 3};
   std::size_t draft_vocab = 0;    // V': early-exit drafts over the V' most frequent tokens; 0: all
   std::string token_frequencies;  // their ranking; default MODEL/token_frequencies.json
+  // --gamma: digits (a fixed γ in [1, 64]) or "auto" (adaptive γ up to --gamma-max, with
+  // --verify-row-cost as SpeculationCost::verify_row); empty: options.max_draft (4).
+  std::string gamma;
+  std::size_t gamma_max = 8;
+  double verify_row_cost = SpeculationCost{}.verify_row;
 
   bool drafts_with_exits() const { return draft != "ngram"; }
   bool looks_up() const { return draft == "ngram" || draft == "ngram+exit"; }
@@ -326,11 +331,13 @@ struct SpeculativeFlags {
     const bool given = app.count("--draft") > 0;
     const bool ngram_flags = app.count("--ngram-max") > 0 || app.count("--ngram-min") > 0;
     if (!enabled) {
-      for (const char* flag : {"--draft", "--ngram-max", "--ngram-min", "--gamma",
-                               "--no-reuse-draft", "--draft-vocab", "--token-frequencies"})
+      for (const char* flag : {"--draft", "--ngram-max", "--ngram-min", "--gamma", "--gamma-max",
+                               "--verify-row-cost", "--no-reuse-draft", "--draft-vocab",
+                               "--token-frequencies"})
         if (app.count(flag) > 0) throw Error(std::string(flag) + " needs --speculative");
       return;
     }
+    resolve_gamma(app);
     if (app.count("--ngram-min") == 0) lookup.min_ngram = std::min(lookup.min_ngram, lookup.max_ngram);
     if (lookup.min_ngram > lookup.max_ngram)
       throw Error("--ngram-min " + std::to_string(lookup.min_ngram) + " exceeds --ngram-max " +
@@ -354,6 +361,32 @@ struct SpeculativeFlags {
                   "ngram+exit)");
     if (app.count("--token-frequencies") > 0 && draft_vocab == 0)
       throw Error("--token-frequencies ranks the tokens of --draft-vocab: give --draft-vocab N");
+  }
+
+  // --gamma N | auto, and --gamma-max and --verify-row-cost only with auto.
+  void resolve_gamma(const CLI::App& app) {
+    if (gamma == "auto") {
+      if (!(verify_row_cost >= 0.0 && verify_row_cost <= 16.0))
+        throw Error("--verify-row-cost must be in [0, 16] decode steps, got " +
+                    std::to_string(verify_row_cost));
+      options.adaptive_gamma = true;
+      options.max_draft = gamma_max;
+      options.cost.verify_row = verify_row_cost;
+      return;
+    }
+    for (const char* flag : {"--gamma-max", "--verify-row-cost"})
+      if (app.count(flag) > 0)
+        throw Error(std::string(flag) + " sets adaptive speculation: give --gamma auto (or "
+                    "--gamma N alone for a fixed length)");
+    if (gamma.empty()) return;
+    const bool digits = gamma.size() <= 2 && std::all_of(gamma.begin(), gamma.end(), [](char c) {
+      return c >= '0' && c <= '9';
+    });
+    const std::size_t g = digits ? std::stoul(gamma) : 0;
+    if (g < 1 || g > 64)
+      throw Error("--gamma takes a length in [1, 64] or 'auto' (adapted to the acceptance), got '" +
+                  gamma + "'");
+    options.max_draft = g;
   }
 
   // The draft head over the draft_vocab most frequent tokens (the model's end tokens always
@@ -401,8 +434,14 @@ inline void add_speculative_flags(CLI::App& app, SpeculativeFlags& s) {
   app.add_option("--ngram-min", s.lookup.min_ngram, "--speculative, n-gram drafts: the shortest "
                  "suffix looked up (default 3, or --ngram-max if lower)")
       ->check(CLI::Range(1, 64));
-  app.add_option("--gamma", s.options.max_draft, "--speculative: most tokens drafted per "
-                 "verification")->check(CLI::Range(1, 64));
+  app.add_option("--gamma", s.gamma, "--speculative: most tokens drafted per verification, "
+                 "1 to 64 (default 4), or 'auto': each round picks it from the acceptance of "
+                 "earlier rounds and the cost model (DEL, 2025; up to --gamma-max)");
+  app.add_option("--gamma-max", s.gamma_max, "--gamma auto: the longest it may choose")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--verify-row-cost", s.verify_row_cost, "--gamma auto: what verifying one more "
+                 "token costs, in decode steps (a pass over n tokens: 1 + C(n - 1))")
+      ->check(CLI::Range(0.0, 16.0));
   app.add_flag("!--no-reuse-draft", s.options.reuse_draft, "--speculative: verify drafted "
                "tokens from the embedding instead of from their exact draft layers");
   app.add_option("--draft-vocab", s.draft_vocab, "--speculative, early-exit drafts: draft over "

@@ -67,6 +67,42 @@ struct SpeculationStats {
   std::size_t verified_layers = 0;   // row-layers run by verification (reuse skips some)
   double draft_seconds = 0.0;   // drafting: early-exit layers, checks, propagation, heads
   double verify_seconds = 0.0;  // the batched full-model passes and their heads
+  // γ, the most tokens a round asked its draft source for, over the rounds that drafted:
+  // gamma_rounds[g] rounds asked for g (SpeculativeOptions::adaptive_gamma varies it; else it is
+  // max_draft, less where the context or max_new_tokens leaves less room).
+  bool adaptive_gamma = false;
+  std::vector<std::size_t> gamma_rounds;
+
+  void count_gamma(std::size_t gamma) {
+    if (gamma_rounds.size() <= gamma) gamma_rounds.resize(gamma + 1, 0);
+    ++gamma_rounds[gamma];
+  }
+  double mean_gamma() const noexcept {
+    double n = 0.0, sum = 0.0;
+    for (std::size_t g = 0; g < gamma_rounds.size(); ++g)
+      n += double(gamma_rounds[g]), sum += double(g) * double(gamma_rounds[g]);
+    return n > 0.0 ? sum / n : 0.0;
+  }
+  std::size_t min_gamma() const noexcept {
+    for (std::size_t g = 0; g < gamma_rounds.size(); ++g)
+      if (gamma_rounds[g]) return g;
+    return 0;
+  }
+  std::size_t max_gamma() const noexcept {
+    for (std::size_t g = gamma_rounds.size(); g-- > 0;)
+      if (gamma_rounds[g]) return g;
+    return 0;
+  }
+  // Adds another generation's counts (benchmarks sum over prompts).
+  void add(const SpeculationStats& o) {
+    rounds += o.rounds, drafted += o.drafted, accepted += o.accepted;
+    draft_layers += o.draft_layers, lookup_drafted += o.lookup_drafted;
+    lookup_accepted += o.lookup_accepted, verified_rows += o.verified_rows;
+    verified_layers += o.verified_layers, draft_seconds += o.draft_seconds;
+    verify_seconds += o.verify_seconds, adaptive_gamma = adaptive_gamma || o.adaptive_gamma;
+    if (gamma_rounds.size() < o.gamma_rounds.size()) gamma_rounds.resize(o.gamma_rounds.size(), 0);
+    for (std::size_t g = 0; g < o.gamma_rounds.size(); ++g) gamma_rounds[g] += o.gamma_rounds[g];
+  }
 
   double acceptance_rate() const noexcept {
     return drafted ? static_cast<double>(accepted) / static_cast<double>(drafted) : 0.0;

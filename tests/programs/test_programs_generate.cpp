@@ -563,3 +563,56 @@ TEST_CASE("calm-generate --prompt-file: one prompt of a prompt file, as --prompt
     CHECK(contains(run.err, message));
   }
 }
+
+TEST_CASE("calm-generate --gamma auto: adaptive speculation, the full model's text, the gamma reported") {
+  const auto full = generate_json("--measure full");
+  for (const std::string& flags : std::vector<std::string>{
+           "--gamma auto", "--gamma auto --measure classifier --threshold 0.8",
+           "--gamma auto --gamma-max 3 --verify-row-cost 0.5 --measure static --static-layer 3",
+           "--gamma auto --draft ngram+exit --measure static --static-layer 4"}) {
+    CAPTURE(flags);
+    const auto spec = generate_json("--speculative " + flags);
+    CHECK(spec.at("text") == full.at("text"));
+    const auto& gamma = spec.at("speculative").at("gamma");
+    CHECK(gamma.at("adaptive") == true);
+    CHECK(gamma.at("min").get<int>() >= 1);
+    CHECK(gamma.at("max").get<int>() <= (contains(flags, "--gamma-max 3") ? 3 : 8));
+    CHECK(gamma.at("mean").get<double>() >= 1.0);
+  }
+  const auto fixed = generate_json("--speculative --gamma 3 --measure static --static-layer 3");
+  CHECK(fixed.at("speculative").at("gamma").at("adaptive") == false);
+  CHECK(fixed.at("speculative").at("gamma").at("max") == 3);
+  // The summary line says what it chose.
+  const auto run = run_program(CALM_GENERATE_EXE, base() + "--speculative --gamma auto");
+  REQUIRE_MESSAGE(run.status == 0, run.err);
+  CHECK(contains(run.err, "gamma auto: mean"));
+
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"--gamma auto", "--gamma needs --speculative"},
+      {"--gamma-max 4", "--gamma-max needs --speculative"},
+      {"--verify-row-cost 0.3", "--verify-row-cost needs --speculative"},
+      {"--speculative --gamma-max 4", "--gamma-max sets adaptive speculation: give --gamma auto"},
+      {"--speculative --gamma 3 --verify-row-cost 0.3", "give --gamma auto"},
+      {"--speculative --gamma fast", "--gamma takes a length in [1, 64] or 'auto'"},
+      {"--speculative --gamma 65", "got '65'"},
+      {"--speculative --gamma 0", "got '0'"},
+      {"--speculative --gamma -1", "got '-1'"},
+      {"--speculative --gamma Auto", "got 'Auto'"},
+  };
+  for (const auto& [flags, message] : refused) {
+    CAPTURE(flags);
+    const auto bad = run_program(CALM_GENERATE_EXE, base() + flags);
+    CHECK(bad.status == 1);
+    CHECK(contains(bad.err, message));
+  }
+  // Out of range (CLI11's check, or calm-generate's for nan).
+  for (const auto& [flags, flag] : std::vector<std::pair<std::string, std::string>>{
+           {"--gamma-max 0", "--gamma-max"},
+           {"--verify-row-cost -1", "--verify-row-cost"},
+           {"--verify-row-cost nan", "--verify-row-cost"}}) {
+    CAPTURE(flags);
+    const auto bad = run_program(CALM_GENERATE_EXE, base() + "--speculative --gamma auto " + flags);
+    CHECK(bad.status != 0);
+    CHECK(contains(bad.err, flag));
+  }
+}

@@ -639,3 +639,280 @@ TEST_CASE("speculative sampling with drafts over a sub-vocabulary follows the fu
     CHECK(plausible(right));
   }
 }
+
+// --- Adaptive γ (SpeculativeOptions::adaptive_gamma; DEL, 2025) ---------------------------------
+
+namespace {
+
+// check_exact with γ chosen per round up to max_draft: two generations on one decoder (the second
+// starts from what the first learnt), both reuse settings; tokens and cache against the full
+// model's. Returns the speculation of the last run.
+template <class C, class S, class T = calm::NoTokenDrafts>
+calm::SpeculationStats check_exact_adaptive(
+    const std::shared_ptr<const calm::LlamaModel>& model, const std::vector<int>& prompt,
+    std::size_t n, C c, S s, std::size_t max_draft, calm::DecoderOptions o = {},
+    T token_drafts = {}, std::shared_ptr<const calm::SubVocabularyHead> head = {}) {
+  const Full full = full_decode(model, prompt, n, o);
+  calm::SpeculationStats last;
+  for (bool reuse : {true, false}) {
+    CAPTURE(reuse);
+    calm::SpeculativeOptions so{.max_draft = max_draft, .reuse_draft = reuse};
+    so.adaptive_gamma = true;
+    calm::SpeculativeDecoder<calm::LlamaSession, C, S, T> spec(calm::LlamaSession(model), c, s,
+                                                                o, so, token_drafts);
+    spec.set_draft_head(head);
+    for (int run = 0; run < 2; ++run) {
+      CAPTURE(run);
+      const auto r = spec.generate(prompt, n);
+      REQUIRE(r.tokens == full.tokens);
+      CHECK(same_cache(spec.backend(), full.decoder.backend()));
+      CHECK(r.speculation.accepted + r.speculation.rounds + 1 == r.tokens.size());
+      CHECK(r.speculation.adaptive_gamma);
+      if (r.speculation.drafted > 0) {
+        CHECK(r.speculation.min_gamma() >= 1);
+        CHECK(r.speculation.max_gamma() <= max_draft);
+      }
+      last = r.speculation;
+    }
+  }
+  return last;
+}
+
+// Draft sources for the γ-movement test: the full model's own next tokens (always accepted), or
+// each of them plus one (always rejected). `tokens` is prompt + the full model's output.
+struct ScriptedDrafts {
+  const std::vector<int>* tokens = nullptr;
+  std::span<const int> propose(std::span<const int> history, std::size_t n) const noexcept {
+    if (history.size() >= tokens->size()) return {};
+    return std::span<const int>(*tokens).subspan(
+        history.size(), std::min(n, tokens->size() - history.size()));
+  }
+};
+static_assert(calm::TokenDraftSource<ScriptedDrafts>);
+
+}  // namespace
+
+TEST_CASE("adaptive gamma: the choice and the tracker against hand-computed values") {
+  // choose_gamma: argmax over γ in [1, size] of T(γ) / C(γ), the smallest γ on ties, with
+  //   T(γ) = 1 + Σ_{i≤γ} Π_{k≤i} α_k,   C(γ) = γ·d + 1 + c·γ.
+  // α = (0.9, 0.8, 0.5, 0.1), d = 0.2, c = 0.25:
+  //   T = 1.9, 2.62, 2.98, 3.016;  C = 1.45, 1.9, 2.35, 2.8;
+  //   T/C = 1.3103, 1.3789, 1.2681, 1.0771  ->  γ = 2.
+  const std::vector<double> falling = {0.9, 0.8, 0.5, 0.1};
+  CHECK(calm::choose_gamma(falling, 0.2, 0.25) == 2);
+  // The same without the last position: still 2; only the first: 1.
+  CHECK(calm::choose_gamma(std::span(falling).first(3), 0.2, 0.25) == 2);
+  CHECK(calm::choose_gamma(std::span(falling).first(1), 0.2, 0.25) == 1);
+  // Free drafts (d = 0, n-gram lookups), α = 0.8 everywhere, c = 0.25:
+  //   T/C = 1.8/1.25, 2.44/1.5, 2.952/1.75, 3.3616/2.0 = 1.44, 1.6267, 1.6869, 1.6808, falling
+  //   after  ->  γ = 3.
+  const std::vector<double> flat(8, 0.8);
+  CHECK(calm::choose_gamma(flat, 0.0, 0.25) == 3);
+  // Always accepted: T/C = (1 + γ) / (1 + 0.25γ) rises with γ -> the longest.
+  const std::vector<double> ones(8, 1.0);
+  CHECK(calm::choose_gamma(ones, 0.0, 0.25) == 8);
+  // α_1 = 0.3, d = c = 0.5: T/C = 1.3/2 = 0.65, 1.39/3 = 0.463 -> 1.
+  CHECK(calm::choose_gamma(std::vector<double>{0.3, 0.3}, 0.5, 0.5) == 1);
+  // A tie (d = c = 0, α_1 = 0: every γ gives T/C = 1) goes to the smallest γ.
+  CHECK(calm::choose_gamma(std::vector<double>{0.0, 1.0, 1.0}, 0.0, 0.0) == 1);
+  // Costlier verification rows shorten γ: α = 0.8, d = 0, c = 1: T/C = 1.8/2 = 0.9,
+  // 2.44/3 = 0.813 -> 1.
+  CHECK(calm::choose_gamma(flat, 0.0, 1.0) == 1);
+
+  // The tracker (weight w = 0.5, prior 0.8): α_k += w (observed - α_k).
+  calm::AcceptanceTracker t(4, 0.5, 0.8);
+  // 3 drafted, the first accepted, the second rejected: α = (0.9, 0.4, 0.8, 0.8) (the third is
+  // not observed: it came after a rejection).
+  t.update(3, 1, /*capped=*/false);
+  CHECK(t.acceptance()[0] == doctest::Approx(0.9));
+  CHECK(t.acceptance()[1] == doctest::Approx(0.4));
+  CHECK(t.acceptance()[2] == doctest::Approx(0.8));
+  CHECK(t.acceptance()[3] == doctest::Approx(0.8));
+  // 2 drafted at γ = 2, both accepted: α_1 = 0.95, α_2 = 0.7; the positions past γ move toward
+  // α_2: 0.8 + 0.5 (0.7 - 0.8) = 0.75.
+  t.update(2, 2, /*capped=*/true);
+  CHECK(t.acceptance()[0] == doctest::Approx(0.95));
+  CHECK(t.acceptance()[1] == doctest::Approx(0.7));
+  CHECK(t.acceptance()[2] == doctest::Approx(0.75));
+  CHECK(t.acceptance()[3] == doctest::Approx(0.75));
+  // Both accepted but the source had no more (not capped): nothing past them moves.
+  t.update(2, 2, /*capped=*/false);
+  CHECK(t.acceptance()[2] == doctest::Approx(0.75));
+  t.reset();
+  CHECK(t.acceptance()[1] == doctest::Approx(0.8));
+
+  // A draft's cost: E/L (1 - head) + head, E the mean exit layer so far (L/2 before any).
+  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const double L = double(model->num_layers());
+  calm::SpeculativeOptions so{.max_draft = 4};
+  so.adaptive_gamma = true;
+  so.cost.head = 0.2;
+  calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
+      calm::LlamaSession(model), {}, {1}, {}, so);
+  CHECK(spec.exit_draft_cost() == doctest::Approx(0.5 * 0.8 + 0.2));
+  spec.generate(std::vector<int>{1, 17, 42}, 12);
+  CHECK(spec.exit_draft_cost() == doctest::Approx(1.0 / L * 0.8 + 0.2));
+  // A draft head over half the vocabulary pays half the head.
+  std::vector<std::uint32_t> half;
+  for (std::uint32_t t = 0; t < model->vocab_size(); t += 2) half.push_back(t);
+  spec.set_draft_head(
+      std::make_shared<const calm::SubVocabularyHead>(model->weights().lm_head, half));
+  CHECK(spec.exit_draft_cost() == doctest::Approx(1.0 / L * 0.8 + 0.2 * 0.5));
+  so.cost.draft_token = 0.35;  // declared
+  calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> declared(
+      calm::LlamaSession(model), {}, {1}, {}, so);
+  CHECK(declared.exit_draft_cost() == doctest::Approx(0.35));
+  CHECK(declared.next_gamma(false) == calm::choose_gamma(std::vector<double>(4, 0.8), 0.35, 0.25));
+  // The head's share from the weights when not declared: in (0, 1).
+  so.cost = {};
+  calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> derived(
+      calm::LlamaSession(model), {}, {1}, {}, so);
+  CHECK(derived.exit_draft_cost() > 0.0);
+  CHECK(derived.exit_draft_cost() < 1.0);
+  // Refused settings.
+  for (const auto& bad : {calm::SpeculativeOptions{.acceptance_weight = 0.0},
+                          calm::SpeculativeOptions{.prior_acceptance = 1.5},
+                          calm::SpeculativeOptions{.cost = {.verify_row = -1.0}},
+                          calm::SpeculativeOptions{.cost = {.draft_token = std::nan("")}},
+                          calm::SpeculativeOptions{.cost = {.head = 2.0}}})
+    CHECK_THROWS_AS(bad.validate(), calm::Error);
+}
+
+TEST_CASE("adaptive gamma moves: up while drafts are accepted, down while they are rejected") {
+  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const std::vector<int> prompt = {1, 17, 42, 7, 99, 3};
+  constexpr std::size_t kNew = 48;
+  const Full full = full_decode(model, prompt, kNew);
+  std::vector<int> right = prompt, wrong = prompt;
+  right.insert(right.end(), full.tokens.begin(), full.tokens.end());
+  for (int t : full.tokens) wrong.push_back((t + 1) % int(model->vocab_size()));
+  calm::SpeculativeOptions so{.max_draft = 8};
+  so.adaptive_gamma = true;
+  so.acceptance_weight = 0.5;  // quick to move, for a short test
+  using Spec = calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::Never,
+                                        ScriptedDrafts>;
+  // Prior 0.8, free drafts, c = 0.25: γ = 3 first (the hand-computed case above).
+  Spec accepted(calm::LlamaSession(model), {}, {}, {}, so, {&right});
+  CHECK(accepted.next_gamma(true) == 3);
+  const auto up = accepted.generate(prompt, kNew);
+  CHECK(up.tokens == full.tokens);
+  CHECK(up.speculation.accepted == up.speculation.drafted);
+  REQUIRE(up.speculation.gamma_rounds.size() == 9);  // the first round asked for 3, later 8
+  CHECK(up.speculation.gamma_rounds[3] >= 1);
+  CHECK(up.speculation.gamma_rounds[8] >= 1);
+  CHECK(up.speculation.max_gamma() == 8);
+  CHECK(accepted.next_gamma(true) == 8);
+  CHECK(accepted.lookup_acceptance().acceptance()[7] > 0.95);
+
+  Spec rejected(calm::LlamaSession(model), {}, {}, {}, so, {&wrong});
+  const auto down = rejected.generate(prompt, kNew);
+  CHECK(down.tokens == full.tokens);
+  CHECK(down.speculation.accepted == 0);
+  CHECK(down.speculation.max_gamma() == 3);
+  CHECK(down.speculation.min_gamma() == 1);
+  CHECK(rejected.next_gamma(true) == 1);
+  CHECK(rejected.lookup_acceptance().acceptance()[0] < 0.01);
+  CHECK(same_cache(rejected.backend(), full.decoder.backend()));
+  // The fixed γ asks for 8 every round.
+  Spec fixed(calm::LlamaSession(model), {}, {}, {}, {.max_draft = 8}, {&wrong});
+  const auto still = fixed.generate(prompt, kNew);
+  CHECK(still.speculation.max_gamma() == 8);  // less only in the last rounds (max_new_tokens)
+  CHECK(still.speculation.gamma_rounds[8] + 8 >= still.speculation.rounds);
+  CHECK(!still.speculation.adaptive_gamma);
+  CHECK(fixed.next_gamma(true) == 8);
+  // Starting again from the prior.
+  rejected.reset_adaptation();
+  CHECK(rejected.next_gamma(true) == 3);
+}
+
+TEST_CASE("adaptive gamma: the full model's greedy output for every draft source") {
+  const std::vector<int> prompt = {1, 17, 42, 7, 99, 3};
+  const calm::PromptLookup trigrams{.max_ngram = 3};
+  for (const fs::path& dir : fixture_models()) {
+    CAPTURE(dir.filename().string());
+    const auto model = calm::LlamaModel::load(dir);
+    for (std::size_t e = 1; e <= model->num_layers(); ++e) {
+      CAPTURE(e);
+      check_exact_adaptive(model, prompt, 20, calm::NoConfidence{}, calm::StaticExit{e}, 6);
+    }
+    check_exact_adaptive(model, prompt, 20, calm::SoftmaxResponse{}, calm::ConstantThreshold{0.3f},
+                         5);
+    check_exact_adaptive(model, prompt, 20, calm::HiddenSaturation{},
+                         calm::ConstantThreshold{0.5f}, 4);
+    const std::vector<int> repeating = {1, 17, 42, 7, 17, 42, 7, 17, 42};
+    check_exact_adaptive(model, repeating, 20, calm::NoConfidence{}, calm::Never{}, 8, {},
+                         trigrams);
+    check_exact_adaptive(model, repeating, 20, calm::NoConfidence{}, calm::StaticExit{1}, 4, {},
+                         trigrams);
+  }
+  // The bundled model: its classifier (λ 0.8), softmax with a decaying threshold, static exits,
+  // n-gram drafts alone and before the classifier on passages written twice, the classifier over
+  // a sub-vocabulary of 256 tokens.
+  const Bundled bundled;
+  const auto& [model, classifier, o] = bundled;
+  const auto prompts = bundled_test_prompts(calm::test::kSanitized ? 3 : 8);
+  const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
+  const auto copying = calm::bench::copy_heavy_prompts(kBundled / "data" / "test.jsonl", tok,
+                                                       calm::test::kSanitized ? 2 : 4, 2, 32,
+                                                       model->max_context());
+  std::vector<int> text;
+  for (const auto& p : prompts) text.insert(text.end(), p.begin(), p.end());
+  const auto head = std::make_shared<const calm::SubVocabularyHead>(
+      model->weights().lm_head,
+      calm::TokenFrequencies::count(text, model->vocab_size(), "test").top(256, o.stop_tokens));
+  double tokens_per_round = 0.0;
+  for (const auto& prompt : prompts) {
+    const auto s = check_exact_adaptive(model, prompt, 32, classifier,
+                                        calm::ConstantThreshold{0.8f}, 8, o);
+    tokens_per_round += s.tokens_per_round();
+    check_exact_adaptive(model, prompt, 32, calm::SoftmaxResponse{},
+                         calm::DecayingThreshold{.lambda = 0.6f, .tau = 4.0f}, 6, o);
+    check_exact_adaptive(model, prompt, 32, calm::NoConfidence{}, calm::StaticExit{3}, 6, o);
+    check_exact_adaptive(model, prompt, 32, classifier, calm::ConstantThreshold{0.8f}, 6, o, {},
+                         head);
+  }
+  MESSAGE("classifier 0.8, adaptive gamma up to 8: tokens per verification "
+          << tokens_per_round / double(prompts.size()));
+  CHECK(tokens_per_round / double(prompts.size()) > 1.5);
+  for (const auto& prompt : copying) {
+    const auto s = check_exact_adaptive(model, prompt, 32, calm::NoConfidence{}, calm::Never{}, 8,
+                                        o, trigrams);
+    CHECK(s.lookup_drafted == s.drafted);
+    check_exact_adaptive(model, prompt, 32, classifier, calm::ConstantThreshold{0.8f}, 6, o,
+                         trigrams);
+  }
+}
+
+TEST_CASE("speculative sampling with adaptive gamma follows the full model's distribution") {
+  // γ varies from round to round and carries over from one sample to the next, but it is chosen
+  // before each round's draws: every sample is still the full model's.
+  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const std::vector<int> prompt = {1, 17, 42};
+  constexpr std::size_t kSamples = 1000, kNew = 4;
+  calm::SpeculativeOptions so{.max_draft = 3};
+  so.adaptive_gamma = true;
+  so.acceptance_weight = 0.25;
+  so.cost.draft_token = 0.05;  // cheap drafts: γ moves over 1..3 with the acceptance
+  calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
+      calm::LlamaSession(model), {}, {1}, {}, so);
+  calm::SpeculationStats total;
+  std::vector<std::vector<int>> samples;
+  for (std::size_t s = 0; s < kSamples; ++s) {
+    const auto r = spec.generate(prompt, kNew, calm::SamplingOptions{.temperature = 1.0f,
+                                                                     .seed = 5000 + s});
+    REQUIRE(r.tokens.size() == kNew);
+    samples.push_back(r.tokens);
+    total.add(r.speculation);
+  }
+  MESSAGE("acceptance " << total.acceptance_rate() << ", gamma mean " << total.mean_gamma()
+                        << " (" << total.min_gamma() << " to " << total.max_gamma() << ")");
+  CHECK(total.max_gamma() > total.min_gamma());  // it did adapt
+  calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(model)};
+  for (std::size_t pos = 1; pos < kNew; ++pos) {
+    CAPTURE(pos);
+    const Fit right =
+        fit(samples, pos, per_sample(samples, pos, full_conditional(full, prompt, 1.0f, 0)));
+    MESSAGE("pos " << pos << ": statistic " << right.statistic << ", dof " << right.dof);
+    CHECK(plausible(right));
+  }
+}

@@ -19,6 +19,9 @@
 //   accept  the longest prefix with d_{j+1} = argmax g_j (greedy) or the speculative sampling
 //           rule, then the full model's own token at the first disagreement (or after d_k);
 //           the cache is truncated past the rejected rows.
+// γ is SpeculativeOptions::max_draft, or with adaptive_gamma (DEL, 2025) each round's choice
+// from the acceptance of earlier rounds (calm/decoding/adaptive_gamma.hpp); either way it is
+// fixed before the round drafts, so the output does not depend on it.
 //
 // Reusing the draft (SpeculativeOptions::reuse_draft): a drafted row whose exit layer E is not
 // above any earlier row's has run layers 1..E on exact inputs (every earlier row's K/V there
@@ -42,6 +45,7 @@
 #include <vector>
 
 #include "calm/confidence/none.hpp"
+#include "calm/decoding/adaptive_gamma.hpp"
 #include "calm/decoding/common.hpp"
 #include "calm/drafts/prompt_lookup.hpp"
 #include "calm/drafts/sub_vocabulary.hpp"
@@ -54,11 +58,26 @@ namespace calm {
 struct SpeculativeOptions {
   std::size_t max_draft = 4;  // γ: most tokens drafted per round
   bool reuse_draft = true;    // verification skips the layers drafting ran on exact inputs
+  // Adaptive γ (DEL, 2025; calm/decoding/adaptive_gamma.hpp): each round drafts up to the γ in
+  // [1, max_draft] that maximises expected tokens per unit of `cost`, from the acceptance per
+  // draft position tracked over earlier rounds (one tracker per draft source: n-gram lookups and
+  // early exits). Off: every round drafts up to max_draft.
+  bool adaptive_gamma = false;
+  double acceptance_weight = 0.125;  // the newest round's weight in each α_k (about 8 rounds)
+  double prior_acceptance = 0.8;     // α_k before any round has drafted position k
+  SpeculationCost cost = {};
 
   void validate() const {
     if (max_draft == 0 || max_draft > 64)
       throw Error("SpeculativeOptions: max_draft (gamma) must be in [1, 64], got " +
                   std::to_string(max_draft));
+    if (!(acceptance_weight > 0.0 && acceptance_weight <= 1.0))
+      throw Error("SpeculativeOptions: acceptance_weight must be in (0, 1], got " +
+                  std::to_string(acceptance_weight));
+    if (!(prior_acceptance >= 0.0 && prior_acceptance <= 1.0))
+      throw Error("SpeculativeOptions: prior_acceptance must be in [0, 1], got " +
+                  std::to_string(prior_acceptance));
+    cost.validate();
   }
 };
 
@@ -103,6 +122,8 @@ class SpeculativeDecoder {
     h_ = b.hidden_size();
     vocab_ = b.vocab_size();
     const std::size_t rows = spec_.max_draft + 1;
+    head_share_ = spec_.cost.head >= 0.0 ? spec_.cost.head : head_share(b);
+    reset_adaptation();
     rows_.resize(rows * h_);
     exit_states_.resize(rows * h_);
     logits_.resize(rows * vocab_);
@@ -114,6 +135,39 @@ class SpeculativeDecoder {
   const TokenDrafts& token_drafts() const noexcept { return token_drafts_; }
   const SpeculativeOptions& speculative_options() const noexcept { return spec_; }
   std::size_t length() const noexcept { return drafter_.backend().length(); }
+
+  // Adaptive γ (SpeculativeOptions::adaptive_gamma). The acceptance tracked per draft position,
+  // for n-gram lookups and for early exits; it carries over from one generate() to the next (a
+  // decoder learns its model and policy), until reset_adaptation() returns it to the prior.
+  // With sampling, the draws (not their distribution) then depend on earlier generations.
+  const AcceptanceTracker& lookup_acceptance() const noexcept { return lookup_tracker_; }
+  const AcceptanceTracker& exit_acceptance() const noexcept { return exit_tracker_; }
+  void reset_adaptation() {
+    lookup_tracker_ =
+        AcceptanceTracker(spec_.max_draft, spec_.acceptance_weight, spec_.prior_acceptance);
+    exit_tracker_ = lookup_tracker_;
+    exit_layer_mean_ = -1.0;
+  }
+  // The γ the next round would draft up to (before the context and max_new_tokens cut it):
+  // max_draft, or with adaptive_gamma the choice for n-gram lookups (lookup) or early exits.
+  std::size_t next_gamma(bool lookup) const noexcept {
+    if (!spec_.adaptive_gamma) return spec_.max_draft;
+    return lookup ? choose_gamma(lookup_tracker_.acceptance(), 0.0, spec_.cost.verify_row)
+                  : choose_gamma(exit_tracker_.acceptance(), exit_draft_cost(),
+                                 spec_.cost.verify_row);
+  }
+  // What an early-exit draft costs in decode steps (SpeculationCost): draft_token when set, else
+  // from the mean exit layer of the drafts so far (L/2 before any), the head's share and the
+  // draft head's V'/V.
+  double exit_draft_cost() const noexcept {
+    if (spec_.cost.draft_token > 0.0) return spec_.cost.draft_token;
+    const double L = static_cast<double>(L_);
+    const double e = exit_layer_mean_ >= 0.0 ? exit_layer_mean_ : L / 2.0;
+    double head = head_share_;
+    if (draft_head_)
+      head *= static_cast<double>(draft_head_->size()) / static_cast<double>(vocab_);
+    return e / L * (1.0 - head_share_) + head;
+  }
 
   // Early-exit drafts over a sub-vocabulary (calm/drafts/sub_vocabulary.hpp): a drafted token
   // that left the layers early takes its token from `head`'s V' rows instead of the whole head
@@ -228,6 +282,7 @@ class SpeculativeDecoder {
     SpeculativeResult out;
     SequenceReport& report = out.report;
     SpeculationStats& stats = out.speculation;
+    stats.adaptive_gamma = spec_.adaptive_gamma;
     drafter_.start(prompt, max_new);  // a new sequence: the prompt through all layers
     report = drafter_.report();
     report.tokens.clear();
@@ -270,8 +325,9 @@ class SpeculativeDecoder {
     while (!stopped && session.length() < session.max_context()) {
       const std::size_t p = session.length();
       // Room: rows a, d_1..d_k at p..p+k, and at most max_new tokens in all.
-      std::size_t gamma = std::min(spec_.max_draft, session.max_context() - 1 - p);
-      gamma = std::min(gamma, max_new - out.tokens.size() - 1);
+      const std::size_t room =
+          std::min(session.max_context() - 1 - p, max_new - out.tokens.size() - 1);
+      std::size_t gamma = std::min(next_gamma(kLooksUpTokens), room);
       fed.assign(1, a);
       drafts.clear();
       exits.clear();
@@ -290,6 +346,7 @@ class SpeculativeDecoder {
         looked_up = !drafts.empty();
         fed.insert(fed.end(), drafts.begin(), drafts.end());
         stats.lookup_drafted += drafts.size();
+        if (!looked_up && kDraftsWithExits) gamma = std::min(next_gamma(false), room);
       }
       for (std::size_t j = 0; kDraftsWithExits && !looked_up && j < gamma; ++j) {
         detail::StepTimes times;
@@ -321,6 +378,11 @@ class SpeculativeDecoder {
         }
         drafts.push_back(d);
         stats.draft_layers += ts.exit_layer;
+        if (spec_.adaptive_gamma) {  // the mean exit layer, as the acceptance (same weight)
+          const double e = static_cast<double>(ts.exit_layer);
+          const double w = exit_layer_mean_ < 0.0 ? 1.0 : spec_.acceptance_weight;
+          exit_layer_mean_ += w * (e - exit_layer_mean_);
+        }
         const bool confident = ts.exit_layer < L_;
         if (!confident || is_stop(d)) break;
         if (j + 1 < gamma) fed.push_back(d);
@@ -371,6 +433,11 @@ class SpeculativeDecoder {
       }
       stats.accepted += m;
       if (looked_up) stats.lookup_accepted += m;
+      if (k > 0) {
+        stats.count_gamma(gamma);
+        if (spec_.adaptive_gamma)
+          (looked_up ? lookup_tracker_ : exit_tracker_).update(k, m, /*capped=*/k == gamma);
+      }
       session.truncate(p + m + 1);  // rows 0..m are the sequence's; the rest are rejected
       for (std::size_t j = 0; j < m && !stopped; ++j) emit(drafts[j]);
       if (!stopped) emit(next);
@@ -426,9 +493,27 @@ class SpeculativeDecoder {
       detail::require_finite_logits(logits_row(j), p + j, detail::kVerification, L_, L_);
   }
 
+  // The head's share of a decode step, from the weights' bytes where the backend shows them.
+  static double head_share(const backend_type& b) {
+    if constexpr (requires { b.model().weights().lm_head.bytes(); b.model().weights().layers; }) {
+      const auto& w = b.model().weights();
+      double layers = 0.0;
+      for (const auto& l : w.layers)
+        for (const auto* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
+          layers += static_cast<double>(m->bytes());
+      const double head = static_cast<double>(w.lm_head.bytes());
+      return head + layers > 0.0 ? head / (head + layers) : 0.1;
+    } else {
+      return 0.1;
+    }
+  }
+
   Drafter drafter_;
   DecoderOptions options_;
   SpeculativeOptions spec_;
+  AcceptanceTracker lookup_tracker_, exit_tracker_;  // adaptive γ: α_k per draft source
+  double exit_layer_mean_ = -1.0;  // moving mean of the early-exit drafts' exit layers; < 0: none
+  double head_share_ = 0.1;
   [[no_unique_address]] TokenDrafts token_drafts_;
   std::vector<int> history_;  // prompt + output: what TokenDrafts looks up
   std::size_t L_ = 0, h_ = 0, vocab_ = 0;

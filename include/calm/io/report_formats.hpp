@@ -112,6 +112,9 @@ inline std::string speculation_summary(const SpeculationStats& st) {
       100 * st.draft_seconds / total, 100 * st.verify_seconds / total) +
          (st.lookup_drafted ? printf_string(" | n-gram drafts %zu, accepted %zu",
                                             st.lookup_drafted, st.lookup_accepted)
+                            : std::string()) +
+         (st.adaptive_gamma ? printf_string(" | gamma auto: mean %.2f, %zu to %zu",
+                                            st.mean_gamma(), st.min_gamma(), st.max_gamma())
                             : std::string());
 }
 inline nlohmann::json speculation_json(const SpeculationStats& st) {
@@ -124,7 +127,12 @@ inline nlohmann::json speculation_json(const SpeculationStats& st) {
           {"lookup_drafted", st.lookup_drafted},
           {"lookup_accepted", st.lookup_accepted},
           {"draft_seconds", st.draft_seconds},
-          {"verify_seconds", st.verify_seconds}};
+          {"verify_seconds", st.verify_seconds},
+          {"gamma", {{"adaptive", st.adaptive_gamma},
+                     {"mean", st.mean_gamma()},
+                     {"min", st.min_gamma()},
+                     {"max", st.max_gamma()},
+                     {"rounds_per_gamma", st.gamma_rounds}}}};
 }
 
 inline std::string html_escape(const std::string& s) {
