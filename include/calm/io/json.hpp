@@ -218,11 +218,11 @@ class StrictJsonBuilder {
 // value of any type, with the checks listed at the top of this file, in time linear in the text.
 // Trailing content after the value is a parse error (nlohmann reports its position). Its body
 // (nlohmann's SAX parser: ~3 s of compile time in each unit at -O2) is compiled once in calm's
-// own build (core/compiled.hpp, src/io/json.cpp).
+// own build (core/compiled.hpp, src/io/json.cpp defines CALM_COMPILE_IO_JSON).
 CALM_COMPILED_INLINE nlohmann::json parse_json(std::string_view text, std::string_view what,
                                                std::string_view source);
 
-#if CALM_COMPILED_DEFINE
+#if !defined(CALM_COMPILED) || defined(CALM_COMPILE_IO_JSON)
 CALM_COMPILED_INLINE nlohmann::json parse_json(std::string_view text, std::string_view what,
                                                std::string_view source) {
   check_json_text(text, std::string(what) + " of '" + std::string(source) + "'");

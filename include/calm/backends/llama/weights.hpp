@@ -4,6 +4,7 @@
 // once at load.
 #pragma once
 
+#include <calm/core/compiled.hpp>
 #include <calm/core/dtype.hpp>
 #include <calm/core/error.hpp>
 #include <calm/core/thread_pool.hpp>
@@ -160,49 +161,7 @@ struct LlamaWeights {
   // Non-finite values: the norms and the head (the embedding when tied) are scanned and
   // refused here, which costs one read of vocab * hidden values; the other matrices are streamed
   // only when decoding (check_all_finite scans them on request).
-  static LlamaWeights load(const io::Checkpoint& ckpt, const LlamaConfig& c) {
-    const std::size_t h = c.hidden_size, q_dim = c.num_attention_heads * c.head_dim,
-                      kv_dim = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size;
-    LlamaWeights w;
-    std::set<std::string, std::less<>> used;
-    const auto linear = [&](const std::string& name, std::size_t rows, std::size_t cols) {
-      used.insert(name);
-      return linear_from(ckpt, name, rows, cols, w.realigned);
-    };
-    const auto vector = [&](const std::string& name, std::size_t n) {
-      used.insert(name);
-      return vector_from(ckpt, name, n);
-    };
-    w.embed = linear("model.embed_tokens.weight", c.vocab_size, h);
-    w.layers.reserve(c.num_hidden_layers);
-    for (std::size_t i = 0; i < c.num_hidden_layers; ++i) {
-      const std::string p = "model.layers." + std::to_string(i) + ".";
-      LlamaLayerWeights l;
-      l.input_norm = vector(p + "input_layernorm.weight", h);
-      l.q = linear(p + "self_attn.q_proj.weight", q_dim, h);
-      l.k = linear(p + "self_attn.k_proj.weight", kv_dim, h);
-      l.v = linear(p + "self_attn.v_proj.weight", kv_dim, h);
-      l.o = linear(p + "self_attn.o_proj.weight", h, q_dim);
-      l.post_attention_norm = vector(p + "post_attention_layernorm.weight", h);
-      l.gate = linear(p + "mlp.gate_proj.weight", inter, h);
-      l.up = linear(p + "mlp.up_proj.weight", inter, h);
-      l.down = linear(p + "mlp.down_proj.weight", h, inter);
-      w.layers.push_back(std::move(l));
-    }
-    w.final_norm = vector("model.norm.weight", h);
-    if (c.tie_word_embeddings) {
-      if (ckpt.contains("lm_head.weight"))
-        throw Error("config says tie_word_embeddings = true but the checkpoint also has "
-                    "'lm_head.weight'; refusing to guess which head is meant");
-      w.lm_head = w.embed;
-      check_finite(ckpt.get("model.embed_tokens.weight"), "head");
-    } else {
-      w.lm_head = linear("lm_head.weight", c.vocab_size, h);
-      check_finite(ckpt.get("lm_head.weight"), "head");
-    }
-    refuse_unread_tensors(ckpt, c, used);
-    return w;
-  }
+  static LlamaWeights load(const io::Checkpoint& ckpt, const LlamaConfig& c);
 
   // Scans every tensor of the checkpoint for NaN and infinities (a full read of the weights:
   // seconds for a 7B model); throws naming the first bad tensor and element.
@@ -291,80 +250,7 @@ struct LlamaWeights {
   // F::block or that holds a non-finite weight or one beyond F's range. As in copy_to_arena,
   // each source tensor's file pages are dropped once it is quantized or copied.
   template <formats::QuantizedFormat F>
-  WeightArena quantize_to_arena(const io::Checkpoint& source, bool copy_dense) {
-    struct Named {
-      std::string name;
-      Linear* w;
-    };
-    std::vector<Named> quantized;
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-      LlamaLayerWeights& l = layers[i];
-      const std::string p = "model.layers." + std::to_string(i) + ".";
-      quantized.insert(quantized.end(), {{p + "self_attn.q_proj.weight", &l.q},
-                                         {p + "self_attn.k_proj.weight", &l.k},
-                                         {p + "self_attn.v_proj.weight", &l.v},
-                                         {p + "self_attn.o_proj.weight", &l.o},
-                                         {p + "mlp.gate_proj.weight", &l.gate},
-                                         {p + "mlp.up_proj.weight", &l.up},
-                                         {p + "mlp.down_proj.weight", &l.down}});
-    }
-    const bool tied = lm_head.data == embed.data;
-    if (!tied) quantized.push_back({"lm_head.weight", &lm_head});
-    for (const Named& n : quantized)
-      if (n.w->cols % F::block != 0)
-        throw Error("tensor '" + n.name + "' has " + std::to_string(n.w->cols) +
-                    " columns, not a multiple of " + std::to_string(F::block) + "; " +
-                    std::string(F::name) + " weights need whole blocks of " +
-                    std::to_string(F::block) + " (load with WeightFormat::file)");
-    const auto padded = [](std::size_t b) { return (b + 63) / 64 * 64; };
-    const auto quantized_bytes = [&](const Linear& w) {
-      return padded(w.rows * F::data_bytes(w.cols)) + padded(w.rows * F::scale_bytes(w.cols));
-    };
-    std::size_t total = copy_dense ? padded(embed.bytes()) : 0;
-    for (const Named& n : quantized) total += quantized_bytes(*n.w);
-    WeightArena arena(total);
-    std::size_t offset = 0;
-    if (copy_dense) {
-      copy_releasing(arena.data(), embed.data, embed.bytes(), source);
-      embed.data = arena.data();
-      offset = padded(embed.bytes());
-      if (tied) lm_head.data = embed.data;
-    }
-    for (const Named& n : quantized) {
-      Linear& w = *n.w;
-      std::byte* data = arena.data() + offset;
-      auto* scales = reinterpret_cast<float*>(data + padded(w.rows * F::data_bytes(w.cols)));
-      const std::size_t row_bytes = w.row_bytes();  // of the source
-      const std::size_t data_row = F::data_bytes(w.cols), scale_row = F::scale_bytes(w.cols) / 4;
-      formats::visit(w.format, [&](auto source_format) {
-        using S = decltype(source_format);
-        if constexpr (S::block == 1) {
-          const auto* src = reinterpret_cast<const typename S::element*>(w.data);
-          std::size_t released = 0;  // source rows [0, released) are dropped
-          for (std::size_t r = 0; r < w.rows; ++r) {
-            if (!F::quantize_row(data + r * data_row, scales + r * scale_row, src + r * w.cols,
-                                 w.cols))
-              throw Error("tensor '" + n.name + "' row " + std::to_string(r) +
-                          " holds a non-finite weight or one beyond " + std::string(F::name) +
-                          "'s range (" + std::string(F::range) + "); calm cannot quantize it");
-            if ((r + 1 - released) * row_bytes >= kReleaseChunk || r + 1 == w.rows) {
-              source.release_pages({w.data + released * row_bytes, (r + 1 - released) * row_bytes});
-              released = r + 1;
-            }
-          }
-        } else {
-          throw Error("tensor '" + n.name + "' is already quantized; calm quantizes only " +
-                      "f32/f16/bf16 weights");
-        }
-      });
-      offset += quantized_bytes(w);
-      w.format = F::id;
-      w.data = data;
-      w.scales = scales;
-    }
-    if (copy_dense) realigned.clear();
-    return arena;
-  }
+  WeightArena quantize_to_arena(const io::Checkpoint& source, bool copy_dense);
 
   // Bytes the weights occupy in memory: every linear once (with its scales) and the norms.
   std::size_t bytes_in_memory() const {
@@ -386,5 +272,142 @@ struct LlamaWeights {
     return b;
   }
 };
+
+// The bodies of load and quantize_to_arena: ~80 KB of code in every unit that loads a model, so
+// calm's own build compiles them once (CALM_COMPILED: src/backends/llama_weights.cpp defines
+// CALM_COMPILE_LLAMA_WEIGHTS; core/compiled.hpp); header-only builds get them here as before.
+#if !defined(CALM_COMPILED) || defined(CALM_COMPILE_LLAMA_WEIGHTS)
+CALM_COMPILED_INLINE LlamaWeights LlamaWeights::load(const io::Checkpoint& ckpt,
+                                                     const LlamaConfig& c) {
+  const std::size_t h = c.hidden_size, q_dim = c.num_attention_heads * c.head_dim,
+                    kv_dim = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size;
+  LlamaWeights w;
+  std::set<std::string, std::less<>> used;
+  const auto linear = [&](const std::string& name, std::size_t rows, std::size_t cols) {
+    used.insert(name);
+    return linear_from(ckpt, name, rows, cols, w.realigned);
+  };
+  const auto vector = [&](const std::string& name, std::size_t n) {
+    used.insert(name);
+    return vector_from(ckpt, name, n);
+  };
+  w.embed = linear("model.embed_tokens.weight", c.vocab_size, h);
+  w.layers.reserve(c.num_hidden_layers);
+  for (std::size_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    LlamaLayerWeights l;
+    l.input_norm = vector(p + "input_layernorm.weight", h);
+    l.q = linear(p + "self_attn.q_proj.weight", q_dim, h);
+    l.k = linear(p + "self_attn.k_proj.weight", kv_dim, h);
+    l.v = linear(p + "self_attn.v_proj.weight", kv_dim, h);
+    l.o = linear(p + "self_attn.o_proj.weight", h, q_dim);
+    l.post_attention_norm = vector(p + "post_attention_layernorm.weight", h);
+    l.gate = linear(p + "mlp.gate_proj.weight", inter, h);
+    l.up = linear(p + "mlp.up_proj.weight", inter, h);
+    l.down = linear(p + "mlp.down_proj.weight", h, inter);
+    w.layers.push_back(std::move(l));
+  }
+  w.final_norm = vector("model.norm.weight", h);
+  if (c.tie_word_embeddings) {
+    if (ckpt.contains("lm_head.weight"))
+      throw Error("config says tie_word_embeddings = true but the checkpoint also has "
+                  "'lm_head.weight'; refusing to guess which head is meant");
+    w.lm_head = w.embed;
+    check_finite(ckpt.get("model.embed_tokens.weight"), "head");
+  } else {
+    w.lm_head = linear("lm_head.weight", c.vocab_size, h);
+    check_finite(ckpt.get("lm_head.weight"), "head");
+  }
+  refuse_unread_tensors(ckpt, c, used);
+  return w;
+}
+#endif
+
+template <formats::QuantizedFormat F>
+WeightArena LlamaWeights::quantize_to_arena(const io::Checkpoint& source, bool copy_dense) {
+  struct Named {
+    std::string name;
+    Linear* w;
+  };
+  std::vector<Named> quantized;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    LlamaLayerWeights& l = layers[i];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    quantized.insert(quantized.end(), {{p + "self_attn.q_proj.weight", &l.q},
+                                       {p + "self_attn.k_proj.weight", &l.k},
+                                       {p + "self_attn.v_proj.weight", &l.v},
+                                       {p + "self_attn.o_proj.weight", &l.o},
+                                       {p + "mlp.gate_proj.weight", &l.gate},
+                                       {p + "mlp.up_proj.weight", &l.up},
+                                       {p + "mlp.down_proj.weight", &l.down}});
+  }
+  const bool tied = lm_head.data == embed.data;
+  if (!tied) quantized.push_back({"lm_head.weight", &lm_head});
+  for (const Named& n : quantized)
+    if (n.w->cols % F::block != 0)
+      throw Error("tensor '" + n.name + "' has " + std::to_string(n.w->cols) +
+                  " columns, not a multiple of " + std::to_string(F::block) + "; " +
+                  std::string(F::name) + " weights need whole blocks of " +
+                  std::to_string(F::block) + " (load with WeightFormat::file)");
+  const auto padded = [](std::size_t b) { return (b + 63) / 64 * 64; };
+  const auto quantized_bytes = [&](const Linear& w) {
+    return padded(w.rows * F::data_bytes(w.cols)) + padded(w.rows * F::scale_bytes(w.cols));
+  };
+  std::size_t total = copy_dense ? padded(embed.bytes()) : 0;
+  for (const Named& n : quantized) total += quantized_bytes(*n.w);
+  WeightArena arena(total);
+  std::size_t offset = 0;
+  if (copy_dense) {
+    copy_releasing(arena.data(), embed.data, embed.bytes(), source);
+    embed.data = arena.data();
+    offset = padded(embed.bytes());
+    if (tied) lm_head.data = embed.data;
+  }
+  for (const Named& n : quantized) {
+    Linear& w = *n.w;
+    std::byte* data = arena.data() + offset;
+    auto* scales = reinterpret_cast<float*>(data + padded(w.rows * F::data_bytes(w.cols)));
+    const std::size_t row_bytes = w.row_bytes();  // of the source
+    const std::size_t data_row = F::data_bytes(w.cols), scale_row = F::scale_bytes(w.cols) / 4;
+    formats::visit(w.format, [&](auto source_format) {
+      using S = decltype(source_format);
+      if constexpr (S::block == 1) {
+        const auto* src = reinterpret_cast<const typename S::element*>(w.data);
+        std::size_t released = 0;  // source rows [0, released) are dropped
+        for (std::size_t r = 0; r < w.rows; ++r) {
+          if (!F::quantize_row(data + r * data_row, scales + r * scale_row, src + r * w.cols,
+                               w.cols))
+            throw Error("tensor '" + n.name + "' row " + std::to_string(r) +
+                        " holds a non-finite weight or one beyond " + std::string(F::name) +
+                        "'s range (" + std::string(F::range) + "); calm cannot quantize it");
+          if ((r + 1 - released) * row_bytes >= kReleaseChunk || r + 1 == w.rows) {
+            source.release_pages({w.data + released * row_bytes, (r + 1 - released) * row_bytes});
+            released = r + 1;
+          }
+        }
+      } else {
+        throw Error("tensor '" + n.name + "' is already quantized; calm quantizes only " +
+                    "f32/f16/bf16 weights");
+      }
+    });
+    offset += quantized_bytes(w);
+    w.format = F::id;
+    w.data = data;
+    w.scales = scales;
+  }
+  if (copy_dense) realigned.clear();
+  return arena;
+}
+
+#ifdef CALM_COMPILED
+extern template WeightArena LlamaWeights::quantize_to_arena<formats::Q8_0>(const io::Checkpoint&,
+                                                                           bool);
+extern template WeightArena LlamaWeights::quantize_to_arena<formats::Q4_0>(const io::Checkpoint&,
+                                                                           bool);
+extern template WeightArena LlamaWeights::quantize_to_arena<formats::BF16Dot>(
+    const io::Checkpoint&, bool);
+extern template WeightArena LlamaWeights::quantize_to_arena<formats::Q8_0Dot>(
+    const io::Checkpoint&, bool);
+#endif
 
 }  // namespace calm
