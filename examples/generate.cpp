@@ -206,13 +206,14 @@ int main(int argc, char** argv) {
   app.add_option("--context", f.context, "KV cache length (0: the model's, at most 4096)");
   app.add_option("--weights", f.weights,
                  "file: the checkpoint's dtype; q8_0, q4_0: quantized at load; bf16_dot: bf16 dots; "
-                 "q8_0_dot: q8_0 on int8 dots")
+                 "q8_0_dot, q4_0_dot: q8_0, q4_0 on int8 dots")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, calm::WeightFormat>{{"file", calm::WeightFormat::file},
                                                      {"q8_0", calm::WeightFormat::q8_0},
                                                      {"q4_0", calm::WeightFormat::q4_0},
                                                      {"bf16_dot", calm::WeightFormat::bf16_dot},
-                                                     {"q8_0_dot", calm::WeightFormat::q8_0_dot}}));
+                                                     {"q8_0_dot", calm::WeightFormat::q8_0_dot},
+                                                     {"q4_0_dot", calm::WeightFormat::q4_0_dot}}));
   app.add_option("--temperature", f.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
   app.add_option("--top-k", f.sampling.top_k, "keep the k most likely tokens (0 = all)");
   app.add_option("--top-p", f.top_p, "nucleus mass in (0, 1]")->check(CLI::Range(0.0, 1.0));

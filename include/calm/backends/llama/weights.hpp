@@ -39,9 +39,10 @@ namespace calm {
 // and multiplied on the bf16 dot product (bf16_dot: activations rounded to bf16, one arithmetic
 // for every batch size, kernels/bf16_dot.hpp) or as q8_0 on the int8 dot product (q8_0_dot:
 // activations quantized to int8 blocks, one arithmetic for every batch size,
-// kernels/q8_0_dot.hpp) -- the layers' matrices and an untied head; the embedding and a tied
+// kernels/q8_0_dot.hpp) or as q4_0 on the same int8 dot product (q4_0_dot,
+// kernels/q4_0_dot.hpp) -- the layers' matrices and an untied head; the embedding and a tied
 // head stay in the file dtype.
-enum class WeightFormat : std::uint8_t { file, q8_0, q4_0, bf16_dot, q8_0_dot };
+enum class WeightFormat : std::uint8_t { file, q8_0, q4_0, bf16_dot, q8_0_dot, q4_0_dot };
 
 // Refuses a tensor holding a NaN or an infinity, naming it, its file and the first bad element.
 // `role` says which check this is ("norm", "head").
