@@ -44,6 +44,19 @@ namespace calm {
 // head stay in the file dtype.
 enum class WeightFormat : std::uint8_t { file, q8_0, q4_0, bf16_dot, q8_0_dot, q4_0_dot };
 
+// Every WeightFormat by the name programs take (`--weights`), in enum order.
+inline constexpr std::pair<std::string_view, WeightFormat> kWeightFormatNames[] = {
+    {"file", WeightFormat::file},         {"q8_0", WeightFormat::q8_0},
+    {"q4_0", WeightFormat::q4_0},         {"bf16_dot", WeightFormat::bf16_dot},
+    {"q8_0_dot", WeightFormat::q8_0_dot}, {"q4_0_dot", WeightFormat::q4_0_dot}};
+
+// The WeightFormat named `name` (kWeightFormatNames), or none.
+inline std::optional<WeightFormat> weight_format_named(std::string_view name) {
+  for (const auto& [n, w] : kWeightFormatNames)
+    if (n == name) return w;
+  return std::nullopt;
+}
+
 // Refuses a tensor holding a NaN or an infinity, naming it, its file and the first bad element.
 // `role` says which check this is ("norm", "head").
 inline void check_finite(const io::TensorView& t, const char* role) {
