@@ -153,12 +153,18 @@ void BM_PrefillQ8_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state
 // Counters (q8_0 / q8_0_dot; q4_0 / q4_0_dot likewise): q8_0_tok/s, q8_0_dot_tok/s,
 // dot_over_q8 (the speed ratio), each one's decode step in ms, and each one's bytes of weights
 // per token / time per token over the triad bandwidth measured right before (q8_of_triad,
-// dot_of_triad: the fraction of the memory bound).
+// dot_of_triad: the fraction of the memory bound); on a shared machine the bandwidth moves
+// during the run, so also over the mean of one triad pass per iteration, run between the turns
+// (q8_of_mean_triad, dot_of_mean_triad).
 void BM_DecodeDotVsBlocks(benchmark::State& state, const Quantized& blocks, const Quantized& dot) {
   const auto dir = calm::bench::random_checkpoint(calm::bench::kTinyLlama);
   const auto threads = static_cast<std::size_t>(state.range(0));
   Decoding plain(dir, threads, blocks.format), dotted(dir, threads, dot.format);
   const calm::bench::MachineLimits limits = calm::bench::measure_machine_limits(threads);
+  calm::ThreadPool pool(threads);
+  calm::bench::Triad triad;
+  triad.run(pool);  // faults the pages in
+  double triad_s = 0;
   bool plain_first = true;
   for (auto _ : state) {
     if (plain_first) {
@@ -168,8 +174,12 @@ void BM_DecodeDotVsBlocks(benchmark::State& state, const Quantized& blocks, cons
       dotted.turn();
       plain.turn();
     }
+    const auto t0 = std::chrono::steady_clock::now();
+    triad.run(pool);
+    triad_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     plain_first = !plain_first;
   }
+  const double mean_triad = triad.bytes() * double(state.iterations()) / triad_s;
   const double tq = plain.seconds / double(plain.tokens), td = dotted.seconds / double(dotted.tokens);
   state.counters[blocks.name + "_tok/s"] = 1.0 / tq;
   state.counters[dot.name + "_tok/s"] = 1.0 / td;
@@ -179,6 +189,8 @@ void BM_DecodeDotVsBlocks(benchmark::State& state, const Quantized& blocks, cons
   const double bytes = double(dotted.session.model().weight_bytes_per_token());
   state.counters[blocks.prefix + "_of_triad"] = bytes / tq / limits.triad_bytes_per_second;
   state.counters["dot_of_triad"] = bytes / td / limits.triad_bytes_per_second;
+  state.counters[blocks.prefix + "_of_mean_triad"] = bytes / tq / mean_triad;
+  state.counters["dot_of_mean_triad"] = bytes / td / mean_triad;
   state.counters["GB_per_token"] = bytes / 1e9;
 }
 void BM_DecodeQ8DotVsQ8_TinyLlama(benchmark::State& state) {
