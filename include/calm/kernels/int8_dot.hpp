@@ -17,13 +17,15 @@
 // reach the integer products (an Int8Blocks type: Int8Q8Blocks in q8_0_dot.hpp, Int8Q4Blocks in
 // q4_0_dot.hpp):
 //   using unit; units                 the block's payload (C::unit elements, C::units of them)
-//   offset                            w_j = code_j - offset: the kernels subtract offset * sum(q_x)
-//                                     per block (k, computed with x) from sum(code_j * q_x,j)
+//   offset                            w_j = code_j - offset: the kernels add k = -offset * sum(q_x)
+//                                     per block (computed with x) to sum(code_j * q_x,j)
 //   code(block, j)                    code j as an int (the scalar path)
 //   AVX2: pairs(block, x)             the 16 int16 sums of pairs code * q_x of one block (vpmaddubsw)
-//   AVX-512: load_step<Partial>(p, blocks, regs, Int8Step&)   a row's 16 blocks from p as the
-//                                     unsigned operands of vpdpbusd, interleaved (see
-//                                     interleaved_offset); signed_x(step, m, x) x's signed operand
+//   AVX-512, 16 blocks a step, x's copy laid out as the blocks type chooses:
+//     interleave_x(plain, out, cols, stride)   x's copy (one vector) in that layout, zero-padded
+//     load_step<Partial>(p, blocks, Int8Step&) a row's 16 blocks from p, as vpdpbusd operands
+//     step_sums<Partial>(step, x, blocks)      the 16 blocks' exact s_b against x's step, in
+//                                              block order (k included)
 #pragma once
 
 #include <cmath>
@@ -82,7 +84,7 @@ inline constexpr Int8DotPath kHostInt8DotPath =
 inline constexpr std::size_t kInt8DotLanes = 8;
 
 // x quantized for the int8 dot product: per vector, q (cols) int8, d (cols / 32) scales and
-// k (cols / 32) int32, offset * the block's sum of q (set for weight blocks with an offset).
+// k (cols / 32) int32, -offset * the block's sum of q (set for weight blocks with an offset).
 // `x + elements` moves all three to that element (a whole number of blocks).
 struct Int8Input {
   const std::int8_t* q;
@@ -141,9 +143,9 @@ inline float sum_int8_dot_lanes(const float* a) noexcept {
 }
 #endif
 
-// The AVX-512 path's order of a 16-block group (512 quants, as 8 registers of 64 bytes: register
-// m holds blocks 2m and 2m + 1): a 4x4 transpose of 32-bit groups within each 128-bit lane of
-// registers 0-3 (blocks 0-7, set A) and of 4-7 (blocks 8-15, set B). Afterwards lane 4L + i of
+// q8_0's AVX-512 order of a 16-block group (Int8Q8Blocks; 512 quants, as 8 registers of 64
+// bytes: register m holds blocks 2m and 2m + 1): a 4x4 transpose of 32-bit groups within each
+// 128-bit lane of registers 0-3 (blocks 0-7, set A) and of 4-7 (blocks 8-15, set B). Afterwards lane 4L + i of
 // a set's register t holds 4-byte group t of 128-bit lane L of the set's register i: each lane
 // of a set collects one half block, L = 2 (block % 2) + (group / 4), i = (block / 2) % 4.
 // interleaved_offset gives it per byte, for x's copy; interleave_int8_group does it in registers.
@@ -166,8 +168,8 @@ inline std::size_t interleaved_offset(std::size_t block, std::size_t byte) noexc
   interleave_int8_set(z);
   interleave_int8_set(z + 4);
 }
-// A row's step on the AVX-512 path: u the unsigned operands of vpdpbusd (8 registers,
-// interleaved), neg the lanes whose x must change sign (blocks with signed weights).
+// A row's step on the AVX-512 path: u the unsigned operands of vpdpbusd (8 registers, in the
+// blocks type's layout), neg the lanes whose x must change sign (blocks with signed weights).
 struct Int8Step {
   __m512i u[8];
   __mmask64 neg[8];
@@ -217,37 +219,22 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const type
   (void)prefetch_step;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
   if constexpr (P == Int8DotPath::avx512vnni) {
-    // 16 blocks per step, x already interleaved (interleave_int8_group): the 8 registers of a
-    // row's step are interleaved the same way (C::load_step), so vpdpbusd sums each half block
-    // in one lane and two lanes make a block's sum (no reduction tree per vector).
+    // 16 blocks per step, x's copy already in the blocks type's layout (C::interleave_x), so
+    // that C::step_sums takes each block's s_b in one lane without a reduction per vector.
     __m256 a[R][V];
     for (std::size_t r = 0; r < R; ++r)
       for (std::size_t v = 0; v < V; ++v) a[r][v] = _mm256_setzero_ps();
-    const __m512i zero = _mm512_setzero_si512();
-    // Block b of the step (b < 8: set A, else set B) = lanes idx_lo[b] + idx_hi[b] of (A, B).
-    const __m512i idx_lo = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 16, 24, 17, 25, 18, 26, 19, 27);
-    const __m512i idx_hi = _mm512_setr_epi32(4, 12, 5, 13, 6, 14, 7, 15, 20, 28, 21, 29, 22, 30, 23, 31);
     const auto step = [&]<bool Partial>(std::size_t from, std::size_t blocks) {
       const std::size_t c = from * kBlockWeights;
       const __mmask16 lanes = static_cast<__mmask16>((1u << blocks) - 1);
-      // A partial step of at most 8 blocks has no set B: its registers and products are skipped.
-      const std::size_t regs = Partial && blocks <= kInt8DotLanes ? 4 : 8;
       for (std::size_t r = 0; r < R; ++r) {
         Int8Step s;
-        C::template load_step<Partial>(q + r * row + from * C::units, blocks, regs, s);
+        C::template load_step<Partial>(q + r * row + from * C::units, blocks, s);
         const __m512 dw = Partial ? _mm512_maskz_loadu_ps(lanes, d + r * nb + from)
                                   : _mm512_loadu_ps(d + r * nb + from);
         for (std::size_t v = 0; v < V; ++v) {
           const Int8Input xv = x + (v * x_stride + c);
-          __m512i half[2] = {zero, zero};  // sets A and B
-          for (std::size_t m = 0; m < regs; ++m) {
-            const __m512i xm = _mm512_loadu_si512(xv.q + 64 * m);
-            half[m / 4] = _mm512_dpbusd_epi32(half[m / 4], s.u[m], C::signed_x(s, m, xm));
-          }
-          __m512i sums = _mm512_add_epi32(_mm512_permutex2var_epi32(half[0], idx_lo, half[1]),
-                                          _mm512_permutex2var_epi32(half[0], idx_hi, half[1]));
-          if constexpr (C::offset != 0) sums = _mm512_sub_epi32(sums, _mm512_loadu_si512(xv.k));  // padded
-          const __m512 sf = _mm512_cvtepi32_ps(sums);
+          const __m512 sf = _mm512_cvtepi32_ps(C::template step_sums<Partial>(s, xv, blocks));
           const __m512 scale = _mm512_mul_ps(dw, _mm512_loadu_ps(xv.d));  // x's d is padded
           // Blocks from..from+7, then from+8..from+15, each into lane b mod 8.
           __m256 next = _mm256_fmadd_ps(_mm512_castps512_ps256(sf), _mm512_castps512_ps256(scale), a[r][v]);
@@ -301,7 +288,7 @@ CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const type
           __m256i sums = reduce8_epi32(p);
           if constexpr (C::offset != 0) {
             const auto* k = reinterpret_cast<const int*>(xv.k);
-            sums = _mm256_sub_epi32(sums, Partial ? _mm256_maskload_epi32(k, lanes)
+            sums = _mm256_add_epi32(sums, Partial ? _mm256_maskload_epi32(k, lanes)
                                                   : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k)));
           }
           const __m256 next = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, load_scales(xv.d)), a[r][v]);
@@ -349,7 +336,7 @@ template <Int8DotPath P>
 inline constexpr std::size_t kInt8DotTile = P == Int8DotPath::avx512vnni ? 4 : 2;
 
 // Elements per vector of the quantized x a path reads: cols, or on the AVX-512 path cols padded
-// to whole 16-block groups (zeros), each group interleaved (interleaved_offset).
+// to whole 16-block groups (zeros), each group in the blocks type's layout (C::interleave_x).
 template <Int8DotPath P>
 inline std::size_t int8_input_stride(std::size_t cols) noexcept {
   if constexpr (P == Int8DotPath::avx512vnni) {
@@ -359,10 +346,12 @@ inline std::size_t int8_input_stride(std::size_t cols) noexcept {
   return cols;
 }
 
-// The thread-local quantized copy of x(n, cols) a call works on (stride int8_input_stride), with
-// k = offset * each block's sum of q when offset is not 0; tasks get the pointers.
-template <Int8DotPath P>
-inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t cols, int offset) {
+// The thread-local quantized copy of x(n, cols) a call works on for blocks C (stride
+// int8_input_stride, on the AVX-512 path in C's layout), with k = -C::offset * each block's sum
+// of q when the offset is not 0; tasks get the pointers.
+template <class C, Int8DotPath P>
+inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t cols) {
+  constexpr int offset = C::offset;
   thread_local AlignedBuffer<std::int8_t> q, plain;
   thread_local AlignedBuffer<float> d;
   thread_local AlignedBuffer<std::int32_t> k;
@@ -379,34 +368,16 @@ inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t
     std::int8_t* pt = (interleave ? plain.data() : q.data()) + t * cols;
     quantize_int8_input(pt, dt, x + t * cols, cols);
     for (std::size_t b = nb; b < stride_blocks; ++b) dt[b] = 0.0f;
-    if (offset != 0) {
+    if constexpr (offset != 0) {
       std::int32_t* kt = k.data() + t * stride_blocks;
       for (std::size_t b = 0; b < stride_blocks; ++b) {
         std::int32_t sum = 0;
         if (b < nb)
           for (std::size_t j = 0; j < kBlockWeights; ++j) sum += pt[b * kBlockWeights + j];
-        kt[b] = offset * sum;
+        kt[b] = -offset * sum;
       }
     }
-    if constexpr (!interleave) continue;
-    std::int8_t* qt = q.data() + t * stride;
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    // The registers' interleave, as the kernel applies it to the weights (zeros past cols).
-    for (std::size_t c = 0; c < stride; c += 512) {
-      __m512i z[8];
-      for (std::size_t m = 0; m < 8; ++m) {
-        const std::size_t at = c + 64 * m, have = at < cols ? cols - at : 0;
-        z[m] = _mm512_maskz_loadu_epi8(first_bytes(have), pt + (at < cols ? at : 0));
-      }
-      interleave_int8_group(z);
-      for (std::size_t m = 0; m < 8; ++m) _mm512_storeu_si512(qt + c + 64 * m, z[m]);
-    }
-#else
-    for (std::size_t b = 0; b < stride_blocks; ++b)
-      for (std::size_t j = 0; j < kBlockWeights; ++j)
-        qt[b / 16 * 512 + interleaved_offset(b % 16, j)] =
-            b < nb ? pt[b * kBlockWeights + j] : std::int8_t{0};
-#endif
+    if constexpr (interleave) C::interleave_x(pt, q.data() + t * stride, cols, stride);
   }
   return {q.data(), d.data(), k.data()};
 }
@@ -419,7 +390,7 @@ inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t
 template <class C, Int8DotPath P = kHostInt8DotPath, class Segment>
 void matvec_int8_dot(std::span<const Segment> segments, const float* x, std::size_t cols,
                      ThreadPool* pool = nullptr) {
-  const Int8Input xq = detail::quantized_int8_input<P>(x, 1, cols, C::offset);
+  const Int8Input xq = detail::quantized_int8_input<C, P>(x, 1, cols);
   const std::size_t nb = cols / kBlockWeights;
   std::size_t groups = 0;
   for (const Segment& s : segments) groups += detail::row_groups(s.rows);
@@ -449,7 +420,7 @@ void matvec_batch_int8_dot(float* y, const typename C::unit* q, const float* d, 
                            std::size_t n, std::size_t rows, std::size_t cols,
                            ThreadPool* pool = nullptr) {
   if (n == 0 || rows == 0) return;
-  const Int8Input xq = detail::quantized_int8_input<P>(x, n, cols, C::offset);
+  const Int8Input xq = detail::quantized_int8_input<C, P>(x, n, cols);
   const std::size_t nb = cols / kBlockWeights, row = nb * C::units;
   const std::size_t stride = detail::int8_input_stride<P>(cols);
   detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
@@ -468,7 +439,7 @@ void matvec_batch_int8_dot(float* y, const typename C::unit* q, const float* d, 
 template <class C, Int8DotPath P = kHostInt8DotPath>
 void matvec_gather_int8_dot(float* y, const typename C::unit* q, const float* d, const float* x,
                             std::span<const std::uint32_t> rows, std::size_t cols) {
-  const Int8Input xq = detail::quantized_int8_input<P>(x, 1, cols, C::offset);
+  const Int8Input xq = detail::quantized_int8_input<C, P>(x, 1, cols);
   const std::size_t nb = cols / kBlockWeights;
   for (std::size_t k = 0; k < rows.size(); ++k) {
     const std::size_t r = rows[k];

@@ -42,38 +42,52 @@ struct Int8Q4Blocks {
   }
 #endif
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-  // The 16 blocks' 256 bytes of nibbles straight into int8_dot.hpp's interleaved order: register
-  // t of set s (blocks 8s..8s+7) holds at lane 4L + i the 4-byte group t of half L % 2 of block
-  // 8s + 2i + L / 2 (interleaved_offset), and a block's 16 bytes hold group t of both halves in
-  // their dword t (low nibbles: weights 4t..4t+3, high: 16+4t..16+4t+3). So per set one
-  // two-source dword permute of its two 64-byte loads, a shift by 0 or 4 and a mask per
-  // register: 8 permutes a step where unpacking to bytes and interleaving would take 24.
+  // The AVX-512 layout of a 16-block step, x's and the weights' alike: 8 registers, register g
+  // holding in its 32-bit lane l the 4 elements 4g..4g+3 of block l. A block's 16 bytes of
+  // nibbles hold in their dword t elements 4t..4t+3 (low nibbles) and 16+4t..16+4t+3 (high), so
+  // register g is dword g % 4 of every block, shifted by 0 or 4 and masked; vpdpbusd then sums
+  // block l in lane l over the 8 registers, in block order: no reduction or pairing per vector.
+  static constexpr std::size_t x_place(std::size_t block, std::size_t j) noexcept {
+    return (j / 4) * 64 + block * 4 + j % 4;
+  }
+  static void interleave_x(const std::int8_t* plain, std::int8_t* out, std::size_t cols,
+                           std::size_t stride) noexcept {
+    const std::size_t nb = cols / kBlockWeights;
+    for (std::size_t b = 0; b < stride / kBlockWeights; ++b)
+      for (std::size_t j = 0; j < kBlockWeights; ++j)
+        out[b / 16 * 512 + x_place(b % 16, j)] = b < nb ? plain[b * kBlockWeights + j] : std::int8_t{0};
+  }
+  // Per register pair (g, g + 4): one dword permute of each two 64-byte loads, a blend, a shift
+  // and two masks.
   template <bool Partial>
   [[gnu::always_inline]] static void load_step(const std::uint8_t* p, std::size_t blocks,
-                                               std::size_t regs, detail::Int8Step& s) noexcept {
-    const __m512i base = _mm512_setr_epi32(0, 8, 16, 24, 0, 8, 16, 24, 4, 12, 20, 28, 4, 12, 20, 28);
-    const __m512i shifts = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4);
+                                               detail::Int8Step& s) noexcept {
+    const __m512i dword0 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
     const __m512i nibble = _mm512_set1_epi8(0x0F);
     const std::size_t bytes = blocks * units;
-    for (std::size_t set = 0; set < regs / 4; ++set) {
-      __m512i n[2];
-      for (std::size_t h = 0; h < 2; ++h) {
-        const std::size_t at = set * 128 + h * 64;
-        if constexpr (Partial)
-          n[h] = _mm512_maskz_loadu_epi8(detail::first_bytes(bytes > at ? bytes - at : 0), p + at);
-        else
-          n[h] = _mm512_loadu_si512(p + at);
-      }
-      for (std::size_t t = 0; t < 4; ++t) {
-        const __m512i idx = _mm512_add_epi32(base, _mm512_set1_epi32(static_cast<int>(t)));
-        const __m512i g = _mm512_permutex2var_epi32(n[0], idx, n[1]);
-        s.u[4 * set + t] = _mm512_and_si512(_mm512_srlv_epi32(g, shifts), nibble);
-      }
+    __m512i n[4];  // blocks 4k..4k+3
+    for (std::size_t k = 0; k < 4; ++k) {
+      if constexpr (Partial)
+        n[k] = _mm512_maskz_loadu_epi8(detail::first_bytes(bytes > 64 * k ? bytes - 64 * k : 0), p + 64 * k);
+      else
+        n[k] = _mm512_loadu_si512(p + 64 * k);
+    }
+    for (std::size_t t = 0; t < 4; ++t) {
+      const __m512i idx = _mm512_add_epi32(dword0, _mm512_set1_epi32(static_cast<int>(t)));
+      const __m512i g = _mm512_mask_blend_epi32(0xFF00, _mm512_permutex2var_epi32(n[0], idx, n[1]),
+                                                _mm512_permutex2var_epi32(n[2], idx, n[3]));
+      s.u[t] = _mm512_and_si512(g, nibble);
+      s.u[t + 4] = _mm512_and_si512(_mm512_srli_epi32(g, 4), nibble);
     }
   }
-  [[gnu::always_inline]] static __m512i signed_x(const detail::Int8Step&, std::size_t,
-                                                 __m512i x) noexcept {
-    return x;
+  // The accumulator starts at k = -8 * sum(q_x) per block (x's copy holds it, zero-padded).
+  template <bool Partial>
+  [[gnu::always_inline]] static __m512i step_sums(const detail::Int8Step& s, Int8Input x,
+                                                  std::size_t) noexcept {
+    __m512i sums = _mm512_loadu_si512(x.k);
+    for (std::size_t g = 0; g < 8; ++g)
+      sums = _mm512_dpbusd_epi32(sums, s.u[g], _mm512_loadu_si512(x.q + 64 * g));
+    return sums;
   }
 #endif
 };

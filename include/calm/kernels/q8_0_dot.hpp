@@ -38,12 +38,30 @@ struct Int8Q8Blocks {
   }
 #endif
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+  // x's copy in int8_dot.hpp's interleaved order (interleaved_offset), zero-padded to `stride`.
+  static void interleave_x(const std::int8_t* plain, std::int8_t* out, std::size_t cols,
+                           std::size_t stride) noexcept {
+    for (std::size_t c = 0; c < stride; c += 512) {
+      __m512i z[8];
+      for (std::size_t m = 0; m < 8; ++m) {
+        const std::size_t at = c + 64 * m, have = at < cols ? cols - at : 0;
+        z[m] = _mm512_maskz_loadu_epi8(detail::first_bytes(have), plain + (at < cols ? at : 0));
+      }
+      detail::interleave_int8_group(z);
+      for (std::size_t m = 0; m < 8; ++m) _mm512_storeu_si512(out + c + 64 * m, z[m]);
+    }
+  }
+  // A partial step of at most 8 blocks has no set B: its registers and products are skipped.
+  static constexpr std::size_t registers(bool partial, std::size_t blocks) noexcept {
+    return partial && blocks <= kInt8DotLanes ? 4 : 8;
+  }
   // The 16 blocks' 512 quants as 8 registers (register m: blocks 2m and 2m + 1), interleaved in
   // registers as x's copy is. The sign trick: vpdpbusd multiplies u8 by s8, so |w| (<= 127) goes
   // as u8 and x * sign(w) as s8; each product is w * x, and the int32 sums are exact.
   template <bool Partial>
   [[gnu::always_inline]] static void load_step(const std::int8_t* p, std::size_t blocks,
-                                               std::size_t regs, detail::Int8Step& s) noexcept {
+                                               detail::Int8Step& s) noexcept {
+    const std::size_t regs = registers(Partial, blocks);
     __m512i z[8];
     for (std::size_t m = 0; m < 8; ++m) {
       if (m >= regs) {
@@ -64,9 +82,22 @@ struct Int8Q8Blocks {
       s.neg[m] = _mm512_movepi8_mask(z[m]);
     }
   }
-  [[gnu::always_inline]] static __m512i signed_x(const detail::Int8Step& s, std::size_t m,
-                                                 __m512i x) noexcept {
-    return _mm512_mask_sub_epi8(x, s.neg[m], _mm512_setzero_si512(), x);
+  // Per set, vpdpbusd sums each half block in one lane; two 2-source permutes and an add give
+  // the 16 block sums in block order.
+  template <bool Partial>
+  [[gnu::always_inline]] static __m512i step_sums(const detail::Int8Step& s, Int8Input x,
+                                                  std::size_t blocks) noexcept {
+    // Block b of the step (b < 8: set A, else set B) = lanes idx_lo[b] + idx_hi[b] of (A, B).
+    const __m512i idx_lo = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 16, 24, 17, 25, 18, 26, 19, 27);
+    const __m512i idx_hi = _mm512_setr_epi32(4, 12, 5, 13, 6, 14, 7, 15, 20, 28, 21, 29, 22, 30, 23, 31);
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i half[2] = {zero, zero};  // sets A and B
+    for (std::size_t m = 0; m < registers(Partial, blocks); ++m) {
+      const __m512i xm = _mm512_loadu_si512(x.q + 64 * m);
+      half[m / 4] = _mm512_dpbusd_epi32(half[m / 4], s.u[m], _mm512_mask_sub_epi8(xm, s.neg[m], zero, xm));
+    }
+    return _mm512_add_epi32(_mm512_permutex2var_epi32(half[0], idx_lo, half[1]),
+                            _mm512_permutex2var_epi32(half[0], idx_hi, half[1]));
   }
 #endif
 };
