@@ -65,13 +65,15 @@ struct Decoding {
 };
 
 // The quantized format's counters are named after it: q8_0_tok/s, q8_over_bf16, q8_of_triad, ...
-// (q4_0: q4_...).
+// (q4_0: q4_...; the dot-product formats: dot_...).
 struct Quantized {
   calm::WeightFormat format;
   std::string name, prefix;  // "q8_0", "q8"
 };
 const Quantized kQ8{calm::WeightFormat::q8_0, "q8_0", "q8"};
 const Quantized kQ4{calm::WeightFormat::q4_0, "q4_0", "q4"};
+const Quantized kQ8Dot{calm::WeightFormat::q8_0_dot, "q8_0_dot", "dot"};
+const Quantized kQ4Dot{calm::WeightFormat::q4_0_dot, "q4_0_dot", "dot"};
 
 void BM_DecodeQuantized(benchmark::State& state, const std::filesystem::path& dir,
                         const Quantized& quantized) {
@@ -145,31 +147,57 @@ void BM_PrefillQuantized(benchmark::State& state, const Quantized& quantized) {
 }
 void BM_PrefillQ8_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ8); }
 
-// q8_0 on the int8 dot product (WeightFormat::q8_0_dot: x quantized to int8 blocks, one
-// arithmetic for every batch size) against q8_0 with f32 x, decoding alternately as above.
-// Counters: q8_0_tok/s, q8_0_dot_tok/s, dot_over_q8 (the speed ratio), and each one's decode
-// step in ms.
-void BM_DecodeQ8DotVsQ8_TinyLlama(benchmark::State& state) {
+// A block format on the int8 dot product (WeightFormat::q8_0_dot, q4_0_dot: x quantized to int8
+// blocks, one arithmetic for every batch size) against the same blocks with the block kernels
+// (q8_0: f32 x; q4_0: x quantized too, its own f32 order), decoding alternately as above.
+// Counters (q8_0 / q8_0_dot; q4_0 / q4_0_dot likewise): q8_0_tok/s, q8_0_dot_tok/s,
+// dot_over_q8 (the speed ratio), each one's decode step in ms, and each one's bytes of weights
+// per token / time per token over the triad bandwidth measured right before (q8_of_triad,
+// dot_of_triad: the fraction of the memory bound); on a shared machine the bandwidth moves
+// during the run, so also over the mean of one triad pass per iteration, run between the turns
+// (q8_of_mean_triad, dot_of_mean_triad).
+void BM_DecodeDotVsBlocks(benchmark::State& state, const Quantized& blocks, const Quantized& dot) {
   const auto dir = calm::bench::random_checkpoint(calm::bench::kTinyLlama);
   const auto threads = static_cast<std::size_t>(state.range(0));
-  Decoding q8(dir, threads, calm::WeightFormat::q8_0), dot(dir, threads, calm::WeightFormat::q8_0_dot);
-  bool q8_first = true;
+  Decoding plain(dir, threads, blocks.format), dotted(dir, threads, dot.format);
+  const calm::bench::MachineLimits limits = calm::bench::measure_machine_limits(threads);
+  calm::ThreadPool pool(threads);
+  calm::bench::Triad triad;
+  triad.run(pool);  // faults the pages in
+  double triad_s = 0;
+  bool plain_first = true;
   for (auto _ : state) {
-    if (q8_first) {
-      q8.turn();
-      dot.turn();
+    if (plain_first) {
+      plain.turn();
+      dotted.turn();
     } else {
-      dot.turn();
-      q8.turn();
+      dotted.turn();
+      plain.turn();
     }
-    q8_first = !q8_first;
+    const auto t0 = std::chrono::steady_clock::now();
+    triad.run(pool);
+    triad_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    plain_first = !plain_first;
   }
-  const double tq = q8.seconds / double(q8.tokens), td = dot.seconds / double(dot.tokens);
-  state.counters["q8_0_tok/s"] = 1.0 / tq;
-  state.counters["q8_0_dot_tok/s"] = 1.0 / td;
-  state.counters["dot_over_q8"] = tq / td;
-  state.counters["q8_0_step_ms"] = 1e3 * tq;
-  state.counters["q8_0_dot_step_ms"] = 1e3 * td;
+  const double mean_triad = triad.bytes() * double(state.iterations()) / triad_s;
+  const double tq = plain.seconds / double(plain.tokens), td = dotted.seconds / double(dotted.tokens);
+  state.counters[blocks.name + "_tok/s"] = 1.0 / tq;
+  state.counters[dot.name + "_tok/s"] = 1.0 / td;
+  state.counters["dot_over_" + blocks.prefix] = tq / td;
+  state.counters[blocks.name + "_step_ms"] = 1e3 * tq;
+  state.counters[dot.name + "_step_ms"] = 1e3 * td;
+  const double bytes = double(dotted.session.model().weight_bytes_per_token());
+  state.counters[blocks.prefix + "_of_triad"] = bytes / tq / limits.triad_bytes_per_second;
+  state.counters["dot_of_triad"] = bytes / td / limits.triad_bytes_per_second;
+  state.counters[blocks.prefix + "_of_mean_triad"] = bytes / tq / mean_triad;
+  state.counters["dot_of_mean_triad"] = bytes / td / mean_triad;
+  state.counters["GB_per_token"] = bytes / 1e9;
+}
+void BM_DecodeQ8DotVsQ8_TinyLlama(benchmark::State& state) {
+  BM_DecodeDotVsBlocks(state, kQ8, kQ8Dot);
+}
+void BM_DecodeQ4DotVsQ4_TinyLlama(benchmark::State& state) {
+  BM_DecodeDotVsBlocks(state, kQ4, kQ4Dot);
 }
 
 // The verification cost of speculative decoding (calm::bench::verify_cost, as bench_speculative's
@@ -187,6 +215,10 @@ void BM_VerifyCostTinyLlamaQ8(benchmark::State& state) {
 }
 void BM_VerifyCostTinyLlamaQ8Dot(benchmark::State& state) {
   static const auto m = tiny_llama(calm::WeightFormat::q8_0_dot);
+  verify_cost(state, m);
+}
+void BM_VerifyCostTinyLlamaQ4Dot(benchmark::State& state) {
+  static const auto m = tiny_llama(calm::WeightFormat::q4_0_dot);
   verify_cost(state, m);
 }
 
@@ -322,6 +354,8 @@ BENCHMARK(BM_PrefillQ4_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benc
 BENCHMARK(BM_DecodeQ8DotVsQ8_TinyLlama)->Arg(1)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 BENCHMARK(BM_VerifyCostTinyLlamaQ8)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->ArgName("n")->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_VerifyCostTinyLlamaQ8Dot)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->ArgName("n")->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DecodeQ4DotVsQ4_TinyLlama)->Arg(1)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+BENCHMARK(BM_VerifyCostTinyLlamaQ4Dot)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->ArgName("n")->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Matvec)->Args({2048, 5632})->Args({5632, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -8,4 +8,5 @@ template WeightArena LlamaWeights::quantize_to_arena<formats::Q8_0>(const io::Ch
 template WeightArena LlamaWeights::quantize_to_arena<formats::Q4_0>(const io::Checkpoint&, bool);
 template WeightArena LlamaWeights::quantize_to_arena<formats::BF16Dot>(const io::Checkpoint&, bool);
 template WeightArena LlamaWeights::quantize_to_arena<formats::Q8_0Dot>(const io::Checkpoint&, bool);
+template WeightArena LlamaWeights::quantize_to_arena<formats::Q4_0Dot>(const io::Checkpoint&, bool);
 }  // namespace calm

@@ -438,6 +438,21 @@ TEST_CASE("calm-generate: sampling flags need a temperature; unsigned flags pars
   }
 }
 
+TEST_CASE("calm-generate --weights: the int8-dot formats speculate exactly; an unknown one is refused") {
+  for (const std::string w : {"q8_0_dot", "q4_0_dot"}) {
+    CAPTURE(w);
+    const auto full = generate_json("--measure full --weights " + w);
+    CHECK(generate_json("--speculative --measure static --static-layer 3 --weights " + w)
+              .at("text") == full.at("text"));
+  }
+  const auto run = run_program(CALM_GENERATE_EXE, base() + "--measure full --weights q4_1");
+  CHECK(run.status != 0);
+  CHECK(contains(run.err, "--weights"));
+  CHECK(contains(run.err, "q4_1"));
+  CHECK(contains(run.err, "q4_0_dot"));  // the formats it takes are listed
+  CHECK(!contains(run.out, "ROMEO"));
+}
+
 TEST_CASE("calm-generate at a tiny positive temperature gives the greedy text") {
   const auto greedy = generate_json("--measure full");
   for (const std::string t : {"1e-38", "1e-45"}) {

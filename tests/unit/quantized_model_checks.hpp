@@ -15,9 +15,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace calm::test {
@@ -117,6 +119,40 @@ inline void check_against_reference(calm::WeightFormat format, const char* name,
     CHECK(two.state == one.state);  // bitwise independent of the thread count
     CHECK(two.logits == one.logits);
   }
+}
+
+// The bundled model in `format` (a dot-product format on `blocks`' blocks, formats::Id `id`)
+// against the same model in `blocks`: its worst errors against the float64 reference below
+// `state_factor` and `logits_factor` times `blocks`' (both go out as a MESSAGE), and exactly
+// `blocks`' codes and scales in every layer matrix and the untied head; the embedding bf16.
+inline void check_dot_on_blocks(calm::WeightFormat format, calm::formats::Id id,
+                                calm::WeightFormat blocks, double state_factor,
+                                double logits_factor) {
+  const std::filesystem::path dir = std::filesystem::path(CALM_MODELS) / "shakespeare-8l";
+  const Worst dot = quantized_error(dir, 1, format), plain_error = quantized_error(dir, 1, blocks);
+  MESSAGE("shakespeare-8l: " << calm::formats::name(id) << " " << dot.state << " / " << dot.logits
+                             << ", its blocks' format " << plain_error.state << " / "
+                             << plain_error.logits << " (states / logits)");
+  CHECK(dot.state < state_factor * plain_error.state);
+  CHECK(dot.logits < logits_factor * plain_error.logits);
+  const auto model = calm::LlamaModel::load(dir, {.weights = format});
+  const auto plain = calm::LlamaModel::load(dir, {.weights = blocks});
+  std::vector<std::pair<const calm::Linear*, const calm::Linear*>> pairs = {
+      {&model->weights().lm_head, &plain->weights().lm_head}};
+  for (std::size_t i = 0; i < model->weights().layers.size(); ++i) {
+    const auto& l = model->weights().layers[i];
+    const auto& p = plain->weights().layers[i];
+    for (auto [a, b] : {std::pair{&l.q, &p.q}, {&l.k, &p.k}, {&l.v, &p.v}, {&l.o, &p.o},
+                        {&l.gate, &p.gate}, {&l.up, &p.up}, {&l.down, &p.down}})
+      pairs.emplace_back(a, b);
+  }
+  for (const auto& [mine, theirs] : pairs) {
+    CHECK(mine->format == id);
+    REQUIRE(mine->bytes() == theirs->bytes());
+    CHECK(std::memcmp(mine->data, theirs->data, mine->data_bytes()) == 0);
+    CHECK(std::memcmp(mine->scales, theirs->scales, mine->scale_bytes()) == 0);
+  }
+  CHECK(model->weights().embed.format == calm::formats::Id::bf16);
 }
 
 // The bundled model's test-split perplexity with `format` over bf16's (as stored), which must

@@ -185,7 +185,7 @@ TEST_CASE("batched rows equal alone on quantized and bf16-dot weights, and with 
   CAPTURE(dir.filename().string());
   for (calm::WeightFormat f :
        {calm::WeightFormat::q8_0, calm::WeightFormat::q4_0, calm::WeightFormat::bf16_dot,
-        calm::WeightFormat::q8_0_dot}) {
+        calm::WeightFormat::q8_0_dot, calm::WeightFormat::q4_0_dot}) {
     // The first fixture's matrices are whole blocks of 32 wide: every format loads.
     const auto model = calm::LlamaModel::load(dir, {.weights = f});
     check_against_alone(

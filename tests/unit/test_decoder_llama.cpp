@@ -150,7 +150,7 @@ TEST_CASE("lm_head_rows gives each listed token the bits of lm_head; candidate s
   for (const fs::path& dir : models()) {
     for (const auto weights :
          {calm::WeightFormat::file, calm::WeightFormat::q8_0, calm::WeightFormat::q4_0,
-          calm::WeightFormat::bf16_dot, calm::WeightFormat::q8_0_dot}) {
+          calm::WeightFormat::bf16_dot, calm::WeightFormat::q8_0_dot, calm::WeightFormat::q4_0_dot}) {
       CAPTURE(dir.string());
       CAPTURE(int(weights));
       calm::LlamaOptions options;

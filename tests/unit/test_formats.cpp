@@ -126,6 +126,7 @@ TEST_CASE("formats: names, ids and the bytes of a row, by hand") {
   CHECK(f::name(f::Id::q4_0) == "q4_0");
   CHECK(f::name(f::Id::bf16_dot) == "bf16_dot");
   CHECK(f::name(f::Id::q8_0_dot) == "q8_0_dot");
+  CHECK(f::name(f::Id::q4_0_dot) == "q4_0_dot");
   CHECK(f::dense_id(calm::DType::bf16) == f::Id::bf16);
   CHECK(f::dense_id(calm::DType::f16) == f::Id::f16);
   CHECK(f::dense_id(calm::DType::f32) == f::Id::f32);
@@ -135,6 +136,7 @@ TEST_CASE("formats: names, ids and the bytes of a row, by hand") {
   CHECK(f::row_bytes<f::Q8_0>(64) == 72);
   CHECK(f::row_bytes<f::Q4_0>(64) == 40);  // 32 bytes of nibbles + 2 scales
   CHECK(f::row_bytes<f::Q8_0Dot>(64) == 72);  // q8_0's blocks
+  CHECK(f::row_bytes<f::Q4_0Dot>(64) == 40);  // q4_0's blocks
   calm::Linear lin{{nullptr, nullptr, 10, 64}, f::Id::q8_0};
   CHECK(lin.data_bytes() == 640);
   CHECK(lin.scale_bytes() == 80);

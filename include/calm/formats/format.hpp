@@ -20,7 +20,7 @@
 namespace calm::formats {
 
 // Every format calm holds weights in; the formats/*.hpp headers define one struct each.
-enum class Id : std::uint8_t { f32, f16, bf16, q8_0, q4_0, bf16_dot, q8_0_dot };
+enum class Id : std::uint8_t { f32, f16, bf16, q8_0, q4_0, bf16_dot, q8_0_dot, q4_0_dot };
 
 // A matrix's memory, as its format lays it out: `data` the per-row payload (row r at
 // data + r * F::data_bytes(cols)), `scales` the per-block f32 scales of a block format

@@ -15,6 +15,7 @@
 #include "calm/formats/dense.hpp"
 #include "calm/formats/format.hpp"
 #include "calm/formats/q4_0.hpp"
+#include "calm/formats/q4_0_dot.hpp"
 #include "calm/formats/q8_0.hpp"
 #include "calm/formats/q8_0_dot.hpp"
 
@@ -23,7 +24,7 @@ namespace calm::formats {
 template <class... F>
 struct List {};
 // Every format, in Id order. A new format adds its struct here.
-using All = List<F32, F16, BF16, Q8_0, Q4_0, BF16Dot, Q8_0Dot>;
+using All = List<F32, F16, BF16, Q8_0, Q4_0, BF16Dot, Q8_0Dot, Q4_0Dot>;
 
 namespace detail {
 template <class Fn, class F, class... Rest>
@@ -123,6 +124,7 @@ extern template struct Kernels<Q8_0>;
 extern template struct Kernels<Q4_0>;
 extern template struct Kernels<BF16Dot>;
 extern template struct Kernels<Q8_0Dot>;
+extern template struct Kernels<Q4_0Dot>;
 #endif
 
 // fn(Kernels<F>{}) for the format F that id names.

@@ -1,463 +1,105 @@
-// q8_0 weights on the int8 dot product, with one arithmetic for every batch size and every host:
-// y = W x with W in q8_0 blocks (kernels/q8_0.hpp: 32 int8 quants q_w and one scale d_w per
-// block) and x quantized to the same kind of blocks once per call (docs/design.md §16):
-//   - x's block b: d_x = max|x_b| / 127 (f32), q_x = x / d_x rounded to nearest even, as int8
-//     (|q_x| <= 127; d_x = 0 gives q_x = 0; a block holding a NaN or an infinity gets d_x = NaN
-//     and q_x = 0, so the outputs of that vector are NaN, as an f32 product's would be non-finite);
-//   - per row and block, s_b = sum_j q_w,j * q_x,j, an exact int32 (|s_b| <= 32 * 127 * 127);
-//   - y = the 8 partial sums acc[b mod 8], each acc = fma(float(s_b), d_w,b * d_x,b, acc) over
-//     the blocks in order, combined as ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
-// Integer sums are exact in any order, and the float steps are f32 operations lane by lane, so
-// each path -- vpdpbusd (AVX-512 VNNI), vpmaddubsw + vpmaddwd (AVX2) and scalar code -- gives the
-// same bits, and row t of an n-vector call is bitwise the row alone, for any n, row grouping or
-// thread count. cols must be a multiple of 32.
+// q8_0 weights on the int8 dot product (kernels/int8_dot.hpp: x quantized to int8 blocks once
+// per call, exact int32 block sums, one f32 order for every batch size, thread count and host;
+// docs/design.md §16): W in q8_0 blocks (kernels/q8_0.hpp: 32 int8 quants q_w and one scale d_w
+// per block), s_b = sum_j q_w,j * q_x,j (|s_b| <= 32 * 127 * 127). cols must be a multiple of 32.
 //
-// Against q8_0 with f32 activations (blocks.hpp) this adds x's quantization error (<= d_x / 2 per
-// element) and replaces 32 f32 FMAs per block and vector by integer multiply-adds on 32 bytes.
+// The kernels are int8_dot.hpp's with Int8Q8Blocks (matvec_int8_dot<Int8Q8Blocks, P> and its
+// batch and gather). Against q8_0 with f32 activations (blocks.hpp) this adds x's quantization
+// error (<= d_x / 2 per element) and replaces 32 f32 FMAs per block and vector by integer
+// multiply-adds on 32 bytes.
 #pragma once
 
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
-#include <span>
 
-#include "calm/core/aligned.hpp"
-#include "calm/core/thread_pool.hpp"
-#include "calm/kernels/blocks.hpp"
-#include "calm/kernels/load.hpp"
-#include "calm/kernels/matvec.hpp"
+#include "calm/kernels/int8_dot.hpp"
 #include "calm/kernels/q8_0.hpp"
-#include "calm/kernels/row_groups.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
-#define CALM_KERNEL [[gnu::flatten]]
-
 namespace calm::kernels {
 
-// The paths of the int8 dot product; every one gives the same bits.
-enum class Int8DotPath { avx512vnni, avx2, scalar };
-// Whether this build compiles a path (a path asked for must be there: the AVX-512 path's x is laid
-// out for it alone).
-inline constexpr bool int8_dot_path_built(Int8DotPath p) noexcept {
-  switch (p) {
-    case Int8DotPath::avx512vnni:
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-      return true;
-#else
-      return false;
-#endif
-    case Int8DotPath::avx2:
-#if defined(__AVX2__) && defined(__FMA__)
-      return true;
-#else
-      return false;
-#endif
-    case Int8DotPath::scalar: return true;
+// q8_0's blocks as the int8 dot product reads them (int8_dot.hpp): the quants themselves.
+struct Int8Q8Blocks {
+  using unit = std::int8_t;
+  static constexpr std::size_t units = kBlockWeights;
+  static constexpr int offset = 0;
+  [[gnu::always_inline]] static int code(const std::int8_t* block, std::size_t j) noexcept {
+    return block[j];
   }
-  return false;
-}
-inline constexpr Int8DotPath kHostInt8DotPath =
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    Int8DotPath::avx512vnni;
-#elif defined(__AVX2__) && defined(__FMA__)
-    Int8DotPath::avx2;
-#else
-    Int8DotPath::scalar;
-#endif
-
-// Blocks per step of the SIMD paths: one f32 accumulator lane each (acc[b mod 8]).
-inline constexpr std::size_t kInt8DotLanes = 8;
-
-// x quantized for the int8 dot product: per vector, q (cols) int8 and d (cols / 32) scales.
-// `x + elements` moves both to that element (a whole number of blocks).
-struct Int8Input {
-  const std::int8_t* q;
-  const float* d;
-  Int8Input operator+(std::size_t elements) const noexcept {
-    return {q + elements, d + elements / kBlockWeights};
-  }
-};
-
-// Quantizes x(n * cols) (n vectors, cols % 32 == 0) into q and d: the one definition every path
-// uses (see the top of this file).
-inline void quantize_int8_input(std::int8_t* q, float* d, const float* x,
-                                std::size_t elements) noexcept {
-  for (std::size_t b = 0; b * kBlockWeights < elements; ++b) {
-    const float* xb = x + b * kBlockWeights;
-    std::int8_t* qb = q + b * kBlockWeights;
-    float amax = 0.0f;
-    bool finite = true;
-    for (std::size_t j = 0; j < kBlockWeights; ++j) {
-      finite = finite && std::isfinite(xb[j]);
-      amax = std::fmax(amax, std::fabs(xb[j]));
-    }
-    const float scale = amax / 127.0f;
-    if (!finite) {
-      d[b] = std::numeric_limits<float>::quiet_NaN();
-      for (std::size_t j = 0; j < kBlockWeights; ++j) qb[j] = 0;
-    } else if (scale == 0.0f) {  // zeros, or below 127 * the smallest denormal
-      d[b] = 0.0f;
-      for (std::size_t j = 0; j < kBlockWeights; ++j) qb[j] = 0;
-    } else {
-      // |x / scale| <= 127 * (1 + 2^-23) (scale is amax / 127 to within 2^-24): never past 127.
-      d[b] = scale;
-      for (std::size_t j = 0; j < kBlockWeights; ++j)
-        qb[j] = static_cast<std::int8_t>(std::nearbyint(xb[j] / scale));
-    }
-  }
-}
-
-namespace detail {
-
-// The 8 partial sums combined in the one fixed order.
-inline float sum_int8_dot_lanes(const float* a) noexcept {
-  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-}
-
-// s_b of one block, exactly.
-inline std::int32_t block_dot_i8(const std::int8_t* w, const std::int8_t* x) noexcept {
-  std::int32_t s = 0;
-  for (std::size_t j = 0; j < kBlockWeights; ++j) s += std::int32_t{w[j]} * std::int32_t{x[j]};
-  return s;
-}
-
 #if defined(__AVX2__)
-// Eight vectors of 8 int32 lanes -> one vector whose lane k is the sum of vector k's lanes.
-[[gnu::always_inline]] inline __m256i reduce8_epi32(const __m256i (&p)[8]) noexcept {
-  const __m256i a01 = _mm256_hadd_epi32(p[0], p[1]), a23 = _mm256_hadd_epi32(p[2], p[3]);
-  const __m256i a45 = _mm256_hadd_epi32(p[4], p[5]), a67 = _mm256_hadd_epi32(p[6], p[7]);
-  // 128-bit lane 0 of b0123 holds the low halves' sums of p0..p3, lane 1 the high halves'.
-  const __m256i b0123 = _mm256_hadd_epi32(a01, a23), b4567 = _mm256_hadd_epi32(a45, a67);
-  return _mm256_add_epi32(_mm256_permute2x128_si256(b0123, b4567, 0x20),
-                          _mm256_permute2x128_si256(b0123, b4567, 0x31));
-}
+  // vpmaddubsw adds two u8 * s8 products into an int16 with saturation: here |w| <= 128 and
+  // |x * sign(w)| <= 127, so a pair is at most 2 * 128 * 127 = 32512 < 32767 and never saturates.
+  [[gnu::always_inline]] static __m256i pairs(const std::int8_t* block, __m256i x) noexcept {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block));
+    return _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+  }
 #endif
-
-// The AVX-512 path's order of a 16-block group (512 quants, as 8 registers of 64 bytes: register
-// m holds blocks 2m and 2m + 1): a 4x4 transpose of 32-bit groups within each 128-bit lane of
-// registers 0-3 (blocks 0-7, set A) and of 4-7 (blocks 8-15, set B). Afterwards lane 4L + i of
-// a set's register t holds 4-byte group t of 128-bit lane L of the set's register i: each lane
-// of a set collects one half block, L = 2 (block % 2) + (group / 4), i = (block / 2) % 4.
-// interleaved_offset gives it per byte, for x's copy; interleave_int8_group does it in registers.
-inline std::size_t interleaved_offset(std::size_t block, std::size_t byte) noexcept {
-  const std::size_t group = byte / 4, set = block / 8;
-  const std::size_t lane = 2 * (block % 2) + group / 4, i = (block / 2) % 4;
-  return set * 256 + (group % 4) * 64 + (4 * lane + i) * 4 + byte % 4;
-}
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-// One set: the 4x4 transpose of 4-byte groups within each 128-bit lane of z[0..3].
-[[gnu::always_inline]] inline void interleave_int8_set(__m512i* z) noexcept {
-  const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
-  const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
-  z[0] = _mm512_unpacklo_epi64(t0, t2);
-  z[1] = _mm512_unpackhi_epi64(t0, t2);
-  z[2] = _mm512_unpacklo_epi64(t1, t3);
-  z[3] = _mm512_unpackhi_epi64(t1, t3);
-}
-[[gnu::always_inline]] inline void interleave_int8_group(__m512i (&z)[8]) noexcept {
-  interleave_int8_set(z);
-  interleave_int8_set(z + 4);
-}
-#endif
-
-// How a call prefetches (as bf16_dot.hpp): not at all; its own rows' stream kPrefetchBytes
-// ahead (running into `next` at a row's end); or the following rows at the block being read
-// (a batch's later tiles, whose own rows are in L1).
-enum Int8Prefetch : int { kInt8NoPrefetch = 0, kInt8PrefetchOwn = 1, kInt8PrefetchNext = 2 };
-
-// y[v * y_stride + r] = W(R rows: quants q, scales d, nb blocks each) . x_v for V vectors
-// x_v = x + v * x_stride; next_q: the quants that follow the R rows (the prefetch stream only).
-template <Int8DotPath P, std::size_t R, std::size_t V, int Prefetch>
-CALM_KERNEL inline void dot_int8_rows(float* y, std::size_t y_stride, const std::int8_t* q,
-                                      const float* d, const std::int8_t* next_q, Int8Input x,
-                                      std::size_t x_stride, std::size_t cols) noexcept {
-  static_assert(int8_dot_path_built(P), "q8_0_dot: this build has no such path (see -march)");
-  const std::size_t nb = cols / kBlockWeights;
-  alignas(32) float acc[R][V][kInt8DotLanes] = {};
-  std::size_t b0 = 0;  // blocks below b0 are in acc
-  // The SIMD paths: 8 (AVX2) or 16 (AVX-512) blocks per step; a row's last blocks take one more
-  // step with the missing blocks read as zeros and their lanes left as they were (masked).
-  // prefetch_step(b): 8 blocks' lines of each row.
-  const auto prefetch_step = [&](std::size_t b) {
-    if constexpr (Prefetch != kInt8NoPrefetch) {
-      constexpr std::size_t ahead = kPrefetchBytes;  // quants (bytes)
-      const std::size_t c = b * kBlockWeights;
-      for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t line = 0; line < kInt8DotLanes * kBlockWeights; line += 64) {
-          if constexpr (Prefetch == kInt8PrefetchNext)
-            prefetch_line(next_q + r * cols + c + line);
-          else
-            prefetch_line(c + ahead < cols ? q + r * cols + c + ahead + line
-                                           : next_q + r * cols + (c + ahead - cols) + line);
-        }
-      if (b % 16 == 0) prefetch_line(d + R * nb + b * R);  // the next rows' scales
-    }
-  };
-  (void)prefetch_step;
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-  if constexpr (P == Int8DotPath::avx512vnni) {
-    // 16 blocks per step, x already interleaved (interleave_int8_group): the 8 registers of a
-    // row's step are interleaved the same way in registers, so vpdpbusd sums each half block
-    // in one lane and two lanes make a block's sum (no reduction tree per vector).
-    __m256 a[R][V];
-    for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t v = 0; v < V; ++v) a[r][v] = _mm256_setzero_ps();
-    const __m512i zero = _mm512_setzero_si512();
-    // Block b of the step (b < 8: set A, else set B) = lanes idx_lo[b] + idx_hi[b] of (A, B).
-    const __m512i idx_lo = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 16, 24, 17, 25, 18, 26, 19, 27);
-    const __m512i idx_hi = _mm512_setr_epi32(4, 12, 5, 13, 6, 14, 7, 15, 20, 28, 21, 29, 22, 30, 23, 31);
-    const auto step = [&]<bool Partial>(std::size_t from, std::size_t blocks) {
-      const std::size_t c = from * kBlockWeights;
-      const __mmask16 lanes = static_cast<__mmask16>((1u << blocks) - 1);
-      // A partial step of at most 8 blocks has no set B: its registers and products are skipped.
-      const std::size_t regs = Partial && blocks <= kInt8DotLanes ? 4 : 8;
-      for (std::size_t r = 0; r < R; ++r) {
-        __m512i z[8];
-        for (std::size_t m = 0; m < 8; ++m) {
-          if (m >= regs) {
-            z[m] = zero;
-            continue;
-          }
-          const std::int8_t* p = q + r * cols + c + 64 * m;
-          if constexpr (Partial) {
-            const std::size_t have = blocks * kBlockWeights > 64 * m ? blocks * kBlockWeights - 64 * m : 0;
-            z[m] = _mm512_maskz_loadu_epi8(have >= 64 ? ~__mmask64{0} : (__mmask64{1} << have) - 1, p);
-          } else {
-            z[m] = _mm512_loadu_si512(p);
-          }
-        }
-        if (regs == 8)
-          interleave_int8_group(z);
-        else
-          interleave_int8_set(z);
-        // The sign trick: vpdpbusd multiplies u8 by s8, so |w| (<= 127) goes as u8 and
-        // x * sign(w) as s8; each product is w * x, and the int32 sums are exact.
-        __m512i aw[8];
-        __mmask64 neg[8];
-        for (std::size_t m = 0; m < regs; ++m) {
-          aw[m] = _mm512_abs_epi8(z[m]);
-          neg[m] = _mm512_movepi8_mask(z[m]);
-        }
-        const __m512 dw = Partial ? _mm512_maskz_loadu_ps(lanes, d + r * nb + from)
-                                  : _mm512_loadu_ps(d + r * nb + from);
-        for (std::size_t v = 0; v < V; ++v) {
-          const Int8Input xv = x + (v * x_stride + c);
-          __m512i half[2] = {zero, zero};  // sets A and B
-          for (std::size_t m = 0; m < regs; ++m) {
-            const __m512i xm = _mm512_loadu_si512(xv.q + 64 * m);
-            half[m / 4] = _mm512_dpbusd_epi32(half[m / 4], aw[m], _mm512_mask_sub_epi8(xm, neg[m], zero, xm));
-          }
-          const __m512i sums = _mm512_add_epi32(_mm512_permutex2var_epi32(half[0], idx_lo, half[1]),
-                                                _mm512_permutex2var_epi32(half[0], idx_hi, half[1]));
-          const __m512 sf = _mm512_cvtepi32_ps(sums);
-          const __m512 scale = _mm512_mul_ps(dw, _mm512_loadu_ps(xv.d));  // x's d is padded
-          // Blocks from..from+7, then from+8..from+15, each into lane b mod 8.
-          __m256 next = _mm256_fmadd_ps(_mm512_castps512_ps256(sf), _mm512_castps512_ps256(scale), a[r][v]);
-          if constexpr (Partial) next = _mm256_mask_blend_ps(static_cast<__mmask8>(lanes), a[r][v], next);
-          __m256 after = _mm256_fmadd_ps(_mm512_extractf32x8_ps(sf, 1), _mm512_extractf32x8_ps(scale, 1), next);
-          if constexpr (Partial) after = _mm256_mask_blend_ps(static_cast<__mmask8>(lanes >> 8), next, after);
-          a[r][v] = after;
-        }
-      }
-    };
-    for (; b0 + 2 * kInt8DotLanes <= nb; b0 += 2 * kInt8DotLanes) {
-      prefetch_step(b0);
-      prefetch_step(b0 + kInt8DotLanes);
-      step.template operator()<false>(b0, 2 * kInt8DotLanes);
-    }
-    if (b0 < nb) step.template operator()<true>(b0, nb - b0);
-    b0 = nb;
-    for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t v = 0; v < V; ++v) _mm256_store_ps(acc[r][v], a[r][v]);
-  }
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-  if constexpr (P == Int8DotPath::avx2) {
-    __m256 a[R][V];
-    for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t v = 0; v < V; ++v) a[r][v] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-    const auto step = [&]<bool Partial>(std::size_t from, std::size_t blocks) {
-      const std::size_t c = from * kBlockWeights;
-      // Lanes of the blocks that are there (sign bit set), for the masked loads and the blend.
-      const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(blocks)),
-                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      const auto load_scales = [&](const float* p) {
-        if constexpr (Partial) return _mm256_maskload_ps(p, lanes);
-        return _mm256_loadu_ps(p);
-      };
-      for (std::size_t r = 0; r < R; ++r) {
-        const __m256 dw = load_scales(d + r * nb + from);
-        for (std::size_t v = 0; v < V; ++v) {
-          const Int8Input xv = x + (v * x_stride + c);
-          __m256i p[8];
-          for (std::size_t k = 0; k < 8; ++k) {
-            if (Partial && k >= blocks) {
-              p[k] = _mm256_setzero_si256();
-              continue;
-            }
-            const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + r * cols + c + 32 * k));
-            const __m256i xk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xv.q + 32 * k));
-            // vpmaddubsw adds two u8 * s8 products into an int16 with saturation: here
-            // |w| <= 128 and |x * sign(w)| <= 127, so a pair is at most 2 * 128 * 127 = 32512
-            // < 32767 and never saturates; vpmaddwd then sums pairs exactly into int32.
-            const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xk, w));
-            p[k] = _mm256_madd_epi16(pairs, ones);
-          }
-          const __m256 sum = _mm256_cvtepi32_ps(reduce8_epi32(p));
-          const __m256 next = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, load_scales(xv.d)), a[r][v]);
-          if constexpr (Partial)
-            a[r][v] = _mm256_blendv_ps(a[r][v], next, _mm256_castsi256_ps(lanes));
-          else
-            a[r][v] = next;
-        }
-      }
-    };
-    for (; b0 + kInt8DotLanes <= nb; b0 += kInt8DotLanes) {
-      prefetch_step(b0);
-      step.template operator()<false>(b0, kInt8DotLanes);
-    }
-    if (b0 < nb) step.template operator()<true>(b0, nb - b0);
-    b0 = nb;
-    for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t v = 0; v < V; ++v) _mm256_store_ps(acc[r][v], a[r][v]);
-  }
-#endif
-  // The scalar path: the same steps one block at a time.
-  for (std::size_t b = b0; b < nb; ++b)
-    for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t v = 0; v < V; ++v) {
-        const Int8Input xv = x + (v * x_stride + b * kBlockWeights);
-        const std::int32_t s = block_dot_i8(q + r * cols + b * kBlockWeights, xv.q);
-        float& lane = acc[r][v][b % kInt8DotLanes];
-        lane = __builtin_fmaf(static_cast<float>(s), d[r * nb + b] * *xv.d, lane);
-      }
-  for (std::size_t r = 0; r < R; ++r)
-    for (std::size_t v = 0; v < V; ++v) y[v * y_stride + r] = sum_int8_dot_lanes(acc[r][v]);
-}
-
-// Vectors per tile: two rows' accumulators and a tile's products stay in registers.
-template <Int8DotPath P>
-inline constexpr std::size_t kInt8DotTile = P == Int8DotPath::avx512vnni ? 4 : 2;
-
-// Elements per vector of the quantized x a path reads: cols, or on the AVX-512 path cols padded
-// to whole 16-block groups (zeros), each group interleaved (interleaved_offset).
-template <Int8DotPath P>
-inline std::size_t int8_input_stride(std::size_t cols) noexcept {
-  if constexpr (P == Int8DotPath::avx512vnni) {
-    constexpr std::size_t group = 2 * kInt8DotLanes * kBlockWeights;
-    return (cols + group - 1) / group * group;
-  }
-  return cols;
-}
-
-// The thread-local quantized copy of x(n, cols) a call works on (stride int8_input_stride);
-// tasks get the pointers.
-template <Int8DotPath P>
-inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t cols) {
-  thread_local AlignedBuffer<std::int8_t> q, plain;
-  thread_local AlignedBuffer<float> d;
-  const std::size_t stride = int8_input_stride<P>(cols), nb = cols / kBlockWeights;
-  q.reserve_discard(n * stride + 1);
-  d.reserve_discard(n * stride / kBlockWeights + 1);
-  if constexpr (P != Int8DotPath::avx512vnni) {
-    quantize_int8_input(q.data(), d.data(), x, n * cols);
-    return {q.data(), d.data()};
-  }
-  plain.reserve_discard(n * cols + 1);
-  for (std::size_t t = 0; t < n; ++t) {
-    float* dt = d.data() + t * (stride / kBlockWeights);
-    quantize_int8_input(plain.data() + t * cols, dt, x + t * cols, cols);
-    for (std::size_t b = nb; b < stride / kBlockWeights; ++b) dt[b] = 0.0f;
-    std::int8_t* qt = q.data() + t * stride;
-    const std::int8_t* pt = plain.data() + t * cols;
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    // The registers' interleave, as the kernel applies it to the weights (zeros past cols).
+  // x's copy in int8_dot.hpp's interleaved order (interleaved_offset), zero-padded to `stride`.
+  static void interleave_x(const std::int8_t* plain, std::int8_t* out, std::size_t cols,
+                           std::size_t stride) noexcept {
     for (std::size_t c = 0; c < stride; c += 512) {
       __m512i z[8];
       for (std::size_t m = 0; m < 8; ++m) {
         const std::size_t at = c + 64 * m, have = at < cols ? cols - at : 0;
-        z[m] = _mm512_maskz_loadu_epi8(have >= 64 ? ~__mmask64{0} : (__mmask64{1} << have) - 1,
-                                       pt + (at < cols ? at : 0));
+        z[m] = _mm512_maskz_loadu_epi8(detail::first_bytes(have), plain + (at < cols ? at : 0));
       }
-      interleave_int8_group(z);
-      for (std::size_t m = 0; m < 8; ++m) _mm512_storeu_si512(qt + c + 64 * m, z[m]);
+      detail::interleave_int8_group(z);
+      for (std::size_t m = 0; m < 8; ++m) _mm512_storeu_si512(out + c + 64 * m, z[m]);
     }
-#else
-    for (std::size_t b = 0; b < stride / kBlockWeights; ++b)
-      for (std::size_t j = 0; j < kBlockWeights; ++j)
-        qt[b / 16 * 512 + interleaved_offset(b % 16, j)] =
-            b < nb ? pt[b * kBlockWeights + j] : std::int8_t{0};
+  }
+  // A partial step of at most 8 blocks has no set B: its registers and products are skipped.
+  static constexpr std::size_t registers(bool partial, std::size_t blocks) noexcept {
+    return partial && blocks <= kInt8DotLanes ? 4 : 8;
+  }
+  // The 16 blocks' 512 quants as 8 registers (register m: blocks 2m and 2m + 1), interleaved in
+  // registers as x's copy is. The sign trick: vpdpbusd multiplies u8 by s8, so |w| (<= 127) goes
+  // as u8 and x * sign(w) as s8; each product is w * x, and the int32 sums are exact.
+  template <bool Partial>
+  [[gnu::always_inline]] static void load_step(const std::int8_t* p, std::size_t blocks,
+                                               detail::Int8Step& s) noexcept {
+    const std::size_t regs = registers(Partial, blocks);
+    __m512i z[8];
+    for (std::size_t m = 0; m < 8; ++m) {
+      if (m >= regs) {
+        z[m] = _mm512_setzero_si512();
+      } else if constexpr (Partial) {
+        const std::size_t have = blocks * kBlockWeights > 64 * m ? blocks * kBlockWeights - 64 * m : 0;
+        z[m] = _mm512_maskz_loadu_epi8(detail::first_bytes(have), p + 64 * m);
+      } else {
+        z[m] = _mm512_loadu_si512(p + 64 * m);
+      }
+    }
+    if (regs == 8)
+      detail::interleave_int8_group(z);
+    else
+      detail::interleave_int8_set(z);
+    for (std::size_t m = 0; m < regs; ++m) {
+      s.u[m] = _mm512_abs_epi8(z[m]);
+      s.neg[m] = _mm512_movepi8_mask(z[m]);
+    }
+  }
+  // Per set, vpdpbusd sums each half block in one lane; two 2-source permutes and an add give
+  // the 16 block sums in block order.
+  template <bool Partial>
+  [[gnu::always_inline]] static __m512i step_sums(const detail::Int8Step& s, Int8Input x,
+                                                  std::size_t blocks) noexcept {
+    // Block b of the step (b < 8: set A, else set B) = lanes idx_lo[b] + idx_hi[b] of (A, B).
+    const __m512i idx_lo = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 16, 24, 17, 25, 18, 26, 19, 27);
+    const __m512i idx_hi = _mm512_setr_epi32(4, 12, 5, 13, 6, 14, 7, 15, 20, 28, 21, 29, 22, 30, 23, 31);
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i half[2] = {zero, zero};  // sets A and B
+    for (std::size_t m = 0; m < registers(Partial, blocks); ++m) {
+      const __m512i xm = _mm512_loadu_si512(x.q + 64 * m);
+      half[m / 4] = _mm512_dpbusd_epi32(half[m / 4], s.u[m], _mm512_mask_sub_epi8(xm, s.neg[m], zero, xm));
+    }
+    return _mm512_add_epi32(_mm512_permutex2var_epi32(half[0], idx_lo, half[1]),
+                            _mm512_permutex2var_epi32(half[0], idx_hi, half[1]));
+  }
 #endif
-  }
-  return {q.data(), d.data()};
-}
-
-}  // namespace detail
-
-// For each segment, y(rows) = W(rows, cols) x(cols), q8_0 W: one pass over every segment's rows,
-// split statically over the pool's threads in whole row groups.
-template <Int8DotPath P = kHostInt8DotPath>
-void matvec_q8_0_dot(std::span<const Q8Segment> segments, const float* x, std::size_t cols,
-                     ThreadPool* pool = nullptr) {
-  const Int8Input xq = detail::quantized_int8_input<P>(x, 1, cols);
-  const std::size_t nb = cols / kBlockWeights;
-  std::size_t groups = 0;
-  for (const Q8Segment& s : segments) groups += detail::row_groups(s.rows);
-  detail::split_groups(groups, pool, [&](std::size_t g0, std::size_t g1) {
-    detail::walk_segment_groups(
-        segments, cols, g0, g1, [](const Q8Segment& s) { return s.q; },
-        [&]<std::size_t R>(const Q8Segment& seg, std::size_t r, const std::int8_t* next) {
-          detail::dot_int8_rows<P, R, 1, detail::kInt8PrefetchOwn>(
-              seg.y + r, 0, seg.q + r * cols, seg.d + r * nb, next, xq, 0, cols);
-        });
-  });
-}
-template <Int8DotPath P = kHostInt8DotPath>
-void matvec_q8_0_dot(float* y, const std::int8_t* q, const float* d, const float* x,
-                     std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
-  const Q8Segment segment{y, q, d, rows};
-  matvec_q8_0_dot<P>(std::span<const Q8Segment>(&segment, 1), x, cols, pool);
-}
-
-// Y(n, rows) = X(n, cols) W^T, row t bitwise matvec_q8_0_dot(x_t); every weight row is read
-// from memory once for all n vectors.
-template <Int8DotPath P = kHostInt8DotPath>
-void matvec_batch_q8_0_dot(float* y, const std::int8_t* q, const float* d, const float* x,
-                           std::size_t n, std::size_t rows, std::size_t cols,
-                           ThreadPool* pool = nullptr) {
-  if (n == 0 || rows == 0) return;
-  const Int8Input xq = detail::quantized_int8_input<P>(x, n, cols);
-  const std::size_t nb = cols / kBlockWeights, stride = detail::int8_input_stride<P>(cols);
-  detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
-    detail::walk_row_pairs(rows, g0, g1, [&]<std::size_t R>(std::size_t r) {
-      const std::int8_t* qr = q + r * cols;
-      detail::walk_tiles<detail::kInt8DotTile<P>>(n, [&]<std::size_t V, bool First>(std::size_t t) {
-        constexpr int prefetch = First ? detail::kInt8PrefetchOwn : detail::kInt8PrefetchNext;
-        detail::dot_int8_rows<P, R, V, prefetch>(y + t * rows + r, rows, qr, d + r * nb,
-                                                 qr + R * cols, xq + t * stride, stride, cols);
-      });
-    });
-  });
-}
-
-// y(k) = row rows[k] of W x(cols), each bitwise matvec_q8_0_dot's; one thread.
-template <Int8DotPath P = kHostInt8DotPath>
-void matvec_gather_q8_0_dot(float* y, const std::int8_t* q, const float* d, const float* x,
-                            std::span<const std::uint32_t> rows, std::size_t cols) {
-  const Int8Input xq = detail::quantized_int8_input<P>(x, 1, cols);
-  const std::size_t nb = cols / kBlockWeights;
-  for (std::size_t k = 0; k < rows.size(); ++k) {
-    const std::size_t r = rows[k];
-    detail::dot_int8_rows<P, 1, 1, detail::kInt8NoPrefetch>(y + k, 0, q + r * cols, d + r * nb,
-                                                            nullptr, xq, 0, cols);
-  }
-}
+};
 
 }  // namespace calm::kernels
-
-#undef CALM_KERNEL

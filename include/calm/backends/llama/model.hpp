@@ -104,6 +104,8 @@ class LlamaModel {
       arena_ = weights_.quantize_to_arena<formats::BF16Dot>(ckpt_, opts.copy_weights);
     else if (opts.weights == WeightFormat::q8_0_dot)
       arena_ = weights_.quantize_to_arena<formats::Q8_0Dot>(ckpt_, opts.copy_weights);
+    else if (opts.weights == WeightFormat::q4_0_dot)
+      arena_ = weights_.quantize_to_arena<formats::Q4_0Dot>(ckpt_, opts.copy_weights);
     else if (opts.copy_weights)
       arena_ = weights_.copy_to_arena(ckpt_);
     const std::size_t cfg_max = config_.max_position_embeddings;

@@ -40,9 +40,23 @@ namespace calm {
 // and multiplied on the bf16 dot product (bf16_dot: activations rounded to bf16, one arithmetic
 // for every batch size, kernels/bf16_dot.hpp) or as q8_0 on the int8 dot product (q8_0_dot:
 // activations quantized to int8 blocks, one arithmetic for every batch size,
-// kernels/q8_0_dot.hpp) -- the layers' matrices and an untied head; the embedding and a tied
+// kernels/q8_0_dot.hpp) or as q4_0 on the same int8 dot product (q4_0_dot,
+// kernels/q4_0_dot.hpp) -- the layers' matrices and an untied head; the embedding and a tied
 // head stay in the file dtype.
-enum class WeightFormat : std::uint8_t { file, q8_0, q4_0, bf16_dot, q8_0_dot };
+enum class WeightFormat : std::uint8_t { file, q8_0, q4_0, bf16_dot, q8_0_dot, q4_0_dot };
+
+// Every WeightFormat by the name programs take (`--weights`), in enum order.
+inline constexpr std::pair<std::string_view, WeightFormat> kWeightFormatNames[] = {
+    {"file", WeightFormat::file},         {"q8_0", WeightFormat::q8_0},
+    {"q4_0", WeightFormat::q4_0},         {"bf16_dot", WeightFormat::bf16_dot},
+    {"q8_0_dot", WeightFormat::q8_0_dot}, {"q4_0_dot", WeightFormat::q4_0_dot}};
+
+// The WeightFormat named `name` (kWeightFormatNames), or none.
+inline std::optional<WeightFormat> weight_format_named(std::string_view name) {
+  for (const auto& [n, w] : kWeightFormatNames)
+    if (n == name) return w;
+  return std::nullopt;
+}
 
 // Refuses a tensor holding a NaN or an infinity, naming it, its file and the first bad element.
 // `role` says which check this is ("norm", "head").
@@ -407,6 +421,8 @@ extern template WeightArena LlamaWeights::quantize_to_arena<formats::Q4_0>(const
 extern template WeightArena LlamaWeights::quantize_to_arena<formats::BF16Dot>(
     const io::Checkpoint&, bool);
 extern template WeightArena LlamaWeights::quantize_to_arena<formats::Q8_0Dot>(
+    const io::Checkpoint&, bool);
+extern template WeightArena LlamaWeights::quantize_to_arena<formats::Q4_0Dot>(
     const io::Checkpoint&, bool);
 #endif
 
