@@ -1,5 +1,7 @@
 #include "cli_parse.hpp"
 
+#include <calm/backends/llama/weights.hpp>
+
 #include <CLI/CLI.hpp>
 
 #include <charconv>
@@ -8,6 +10,7 @@
 #include <string>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace calm::cli {
 
@@ -44,6 +47,19 @@ CLI::Validator non_empty_path() {
         return text.empty() ? "is empty: give the path of a file to write" : "";
       },
       "");
+}
+
+CLI::Option* add_weights_flag(CLI::App& app, calm::WeightFormat& out) {
+  // Taken by name and checked against the library's table (CLI11's CheckedTransformer over the
+  // enum printed its uint8_t values as raw bytes in a refusal).
+  std::vector<std::string> names;
+  for (const auto& [name, format] : calm::kWeightFormatNames) names.emplace_back(name);
+  return app
+      .add_option_function<std::string>(
+          "--weights", [&out](const std::string& name) { out = *calm::weight_format_named(name); },
+          "file: the checkpoint's dtype; q8_0, q4_0: quantized at load; bf16_dot: bf16 dots; "
+          "q8_0_dot, q4_0_dot: q8_0, q4_0 on int8 dots (default: file)")
+      ->check(CLI::IsMember(names));
 }
 
 }  // namespace calm::cli

@@ -8,8 +8,13 @@
 #include <CLI/App.hpp>
 #include <CLI/Validators.hpp>
 
+#include <cstdint>
 #include <memory>
 #include <string>
+
+namespace calm {
+enum class WeightFormat : std::uint8_t;  // backends/llama/weights.hpp
+}
 
 namespace calm::cli {
 
@@ -26,6 +31,10 @@ int parse(CLI::App& app, int argc, char** argv);
 
 // For an output path: "" is refused (it would mean no output, or the default file, in silence).
 CLI::Validator non_empty_path();
+
+// --weights NAME into `out`, the names from the library's table (calm::kWeightFormatNames): a
+// refusal lists them. Every program that loads a model for decoding offers the same formats.
+CLI::Option* add_weights_flag(CLI::App& app, calm::WeightFormat& out);
 
 }  // namespace calm::cli
 

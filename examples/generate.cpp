@@ -205,15 +205,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-new-tokens", f.max_new_tokens, "tokens to generate")->check(CLI::Range(1, 1 << 20));
   app.add_option("--threads", f.threads, "threads for the matrix products")->check(CLI::Range(1, 256));
   app.add_option("--context", f.context, "KV cache length (0: the model's, at most 4096)");
-  // Taken by name and checked against the library's table: a refusal lists the names (CLI11's
-  // CheckedTransformer printed the enum's uint8_t values as raw bytes).
-  std::string weights = "file";
-  std::vector<std::string> weight_names;
-  for (const auto& [name, format] : calm::kWeightFormatNames) weight_names.emplace_back(name);
-  app.add_option("--weights", weights,
-                 "file: the checkpoint's dtype; q8_0, q4_0: quantized at load; bf16_dot: bf16 dots; "
-                 "q8_0_dot, q4_0_dot: q8_0, q4_0 on int8 dots")
-      ->check(CLI::IsMember(weight_names));
+  calm::cli::add_weights_flag(app, f.weights);
   app.add_option("--temperature", f.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
   app.add_option("--top-k", f.sampling.top_k, "keep the k most likely tokens (0 = all)");
   app.add_option("--top-p", f.top_p, "nucleus mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
@@ -231,7 +223,6 @@ int main(int argc, char** argv) {
   app.add_flag("--compare-full", f.compare_full, "also run the full model: wall-clock speedup");
   calm::cli::add_speculative_flags(app, f.speculative);
   CALM_CLI_PARSE(app, argc, argv);
-  f.weights = *calm::weight_format_named(weights);
   f.given = calm::cli::certifiable_flags_given(app);
   try {
     if (app.count("--prompt") == 0 && f.prompt_file.empty())

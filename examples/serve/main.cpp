@@ -222,9 +222,7 @@ int main(int argc, char** argv) {
   app.add_option("--api-key", f.api_key, "require 'Authorization: Bearer KEY'")->envname("CALM_API_KEY");
   app.add_option("--threads", f.threads, "threads for the matrix products")->check(CLI::Range(1, 256));
   app.add_option("--context", f.context, "each sequence's KV cache length (0: the model's)");
-  app.add_option("--weights", f.weights, "file | q8_0 | q4_0")
-      ->transform(CLI::CheckedTransformer(std::map<std::string, calm::WeightFormat>{
-          {"file", calm::WeightFormat::file}, {"q8_0", calm::WeightFormat::q8_0}, {"q4_0", calm::WeightFormat::q4_0}}));
+  calm::cli::add_weights_flag(app, f.weights);
   app.add_option("--max-sequences", f.max_sequences, "sequences decoded at once")->check(CLI::Range(1, 1024));
   app.add_option("--max-queue", f.max_queue, "requests waiting for a sequence beyond those (then 429)")
       ->check(CLI::Range(0, 1 << 16));

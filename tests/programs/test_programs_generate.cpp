@@ -421,7 +421,7 @@ TEST_CASE("calm-generate refuses an output path that is empty or one of its inpu
   CHECK(calm::test::read_text(m / "config.json") == config);
 }
 
-TEST_CASE("calm-generate: sampling flags need a temperature; unsigned flags parse strictly") {
+TEST_CASE("calm-generate: sampling flags need a temperature, unsigned flags parse strictly") {
   for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
            {"--measure full --top-k 5", "--top-k has no effect with greedy decoding"},
            {"--measure full --top-p 0.5", "--top-p has no effect with greedy decoding"},
@@ -438,7 +438,7 @@ TEST_CASE("calm-generate: sampling flags need a temperature; unsigned flags pars
   }
 }
 
-TEST_CASE("calm-generate --weights: the int8-dot formats speculate exactly; an unknown one is refused") {
+TEST_CASE("calm-generate --weights: the int8-dot formats speculate exactly, an unknown one is refused") {
   for (const std::string w : {"q8_0_dot", "q4_0_dot"}) {
     CAPTURE(w);
     const auto full = generate_json("--measure full --weights " + w);
@@ -482,7 +482,7 @@ TEST_CASE("calm-generate --speculative with no draft flags: n-gram drafts, said,
   }
 }
 
-TEST_CASE("calm-count-tokens ranks the tokens; --draft-vocab drafts over the top, the full model's text") {
+TEST_CASE("calm-count-tokens ranks the tokens, --draft-vocab drafts over the top, the full model's text") {
   const calm::test::ScratchDir dir("count_tokens");
   const fs::path text = dir.write("text.txt", "ROMEO:\nBut soft, what light through yonder window "
                                               "breaks?\nIt is the east, and Juliet is the sun.\n");

@@ -144,7 +144,7 @@ TEST_CASE("the scalar twin computes vdpbf16ps's arithmetic (float64 reading of e
   }
 }
 
-TEST_CASE("bf16 dot: every path gives the scalar twin's bits; rows of a batch are the rows alone") {
+TEST_CASE("bf16 dot: every path gives the scalar twin's bits, rows of a batch are the rows alone") {
   std::mt19937 rng(11);
   calm::ThreadPool two(2);
   for (const bool specials : {false, true}) {

@@ -140,7 +140,7 @@ TEST_CASE_TEMPLATE("block kernels: the same bits for any thread count, segmentin
   for (std::size_t j = 0; j < cols; ++j) CHECK(double(row[j]) == a.weight(5, j));
 }
 
-TEST_CASE("q4_0 decode: x is quantized per block of 32; a non-finite x takes the f32 path") {
+TEST_CASE("q4_0 decode: x is quantized per block of 32, a non-finite x takes the f32 path") {
   using C = k::Q4Codec;
   const std::size_t rows = 6, cols = 64;
   const Quantized<C> m(random_floats(rows * cols, 41, 0.05f), rows, cols);

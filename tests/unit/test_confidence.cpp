@@ -137,7 +137,7 @@ TEST_CASE("exit classifier: softmax(W n + b)[1]") {
   CHECK_THROWS_AS(calm::ExitClassifier({1.0f, 2.0f, 3.0f}, bias), calm::Error);
 }
 
-TEST_CASE("exit classifier: save then load round-trips; bad files are named") {
+TEST_CASE("exit classifier: save then load round-trips, bad files are named") {
   const calm::test::ScratchDir scratch("exit_classifier");
   const auto& dir = scratch.path;
   const auto file = dir / "calm.safetensors";

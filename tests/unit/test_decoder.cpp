@@ -206,7 +206,7 @@ TEST_CASE("true_cache fills the same cache as the full model run over the same t
   CHECK(out.tokens == reference_decode(ref_b, 10, 2, true).tokens);
 }
 
-TEST_CASE("exit points: first_exit and interval; layer L always ends the token") {
+TEST_CASE("exit points: first_exit and interval, layer L always ends the token") {
   Backend b;
   calm::DecoderOptions o;
   o.first_exit = 3;
@@ -382,7 +382,7 @@ TEST_CASE("candidate softmax refuses a set too small for a gap") {
   CHECK_THROWS_WITH_AS(calm::CandidateSoftmax(1), doctest::Contains("at least 2"), calm::Error);
 }
 
-TEST_CASE("local oracle: exit at the first layer agreeing with the top; full model output") {
+TEST_CASE("local oracle: exit at the first layer agreeing with the top, full model output") {
   Backend b, full;
   const auto out = decode(b, calm::SoftmaxResponse{}, calm::LocalOracle{}, 10);
   const Reference ref = reference_decode(full, 10, 6, false);
@@ -410,7 +410,7 @@ TEST_CASE("local oracle: exit at the first layer agreeing with the top; full mod
   CHECK(some_early);  // the toy model does agree early sometimes, or this test proves little
 }
 
-TEST_CASE("streaming: the callback sees each token and can stop; stop tokens; context") {
+TEST_CASE("streaming: the callback sees each token and can stop, stop tokens, context") {
   Backend b;
   calm::Decoder<Backend&, calm::SoftmaxResponse, calm::Never> dec(b);
   std::vector<int> streamed;
@@ -506,7 +506,7 @@ TEST_CASE("report: time goes to the part that spent it") {
 // A NaN that appears mid-sequence stops decoding with an error naming the position, the step
 // and the layer the logits came from; a NaN confidence never exits (the softmax measure used to
 // score a NaN state 1.0 and leave at layer 1).
-TEST_CASE("a non-finite state mid-decode is an error naming where; it never exits early") {
+TEST_CASE("a non-finite state mid-decode is an error naming where, it never exits early") {
   const std::size_t at = kPrompt.size() + 2;  // the position generation step 4 feeds
   SUBCASE("the full model") {
     Backend b;

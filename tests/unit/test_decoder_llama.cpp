@@ -146,7 +146,7 @@ TEST_CASE("true_cache fills the same cache as the full model over the same token
   }
 }
 
-TEST_CASE("lm_head_rows gives each listed token the bits of lm_head; candidate softmax decodes") {
+TEST_CASE("lm_head_rows gives each listed token the bits of lm_head, candidate softmax decodes") {
   for (const fs::path& dir : models()) {
     for (const auto weights :
          {calm::WeightFormat::file, calm::WeightFormat::q8_0, calm::WeightFormat::q4_0,

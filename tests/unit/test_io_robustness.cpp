@@ -197,7 +197,7 @@ TEST_CASE("deeply nested JSON gives an error naming the file, not a stack overfl
   }
 }
 
-TEST_CASE("nesting just past the bound is refused; the formats' own nesting is not") {
+TEST_CASE("nesting just past the bound is refused, the formats' own nesting is not") {
   ScratchDir dir("depth");
   const fs::path p = dir.path / "d.safetensors";
   write_file(p, safetensors_bytes("{\"__metadata__\":{\"k\":" + deep_array(63) + "}}", ""));

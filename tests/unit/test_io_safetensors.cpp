@@ -155,7 +155,7 @@ TEST_CASE("SafeTensorsFile reads F32, F16 and BF16 tensors and metadata") {
   CHECK_ERROR_NAMES(b->as<float>(), "'b'", p.string(), "BF16", "F32");
 }
 
-TEST_CASE("SafeTensorsFile: a scalar has shape [] and one element; an empty header is allowed") {
+TEST_CASE("SafeTensorsFile: a scalar has shape [] and one element, an empty header is allowed") {
   TempDir dir;
   const fs::path p = one_tensor_file(dir, R"({"dtype":"F32","shape":[],"data_offsets":[0,4]})",
                                      floats_bytes({7.0f}), "scalar.safetensors");

@@ -127,7 +127,7 @@ TEST_CASE("first_non_finite finds the first NaN or Inf at every index, as its sc
   }
 }
 
-TEST_CASE("add, scale are exact; axpy and dot agree with the scalar twin to rounding") {
+TEST_CASE("add, scale are exact, axpy and dot agree with the scalar twin to rounding") {
   std::mt19937 rng(2);
   for (std::size_t n = 0; n <= kMaxLen; ++n) {
     Unaligned<float> x(n), y(n), y2(n);
@@ -343,7 +343,7 @@ TEST_CASE("cosine") {
   CHECK(k::cosine(z, z, 3) == 0.0f);
 }
 
-TEST_CASE_TEMPLATE("matvec matches the scalar twin; 1 and 2 threads agree bit for bit", T, float, bf16, f16) {
+TEST_CASE_TEMPLATE("matvec matches the scalar twin, 1 and 2 threads agree bit for bit", T, float, bf16, f16) {
   std::mt19937 rng(9);
   calm::ThreadPool pool(2);
   for (std::size_t rows = 0; rows <= 9; ++rows) {
@@ -373,7 +373,7 @@ TEST_CASE_TEMPLATE("matvec matches the scalar twin; 1 and 2 threads agree bit fo
   CHECK(y[2] == 1.5f);
 }
 
-TEST_CASE_TEMPLATE("matvec_gather gives each listed row the bits of matvec; the scalar twin agrees", T, float, bf16, f16) {
+TEST_CASE_TEMPLATE("matvec_gather gives each listed row the bits of matvec, the scalar twin agrees", T, float, bf16, f16) {
   std::mt19937 rng(13);
   for (std::size_t cols : {std::size_t{1}, std::size_t{31}, std::size_t{64}, std::size_t{192}, kMaxLen}) {
     CAPTURE(cols);
@@ -448,7 +448,7 @@ TEST_CASE_TEMPLATE("segmented matvec gives each segment the bits of its own matv
   CHECK(s1[1] == 1.5f);
 }
 
-TEST_CASE_TEMPLATE("matmul matches the scalar twin; 1 and 2 threads agree bit for bit", T, float, bf16, f16) {
+TEST_CASE_TEMPLATE("matmul matches the scalar twin, 1 and 2 threads agree bit for bit", T, float, bf16, f16) {
   std::mt19937 rng(10);
   calm::ThreadPool pool(2);
   for (std::size_t n : {0u, 1u, 3u, 4u, 5u, 9u}) {

@@ -141,7 +141,7 @@ void check_tile_position() {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("matmul (default arch) matches the scalar twin for every length; threads agree bit for bit", T,
+TEST_CASE_TEMPLATE("matmul (default arch) matches the scalar twin for every length, threads agree bit for bit", T,
                    float, bf16, f16) {
   check_every_length<xsimd::default_arch, T>();
 }

@@ -55,7 +55,7 @@ struct Q4 {
 
 }  // namespace
 
-TEST_CASE("q4_0 dot: every path gives the twin's bits; rows of a batch are the rows alone") {
+TEST_CASE("q4_0 dot: every path gives the twin's bits, rows of a batch are the rows alone") {
   calm::test::check_int8_dot_against_twin<Q4Dot, k::Q4Segment, Q4>();
 }
 

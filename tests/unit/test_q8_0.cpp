@@ -154,7 +154,7 @@ TEST_CASE("matvec_q8_0: hand-computed values") {
   CHECK(ys == y);
 }
 
-TEST_CASE("matvec_gather_q8_0: each listed row the bits of matvec_q8_0; the scalar twin agrees") {
+TEST_CASE("matvec_gather_q8_0: each listed row the bits of matvec_q8_0, the scalar twin agrees") {
   const std::size_t cols = 192, rows = 19;
   const Q8 a(random_floats(rows * cols, 31, 0.05f), rows, cols);
   const std::vector<float> x = random_floats(cols, 32);

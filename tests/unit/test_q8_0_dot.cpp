@@ -86,7 +86,7 @@ TEST_CASE("quantize_int8_input: the block scale, ties to even, zeros and non-fin
   for (std::size_t j = 96; j < 128; ++j) CHECK(q[j] == 0);
 }
 
-TEST_CASE("q8_0 dot: every path gives the twin's bits; rows of a batch are the rows alone") {
+TEST_CASE("q8_0 dot: every path gives the twin's bits, rows of a batch are the rows alone") {
   calm::test::check_int8_dot_against_twin<k::Int8Q8Blocks, k::Q8Segment, Q8>();
 }
 

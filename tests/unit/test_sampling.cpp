@@ -25,7 +25,7 @@ TEST_CASE("top-k = 1 and a tiny top-p reduce sampling to greedy") {
   }
 }
 
-TEST_CASE("the same seed reproduces the same draws; another seed does not") {
+TEST_CASE("the same seed reproduces the same draws, another seed does not") {
   const std::vector<float> logits = {0.0f, 0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f};
   calm::Sampler a({.temperature = 1.0f, .seed = 42}), b({.temperature = 1.0f, .seed = 42}),
       c({.temperature = 1.0f, .seed = 43});
