@@ -462,10 +462,7 @@ std::vector<std::vector<int>> speculative_samples(Spec& spec, const std::vector<
     const auto r = spec.generate(prompt, n, o);
     REQUIRE(r.tokens.size() == n);
     samples.push_back(r.tokens);
-    total.drafted += r.speculation.drafted;
-    total.accepted += r.speculation.accepted;
-    total.lookup_drafted += r.speculation.lookup_drafted;
-    total.lookup_accepted += r.speculation.lookup_accepted;
+    total.add(r.speculation);
   }
   return samples;
 }
@@ -494,6 +491,20 @@ auto full_conditional(calm::FullDecoder<calm::LlamaSession>& full, const std::ve
     full.generate(context, 1);
     return sampling_distribution(full.last_logits(), temperature, top_k);
   };
+}
+
+// Each position 1..n-1 of `samples` follows the full model's p(. | prompt + prefix).
+void check_full_distribution(const std::vector<std::vector<int>>& samples,
+                             calm::FullDecoder<calm::LlamaSession>& full,
+                             const std::vector<int>& prompt, std::size_t n, float temperature,
+                             std::size_t top_k) {
+  for (std::size_t pos = 1; pos < n; ++pos) {
+    CAPTURE(pos);
+    const Fit right =
+        fit(samples, pos, per_sample(samples, pos, full_conditional(full, prompt, temperature, top_k)));
+    MESSAGE("pos " << pos << ": statistic " << right.statistic << ", dof " << right.dof);
+    CHECK(plausible(right));
+  }
 }
 
 }  // namespace
@@ -602,13 +613,7 @@ TEST_CASE("speculative sampling with n-gram drafts follows the full model's dist
     CHECK(total.lookup_drafted > count / 25);  // enough rounds decided by a lookup
     if (c.model == bundled) CHECK(total.lookup_accepted > total.lookup_drafted / 10);
     calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(c.model)};
-    for (std::size_t pos = 1; pos < kNew; ++pos) {
-      CAPTURE(pos);
-      const Fit right = fit(samples, pos,
-                            per_sample(samples, pos, full_conditional(full, c.prompt, c.temperature, c.top_k)));
-      MESSAGE("pos " << pos << ": statistic " << right.statistic << ", dof " << right.dof);
-      CHECK(plausible(right));
-    }
+    check_full_distribution(samples, full, c.prompt, kNew, c.temperature, c.top_k);
   }
 }
 
@@ -631,13 +636,7 @@ TEST_CASE("speculative sampling with drafts over a sub-vocabulary follows the fu
   for (const auto& s : samples) odd += std::size_t(std::count_if(s.begin() + 1, s.end(), [](int t) { return t % 2 == 1; }));
   CHECK(odd > kSamples / 10);
   calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(model)};
-  for (std::size_t pos = 1; pos < kNew; ++pos) {
-    CAPTURE(pos);
-    const Fit right =
-        fit(samples, pos, per_sample(samples, pos, full_conditional(full, prompt, 1.0f, 0)));
-    MESSAGE("pos " << pos << ": statistic " << right.statistic << ", dof " << right.dof);
-    CHECK(plausible(right));
-  }
+  check_full_distribution(samples, full, prompt, kNew, 1.0f, 0);
 }
 
 // --- Adaptive γ (SpeculativeOptions::adaptive_gamma; DEL, 2025) ---------------------------------
@@ -896,23 +895,10 @@ TEST_CASE("speculative sampling with adaptive gamma follows the full model's dis
   calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
       calm::LlamaSession(model), {}, {1}, {}, so);
   calm::SpeculationStats total;
-  std::vector<std::vector<int>> samples;
-  for (std::size_t s = 0; s < kSamples; ++s) {
-    const auto r = spec.generate(prompt, kNew, calm::SamplingOptions{.temperature = 1.0f,
-                                                                     .seed = 5000 + s});
-    REQUIRE(r.tokens.size() == kNew);
-    samples.push_back(r.tokens);
-    total.add(r.speculation);
-  }
+  const auto samples = speculative_samples(spec, prompt, kSamples, kNew, 1.0f, 0, total);
   MESSAGE("acceptance " << total.acceptance_rate() << ", gamma mean " << total.mean_gamma()
                         << " (" << total.min_gamma() << " to " << total.max_gamma() << ")");
   CHECK(total.max_gamma() > total.min_gamma());  // it did adapt
   calm::FullDecoder<calm::LlamaSession> full{calm::LlamaSession(model)};
-  for (std::size_t pos = 1; pos < kNew; ++pos) {
-    CAPTURE(pos);
-    const Fit right =
-        fit(samples, pos, per_sample(samples, pos, full_conditional(full, prompt, 1.0f, 0)));
-    MESSAGE("pos " << pos << ": statistic " << right.statistic << ", dof " << right.dof);
-    CHECK(plausible(right));
-  }
+  check_full_distribution(samples, full, prompt, kNew, 1.0f, 0);
 }
