@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -83,6 +84,33 @@ inline std::string read_text(const std::filesystem::path& p) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// A file with exactly `bytes` (the check fails if it cannot be written).
+inline void write_file(const std::filesystem::path& p, std::string_view bytes) {
+  std::ofstream out(p, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(out.good());
+}
+
+// n as 8 little-endian bytes.
+inline std::string le64(std::uint64_t n) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+  return s;
+}
+
+// A safetensors file: the header's length, the header padded with spaces to a multiple of 8
+// bytes as the safetensors library writes it (then `misalign` spaces more), and the data.
+inline std::string safetensors_bytes(std::string header, std::string_view data, std::size_t misalign = 0) {
+  while (header.size() % 8 != 0) header += ' ';
+  header.append(misalign, ' ');
+  return le64(header.size()) + header + std::string(data);
+}
+
+// The same without padding: the data section starts wherever the header ends.
+inline std::string unpadded_safetensors_bytes(const std::string& header, std::string_view data) {
+  return le64(header.size()) + header + std::string(data);
 }
 
 inline std::string quote(const std::filesystem::path& p) {

@@ -30,7 +30,7 @@ case "${1:-}" in
     configure "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCALM_TSAN=ON \
       -DCALM_BUILD_BENCH=OFF -DCALM_BUILD_EXAMPLES=OFF -DCALM_BUILD_COMPILE_TESTS=OFF \
       -DCALM_PYTHON_TESTS=OFF -DCALM_NPM_TESTS=OFF
-    cmake --build "$build" -j"$jobs" --target test_session test_decoder
+    cmake --build "$build" -j"$jobs" --target unit_threads
     export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
     exec ctest --test-dir "$build" -j"$jobs" --output-on-failure -R '^test_(session|decoder)/'
     ;;

@@ -28,7 +28,7 @@ namespace {
 
 using calm::test::bundled_test_prompts;
 using calm::test::same_cache;
-const fs::path kBundled = fs::path(CALM_MODELS) / "shakespeare-8l";
+using calm::test::kBundled;
 
 template <class C, class S>
 struct Job {

@@ -26,10 +26,7 @@ void write_text(const fs::path& file, const std::string& text) {
   out << text;
 }
 
-std::string read_text(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using calm::test::read_text;
 
 // Names in `dir` other than `keep`: leftovers such as temp files.
 std::vector<std::string> other_entries(const fs::path& dir, const std::string& keep) {

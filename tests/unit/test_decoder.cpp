@@ -52,7 +52,7 @@ static_assert(sizeof(StaticDecoder) == sizeof(FullDecoder) + sizeof(std::size_t)
 static_assert(sizeof(calm::Decoder<Backend&, calm::NoConfidence, calm::Never>) <
               sizeof(FullDecoder));
 
-const std::vector<int> kPrompt = {3, 7, 1, 5};
+const std::vector<int> kToyPrompt = {3, 7, 1, 5};
 
 std::size_t argmax(const std::vector<float>& v) {
   return std::size_t(std::max_element(v.begin(), v.end()) - v.begin());
@@ -71,15 +71,15 @@ Reference reference_decode(Backend& b, std::size_t n_new, std::size_t exit_layer
   const std::size_t d = b.hidden_size(), L = b.num_layers();
   std::vector<float> x(d), normed(d), logits(b.vocab_size());
   Reference r;
-  for (std::size_t p = 0; p < kPrompt.size(); ++p) {
-    b.embed(kPrompt[p], x);
+  for (std::size_t p = 0; p < kToyPrompt.size(); ++p) {
+    b.embed(kToyPrompt[p], x);
     for (std::size_t i = 0; i < L; ++i) b.run_layer(i, x, p);
   }
   b.final_norm(x, normed);
   b.lm_head(normed, logits);
   r.tokens.push_back(int(argmax(logits)));
   r.exit_layers.push_back(L);
-  std::size_t pos = kPrompt.size();
+  std::size_t pos = kToyPrompt.size();
   while (r.tokens.size() < n_new) {
     b.embed(r.tokens.back(), x);
     for (std::size_t i = 0; i < exit_layer; ++i) b.run_layer(i, x, pos);
@@ -111,7 +111,7 @@ void check_same_cache(const Backend& a, const Backend& b, std::size_t positions)
 template <class C, class S>
 calm::GenerationResult decode(Backend& b, C c, S s, std::size_t n, calm::DecoderOptions o = {}) {
   calm::Decoder<Backend&, C, S> dec(b, c, s, o);
-  return dec.generate(kPrompt, n);
+  return dec.generate(kToyPrompt, n);
 }
 
 }  // namespace
@@ -121,7 +121,7 @@ TEST_CASE("Never: the full model, token for token and cache entry for entry") {
   const auto out = decode(b1, calm::SoftmaxResponse{}, calm::Never{}, 12);
   const Reference ref = reference_decode(b2, 12, b2.num_layers(), false);
   CHECK(out.tokens == ref.tokens);
-  check_same_cache(b1, b2, kPrompt.size() + 11);
+  check_same_cache(b1, b2, kToyPrompt.size() + 11);
   CHECK(b1.propagate_calls == 0);
   CHECK(out.report.average_layers() == doctest::Approx(6.0));
   CHECK(out.report.layer_speedup() == doctest::Approx(1.0));
@@ -135,7 +135,7 @@ TEST_CASE("a threshold above every reachable confidence gives the full model, wi
     Backend b;
     const auto out = decode(b, calm::SoftmaxResponse{}, calm::ConstantThreshold{1.01f}, 12);
     CHECK(out.tokens == ref.tokens);
-    check_same_cache(b, full, kPrompt.size() + 11);
+    check_same_cache(b, full, kToyPrompt.size() + 11);
     for (const auto& t : out.report.tokens) CHECK(t.checks == 0);  // lambda > 1: skipped
   }
   {  // lambda = 1 is checked (a gap of exactly 1 is reachable only with p_(2) = 0)
@@ -149,7 +149,7 @@ TEST_CASE("a threshold above every reachable confidence gives the full model, wi
     Backend b;
     const auto out = decode(b, calm::HiddenSaturation{}, calm::ConstantThreshold{2.0f}, 12);
     CHECK(out.tokens == ref.tokens);
-    check_same_cache(b, full, kPrompt.size() + 11);
+    check_same_cache(b, full, kToyPrompt.size() + 11);
   }
 }
 
@@ -157,7 +157,7 @@ TEST_CASE("static exit at layer L is the full model") {
   Backend b, full;
   const auto out = decode(b, calm::HiddenSaturation{}, calm::StaticExit{6}, 10);
   CHECK(out.tokens == reference_decode(full, 10, 6, false).tokens);
-  check_same_cache(b, full, kPrompt.size() + 9);
+  check_same_cache(b, full, kToyPrompt.size() + 9);
 }
 
 TEST_CASE("static exit at layer k: propagated K/V equal what each skipped layer computes") {
@@ -171,7 +171,7 @@ TEST_CASE("static exit at layer k: propagated K/V equal what each skipped layer 
       CHECK(out.report.tokens[i].exit_layer == k);
     // Direct: the cache at skipped layers holds K/V computed from the exit state.
     for (std::size_t t = 0; t < ref.exit_states.size(); ++t) {
-      const std::size_t pos = kPrompt.size() + t;
+      const std::size_t pos = kToyPrompt.size() + t;
       for (std::size_t layer = k; layer < 6; ++layer) {
         std::vector<float> ek, ev;
         b.expected_kv(layer, ref.exit_states[t], pos, ek, ev);
@@ -194,7 +194,7 @@ TEST_CASE("true_cache fills the same cache as the full model run over the same t
   // Full model, teacher-forced over prompt + generated tokens.
   Backend full;
   std::vector<float> x(full.hidden_size());
-  std::vector<int> seq = kPrompt;
+  std::vector<int> seq = kToyPrompt;
   seq.insert(seq.end(), out.tokens.begin(), out.tokens.end() - 1);
   for (std::size_t p = 0; p < seq.size(); ++p) {
     full.embed(seq[p], x);
@@ -245,7 +245,7 @@ TEST_CASE("a measure without needs_logits never triggers the vocabulary projecti
   std::vector<calm::ExitSignal> seen;
   calm::Decoder<Backend&, Probe, calm::ConstantThreshold> dec(b, Probe{&seen},
                                                              calm::ConstantThreshold{0.5f});
-  dec.generate(kPrompt, 5);
+  dec.generate(kToyPrompt, 5);
   CHECK(b.head_calls == 5);  // one per output token (prefill's + 4 fed tokens), none per check
   REQUIRE(seen.size() == 4 * 5);
   for (std::size_t i = 0; i < seen.size(); ++i) {
@@ -270,10 +270,10 @@ TEST_CASE("softmax response exits exactly where the gap first reaches lambda") {
     const auto out = decode(b, calm::SoftmaxResponse{}, calm::ConstantThreshold{lambda}, 10);
     const std::size_t d = r.hidden_size(), L = r.num_layers();
     std::vector<float> x(d), normed(d), logits(r.vocab_size());
-    r.prefill(kPrompt, 0, x);
+    r.prefill(kToyPrompt, 0, x);
     r.exit_head(x, logits);
     std::vector<int> tokens{int(argmax(logits))};
-    for (std::size_t pos = kPrompt.size(); tokens.size() < 10; ++pos) {
+    for (std::size_t pos = kToyPrompt.size(); tokens.size() < 10; ++pos) {
       r.embed(tokens.back(), x);
       std::size_t exit = L;
       for (std::size_t i = 1; i <= L; ++i) {
@@ -309,11 +309,11 @@ TEST_CASE("candidate softmax: the first check scores the vocabulary, later ones 
     const auto out = decode(b, calm::CandidateSoftmax{k}, calm::ConstantThreshold{lambda}, 12);
     const std::size_t d = r.hidden_size(), L = r.num_layers(), V = r.vocab_size();
     std::vector<float> x(d), logits(V);
-    r.prefill(kPrompt, 0, x);
+    r.prefill(kToyPrompt, 0, x);
     r.exit_head(x, logits);
     std::vector<int> tokens{int(argmax(logits))};
     std::size_t narrowed_checks = 0, full_heads = 1;
-    for (std::size_t pos = kPrompt.size(); tokens.size() < 12; ++pos) {
+    for (std::size_t pos = kToyPrompt.size(); tokens.size() < 12; ++pos) {
       r.embed(tokens.back(), x);
       std::size_t exit = L;
       std::vector<std::size_t> candidates;
@@ -373,7 +373,7 @@ TEST_CASE("candidate softmax with k >= V is softmax response, bit for bit") {
         const float cg = got.report.tokens[t].confidence, cw = want.report.tokens[t].confidence;
         CHECK((cg == cw || (std::isnan(cg) && std::isnan(cw))));  // NaN: the token did not exit
       }
-      check_same_cache(a, c, kPrompt.size() + 9);
+      check_same_cache(a, c, kToyPrompt.size() + 9);
     }
   }
 }
@@ -387,17 +387,17 @@ TEST_CASE("local oracle: exit at the first layer agreeing with the top, full mod
   const auto out = decode(b, calm::SoftmaxResponse{}, calm::LocalOracle{}, 10);
   const Reference ref = reference_decode(full, 10, 6, false);
   CHECK(out.tokens == ref.tokens);  // greedy: the oracle layer's argmax is the top's
-  check_same_cache(b, full, kPrompt.size() + 9);
+  check_same_cache(b, full, kToyPrompt.size() + 9);
   // Exit layers by hand.
   Backend r;
   std::vector<float> x(r.hidden_size()), logits(r.vocab_size());
-  r.prefill(kPrompt, 0, x);
+  r.prefill(kToyPrompt, 0, x);
   bool some_early = false;
   for (std::size_t t = 1; t < out.tokens.size(); ++t) {
     r.embed(out.tokens[t - 1], x);
     std::vector<std::size_t> am;
     for (std::size_t i = 0; i < 6; ++i) {
-      r.run_layer(i, x, kPrompt.size() + t - 1);
+      r.run_layer(i, x, kToyPrompt.size() + t - 1);
       r.exit_head(x, logits);
       am.push_back(argmax(logits));
     }
@@ -415,7 +415,7 @@ TEST_CASE("streaming: the callback sees each token and can stop, stop tokens, co
   calm::Decoder<Backend&, calm::SoftmaxResponse, calm::Never> dec(b);
   std::vector<int> streamed;
   calm::ArgmaxSampler greedy;
-  const auto out = dec.generate(kPrompt, 20, greedy, [&](const calm::TokenStats& t) {
+  const auto out = dec.generate(kToyPrompt, 20, greedy, [&](const calm::TokenStats& t) {
     streamed.push_back(t.token);
     return streamed.size() < 3;
   });
@@ -423,7 +423,7 @@ TEST_CASE("streaming: the callback sees each token and can stop, stop tokens, co
   CHECK(out.tokens == streamed);
 
   // step-by-step
-  dec.start(kPrompt, 2);
+  dec.start(kToyPrompt, 2);
   CHECK(!dec.done());
   const int first = dec.step(greedy).token;
   CHECK(first == streamed[0]);
@@ -455,7 +455,7 @@ TEST_CASE("report: thresholds follow the schedule, parts timed on their own") {
   }
   const auto& r = out.report;
   CHECK(r.num_layers == 6);
-  CHECK(r.prompt_tokens == kPrompt.size());
+  CHECK(r.prompt_tokens == kToyPrompt.size());
   CHECK(r.generation_seconds > 0.0);
   // Each part is timed on its own: together they cannot exceed the whole.
   CHECK(r.layer_seconds > 0.0);
@@ -495,7 +495,7 @@ template <class Layers, class Check>
 calm::SequenceReport sleepy_report() {
   Layers b;
   calm::Decoder<Layers&, Check, calm::ConstantThreshold> dec(b, {}, {0.5f});
-  const auto out = dec.generate(kPrompt, 4);
+  const auto out = dec.generate(kToyPrompt, 4);
   std::size_t checks = 0;
   for (const auto& t : out.report.tokens) checks += t.checks;
   REQUIRE(checks == 15);
@@ -520,7 +520,7 @@ TEST_CASE("report: time goes to the part that spent it") {
 // and the layer the logits came from; a NaN confidence never exits (the softmax measure used to
 // score a NaN state 1.0 and leave at layer 1).
 TEST_CASE("a non-finite state mid-decode is an error naming where, it never exits early") {
-  const std::size_t at = kPrompt.size() + 2;  // the position generation step 4 feeds
+  const std::size_t at = kToyPrompt.size() + 2;  // the position generation step 4 feeds
   SUBCASE("the full model") {
     Backend b;
     b.nan_at_position = at;
@@ -529,7 +529,7 @@ TEST_CASE("a non-finite state mid-decode is an error naming where, it never exit
     std::size_t tokens = 0;
     calm::ArgmaxSampler greedy;
     const std::string what = calm::test::error_of(
-        [&] { dec.generate(kPrompt, 10, greedy, [&](const calm::TokenStats&) { ++tokens; }); });
+        [&] { dec.generate(kToyPrompt, 10, greedy, [&](const calm::TokenStats&) { ++tokens; }); });
     CHECK(tokens == 3);
     CHECK(calm::test::contains(what, "position " + std::to_string(at) + " (generation step 4)"));
     CHECK(calm::test::contains(what, "after layer 6 of 6"));
@@ -544,7 +544,7 @@ TEST_CASE("a non-finite state mid-decode is an error naming where, it never exit
     std::vector<std::size_t> exits;
     calm::ArgmaxSampler greedy;
     const std::string what = calm::test::error_of([&] {
-      dec.generate(kPrompt, 10, greedy,
+      dec.generate(kToyPrompt, 10, greedy,
                    [&](const calm::TokenStats& ts) { exits.push_back(ts.exit_layer); });
     });
     CHECK(exits == std::vector<std::size_t>{6, 1, 1});
@@ -555,7 +555,7 @@ TEST_CASE("a non-finite state mid-decode is an error naming where, it never exit
     Backend b;
     b.nan_at_position = 1;
     calm::Decoder<Backend&, calm::NoConfidence, calm::Never> dec(b);
-    const std::string what = calm::test::error_of([&] { dec.generate(kPrompt, 4); });
+    const std::string what = calm::test::error_of([&] { dec.generate(kToyPrompt, 4); });
     CHECK(calm::test::contains(what, "position 3 (the prompt's last)"));
     CHECK(calm::test::contains(what, "not finite"));
   }
@@ -573,7 +573,7 @@ TEST_CASE("a NaN or infinite confidence never allows an exit, whatever the measu
     CAPTURE(v);
     Backend b;
     calm::Decoder<Backend&, NonFinite, calm::ConstantThreshold> dec(b, NonFinite{v}, {0.5f});
-    const auto out = dec.generate(kPrompt, 5);
+    const auto out = dec.generate(kToyPrompt, 5);
     for (const calm::TokenStats& ts : out.report.tokens) CHECK(ts.exit_layer == 6);
   }
 }

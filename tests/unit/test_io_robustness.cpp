@@ -49,24 +49,9 @@ std::string deep_array(std::size_t depth) {
   return std::string(depth, '[') + "1" + std::string(depth, ']');
 }
 
-std::string le64(std::uint64_t n) {
-  std::string s(8, '\0');
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
-  return s;
-}
-
-// A safetensors file: header (padded with spaces to 8 bytes, then `misalign` more) and data.
-std::string safetensors_bytes(std::string header, std::string_view data, std::size_t misalign = 0) {
-  while (header.size() % 8 != 0) header += ' ';
-  header.append(misalign, ' ');
-  return le64(header.size()) + header + std::string(data);
-}
-
-void write_file(const fs::path& p, std::string_view bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
+using calm::test::le64;
+using calm::test::safetensors_bytes;
+using calm::test::write_file;
 
 std::string read_file(const fs::path& p) { return calm::test::read_text(p); }
 

@@ -32,26 +32,9 @@ using calm::test::contains;
 
 using TempDir = calm::test::ScratchDir;
 
-void write_file(const fs::path& p, std::string_view bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
-
-std::string le64(std::uint64_t n) {
-  std::string s(8, '\0');
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
-  return s;
-}
-
-// header length + header + data; pad = true pads the header with spaces to a multiple of 8
-// bytes, as the safetensors library does, so the data section starts 8-aligned.
-std::string safetensors_bytes(std::string header, std::string_view data, bool pad = true) {
-  if (pad) {
-    while (header.size() % 8 != 0) header += ' ';
-  }
-  return le64(header.size()) + header + std::string(data);
-}
+using calm::test::le64;
+using calm::test::safetensors_bytes;
+using calm::test::write_file;
 
 std::string floats_bytes(std::initializer_list<float> values) {
   std::string s;
@@ -175,7 +158,7 @@ TEST_CASE("SafeTensorsFile refuses misaligned data when read as a wider type") {
   std::string header = R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
   if ((8 + header.size()) % 2 == 0) header += ' ';
   const fs::path p = dir.path / "odd.safetensors";
-  write_file(p, safetensors_bytes(header, floats_bytes({1.0f}), /*pad=*/false));
+  write_file(p, calm::test::unpadded_safetensors_bytes(header, floats_bytes({1.0f})));
   const SafeTensorsFile f = SafeTensorsFile::open(p);
   CHECK_ERROR_NAMES(f.find("w")->as<float>(), "'w'", p.string(), "aligned");
 }

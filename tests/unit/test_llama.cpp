@@ -38,7 +38,7 @@ using Reference = calm::test::ReferenceDump;
 
 // The committed fixtures, plus the model directories listed (':'-separated) in
 // $CALM_REFERENCE_MODELS, e.g. the checkpoint the training smoke test exports.
-std::vector<fs::path> fixture_models() {
+std::vector<fs::path> reference_models() {
   std::vector<fs::path> dirs;
   for (const auto& e : fs::directory_iterator(CALM_FIXTURES))
     if (fs::exists(e.path() / "reference.safetensors")) dirs.push_back(e.path());
@@ -60,10 +60,10 @@ std::vector<fs::path> fixture_models() {
 
 }  // namespace
 
-TEST_CASE("fixtures with reference dumps exist") { CHECK(fixture_models().size() >= 2); }
+TEST_CASE("fixtures with reference dumps exist") { CHECK(reference_models().size() >= 2); }
 
 TEST_CASE("every layer and every exit head match the PyTorch reference, token by token") {
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : reference_models()) {
     for (std::size_t threads : {1u, 2u}) {
       CAPTURE(dir.filename().string());
       CAPTURE(threads);
@@ -89,7 +89,7 @@ TEST_CASE("every layer and every exit head match the PyTorch reference, token by
 }
 
 TEST_CASE("prefill matches the reference and fills the same cache as token-by-token decoding") {
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : reference_models()) {
     CAPTURE(dir.filename().string());
     const Reference ref(dir / "reference.safetensors");
     calm::LlamaSession stepwise = calm::LlamaSession::load(dir);
@@ -114,7 +114,7 @@ TEST_CASE("prefill matches the reference and fills the same cache as token-by-to
 }
 
 TEST_CASE("greedy generation reproduces the reference token for token") {
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : reference_models()) {
     CAPTURE(dir.filename().string());
     const Reference ref(dir / "reference.safetensors");
     calm::LlamaSession model = calm::LlamaSession::load(dir);
@@ -139,7 +139,7 @@ TEST_CASE("greedy generation reproduces the reference token for token") {
 }
 
 TEST_CASE("propagate_kv writes exactly the K/V that run_layer computes from the same state") {
-  const fs::path dir = fixture_models().front();
+  const fs::path dir = reference_models().front();
   calm::LlamaSession a = calm::LlamaSession::load(dir), b = calm::LlamaSession::load(dir);
   std::vector<float> x(a.hidden_size()), y(a.hidden_size());
   a.embed(5, x);
@@ -152,7 +152,7 @@ TEST_CASE("propagate_kv writes exactly the K/V that run_layer computes from the 
 }
 
 TEST_CASE("bad use is refused with a clear error") {
-  const fs::path dir = fixture_models().front();
+  const fs::path dir = reference_models().front();
   calm::LlamaSession model = calm::LlamaSession::load(dir, 1, {.max_context = 8});
   std::vector<float> x(model.hidden_size());
   CHECK_THROWS_WITH_AS(model.embed(-1, x), doctest::Contains("outside the vocabulary"), calm::Error);
@@ -165,7 +165,7 @@ TEST_CASE("bad use is refused with a clear error") {
 }
 
 TEST_CASE("weights copied to huge-page memory and weights read from the file mapping agree bit for bit") {
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : reference_models()) {
     CAPTURE(dir.filename().string());
     calm::LlamaSession copied = calm::LlamaSession::load(dir, 1, {.copy_weights = true});
     calm::LlamaSession mapped = calm::LlamaSession::load(dir, 1, {.copy_weights = false});

@@ -36,7 +36,7 @@ using calm::test::sum_tolerance;
 
 // The largest batch any arch here uses (AVX-512: 16 floats); lengths 0..2*16+5 cover every
 // tail of every arch, and 32 (the AVX512-BF16 step) is passed too.
-constexpr std::size_t kMaxLen = 2 * 32 + 5;
+constexpr std::size_t kMaxCols = 2 * 32 + 5;
 
 // matmul<Arch> with 1, 2 and 3 threads against scalar::matmul: within the reordering bound,
 // and the thread counts bit for bit.
@@ -78,7 +78,7 @@ void check_every_length() {
   // every token tail 1..5.
   for (std::size_t n : {0u, 1u, 2u, 3u, 5u, 7u, 8u, 9u, 10u, 11u, 12u, 13u, 17u}) {
     for (std::size_t rows : {0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u, 13u}) {
-      for (std::size_t cols = 0; cols <= kMaxLen; ++cols) check_matmul<Arch, T>(n, rows, cols, rng, two, three);
+      for (std::size_t cols = 0; cols <= kMaxCols; ++cols) check_matmul<Arch, T>(n, rows, cols, rng, two, three);
     }
   }
 }

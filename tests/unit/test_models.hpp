@@ -52,6 +52,9 @@ struct ReferenceDump {
   }
 };
 
+// The bundled model (models/shakespeare-8l).
+inline const std::filesystem::path kBundled = std::filesystem::path(CALM_MODELS) / "shakespeare-8l";
+
 // The fixture checkpoints under tests/fixtures that come with a reference dump, sorted.
 inline std::vector<std::filesystem::path> checkpoint_fixtures() {
   std::vector<std::filesystem::path> dirs;

@@ -13,6 +13,7 @@
 #include <doctest/doctest.h>
 
 #include "test_support.hpp"
+#include "unit/test_models.hpp"
 
 namespace fs = std::filesystem;
 using calm::test::contains;
@@ -20,7 +21,7 @@ using calm::test::error_of;
 
 namespace {
 
-const fs::path kBundled = fs::path(CALM_MODELS) / "shakespeare-8l";
+using calm::test::kBundled;
 
 // A user's measure: 1 - H(p) / ln V of the exit distribution, with one parameter.
 struct Entropy {

@@ -32,11 +32,11 @@ using Codec = k::Q4Codec;
 namespace {
 
 // A quantized (rows, cols) matrix.
-struct Q4 {
+struct Q4Matrix {
   std::size_t rows, cols;
   std::vector<std::uint8_t> q;
   std::vector<float> d;
-  Q4(const std::vector<float>& w, std::size_t r, std::size_t c)
+  Q4Matrix(const std::vector<float>& w, std::size_t r, std::size_t c)
       : rows(r), cols(c), q(r * c / 2), d(r * c / 32) {
     for (std::size_t i = 0; i < r; ++i)
       REQUIRE(k::quantize_row_q4_0(q.data() + i * c / 2, d.data() + i * (c / 32), w.data() + i * c, c));
@@ -98,7 +98,7 @@ TEST_CASE("quantize_row_q4_0: non-finite weights and f16 overflow are refused") 
   // Every quantized weight is within half a step (|d| / 2) of the original, except where the
   // block's extreme sits at -8 and its opposite clips at +7 (a step at most).
   const std::vector<float> r = random_floats(32 * 40, 9, 0.1f);
-  const Q4 m(r, 40, 32);
+  const Q4Matrix m(r, 40, 32);
   for (std::size_t i = 0; i < r.size(); ++i) {
     const double step = std::fabs(m.d[i / 32]);
     CHECK(std::fabs(m.weight(i / 32, i % 32) - r[i]) <= step * (1.0 + 1e-3) + 1e-3 * step);

@@ -33,11 +33,11 @@ namespace {
 
 // A q4_0 (rows, cols) matrix from random weights; `extremes` makes every 5th block's codes 0 and
 // 15 (weights -8 and +7: the largest products of either sign the integer sums take).
-struct Q4 {
+struct Q4DotWeights {
   std::size_t rows, cols;
   std::vector<std::uint8_t> q;
   std::vector<float> d;
-  Q4(std::size_t r, std::size_t c, std::mt19937& rng, bool extremes)
+  Q4DotWeights(std::size_t r, std::size_t c, std::mt19937& rng, bool extremes)
       : rows(r), cols(c), q(r * c / 2), d(r * c / 32) {
     std::vector<float> w(r * c);
     calm::test::fill(w.data(), w.size(), rng);
@@ -56,7 +56,7 @@ struct Q4 {
 }  // namespace
 
 TEST_CASE("q4_0 dot: every path gives the twin's bits, rows of a batch are the rows alone") {
-  calm::test::check_int8_dot_against_twin<Q4Dot, k::Q4Segment, Q4>();
+  calm::test::check_int8_dot_against_twin<Q4Dot, k::Q4Segment, Q4DotWeights>();
 }
 
 TEST_CASE("q4_0 dot: the integer sums are exact at the extremes, and a NaN input gives NaN") {

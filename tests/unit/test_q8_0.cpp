@@ -37,11 +37,11 @@ using calm::test::random_floats;
 namespace {
 
 // A quantized (rows, cols) matrix.
-struct Q8 {
+struct Q8Matrix {
   std::size_t rows, cols;
   std::vector<std::int8_t> q;
   std::vector<float> d;
-  Q8(const std::vector<float>& w, std::size_t r, std::size_t c)
+  Q8Matrix(const std::vector<float>& w, std::size_t r, std::size_t c)
       : rows(r), cols(c), q(r * c), d(r * c / k::kQ8Block) {
     for (std::size_t i = 0; i < r; ++i)
       REQUIRE(k::quantize_row_q8_0(q.data() + i * c, d.data() + i * (c / k::kQ8Block),
@@ -156,7 +156,7 @@ TEST_CASE("matvec_q8_0: hand-computed values") {
 
 TEST_CASE("matvec_gather_q8_0: each listed row the bits of matvec_q8_0, the scalar twin agrees") {
   const std::size_t cols = 192, rows = 19;
-  const Q8 a(random_floats(rows * cols, 31, 0.05f), rows, cols);
+  const Q8Matrix a(random_floats(rows * cols, 31, 0.05f), rows, cols);
   const std::vector<float> x = random_floats(cols, 32);
   std::vector<float> all(rows);
   k::matvec_q8_0(all.data(), a.q.data(), a.d.data(), x.data(), rows, cols);
@@ -178,7 +178,7 @@ TEST_CASE("matmul_q8_0 (prefill) against the exact product and across thread cou
         CAPTURE(n);
         CAPTURE(rows);
         CAPTURE(cols);
-        const Q8 m(random_floats(rows * cols, 31, 0.05f), rows, cols);
+        const Q8Matrix m(random_floats(rows * cols, 31, 0.05f), rows, cols);
         const std::vector<float> x = random_floats(n * cols, 32);
         std::vector<float> y(n * rows), y3(n * rows);
         k::matmul_q8_0(y.data(), m.q.data(), m.d.data(), x.data(), n, rows, cols);

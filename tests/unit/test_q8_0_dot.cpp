@@ -32,11 +32,11 @@ namespace {
 
 // A q8_0 (rows, cols) matrix from random weights; `extremes` makes every 5th block's quants
 // +-127 (the largest products the integer sums take).
-struct Q8 {
+struct Q8DotWeights {
   std::size_t rows, cols;
   std::vector<std::int8_t> q;
   std::vector<float> d;
-  Q8(std::size_t r, std::size_t c, std::mt19937& rng, bool extremes)
+  Q8DotWeights(std::size_t r, std::size_t c, std::mt19937& rng, bool extremes)
       : rows(r), cols(c), q(r * c), d(r * c / 32) {
     std::vector<float> w(r * c);
     calm::test::fill(w.data(), w.size(), rng);
@@ -87,7 +87,7 @@ TEST_CASE("quantize_int8_input: the block scale, ties to even, zeros and non-fin
 }
 
 TEST_CASE("q8_0 dot: every path gives the twin's bits, rows of a batch are the rows alone") {
-  calm::test::check_int8_dot_against_twin<k::Int8Q8Blocks, k::Q8Segment, Q8>();
+  calm::test::check_int8_dot_against_twin<k::Int8Q8Blocks, k::Q8Segment, Q8DotWeights>();
 }
 
 TEST_CASE("q8_0 dot: the integer sums are exact at the extremes, and a NaN input gives NaN") {

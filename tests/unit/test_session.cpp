@@ -20,14 +20,14 @@ namespace fs = std::filesystem;
 namespace {
 
 using calm::test::relative_error;
-const auto fixture_models = calm::test::checkpoint_fixtures;
+using calm::test::checkpoint_fixtures;
 
 // Batched products (matmul) against the one-token path (matvec): same math, other summation
 // order, and bf16-rounded activations where the host has AVX-512 BF16 dot products
 // (kernels/matmul.hpp). The same bound as prefill against token-by-token decoding.
 constexpr double kBatchTolerance = 3e-2;  // ||batched - one token|| / ||one token||
 
-const fs::path kBundled = fs::path(CALM_MODELS) / "shakespeare-8l";
+using calm::test::kBundled;
 
 
 bool same_bits(std::span<const float> a, std::span<const float> b) {
@@ -41,7 +41,7 @@ using Early = calm::Decoder<calm::LlamaSession, calm::SoftmaxResponse, calm::Dec
 }  // namespace
 
 TEST_CASE("a session keeps its model alive, a decoder owns its session and may move") {
-  const fs::path dir = fixture_models().front();
+  const fs::path dir = checkpoint_fixtures().front();
   auto model = calm::LlamaModel::load(dir);
   const std::weak_ptr<const calm::LlamaModel> watch = model;
   Early early(calm::LlamaSession(std::move(model)), {}, {.lambda = 0.5f, .tau = 4.0f});
@@ -53,7 +53,7 @@ TEST_CASE("a session keeps its model alive, a decoder owns its session and may m
 }
 
 TEST_CASE("the cache is written in order: gaps are refused, writing a position drops later ones") {
-  calm::LlamaSession s = calm::LlamaSession::load(fixture_models().front());
+  calm::LlamaSession s = calm::LlamaSession::load(checkpoint_fixtures().front());
   std::vector<float> x(s.hidden_size());
   s.embed(5, x);
   CHECK_THROWS_WITH_AS(s.run_layer(0, x, 1), doctest::Contains("gap"), calm::Error);
@@ -74,7 +74,7 @@ TEST_CASE("the cache is written in order: gaps are refused, writing a position d
 }
 
 TEST_CASE("run_layers over n tokens at consecutive positions matches the one-token path") {
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : checkpoint_fixtures()) {
     CAPTURE(dir.filename().string());
     const auto model = calm::LlamaModel::load(dir);
     calm::LlamaSession one(model), batch(model);
@@ -114,7 +114,7 @@ TEST_CASE("run_layers over n tokens at consecutive positions matches the one-tok
 }
 
 TEST_CASE("run_layers over n sessions at one position each matches each session alone") {
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : checkpoint_fixtures()) {
     CAPTURE(dir.filename().string());
     const auto model = calm::LlamaModel::load(dir);
     const std::size_t h = model->hidden_size(), L = model->num_layers();
@@ -154,7 +154,7 @@ TEST_CASE("run_layers over n sessions at one position each matches each session 
 }
 
 TEST_CASE("append after generate equals one long prefill") {
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : checkpoint_fixtures()) {
     CAPTURE(dir.filename().string());
     const auto model = calm::LlamaModel::load(dir);
     calm::FullDecoder<calm::LlamaSession> chat{calm::LlamaSession(model)};

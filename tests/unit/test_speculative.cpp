@@ -28,9 +28,9 @@ namespace {
 
 using calm::test::bundled_test_prompts;
 using calm::test::same_cache;
-const auto fixture_models = calm::test::checkpoint_fixtures;
+using calm::test::checkpoint_fixtures;
 
-const fs::path kBundled = fs::path(CALM_MODELS) / "shakespeare-8l";
+using calm::test::kBundled;
 
 
 // The bundled model, its classifier, and decoding that stops at its EOS.
@@ -95,7 +95,7 @@ calm::SpeculationStats check_exact(const std::shared_ptr<const calm::LlamaModel>
 
 TEST_CASE("speculative greedy equals the full model on the fixtures, for every static draft") {
   const std::vector<int> prompt = {1, 17, 42, 7, 99, 3};
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : checkpoint_fixtures()) {
     CAPTURE(dir.filename().string());
     const auto model = calm::LlamaModel::load(dir);
     for (std::size_t e = 1; e <= model->num_layers(); ++e) {
@@ -133,7 +133,7 @@ TEST_CASE("speculative greedy equals the full model on the bundled model's test 
 }
 
 TEST_CASE("speculative decoding stops as the full model does: stop tokens, max tokens, context") {
-  const auto model = calm::LlamaModel::load(fixture_models().front(), {.max_context = 16});
+  const auto model = calm::LlamaModel::load(checkpoint_fixtures().front(), {.max_context = 16});
   const std::vector<int> prompt = {1, 17, 42, 7};
   const Full full = full_decode(model, prompt, 40);  // runs into the context end
   CHECK(full.tokens.size() == 16 - prompt.size() + 1);
@@ -186,14 +186,14 @@ TEST_CASE("prompt lookup: what followed the latest earlier occurrence of the lon
   CHECK(propose({.max_ngram = 0}, h, 4).empty());
   CHECK_THROWS_AS((calm::PromptLookup{.max_ngram = 2, .min_ngram = 3}.validate()), calm::Error);
   CHECK_THROWS_AS((calm::PromptLookupDecoder<calm::LlamaSession>(
-                      calm::LlamaSession(calm::LlamaModel::load(fixture_models().front())), {},
+                      calm::LlamaSession(calm::LlamaModel::load(checkpoint_fixtures().front())), {},
                       {}, {}, {}, {.max_ngram = 2, .min_ngram = 0})),
                   calm::Error);
 }
 
 TEST_CASE("n-gram drafts, alone and before early exits: the full model's greedy output") {
   const calm::PromptLookup trigrams{.max_ngram = 3}, bigrams{.max_ngram = 2};
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : checkpoint_fixtures()) {
     CAPTURE(dir.filename().string());
     const auto model = calm::LlamaModel::load(dir);
     for (const std::vector<int>& prompt :
@@ -286,7 +286,7 @@ TEST_CASE("token frequencies: counts, the top of the ranking, and the file") {
 }
 
 TEST_CASE("a sub-vocabulary head: the whole head's logits for its tokens, in every format") {
-  const fs::path dir = fixture_models().front();
+  const fs::path dir = checkpoint_fixtures().front();
   std::vector<calm::WeightFormat> formats = {calm::WeightFormat::file, calm::WeightFormat::q8_0,
                                              calm::WeightFormat::q4_0, calm::WeightFormat::bf16_dot,
                                              calm::WeightFormat::q8_0_dot};
@@ -329,7 +329,7 @@ TEST_CASE("a sub-vocabulary head: the whole head's logits for its tokens, in eve
 
 TEST_CASE("drafts over a sub-vocabulary: the full model's greedy output, every size") {
   const std::vector<int> prompt = {1, 17, 42, 7, 99, 3};
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : checkpoint_fixtures()) {
     CAPTURE(dir.filename().string());
     const auto model = calm::LlamaModel::load(dir);
     const std::size_t v = model->vocab_size();
@@ -383,7 +383,7 @@ TEST_CASE("drafts over a sub-vocabulary: the full model's greedy output, every s
   CHECK(sub_accepted > 0.5 * whole_accepted);  // the frequent tokens are most of the drafts
   // A head for another model is refused.
   calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
-      calm::LlamaSession(calm::LlamaModel::load(fixture_models().front())), {}, {1});
+      calm::LlamaSession(calm::LlamaModel::load(checkpoint_fixtures().front())), {}, {1});
   CHECK_THROWS_AS(spec.set_draft_head(head), calm::Error);
 }
 
@@ -512,7 +512,7 @@ void check_full_distribution(const std::vector<std::vector<int>>& samples,
 TEST_CASE("speculative sampling follows the full model's distribution") {
   // A random fixture: the layer-1 draft distribution is far from the full model's, so many
   // drafts are rejected and the correction path is exercised.
-  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const auto model = calm::LlamaModel::load(checkpoint_fixtures().front());
   const std::vector<int> prompt = {1, 17, 42};
   constexpr std::size_t kSamples = 1500, kNew = 4;
   for (const auto& [temperature, top_k] :
@@ -554,7 +554,7 @@ TEST_CASE("speculative sampling follows the full model's distribution") {
 }
 
 TEST_CASE("speculative sampling at a tiny positive temperature gives the greedy tokens") {
-  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const auto model = calm::LlamaModel::load(checkpoint_fixtures().front());
   const std::vector<int> prompt = {1, 17, 42};
   const Full full = full_decode(model, prompt, 8);
   calm::SpeculativeDecoder<calm::LlamaSession, calm::NoConfidence, calm::StaticExit> spec(
@@ -578,7 +578,7 @@ TEST_CASE("speculative sampling with n-gram drafts follows the full model's dist
   // frequency check.
   constexpr std::size_t kCopies = calm::test::kSanitized ? 2 : 4;
   constexpr std::size_t kBundledSamples = calm::test::kSanitized ? 40 : kSamples;
-  const auto fixture = calm::LlamaModel::load(fixture_models().front());
+  const auto fixture = calm::LlamaModel::load(checkpoint_fixtures().front());
   const auto bundled = calm::LlamaModel::load(kBundled);
   const calm::Tokenizer tok = calm::Tokenizer::load(kBundled / "tokenizer.model");
   const std::vector<int> copying = calm::bench::copy_heavy_prompts(
@@ -620,7 +620,7 @@ TEST_CASE("speculative sampling with n-gram drafts follows the full model's dist
 TEST_CASE("speculative sampling with drafts over a sub-vocabulary follows the full model's") {
   // q is the draft's distribution renormalised over V' (zero elsewhere): tokens outside V' are
   // never drafted but still come out, through the correction max(0, p - q).
-  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const auto model = calm::LlamaModel::load(checkpoint_fixtures().front());
   const std::vector<int> prompt = {1, 17, 42};
   constexpr std::size_t kSamples = 1500, kNew = 4;
   std::vector<std::uint32_t> half;
@@ -741,7 +741,7 @@ TEST_CASE("adaptive gamma: the choice and the tracker against hand-computed valu
   CHECK(t.acceptance()[1] == doctest::Approx(0.8));
 
   // A draft's cost: E/L (1 - head) + head, E the mean exit layer so far (L/2 before any).
-  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const auto model = calm::LlamaModel::load(checkpoint_fixtures().front());
   const double L = double(model->num_layers());
   calm::SpeculativeOptions so{.max_draft = 4};
   so.adaptive_gamma = true;
@@ -778,7 +778,7 @@ TEST_CASE("adaptive gamma: the choice and the tracker against hand-computed valu
 }
 
 TEST_CASE("adaptive gamma moves: up while drafts are accepted, down while they are rejected") {
-  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const auto model = calm::LlamaModel::load(checkpoint_fixtures().front());
   const std::vector<int> prompt = {1, 17, 42, 7, 99, 3};
   constexpr std::size_t kNew = 48;
   const Full full = full_decode(model, prompt, kNew);
@@ -827,7 +827,7 @@ TEST_CASE("adaptive gamma moves: up while drafts are accepted, down while they a
 TEST_CASE("adaptive gamma: the full model's greedy output for every draft source") {
   const std::vector<int> prompt = {1, 17, 42, 7, 99, 3};
   const calm::PromptLookup trigrams{.max_ngram = 3};
-  for (const fs::path& dir : fixture_models()) {
+  for (const fs::path& dir : checkpoint_fixtures()) {
     CAPTURE(dir.filename().string());
     const auto model = calm::LlamaModel::load(dir);
     for (std::size_t e = 1; e <= model->num_layers(); ++e) {
@@ -885,7 +885,7 @@ TEST_CASE("adaptive gamma: the full model's greedy output for every draft source
 TEST_CASE("speculative sampling with adaptive gamma follows the full model's distribution") {
   // γ varies from round to round and carries over from one sample to the next, but it is chosen
   // before each round's draws: every sample is still the full model's.
-  const auto model = calm::LlamaModel::load(fixture_models().front());
+  const auto model = calm::LlamaModel::load(checkpoint_fixtures().front());
   const std::vector<int> prompt = {1, 17, 42};
   constexpr std::size_t kSamples = 1000, kNew = 4;
   calm::SpeculativeOptions so{.max_draft = 3};

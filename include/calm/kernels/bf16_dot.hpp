@@ -211,7 +211,7 @@ inline constexpr std::size_t kDotTile = P == DotPath::avx512bf16 || P == DotPath
 inline const std::uint16_t* rounded_input(const float* x, std::size_t n, std::size_t cols) {
   thread_local AlignedBuffer<std::uint16_t> buffer;
   buffer.reserve_discard(n * cols);
-  round_to_bf16(buffer.data(), x, n * cols);
+  kernels::round_to_bf16(buffer.data(), x, n * cols);  // not detail:: (matmul.hpp's padded copy)
   return buffer.data();
 }
 
