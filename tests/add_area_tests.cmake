@@ -3,7 +3,7 @@
 # --source-file filter) and writes CTEST_FILE, which adds each as the ctest test <AREA>/<case>,
 # run with the same filter. A run in which doctest ran no case fails: a name that doctest's
 # --test-case filter cannot match would otherwise pass without running anything.
-# Inputs: EXECUTABLE, AREA, CTEST_FILE, WORKING_DIR, LABEL.
+# Inputs: EXECUTABLE, AREA, CTEST_FILE, WORKING_DIR, LABEL (may be empty).
 set(filter "--source-file=*/${AREA}.cpp")
 execute_process(COMMAND "${EXECUTABLE}" ${filter} --list-test-cases
   OUTPUT_VARIABLE output RESULT_VARIABLE result WORKING_DIRECTORY "${WORKING_DIR}")
@@ -16,6 +16,10 @@ function(quoted out value)
   set(${out} "[==[${value}]==]" PARENT_SCOPE)
 endfunction()
 
+set(labels "")
+if(NOT LABEL STREQUAL "")
+  set(labels " LABELS ${LABEL}")
+endif()
 set(script "")
 set(tests "")
 string(REPLACE "\n" ";" lines "${output}")
@@ -31,7 +35,7 @@ foreach(line IN LISTS lines)
   quoted(dir "${WORKING_DIR}")
   string(APPEND script
     "add_test(${name} ${exe} ${case} ${filter})\n"
-    "set_tests_properties(${name} PROPERTIES WORKING_DIRECTORY ${dir} LABELS ${LABEL}"
+    "set_tests_properties(${name} PROPERTIES WORKING_DIRECTORY ${dir}${labels}"
     " FAIL_REGULAR_EXPRESSION [==[test cases: +0 [|]]==])\n")
   list(APPEND tests "${AREA}/${line}")
 endforeach()

@@ -30,6 +30,9 @@
 namespace fs = std::filesystem;
 namespace cc = calm::calibrate;
 
+// Everything here in its own namespace: the areas compile as one unit (CMakeLists.txt).
+namespace test_programs_calibrate {
+
 namespace {
 
 const fs::path kModel = fs::path(CALM_FIXTURES) / "tiny-gqa-f32-untied";
@@ -475,7 +478,8 @@ TEST_CASE("calm-eval under sampling: the full-model configuration has loss 0, de
 TEST_CASE("calm-calibrate and calm-eval refuse an output path they could not write, before decoding") {
   const ScratchDir dir("unwritable_outputs");
   const fs::path not_a_folder = dir.write("file.txt", "x");
-  const std::string calibrate_args = ::calibrate_args(kBase), eval_args = ::eval_args(kBase);
+  const std::string calibrate_args = test_programs_calibrate::calibrate_args(kBase),
+                    eval_args = test_programs_calibrate::eval_args(kBase);
   struct Case {
     bool is_eval;
     std::string args, message;
@@ -510,8 +514,8 @@ TEST_CASE("calm-calibrate and calm-eval refuse an output path that is empty or o
   fs::copy_file(kPrompts, prompts);
   const std::string weights = read_text(model / "model.safetensors");
   const std::string model_args = "--model " + quote(model) + " --max-new-tokens 4 ";
-  const std::string calibrate_args = ::calibrate_args(model_args, prompts),
-                    eval_args = ::eval_args(model_args, prompts);
+  const std::string calibrate_args = test_programs_calibrate::calibrate_args(model_args, prompts),
+                    eval_args = test_programs_calibrate::eval_args(model_args, prompts);
   struct Case {
     bool is_eval;
     std::string args, message;
@@ -545,7 +549,8 @@ TEST_CASE("calm-calibrate and calm-eval refuse an output path that is empty or o
 TEST_CASE("calm-calibrate and calm-eval parse numbers strictly and check the record up front") {
   const ScratchDir dir("strict_numbers");
   const std::string out = "--output " + quote(dir.path / "c.json") + " ";
-  const std::string calibrate_args = ::calibrate_args(kBase + out), eval_args = ::eval_args(kBase);
+  const std::string calibrate_args = test_programs_calibrate::calibrate_args(kBase + out),
+                    eval_args = test_programs_calibrate::eval_args(kBase);
   const std::vector<std::pair<std::string, std::string>> cases{
       {calibrate_args + "--temperature 0.8 --seed -1", "--seed"},
       {calibrate_args + "--temperature 0.8 --seed 99999999999999999999999", "--seed"},
@@ -565,3 +570,5 @@ TEST_CASE("calm-calibrate and calm-eval parse numbers strictly and check the rec
     CHECK_FALSE(fs::exists(dir.path / "c.json"));
   }
 }
+
+}  // namespace test_programs_calibrate

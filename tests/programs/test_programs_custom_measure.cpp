@@ -17,6 +17,9 @@ using calm::test::quote;
 using calm::test::run_program;
 using calm::test::ScratchDir;
 
+// Everything here in its own namespace: the areas compile as one unit (CMakeLists.txt).
+namespace test_programs_custom_measure {
+
 namespace {
 
 const fs::path kModel = fs::path(CALM_MODELS) / "shakespeare-8l";
@@ -78,3 +81,5 @@ TEST_CASE("calm-custom-measure applies a certificate only where it holds") {
     for (const std::string& part : c.message) CHECK_MESSAGE(contains(run.err, part), run.err);
   }
 }
+
+}  // namespace test_programs_custom_measure

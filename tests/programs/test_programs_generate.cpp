@@ -20,6 +20,9 @@ using calm::test::contains;
 using calm::test::quote;
 using calm::test::run_program;
 
+// Everything here in its own namespace: the areas compile as one unit (CMakeLists.txt).
+namespace test_programs_generate {
+
 namespace {
 
 const fs::path kModel = fs::path(CALM_MODELS) / "shakespeare-8l";
@@ -631,3 +634,5 @@ TEST_CASE("calm-generate --gamma auto: adaptive speculation, the full model's te
     CHECK(contains(bad.err, flag));
   }
 }
+
+}  // namespace test_programs_generate

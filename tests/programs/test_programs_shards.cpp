@@ -15,6 +15,9 @@
 
 namespace fs = std::filesystem;
 
+// Everything here in its own namespace: the areas compile as one unit (CMakeLists.txt).
+namespace test_programs_shards {
+
 namespace {
 
 using calm::test::contains;
@@ -231,3 +234,5 @@ TEST_CASE("calm-eval: merged shards give the one-machine evaluation but for the 
   const ProgramRun foreign = eval(args + "--merge " + quote(other.path));
   CHECK(contains(foreign.err, "was written by calm-calibrate, not calm-eval"));
 }
+
+}  // namespace test_programs_shards

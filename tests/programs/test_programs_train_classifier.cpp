@@ -15,6 +15,9 @@ using calm::test::contains;
 using calm::test::quote;
 using calm::test::run_program;
 
+// Everything here in its own namespace: the areas compile as one unit (CMakeLists.txt).
+namespace test_programs_train_classifier {
+
 namespace {
 
 const fs::path kModel = fs::path(CALM_MODELS) / "shakespeare-8l";
@@ -90,3 +93,5 @@ TEST_CASE("calm-train-classifier refuses bad flags by name, before writing anyth
   CHECK(missing.status != 0);
   CHECK(contains(missing.err, "none.txt"));
 }
+
+}  // namespace test_programs_train_classifier
