@@ -43,7 +43,7 @@ TEST_CASE("calm-train-classifier writes a version-2 classifier of the kind asked
   const fs::path m = model_copy(dir);
   const std::string base = "--model " + quote(m) + " --text " + quote(dir.path / "text.txt") +
                            " --epochs 2 --seed 3 ";
-  for (const char* kind : {"mlp", "linear"}) {
+  for (const char* kind : {"linear", "mlp"}) {  // mlp last: its file is compared below
     CAPTURE(kind);
     const auto run = run_program(CALM_TRAIN_CLASSIFIER_EXE, base + "--kind " + kind);
     REQUIRE_MESSAGE(run.status == 0, run.err);
@@ -55,7 +55,6 @@ TEST_CASE("calm-train-classifier writes a version-2 classifier of the kind asked
     CHECK((c.kind() == calm::ExitClassifierKind::mlp) == (std::string(kind) == "mlp"));
   }
   // The same seed gives the same file, byte for byte.
-  REQUIRE(run_program(CALM_TRAIN_CLASSIFIER_EXE, base + "--kind mlp").status == 0);
   const std::string first = calm::test::read_text(m / "calm.safetensors");
   REQUIRE(run_program(CALM_TRAIN_CLASSIFIER_EXE, base + "--kind mlp").status == 0);
   CHECK(calm::test::read_text(m / "calm.safetensors") == first);
