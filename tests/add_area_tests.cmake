@@ -1,5 +1,5 @@
-# Run by CMake after a unit-test executable is built (tests/CMakeLists.txt, calm_unit_test_group):
-# lists the doctest cases that one source file, tests/unit/<AREA>.cpp, defines (doctest's
+# Run by CMake after a test executable is built (tests/CMakeLists.txt, calm_discover_areas):
+# lists the doctest cases that one source file, <AREA>.cpp, defines (doctest's
 # --source-file filter) and writes CTEST_FILE, which adds each as the ctest test <AREA>/<case>,
 # run with the same filter. A run in which doctest ran no case fails: a name that doctest's
 # --test-case filter cannot match would otherwise pass without running anything.
