@@ -118,12 +118,33 @@ void check_int8_dot_kernels(const typename C::unit* q, const float* d, std::size
       CHECK(std::memcmp(one.data(), want.data() + t * rows, rows * 4) == 0);
     }
     std::vector<float> batch(n * rows);
-    for (std::size_t m = 1; m <= n; ++m) {
-      CAPTURE(m);
-      std::fill(batch.begin(), batch.end(), 0.0f);
-      k::matvec_batch_int8_dot<C, P>(batch.data(), q, d, x, m, rows, cols, pool);
-      CHECK(std::memcmp(batch.data(), want.data(), m * rows * 4) == 0);
+    // On the AVX-512 path batches of blocks stored as AMX tiles read them run on AMX where the
+    // process may: with it and without it (switched off), and the AMX kernel itself from n = 1.
+    const bool amx = P == Int8DotPath::avx512vnni && k::amx::usable();
+    for (const bool amx_on : {true, false}) {
+      if (!amx_on && !amx) continue;
+      k::amx::enable(amx_on);
+      for (std::size_t m = 1; m <= n; ++m) {
+        CAPTURE(m);
+        CAPTURE(amx_on);
+        std::fill(batch.begin(), batch.end(), 0.0f);
+        k::matvec_batch_int8_dot<C, P>(batch.data(), q, d, x, m, rows, cols, pool);
+        CHECK(std::memcmp(batch.data(), want.data(), m * rows * 4) == 0);
+      }
+      k::amx::enable(true);
     }
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__)
+    if constexpr (C::kAmxTiles) {
+      if (amx) {
+        for (std::size_t m = 1; m <= n; ++m) {
+          CAPTURE(m);
+          std::fill(batch.begin(), batch.end(), 0.0f);
+          k::detail::matvec_batch_int8_amx<C>(batch.data(), q, d, x, m, rows, cols, pool);
+          CHECK(std::memcmp(batch.data(), want.data(), m * rows * 4) == 0);
+        }
+      }
+    }
+#endif
   }
   // A few rows, in any order: each the bits of its row in matvec.
   const std::vector<std::uint32_t> picked = {std::uint32_t(rows - 1), 0, 0};

@@ -17,6 +17,18 @@
 #include <random>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <iterator>
+#endif
+
 #include <doctest/doctest.h>
 
 #include "unit/int8_dot_checks.hpp"
@@ -102,6 +114,56 @@ TEST_CASE("q8_0 dot: the integer sums are exact at the extremes, and a NaN input
   REQUIRE(d[0] == 1.0f);
   calm::test::check_int8_dot_extremes<k::Int8Q8Blocks>(q.data(), d.data(), x, 516128.0f * 64.0f);
 }
+
+#if defined(__x86_64__) && defined(__linux__)
+// A child process whose arch_prctl calls fail (a seccomp filter: EPERM), as under a policy that
+// refuses the tile data state: asking again there must report the refusal, and batches must run
+// on the AVX-512 kernels with the twin's bits. Exit status: 0 passed, 1 granted anyway, 2 wrong
+// bits, 3 no seccomp.
+namespace {
+int amx_refused_child(const Q8DotWeights& w, const std::vector<float>& x, std::size_t n,
+                      const std::vector<float>& want) {
+  struct sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_arch_prctl, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog program = {static_cast<unsigned short>(std::size(filter)), filter};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return 3;
+  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) return 3;
+  k::amx::detail::grant().store(-1);  // ask again, here
+  if (k::amx::usable()) return 1;
+  std::vector<float> y(n * w.rows);
+  k::matvec_batch_int8_dot<k::Int8Q8Blocks>(y.data(), w.q.data(), w.d.data(), x.data(), n, w.rows,
+                                            w.cols);
+  return std::memcmp(y.data(), want.data(), y.size() * 4) == 0 ? 0 : 2;
+}
+}  // namespace
+
+TEST_CASE("AMX: a refused tile-data request leaves batches on the AVX-512 kernels, same bits") {
+  std::mt19937 rng(5);
+  const std::size_t rows = 37, cols = 256, n = 9;
+  const Q8DotWeights w(rows, cols, rng, false);
+  const auto x = calm::test::int8_dot_inputs(n * cols, rng, false);
+  const auto want = calm::test::int8_dot_twin(
+      rows, cols, [&](std::size_t r, std::size_t c) { return w.weight(r, c); }, w.d.data(),
+      x.data(), n);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) _exit(amx_refused_child(w, x, n, want));
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // Here (granted where the host has AMX): the same bits on whichever unit runs them.
+  std::vector<float> y(n * rows);
+  k::matvec_batch_int8_dot<k::Int8Q8Blocks>(y.data(), w.q.data(), w.d.data(), x.data(), n, rows,
+                                            cols);
+  CHECK(std::memcmp(y.data(), want.data(), y.size() * 4) == 0);
+  MESSAGE("AMX usable in this process: " << k::amx::usable());
+}
+#endif
 
 TEST_CASE("q8_0_dot weights: the model against the float64 reference and against q8_0") {
   // Measured (every path gives the same bits), the worst relative error of any state and exit

@@ -19,6 +19,8 @@
 //   using unit; units                 the block's payload (C::unit elements, C::units of them)
 //   offset                            w_j = code_j - offset: the kernels add k = -offset * sum(q_x)
 //                                     per block (computed with x) to sum(code_j * q_x,j)
+//   kAmxTiles                         the units are the int8 w_j, 32 per block, stored row
+//                                     after row: batches may run on AMX tiles (AMX-INT8)
 //   code(block, j)                    code j as an int (the scalar path)
 //   AVX2: pairs(block, x)             the 16 int16 sums of pairs code * q_x of one block (vpmaddubsw)
 //   AVX-512, 16 blocks a step, x's copy laid out as the blocks type chooses:
@@ -28,14 +30,17 @@
 //                                              block order (k included)
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 
 #include "calm/core/aligned.hpp"
 #include "calm/core/thread_pool.hpp"
+#include "calm/kernels/amx.hpp"
 #include "calm/kernels/blocks.hpp"
 #include "calm/kernels/load.hpp"
 #include "calm/kernels/matvec.hpp"
@@ -382,6 +387,158 @@ inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t
   return {q.data(), d.data(), k.data()};
 }
 
+
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__)
+// The AMX-INT8 path of a batch (blocks types with kAmxTiles: the weights are the int8 codes of
+// their blocks, stored row after row). A tile product takes 16 weight rows' block b (tile A:
+// 16 rows of 32 bytes, read where the row stores them) against 16 vectors' quantized block b
+// (tile B: 8 rows of 16 x 4 bytes, x's copy laid out for it) and gives the 16 x 16 exact sums
+// s_b in an int32 tile (tdpbssd: signed bytes both sides). The f32 steps then run on those
+// sums, one vector lane per x vector, exactly as the other paths run them per row: acc[b mod 8]
+// = fma(float(s_b), d_w,b * d_x,b, acc[b mod 8]), the 8 combined in the one fixed order. So
+// every row is bitwise what the other paths give, for any number of vectors.
+//
+// x's copy for the tiles: vectors in groups of 16 (the last zero-padded); per group g and block
+// b, 512 bytes q[(g nb + b) 512 + 64 i + 4 t + j] = q_x of vector 16 g + t at element 32 b +
+// 4 i + j, and the 16 vectors' scales d[(g nb + b) 16 + t].
+struct AmxInput {
+  const std::int8_t* q;
+  const float* d;
+  std::size_t groups;
+};
+
+inline AmxInput amx_int8_input(const float* x, std::size_t n, std::size_t cols) {
+  thread_local AlignedBuffer<std::int8_t> q, plain;
+  thread_local AlignedBuffer<float> d, plain_d;
+  const std::size_t nb = cols / kBlockWeights, groups = (n + 15) / 16;
+  q.reserve_discard(groups * nb * 512);
+  d.reserve_discard(groups * nb * 16);
+  plain.reserve_discard(cols);
+  plain_d.reserve_discard(nb);
+  std::fill_n(q.data(), groups * nb * 512, std::int8_t{0});
+  std::fill_n(d.data(), groups * nb * 16, 0.0f);
+  for (std::size_t v = 0; v < n; ++v) {
+    quantize_int8_input(plain.data(), plain_d.data(), x + v * cols, cols);
+    const std::size_t g = v / 16, t = v % 16;
+    for (std::size_t b = 0; b < nb; ++b) {
+      std::int8_t* tile = q.data() + (g * nb + b) * 512 + 4 * t;
+      const std::int8_t* src = plain.data() + b * kBlockWeights;
+      for (std::size_t i = 0; i < 8; ++i) std::memcpy(tile + 64 * i, src + 4 * i, 4);
+      d[(g * nb + b) * 16 + t] = plain_d[b];
+    }
+  }
+  return {q.data(), d.data(), groups};
+}
+
+// Tiles: 0-3 the sums of four blocks, 4-5 weight blocks (A), 6-7 x's blocks (B).
+inline amx::TileConfig amx_int8_config(std::size_t rows) noexcept {
+  amx::TileConfig c;
+  for (int t = 0; t < 4; ++t) c.rows[t] = static_cast<std::uint8_t>(rows), c.colsb[t] = 64;
+  for (int t = 4; t < 6; ++t) c.rows[t] = static_cast<std::uint8_t>(rows), c.colsb[t] = 32;
+  for (int t = 6; t < 8; ++t) c.rows[t] = 8, c.colsb[t] = 64;
+  return c;
+}
+
+// Block `from + T` of rows q (row: bytes per row) against x's group tile into sum tile T (A in
+// tile 4 or 5, B in 6 or 7). GCC's tile intrinsics paste the tile number into the instruction,
+// so each T is written out.
+#define CALM_AMX_INT8_BLOCK(T, A, B)                                           \
+  do {                                                                         \
+    _tile_zero(T);                                                             \
+    _tile_loadd(A, q + (from + T) * kBlockWeights, static_cast<long>(row));    \
+    _tile_loadd(B, xg + (from + T) * 512, 64);                                 \
+    _tile_dpbssd(T, A, B);                                                     \
+  } while (false)
+
+// y[v * y_stride + o] for the m <= 16 rows at q (scales d, nb blocks each) and the vectors of
+// x's group g (`count` of them), the configuration of amx_int8_config(m) loaded. First: the
+// rows come from memory (prefetched kPrefetchBytes ahead, into the rows after them at a row's
+// end); later groups find them in the caches.
+inline void amx_int8_rows(float* y, std::size_t y_stride, const std::int8_t* q, const float* d,
+                          std::size_t m, std::size_t nb, AmxInput x, std::size_t g,
+                          std::size_t count, bool first) noexcept {
+  const std::size_t row = nb * kBlockWeights;
+  alignas(64) std::int32_t sums[8][16][16];
+  alignas(64) float acc[16][kInt8DotLanes][16];
+  for (std::size_t o = 0; o < m; ++o)
+    for (std::size_t l = 0; l < kInt8DotLanes; ++l) _mm512_store_ps(acc[o][l], _mm512_setzero_ps());
+  const std::int8_t* xg = x.q + g * nb * 512;
+  const float* dg = x.d + g * nb * 16;
+  // GCC 12's tile loads are asm statements that declare no memory input: make every store
+  // before them (x's copy) happen first.
+  __asm__ volatile("" ::: "memory");
+  for (std::size_t b0 = 0; b0 < nb; b0 += kInt8DotLanes) {
+    const std::size_t blocks = nb - b0 < kInt8DotLanes ? nb - b0 : kInt8DotLanes;
+    if (first) {
+      const std::size_t c = b0 * kBlockWeights + kPrefetchBytes;
+      for (std::size_t o = 0; o < m; ++o)
+        for (std::size_t l = 0; l < kInt8DotLanes * kBlockWeights; l += 64)
+          prefetch_line(c + l < row ? q + o * row + c + l : q + (o + m) * row + (c + l - row));
+      if (b0 % 16 == 0)
+        for (std::size_t o = 0; o < m; ++o) prefetch_line(d + (o + m) * nb + b0);
+    }
+    for (std::size_t j = 0; j < blocks; j += 4) {
+      const std::size_t left = blocks - j, from = b0 + j;
+      CALM_AMX_INT8_BLOCK(0, 4, 6);
+      if (left > 1) CALM_AMX_INT8_BLOCK(1, 5, 7);
+      if (left > 2) CALM_AMX_INT8_BLOCK(2, 4, 6);
+      if (left > 3) CALM_AMX_INT8_BLOCK(3, 5, 7);
+      _tile_stored(0, sums[j], 64);
+      if (left > 1) _tile_stored(1, sums[j + 1], 64);
+      if (left > 2) _tile_stored(2, sums[j + 2], 64);
+      if (left > 3) _tile_stored(3, sums[j + 3], 64);
+    }
+    // b0 is a multiple of 8: block b0 + k goes to lane k.
+    for (std::size_t o = 0; o < m; ++o) {
+      const float* dw = d + o * nb + b0;
+      for (std::size_t k = 0; k < blocks; ++k) {
+        const __m512 s = _mm512_cvtepi32_ps(_mm512_load_si512(sums[k][o]));
+        const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(dw[k]), _mm512_load_ps(dg + (b0 + k) * 16));
+        _mm512_store_ps(acc[o][k], _mm512_fmadd_ps(s, scale, _mm512_load_ps(acc[o][k])));
+      }
+    }
+  }
+  alignas(64) float out[16][16];
+  for (std::size_t o = 0; o < m; ++o) {
+    const auto lane = [&](std::size_t l) { return _mm512_load_ps(acc[o][l]); };
+    const __m512 s = _mm512_add_ps(
+        _mm512_add_ps(_mm512_add_ps(lane(0), lane(4)), _mm512_add_ps(lane(2), lane(6))),
+        _mm512_add_ps(_mm512_add_ps(lane(1), lane(5)), _mm512_add_ps(lane(3), lane(7))));
+    _mm512_store_ps(out[o], s);
+  }
+  for (std::size_t t = 0; t < count; ++t)
+    for (std::size_t o = 0; o < m; ++o) y[t * y_stride + o] = out[o][t];
+}
+
+// Y(n, rows) = X(n, cols) W^T on AMX tiles, each row bitwise the other paths' (see above); the
+// rows go to threads in groups of 16. Needs amx::usable().
+template <class C>
+void matvec_batch_int8_amx(float* y, const std::int8_t* q, const float* d, const float* x,
+                           std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool) {
+  static_assert(C::kAmxTiles, "int8 dot: these blocks are not stored as AMX tiles read them");
+  if (n == 0 || rows == 0) return;
+  const AmxInput xq = amx_int8_input(x, n, cols);
+  const std::size_t nb = cols / kBlockWeights, row = nb * kBlockWeights;
+  split_groups((rows + 15) / 16, pool, [&](std::size_t g0, std::size_t g1) {
+    std::size_t configured = 0;
+    for (std::size_t rg = g0; rg < g1; ++rg) {
+      const std::size_t r = rg * 16, m = rows - r < 16 ? rows - r : 16;
+      if (m != configured) {
+        const amx::TileConfig config = amx_int8_config(m);
+        _tile_loadconfig(&config);
+        configured = m;
+      }
+      for (std::size_t g = 0; g < xq.groups; ++g) {
+        const std::size_t count = n - 16 * g < 16 ? n - 16 * g : 16;
+        amx_int8_rows(y + 16 * g * rows + r, rows, q + r * row, d + r * nb, m, nb, xq, g, count,
+                      g == 0);
+      }
+    }
+    if (configured != 0) _tile_release();
+  });
+}
+#undef CALM_AMX_INT8_BLOCK
+#endif
 }  // namespace detail
 
 // For each segment, y(rows) = W(rows, cols) x(cols), W in C's blocks: one pass over every
@@ -413,13 +570,27 @@ void matvec_int8_dot(float* y, const typename C::unit* q, const float* d, const 
   matvec_int8_dot<C, P>(std::span<const BlockSegment<C>>(&segment, 1), x, cols, pool);
 }
 
+// Vectors from which a batch runs on AMX tiles where the process may (amx::usable()) and the
+// blocks allow (C::kAmxTiles). A tile product costs the same for 1 vector as for 16 (TinyLlama
+// shape, one exact pass over n tokens in decode steps, AMX / AVX-512: n = 2 1.51 / 1.15, n = 4
+// 1.56 / 1.67, n = 8 1.64 / 2.51, n = 16 1.82 / 4.20; Xeon with AMX, 1 thread), so below 4 the
+// AVX-512 kernel is faster.
+inline constexpr std::size_t kAmxMinVectors = 4;
+
 // Y(n, rows) = X(n, cols) W^T, row t bitwise matvec_int8_dot(x_t); every weight row is read
-// from memory once for all n vectors.
+// from memory once for all n vectors. On the AVX-512 path, n >= kAmxMinVectors runs on AMX
+// tiles where the process may (the same bits).
 template <class C, Int8DotPath P = kHostInt8DotPath>
 void matvec_batch_int8_dot(float* y, const typename C::unit* q, const float* d, const float* x,
                            std::size_t n, std::size_t rows, std::size_t cols,
                            ThreadPool* pool = nullptr) {
   if (n == 0 || rows == 0) return;
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__)
+  if constexpr (P == Int8DotPath::avx512vnni && C::kAmxTiles) {
+    if (n >= kAmxMinVectors && amx::usable())
+      return detail::matvec_batch_int8_amx<C>(y, q, d, x, n, rows, cols, pool);
+  }
+#endif
   const Int8Input xq = detail::quantized_int8_input<C, P>(x, n, cols);
   const std::size_t nb = cols / kBlockWeights, row = nb * C::units;
   const std::size_t stride = detail::int8_input_stride<P>(cols);

@@ -32,6 +32,7 @@ struct Int8Q4Blocks {
   using unit = std::uint8_t;
   static constexpr std::size_t units = Q4Codec::units;
   static constexpr int offset = Q4Codec::x_offset;
+  static constexpr bool kAmxTiles = false;  // nibbles: AMX tiles read bytes
   [[gnu::always_inline]] static int code(const std::uint8_t* block, std::size_t j) noexcept {
     return Q4Codec::raw(block, j);
   }

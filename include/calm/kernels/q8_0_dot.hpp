@@ -26,6 +26,7 @@ struct Int8Q8Blocks {
   using unit = std::int8_t;
   static constexpr std::size_t units = kBlockWeights;
   static constexpr int offset = 0;
+  static constexpr bool kAmxTiles = true;  // rows of int8 codes: AMX's tile A reads them as stored
   [[gnu::always_inline]] static int code(const std::int8_t* block, std::size_t j) noexcept {
     return block[j];
   }
