@@ -149,15 +149,15 @@ void BM_PrefillQuantized(benchmark::State& state, const Quantized& quantized) {
 void BM_PrefillQ8_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ8); }
 void BM_PrefillQ8Dot_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ8Dot); }
 
-// q8_0_dot's prefill of a 64-token prompt with its batches on AMX tiles and on the AVX-512
-// kernels (amx::enable), alternately; the outputs are the same bits. Counters: amx_prompt_tok/s,
-// avx512_prompt_tok/s, amx_over_avx512; amx 0 where the process may not use AMX (then both
-// turns run the AVX-512 kernels).
-void BM_PrefillQ8DotAmx_TinyLlama(benchmark::State& state) {
+// An int8-dot format's prefill of a 64-token prompt with its batches on AMX tiles and on the
+// AVX-512 kernels (amx::enable), alternately; the outputs are the same bits. Counters:
+// amx_prompt_tok/s, avx512_prompt_tok/s, amx_over_avx512; amx 0 where the process may not use
+// AMX (then both turns run the AVX-512 kernels).
+void BM_PrefillDotAmx(benchmark::State& state, calm::WeightFormat format) {
   const auto dir = calm::bench::random_checkpoint(calm::bench::kTinyLlama);
   const auto threads = static_cast<std::size_t>(state.range(0));
-  calm::LlamaSession s = calm::LlamaSession::load(
-      dir, threads, {.max_context = 256, .weights = calm::WeightFormat::q8_0_dot});
+  calm::LlamaSession s =
+      calm::LlamaSession::load(dir, threads, {.max_context = 256, .weights = format});
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
   std::vector<float> x(s.hidden_size());
@@ -181,6 +181,13 @@ void BM_PrefillQ8DotAmx_TinyLlama(benchmark::State& state) {
   state.counters["amx_over_avx512"] = t_avx / t_amx;
   state.counters["amx"] = calm::kernels::amx::usable();
 }
+void BM_PrefillQ8DotAmx_TinyLlama(benchmark::State& state) {
+  BM_PrefillDotAmx(state, calm::WeightFormat::q8_0_dot);
+}
+void BM_PrefillQ4DotAmx_TinyLlama(benchmark::State& state) {
+  BM_PrefillDotAmx(state, calm::WeightFormat::q4_0_dot);
+}
+void BM_PrefillQ4Dot_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ4Dot); }
 
 // A block format on the int8 dot product (WeightFormat::q8_0_dot, q4_0_dot: x quantized to int8
 // blocks, one arithmetic for every batch size) against the same blocks with the block kernels
@@ -259,7 +266,10 @@ void BM_VerifyCostTinyLlamaQ8Dot(benchmark::State& state) {
 }
 void BM_VerifyCostTinyLlamaQ4Dot(benchmark::State& state) {
   static const auto m = tiny_llama(calm::WeightFormat::q4_0_dot);
+  calm::kernels::amx::enable(state.range(1) != 0);
   verify_cost(state, m);
+  state.counters["amx"] = calm::kernels::amx::usable();
+  calm::kernels::amx::enable(true);
 }
 
 void BM_PrefillQ4_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ4); }
@@ -392,12 +402,14 @@ BENCHMARK(BM_DecodeQ4_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(bench
 BENCHMARK(BM_PrefillQ8_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_PrefillQ8Dot_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_PrefillQ8DotAmx_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_PrefillQ4Dot_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_PrefillQ4DotAmx_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_PrefillQ4_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DecodeQ8DotVsQ8_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 BENCHMARK(BM_VerifyCostTinyLlamaQ8)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->ArgName("n")->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_VerifyCostTinyLlamaQ8Dot)->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}})->ArgNames({"n", "amx"})->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DecodeQ4DotVsQ4_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
-BENCHMARK(BM_VerifyCostTinyLlamaQ4Dot)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->ArgName("n")->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_VerifyCostTinyLlamaQ4Dot)->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}})->ArgNames({"n", "amx"})->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Matvec)->Args({2048, 5632})->Args({5632, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

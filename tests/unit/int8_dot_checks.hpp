@@ -133,7 +133,7 @@ void check_int8_dot_kernels(const typename C::unit* q, const float* d, std::size
       }
       k::amx::enable(true);
     }
-#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__)
+#if CALM_AMX_INT8_BUILT
     if constexpr (C::kAmxTiles) {
       if (amx) {
         for (std::size_t m = 1; m <= n; ++m) {

@@ -19,15 +19,18 @@
 #include <unistd.h>
 #endif
 
+// 1 where this build compiles the AMX-INT8 kernels (they sit beside the AVX-512 VNNI ones).
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512VNNI__) && \
+    defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__linux__)
+#define CALM_AMX_INT8_BUILT 1
+#else
+#define CALM_AMX_INT8_BUILT 0
+#endif
+
 namespace calm::kernels::amx {
 
 // Whether this build compiles the AMX-INT8 kernels.
-inline constexpr bool kBuilt =
-#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__) && defined(__linux__)
-    true;
-#else
-    false;
-#endif
+inline constexpr bool kBuilt = CALM_AMX_INT8_BUILT != 0;
 
 namespace detail {
 

@@ -19,8 +19,13 @@
 //   using unit; units                 the block's payload (C::unit elements, C::units of them)
 //   offset                            w_j = code_j - offset: the kernels add k = -offset * sum(q_x)
 //                                     per block (computed with x) to sum(code_j * q_x,j)
-//   kAmxTiles                         the units are the int8 w_j, 32 per block, stored row
-//                                     after row: batches may run on AMX tiles (AMX-INT8)
+//   kAmxTiles, kAmxMinVectors         batches of kAmxMinVectors or more may run on AMX-INT8
+//                                     tiles (the rows' blocks as tile A: 16 rows x 32 code
+//                                     bytes): a tile product costs about the same for 1 vector
+//                                     as for 16, so the smallest batches stay on AVX-512
+//   kAmxReadsStored                   the units are the codes as bytes (tile A reads the rows
+//                                     where they are); else amx_codes(p, blocks, out) writes
+//                                     `blocks` blocks' 32 codes each as bytes, in weight order
 //   code(block, j)                    code j as an int (the scalar path)
 //   AVX2: pairs(block, x)             the 16 int16 sums of pairs code * q_x of one block (vpmaddubsw)
 //   AVX-512, 16 blocks a step, x's copy laid out as the blocks type chooses:
@@ -388,7 +393,7 @@ inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t
 }
 
 
-#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__)
+#if CALM_AMX_INT8_BUILT
 // The AMX-INT8 path of a batch (blocks types with kAmxTiles: the weights are the int8 codes of
 // their blocks, stored row after row). A tile product takes 16 weight rows' block b (tile A:
 // 16 rows of 32 bytes, read where the row stores them) against 16 vectors' quantized block b
@@ -400,23 +405,29 @@ inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t
 //
 // x's copy for the tiles: vectors in groups of 16 (the last zero-padded); per group g and block
 // b, 512 bytes q[(g nb + b) 512 + 64 i + 4 t + j] = q_x of vector 16 g + t at element 32 b +
-// 4 i + j, and the 16 vectors' scales d[(g nb + b) 16 + t].
+// 4 i + j, the 16 vectors' scales d[(g nb + b) 16 + t] and, for blocks with an offset, k[(g nb +
+// b) 16 + t] = -offset * the block's sum of q_x.
 struct AmxInput {
   const std::int8_t* q;
   const float* d;
+  const std::int32_t* k;
   std::size_t groups;
 };
 
+template <int Offset>
 inline AmxInput amx_int8_input(const float* x, std::size_t n, std::size_t cols) {
   thread_local AlignedBuffer<std::int8_t> q, plain;
   thread_local AlignedBuffer<float> d, plain_d;
+  thread_local AlignedBuffer<std::int32_t> k;
   const std::size_t nb = cols / kBlockWeights, groups = (n + 15) / 16;
   q.reserve_discard(groups * nb * 512);
   d.reserve_discard(groups * nb * 16);
+  k.reserve_discard(groups * nb * 16);
   plain.reserve_discard(cols);
   plain_d.reserve_discard(nb);
   std::fill_n(q.data(), groups * nb * 512, std::int8_t{0});
   std::fill_n(d.data(), groups * nb * 16, 0.0f);
+  std::fill_n(k.data(), groups * nb * 16, 0);
   for (std::size_t v = 0; v < n; ++v) {
     quantize_int8_input(plain.data(), plain_d.data(), x + v * cols, cols);
     const std::size_t g = v / 16, t = v % 16;
@@ -425,9 +436,14 @@ inline AmxInput amx_int8_input(const float* x, std::size_t n, std::size_t cols) 
       const std::int8_t* src = plain.data() + b * kBlockWeights;
       for (std::size_t i = 0; i < 8; ++i) std::memcpy(tile + 64 * i, src + 4 * i, 4);
       d[(g * nb + b) * 16 + t] = plain_d[b];
+      if constexpr (Offset != 0) {
+        std::int32_t sum = 0;
+        for (std::size_t j = 0; j < kBlockWeights; ++j) sum += src[j];
+        k[(g * nb + b) * 16 + t] = -Offset * sum;
+      }
     }
   }
-  return {q.data(), d.data(), groups};
+  return {q.data(), d.data(), k.data(), groups};
 }
 
 // Tiles: 0-3 the sums of four blocks, 4-5 weight blocks (A), 6-7 x's blocks (B).
@@ -439,60 +455,80 @@ inline amx::TileConfig amx_int8_config(std::size_t rows) noexcept {
   return c;
 }
 
-// Block `from + T` of rows q (row: bytes per row) against x's group tile into sum tile T (A in
-// tile 4 or 5, B in 6 or 7). GCC's tile intrinsics paste the tile number into the instruction,
-// so each T is written out.
+// Block `from + T` of the weight rows (a_at(block), a_stride bytes between rows) against x's
+// group tile into sum tile T (A in tile 4 or 5, B in 6 or 7): signed codes by tdpbssd, unsigned
+// ones (blocks with an offset) by tdpbusd. GCC's tile intrinsics paste the tile number into the
+// instruction, so each T is written out.
 #define CALM_AMX_INT8_BLOCK(T, A, B)                                           \
   do {                                                                         \
     _tile_zero(T);                                                             \
-    _tile_loadd(A, q + (from + T) * kBlockWeights, static_cast<long>(row));    \
-    _tile_loadd(B, xg + (from + T) * 512, 64);                                 \
-    _tile_dpbssd(T, A, B);                                                     \
+    _tile_loadd(A, a_at(from + T), static_cast<long>(a_stride));               \
+    _tile_loadd(B, xg + (b0 + from + T) * 512, 64);                            \
+    if constexpr (C::offset == 0)                                              \
+      _tile_dpbssd(T, A, B);                                                   \
+    else                                                                       \
+      _tile_dpbusd(T, A, B);                                                   \
   } while (false)
 
 // y[v * y_stride + o] for the m <= 16 rows at q (scales d, nb blocks each) and the vectors of
-// x's group g (`count` of them), the configuration of amx_int8_config(m) loaded. First: the
-// rows come from memory (prefetched kPrefetchBytes ahead, into the rows after them at a row's
-// end); later groups find them in the caches.
-inline void amx_int8_rows(float* y, std::size_t y_stride, const std::int8_t* q, const float* d,
-                          std::size_t m, std::size_t nb, AmxInput x, std::size_t g,
-                          std::size_t count, bool first) noexcept {
-  const std::size_t row = nb * kBlockWeights;
+// x's group g (`count` of them), the configuration of amx_int8_config(m) loaded. Blocks whose
+// codes are stored as bytes (C::kAmxReadsStored) go to tile A from where they are; others are
+// written out as bytes first (C::amx_codes), 8 blocks of the m rows at a time. First: the rows
+// come from memory (prefetched kPrefetchBytes ahead, into the rows after them at a row's end);
+// later groups find them in the caches.
+template <class C>
+inline void amx_int8_rows(float* y, std::size_t y_stride, const typename C::unit* q,
+                          const float* d, std::size_t m, std::size_t nb, AmxInput x,
+                          std::size_t g, std::size_t count, bool first) noexcept {
+  using Unit = typename C::unit;
+  const std::size_t row = nb * C::units;  // units per row
   alignas(64) std::int32_t sums[8][16][16];
   alignas(64) float acc[16][kInt8DotLanes][16];
+  alignas(64) std::int8_t codes[C::kAmxReadsStored ? 1 : 16][kInt8DotLanes * kBlockWeights];
   for (std::size_t o = 0; o < m; ++o)
     for (std::size_t l = 0; l < kInt8DotLanes; ++l) _mm512_store_ps(acc[o][l], _mm512_setzero_ps());
   const std::int8_t* xg = x.q + g * nb * 512;
   const float* dg = x.d + g * nb * 16;
-  // GCC 12's tile loads are asm statements that declare no memory input: make every store
-  // before them (x's copy) happen first.
-  __asm__ volatile("" ::: "memory");
+  const std::int32_t* kg = x.k + g * nb * 16;
   for (std::size_t b0 = 0; b0 < nb; b0 += kInt8DotLanes) {
     const std::size_t blocks = nb - b0 < kInt8DotLanes ? nb - b0 : kInt8DotLanes;
     if (first) {
-      const std::size_t c = b0 * kBlockWeights + kPrefetchBytes;
+      constexpr std::size_t step = kInt8DotLanes * C::units, line = 64 / sizeof(Unit);
+      const std::size_t ahead = kPrefetchBytes / sizeof(Unit), c = b0 * C::units + ahead;
       for (std::size_t o = 0; o < m; ++o)
-        for (std::size_t l = 0; l < kInt8DotLanes * kBlockWeights; l += 64)
+        for (std::size_t l = 0; l < step; l += line)
           prefetch_line(c + l < row ? q + o * row + c + l : q + (o + m) * row + (c + l - row));
       if (b0 % 16 == 0)
         for (std::size_t o = 0; o < m; ++o) prefetch_line(d + (o + m) * nb + b0);
     }
-    for (std::size_t j = 0; j < blocks; j += 4) {
-      const std::size_t left = blocks - j, from = b0 + j;
+    if constexpr (!C::kAmxReadsStored)
+      for (std::size_t o = 0; o < m; ++o) C::amx_codes(q + o * row + b0 * C::units, blocks, codes[o]);
+    const auto a_at = [&](std::size_t block) -> const void* {
+      if constexpr (C::kAmxReadsStored) return q + (b0 + block) * C::units;
+      return codes[0] + block * kBlockWeights;
+    };
+    const std::size_t a_stride = C::kAmxReadsStored ? row * sizeof(Unit) : sizeof(codes[0]);
+    // GCC 12's tile loads are asm statements that declare no memory input: make every store
+    // before them (x's copy, the codes) happen first.
+    __asm__ volatile("" ::: "memory");
+    for (std::size_t from = 0; from < blocks; from += 4) {
+      const std::size_t left = blocks - from;
       CALM_AMX_INT8_BLOCK(0, 4, 6);
       if (left > 1) CALM_AMX_INT8_BLOCK(1, 5, 7);
       if (left > 2) CALM_AMX_INT8_BLOCK(2, 4, 6);
       if (left > 3) CALM_AMX_INT8_BLOCK(3, 5, 7);
-      _tile_stored(0, sums[j], 64);
-      if (left > 1) _tile_stored(1, sums[j + 1], 64);
-      if (left > 2) _tile_stored(2, sums[j + 2], 64);
-      if (left > 3) _tile_stored(3, sums[j + 3], 64);
+      _tile_stored(0, sums[from], 64);
+      if (left > 1) _tile_stored(1, sums[from + 1], 64);
+      if (left > 2) _tile_stored(2, sums[from + 2], 64);
+      if (left > 3) _tile_stored(3, sums[from + 3], 64);
     }
     // b0 is a multiple of 8: block b0 + k goes to lane k.
     for (std::size_t o = 0; o < m; ++o) {
       const float* dw = d + o * nb + b0;
       for (std::size_t k = 0; k < blocks; ++k) {
-        const __m512 s = _mm512_cvtepi32_ps(_mm512_load_si512(sums[k][o]));
+        __m512i si = _mm512_load_si512(sums[k][o]);
+        if constexpr (C::offset != 0) si = _mm512_add_epi32(si, _mm512_load_si512(kg + (b0 + k) * 16));
+        const __m512 s = _mm512_cvtepi32_ps(si);
         const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(dw[k]), _mm512_load_ps(dg + (b0 + k) * 16));
         _mm512_store_ps(acc[o][k], _mm512_fmadd_ps(s, scale, _mm512_load_ps(acc[o][k])));
       }
@@ -513,12 +549,12 @@ inline void amx_int8_rows(float* y, std::size_t y_stride, const std::int8_t* q, 
 // Y(n, rows) = X(n, cols) W^T on AMX tiles, each row bitwise the other paths' (see above); the
 // rows go to threads in groups of 16. Needs amx::usable().
 template <class C>
-void matvec_batch_int8_amx(float* y, const std::int8_t* q, const float* d, const float* x,
+void matvec_batch_int8_amx(float* y, const typename C::unit* q, const float* d, const float* x,
                            std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool) {
-  static_assert(C::kAmxTiles, "int8 dot: these blocks are not stored as AMX tiles read them");
+  static_assert(C::kAmxTiles, "int8 dot: these blocks have no AMX path");
   if (n == 0 || rows == 0) return;
-  const AmxInput xq = amx_int8_input(x, n, cols);
-  const std::size_t nb = cols / kBlockWeights, row = nb * kBlockWeights;
+  const AmxInput xq = amx_int8_input<C::offset>(x, n, cols);
+  const std::size_t nb = cols / kBlockWeights, row = nb * C::units;
   split_groups((rows + 15) / 16, pool, [&](std::size_t g0, std::size_t g1) {
     std::size_t configured = 0;
     for (std::size_t rg = g0; rg < g1; ++rg) {
@@ -530,8 +566,8 @@ void matvec_batch_int8_amx(float* y, const std::int8_t* q, const float* d, const
       }
       for (std::size_t g = 0; g < xq.groups; ++g) {
         const std::size_t count = n - 16 * g < 16 ? n - 16 * g : 16;
-        amx_int8_rows(y + 16 * g * rows + r, rows, q + r * row, d + r * nb, m, nb, xq, g, count,
-                      g == 0);
+        amx_int8_rows<C>(y + 16 * g * rows + r, rows, q + r * row, d + r * nb, m, nb, xq, g, count,
+                         g == 0);
       }
     }
     if (configured != 0) _tile_release();
@@ -570,24 +606,18 @@ void matvec_int8_dot(float* y, const typename C::unit* q, const float* d, const 
   matvec_int8_dot<C, P>(std::span<const BlockSegment<C>>(&segment, 1), x, cols, pool);
 }
 
-// Vectors from which a batch runs on AMX tiles where the process may (amx::usable()) and the
-// blocks allow (C::kAmxTiles). A tile product costs the same for 1 vector as for 16 (TinyLlama
-// shape, one exact pass over n tokens in decode steps, AMX / AVX-512: n = 2 1.51 / 1.15, n = 4
-// 1.56 / 1.67, n = 8 1.64 / 2.51, n = 16 1.82 / 4.20; Xeon with AMX, 1 thread), so below 4 the
-// AVX-512 kernel is faster.
-inline constexpr std::size_t kAmxMinVectors = 4;
 
 // Y(n, rows) = X(n, cols) W^T, row t bitwise matvec_int8_dot(x_t); every weight row is read
-// from memory once for all n vectors. On the AVX-512 path, n >= kAmxMinVectors runs on AMX
+// from memory once for all n vectors. On the AVX-512 path, n >= C::kAmxMinVectors runs on AMX
 // tiles where the process may (the same bits).
 template <class C, Int8DotPath P = kHostInt8DotPath>
 void matvec_batch_int8_dot(float* y, const typename C::unit* q, const float* d, const float* x,
                            std::size_t n, std::size_t rows, std::size_t cols,
                            ThreadPool* pool = nullptr) {
   if (n == 0 || rows == 0) return;
-#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__)
+#if CALM_AMX_INT8_BUILT
   if constexpr (P == Int8DotPath::avx512vnni && C::kAmxTiles) {
-    if (n >= kAmxMinVectors && amx::usable())
+    if (n >= C::kAmxMinVectors && amx::usable())
       return detail::matvec_batch_int8_amx<C>(y, q, d, x, n, rows, cols, pool);
   }
 #endif
