@@ -20,7 +20,7 @@
 #endif
 
 // 1 where this build compiles the AMX-INT8 kernels (they sit beside the AVX-512 VNNI ones).
-#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512VNNI__) && \
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512VNNI__) && defined(__AVX512DQ__) && \
     defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__linux__)
 #define CALM_AMX_INT8_BUILT 1
 #else

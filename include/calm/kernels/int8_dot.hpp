@@ -403,10 +403,10 @@ inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t
 // = fma(float(s_b), d_w,b * d_x,b, acc[b mod 8]), the 8 combined in the one fixed order. So
 // every row is bitwise what the other paths give, for any number of vectors.
 //
-// x's copy for the tiles: vectors in groups of 16 (the last zero-padded); per group g and block
-// b, 512 bytes q[(g nb + b) 512 + 64 i + 4 t + j] = q_x of vector 16 g + t at element 32 b +
-// 4 i + j, the 16 vectors' scales d[(g nb + b) 16 + t] and, for blocks with an offset, k[(g nb +
-// b) 16 + t] = -offset * the block's sum of q_x.
+// x's copy for the tiles: vectors in groups of G = 8 or 16 (the last zero-padded); per group g
+// and block b, 8 G-vector rows q[(g nb + b) 32 G + 4 G i + 4 t + j] = q_x of vector G g + t at
+// element 32 b + 4 i + j (tile B: 8 rows of 4 G bytes), the G vectors' scales d[(g nb + b) G +
+// t] and, for blocks with an offset, k[(g nb + b) G + t] = -offset * the block's sum of q_x.
 struct AmxInput {
   const std::int8_t* q;
   const float* d;
@@ -414,44 +414,46 @@ struct AmxInput {
   std::size_t groups;
 };
 
-template <int Offset>
+template <int Offset, std::size_t G>
 inline AmxInput amx_int8_input(const float* x, std::size_t n, std::size_t cols) {
   thread_local AlignedBuffer<std::int8_t> q, plain;
   thread_local AlignedBuffer<float> d, plain_d;
   thread_local AlignedBuffer<std::int32_t> k;
-  const std::size_t nb = cols / kBlockWeights, groups = (n + 15) / 16;
-  q.reserve_discard(groups * nb * 512);
-  d.reserve_discard(groups * nb * 16);
-  k.reserve_discard(groups * nb * 16);
+  const std::size_t nb = cols / kBlockWeights, groups = (n + G - 1) / G;
+  q.reserve_discard(groups * nb * 32 * G);
+  d.reserve_discard(groups * nb * G);
+  k.reserve_discard(groups * nb * G);
   plain.reserve_discard(cols);
   plain_d.reserve_discard(nb);
-  std::fill_n(q.data(), groups * nb * 512, std::int8_t{0});
-  std::fill_n(d.data(), groups * nb * 16, 0.0f);
-  std::fill_n(k.data(), groups * nb * 16, 0);
+  std::fill_n(q.data(), groups * nb * 32 * G, std::int8_t{0});
+  std::fill_n(d.data(), groups * nb * G, 0.0f);
+  std::fill_n(k.data(), groups * nb * G, 0);
   for (std::size_t v = 0; v < n; ++v) {
     quantize_int8_input(plain.data(), plain_d.data(), x + v * cols, cols);
-    const std::size_t g = v / 16, t = v % 16;
+    const std::size_t g = v / G, t = v % G;
     for (std::size_t b = 0; b < nb; ++b) {
-      std::int8_t* tile = q.data() + (g * nb + b) * 512 + 4 * t;
+      std::int8_t* tile = q.data() + (g * nb + b) * 32 * G + 4 * t;
       const std::int8_t* src = plain.data() + b * kBlockWeights;
-      for (std::size_t i = 0; i < 8; ++i) std::memcpy(tile + 64 * i, src + 4 * i, 4);
-      d[(g * nb + b) * 16 + t] = plain_d[b];
+      for (std::size_t i = 0; i < 8; ++i) std::memcpy(tile + 4 * G * i, src + 4 * i, 4);
+      d[(g * nb + b) * G + t] = plain_d[b];
       if constexpr (Offset != 0) {
         std::int32_t sum = 0;
         for (std::size_t j = 0; j < kBlockWeights; ++j) sum += src[j];
-        k[(g * nb + b) * 16 + t] = -Offset * sum;
+        k[(g * nb + b) * G + t] = -Offset * sum;
       }
     }
   }
   return {q.data(), d.data(), k.data(), groups};
 }
 
-// Tiles: 0-3 the sums of four blocks, 4-5 weight blocks (A), 6-7 x's blocks (B).
+// Tiles for m weight rows and groups of G vectors: 0-3 the sums of four blocks (m rows of G
+// int32), 4-5 weight blocks (A: m rows of 32 bytes), 6-7 x's blocks (B: 8 rows of 4 G bytes).
+template <std::size_t G>
 inline amx::TileConfig amx_int8_config(std::size_t rows) noexcept {
   amx::TileConfig c;
-  for (int t = 0; t < 4; ++t) c.rows[t] = static_cast<std::uint8_t>(rows), c.colsb[t] = 64;
+  for (int t = 0; t < 4; ++t) c.rows[t] = static_cast<std::uint8_t>(rows), c.colsb[t] = 4 * G;
   for (int t = 4; t < 6; ++t) c.rows[t] = static_cast<std::uint8_t>(rows), c.colsb[t] = 32;
-  for (int t = 6; t < 8; ++t) c.rows[t] = 8, c.colsb[t] = 64;
+  for (int t = 6; t < 8; ++t) c.rows[t] = 8, c.colsb[t] = 4 * G;
   return c;
 }
 
@@ -463,7 +465,7 @@ inline amx::TileConfig amx_int8_config(std::size_t rows) noexcept {
   do {                                                                         \
     _tile_zero(T);                                                             \
     _tile_loadd(A, a_at(from + T), static_cast<long>(a_stride));               \
-    _tile_loadd(B, xg + (b0 + from + T) * 512, 64);                            \
+    _tile_loadd(B, xg + (b0 + from + T) * 32 * G, 4 * G);                      \
     if constexpr (C::offset == 0)                                              \
       _tile_dpbssd(T, A, B);                                                   \
     else                                                                       \
@@ -471,25 +473,30 @@ inline amx::TileConfig amx_int8_config(std::size_t rows) noexcept {
   } while (false)
 
 // y[v * y_stride + o] for the m <= 16 rows at q (scales d, nb blocks each) and the vectors of
-// x's group g (`count` of them), the configuration of amx_int8_config(m) loaded. Blocks whose
-// codes are stored as bytes (C::kAmxReadsStored) go to tile A from where they are; others are
-// written out as bytes first (C::amx_codes), 8 blocks of the m rows at a time. First: the rows
-// come from memory (prefetched kPrefetchBytes ahead, into the rows after them at a row's end);
-// later groups find them in the caches.
-template <class C>
+// x's group g (`count` <= G of them), the configuration of amx_int8_config<G>(m) loaded. Blocks
+// whose codes are stored as bytes (C::kAmxReadsStored) go to tile A from where they are; others
+// are written out as bytes first (C::amx_codes), 8 blocks of the m rows at a time. The f32
+// steps take 16 / G rows per vector (G lanes each). First: the rows come from memory
+// (prefetched kPrefetchBytes ahead, into the rows after them at a row's end); later groups find
+// them in the caches.
+template <class C, std::size_t G>
 inline void amx_int8_rows(float* y, std::size_t y_stride, const typename C::unit* q,
                           const float* d, std::size_t m, std::size_t nb, AmxInput x,
                           std::size_t g, std::size_t count, bool first) noexcept {
+  static_assert(G == 8 || G == 16);
   using Unit = typename C::unit;
+  constexpr std::size_t P = 16 / G;  // rows per vector of the f32 steps
   const std::size_t row = nb * C::units;  // units per row
-  alignas(64) std::int32_t sums[8][16][16];
-  alignas(64) float acc[16][kInt8DotLanes][16];
+  const std::size_t pairs = (m + P - 1) / P;
+  alignas(64) std::int32_t sums[8][16][G];
+  alignas(64) float acc[16 / P][kInt8DotLanes][16];
   alignas(64) std::int8_t codes[C::kAmxReadsStored ? 1 : 16][kInt8DotLanes * kBlockWeights];
-  for (std::size_t o = 0; o < m; ++o)
+  if (m % P != 0) std::fill_n(&sums[0][0][0], sizeof(sums) / 4, 0);  // a half-used pair reads zeros
+  for (std::size_t o = 0; o < pairs; ++o)
     for (std::size_t l = 0; l < kInt8DotLanes; ++l) _mm512_store_ps(acc[o][l], _mm512_setzero_ps());
-  const std::int8_t* xg = x.q + g * nb * 512;
-  const float* dg = x.d + g * nb * 16;
-  const std::int32_t* kg = x.k + g * nb * 16;
+  const std::int8_t* xg = x.q + g * nb * 32 * G;
+  const float* dg = x.d + g * nb * G;
+  const std::int32_t* kg = x.k + g * nb * G;
   for (std::size_t b0 = 0; b0 < nb; b0 += kInt8DotLanes) {
     const std::size_t blocks = nb - b0 < kInt8DotLanes ? nb - b0 : kInt8DotLanes;
     if (first) {
@@ -517,25 +524,39 @@ inline void amx_int8_rows(float* y, std::size_t y_stride, const typename C::unit
       if (left > 1) CALM_AMX_INT8_BLOCK(1, 5, 7);
       if (left > 2) CALM_AMX_INT8_BLOCK(2, 4, 6);
       if (left > 3) CALM_AMX_INT8_BLOCK(3, 5, 7);
-      _tile_stored(0, sums[from], 64);
-      if (left > 1) _tile_stored(1, sums[from + 1], 64);
-      if (left > 2) _tile_stored(2, sums[from + 2], 64);
-      if (left > 3) _tile_stored(3, sums[from + 3], 64);
+      _tile_stored(0, sums[from], 4 * G);
+      if (left > 1) _tile_stored(1, sums[from + 1], 4 * G);
+      if (left > 2) _tile_stored(2, sums[from + 2], 4 * G);
+      if (left > 3) _tile_stored(3, sums[from + 3], 4 * G);
     }
-    // b0 is a multiple of 8: block b0 + k goes to lane k.
-    for (std::size_t o = 0; o < m; ++o) {
-      const float* dw = d + o * nb + b0;
+    // b0 is a multiple of 8: block b0 + k goes to lane k. A vector holds rows P o .. P o + P - 1,
+    // G vectors each.
+    for (std::size_t o = 0; o < pairs; ++o) {
+      const float* dw = d + P * o * nb + b0;
       for (std::size_t k = 0; k < blocks; ++k) {
-        __m512i si = _mm512_load_si512(sums[k][o]);
-        if constexpr (C::offset != 0) si = _mm512_add_epi32(si, _mm512_load_si512(kg + (b0 + k) * 16));
+        __m512i si = _mm512_load_si512(&sums[k][P * o][0]);
+        __m512 dx, dwv;
+        if constexpr (G == 16) {
+          dx = _mm512_load_ps(dg + (b0 + k) * G);
+          dwv = _mm512_set1_ps(dw[k]);
+          if constexpr (C::offset != 0) si = _mm512_add_epi32(si, _mm512_load_si512(kg + (b0 + k) * G));
+        } else {
+          dx = _mm512_broadcast_f32x8(_mm256_load_ps(dg + (b0 + k) * G));
+          // Row P o + 1 of a half-used pair is past m: its scale is never read (lanes unused).
+          const float next = P * o + 1 < m ? dw[nb + k] : 0.0f;
+          dwv = _mm512_insertf32x8(_mm512_set1_ps(dw[k]), _mm256_set1_ps(next), 1);
+          if constexpr (C::offset != 0) {
+            const __m256i kk = _mm256_load_si256(reinterpret_cast<const __m256i*>(kg + (b0 + k) * G));
+            si = _mm512_add_epi32(si, _mm512_inserti64x4(_mm512_castsi256_si512(kk), kk, 1));
+          }
+        }
         const __m512 s = _mm512_cvtepi32_ps(si);
-        const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(dw[k]), _mm512_load_ps(dg + (b0 + k) * 16));
-        _mm512_store_ps(acc[o][k], _mm512_fmadd_ps(s, scale, _mm512_load_ps(acc[o][k])));
+        _mm512_store_ps(acc[o][k], _mm512_fmadd_ps(s, _mm512_mul_ps(dwv, dx), _mm512_load_ps(acc[o][k])));
       }
     }
   }
-  alignas(64) float out[16][16];
-  for (std::size_t o = 0; o < m; ++o) {
+  alignas(64) float out[16][16];  // [vector of the f32 steps][lane]
+  for (std::size_t o = 0; o < pairs; ++o) {
     const auto lane = [&](std::size_t l) { return _mm512_load_ps(acc[o][l]); };
     const __m512 s = _mm512_add_ps(
         _mm512_add_ps(_mm512_add_ps(lane(0), lane(4)), _mm512_add_ps(lane(2), lane(6))),
@@ -543,35 +564,41 @@ inline void amx_int8_rows(float* y, std::size_t y_stride, const typename C::unit
     _mm512_store_ps(out[o], s);
   }
   for (std::size_t t = 0; t < count; ++t)
-    for (std::size_t o = 0; o < m; ++o) y[t * y_stride + o] = out[o][t];
+    for (std::size_t o = 0; o < m; ++o) y[t * y_stride + o] = out[o / P][(o % P) * G + t];
 }
 
 // Y(n, rows) = X(n, cols) W^T on AMX tiles, each row bitwise the other paths' (see above); the
-// rows go to threads in groups of 16. Needs amx::usable().
+// rows go to threads in groups of 16, the vectors in groups of 8 (n <= 8) or 16.
 template <class C>
 void matvec_batch_int8_amx(float* y, const typename C::unit* q, const float* d, const float* x,
                            std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool) {
   static_assert(C::kAmxTiles, "int8 dot: these blocks have no AMX path");
   if (n == 0 || rows == 0) return;
-  const AmxInput xq = amx_int8_input<C::offset>(x, n, cols);
-  const std::size_t nb = cols / kBlockWeights, row = nb * C::units;
-  split_groups((rows + 15) / 16, pool, [&](std::size_t g0, std::size_t g1) {
-    std::size_t configured = 0;
-    for (std::size_t rg = g0; rg < g1; ++rg) {
-      const std::size_t r = rg * 16, m = rows - r < 16 ? rows - r : 16;
-      if (m != configured) {
-        const amx::TileConfig config = amx_int8_config(m);
-        _tile_loadconfig(&config);
-        configured = m;
+  const auto run = [&]<std::size_t G>() {
+    const AmxInput xq = amx_int8_input<C::offset, G>(x, n, cols);
+    const std::size_t nb = cols / kBlockWeights, row = nb * C::units;
+    split_groups((rows + 15) / 16, pool, [&](std::size_t g0, std::size_t g1) {
+      std::size_t configured = 0;
+      for (std::size_t rg = g0; rg < g1; ++rg) {
+        const std::size_t r = rg * 16, m = rows - r < 16 ? rows - r : 16;
+        if (m != configured) {
+          const amx::TileConfig config = amx_int8_config<G>(m);
+          _tile_loadconfig(&config);
+          configured = m;
+        }
+        for (std::size_t g = 0; g < xq.groups; ++g) {
+          const std::size_t count = n - G * g < G ? n - G * g : G;
+          amx_int8_rows<C, G>(y + G * g * rows + r, rows, q + r * row, d + r * nb, m, nb, xq, g,
+                              count, g == 0);
+        }
       }
-      for (std::size_t g = 0; g < xq.groups; ++g) {
-        const std::size_t count = n - 16 * g < 16 ? n - 16 * g : 16;
-        amx_int8_rows<C>(y + 16 * g * rows + r, rows, q + r * row, d + r * nb, m, nb, xq, g, count,
-                         g == 0);
-      }
-    }
-    if (configured != 0) _tile_release();
-  });
+      if (configured != 0) _tile_release();
+    });
+  };
+  if (n <= 8)
+    run.template operator()<8>();
+  else
+    run.template operator()<16>();
 }
 #undef CALM_AMX_INT8_BLOCK
 #endif

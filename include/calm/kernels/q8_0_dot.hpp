@@ -29,7 +29,7 @@ struct Int8Q8Blocks {
   static constexpr bool kAmxTiles = true;
   static constexpr bool kAmxReadsStored = true;  // int8 codes, row after row: tile A reads them
   // One exact pass over n tokens in decode steps, TinyLlama shape, AMX / AVX-512 VNNI (Xeon, L3
-  // 480 MB, 1 thread): n = 2 1.51 / 1.15, 4 1.56 / 1.67, 8 1.64 / 2.51, 16 1.82 / 4.20.
+  // 480 MB, 1 thread): n = 2 1.37 / 1.12, 4 1.41 / 1.63, 8 1.50 / 2.45, 16 1.84 / 4.20.
   static constexpr std::size_t kAmxMinVectors = 4;
   [[gnu::always_inline]] static int code(const std::int8_t* block, std::size_t j) noexcept {
     return block[j];
