@@ -18,6 +18,7 @@
 #include "calm/core/dtype.hpp"
 #include "calm/core/thread_pool.hpp"
 #include "unit/kernel_test_support.hpp"
+#include "calm/kernels/amx.hpp"
 #include "calm/kernels/matmul.hpp"
 
 namespace k = calm::kernels;
@@ -140,6 +141,48 @@ void check_tile_position() {
 }
 
 }  // namespace
+
+#if CALM_AMX_BF16_BUILT
+// The AMX-BF16 prefill (bf16 weights, cols % 32 == 0, n >= kAmxBf16MinTokens, where the process
+// may): within the bf16 path's tolerance of the scalar twin and thread counts bit for bit
+// (check_matmul), across 16-row and 16-token tile edges and the two-tile blocks; a token's
+// outputs the same bits wherever it sits (a tile element depends on its row of W and its token
+// only); and within tolerance of the vdpbf16ps kernel (amx::enable(false)).
+TEST_CASE("matmul (AMX-BF16 prefill): the bf16 path's tolerance, thread counts, token positions") {
+  using Arch = xsimd::default_arch;
+  if (!k::detail::kIsAvx512<Arch> || !k::amx::bf16_usable()) {
+    MESSAGE("no AMX-BF16 in this process: the vdpbf16ps kernel runs (checked elsewhere)");
+    return;
+  }
+  std::mt19937 rng(25);
+  calm::ThreadPool two(2), three(3);
+  for (std::size_t n : {8u, 15u, 16u, 17u, 33u, 40u})
+    for (std::size_t rows : {1u, 15u, 16u, 17u, 31u, 32u, 33u, 50u})
+      for (std::size_t cols : {32u, 64u, 96u, 512u}) check_matmul<Arch, bf16>(n, rows, cols, rng, two, three);
+  const std::size_t n = 35, rows = 37, cols = 2048;
+  Unaligned<bf16> w(rows * cols);
+  Unaligned<float> x(n * cols), y(n * rows), shifted((n - 1) * rows), vdp(n * rows);
+  fill(w.data(), rows * cols, rng);
+  fill(x.data(), n * cols, rng);
+  k::matmul<Arch>(y.data(), w.data(), x.data(), n, rows, cols);
+  k::matmul<Arch>(shifted.data(), w.data(), x.data() + cols, n - 1, rows, cols, &two);
+  for (std::size_t i = 0; i < (n - 1) * rows; ++i) REQUIRE(same_bits(y[rows + i], shifted[i]));
+  k::amx::enable(false);
+  k::matmul<Arch>(vdp.data(), w.data(), x.data(), n, rows, cols);
+  k::amx::enable(true);
+  std::size_t differ = 0;
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::size_t r = 0; r < rows; ++r) {
+      float abs_sum = 0.0f;
+      for (std::size_t c = 0; c < cols; ++c)
+        abs_sum += std::fabs(calm::to_float(w[r * cols + c]) * calm::to_float(calm::to_bf16(x[t * cols + c])));
+      const std::size_t i = t * rows + r;
+      REQUIRE(std::fabs(y[i] - vdp[i]) <= 2 * sum_tolerance(cols, abs_sum));
+      differ += !same_bits(y[i], vdp[i]);
+    }
+  MESSAGE("AMX-BF16 against vdpbf16ps: " << differ << " of " << n * rows << " outputs differ in bits");
+}
+#endif
 
 TEST_CASE_TEMPLATE("matmul (default arch) matches the scalar twin for every length, threads agree bit for bit", T,
                    float, bf16, f16) {

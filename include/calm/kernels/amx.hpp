@@ -27,6 +27,13 @@
 #define CALM_AMX_INT8_BUILT 0
 #endif
 
+// 1 where this build compiles the AMX-BF16 prefill kernel (kernels/matmul.hpp).
+#if CALM_AMX_INT8_BUILT && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+#define CALM_AMX_BF16_BUILT 1
+#else
+#define CALM_AMX_BF16_BUILT 0
+#endif
+
 namespace calm::kernels::amx {
 
 // Whether this build compiles the AMX-INT8 kernels.
@@ -44,6 +51,17 @@ inline bool request_tile_data() noexcept {
   if (!tile || !int8) return false;
   constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;  // <asm/prctl.h>
   return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+// Whether the CPU has AMX-BF16 (CPUID leaf 7: EDX bit 22).
+inline bool cpu_has_bf16() noexcept {
+#if defined(__x86_64__) && defined(__linux__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+  return (d >> 22) & 1u;
 #else
   return false;
 #endif
@@ -75,6 +93,16 @@ inline bool usable() noexcept {
       detail::grant().store(granted, std::memory_order_release);
     }
     return granted == 1 && detail::switched_on().load(std::memory_order_relaxed);
+  }
+}
+
+// Whether the AMX-BF16 prefill runs: usable() and the CPU has AMX-BF16.
+inline bool bf16_usable() noexcept {
+  if constexpr (CALM_AMX_BF16_BUILT == 0) {
+    return false;
+  } else {
+    static const bool has = detail::cpu_has_bf16();
+    return has && usable();
   }
 }
 
