@@ -9,7 +9,9 @@
 // differ slightly from decode's matvec, which widens the weights and keeps X in f32. Without
 // __AVX512BF16__ (and for f32/f16 weights) matmul widens weights to f32 exactly and accumulates
 // in f32 like matvec, but in another order (register-blocked tiles on AVX2 and wider, see
-// matmul_rows_tiled): prefill then differs from decode by f32 rounding only.
+// matmul_rows_tiled): prefill then differs from decode by f32 rounding only. Where the process
+// may use AMX-BF16 (kernels/amx.hpp), bf16 weights take its tiles instead (matmul_bf16_amx: the
+// same bf16 activations, the tile unit's own f32 accumulation; docs/design.md §16).
 #pragma once
 
 #include <cstddef>
