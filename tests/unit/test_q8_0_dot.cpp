@@ -63,6 +63,29 @@ struct Q8DotWeights {
 
 }  // namespace
 
+TEST_CASE("quantize_int8_input: the SIMD path gives the scalar definition's bits") {
+  // Random blocks at many scales, ties, denormals, zeros, +-inf and NaN blocks.
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const std::size_t blocks = 400;
+  std::vector<float> x(blocks * 32);
+  for (std::size_t b = 0; b < blocks; ++b) {
+    const float scale = std::ldexp(1.0f, int(b % 60) - 140 + int(b % 7) * 20);
+    for (std::size_t j = 0; j < 32; ++j) x[b * 32 + j] = u(rng) * scale;
+    if (b % 11 == 0) x[b * 32 + b % 32] = 127.0f, x[b * 32 + (b + 1) % 32] = 2.5f;  // ties
+    if (b % 13 == 0) std::fill_n(x.begin() + b * 32, 32, 0.0f);
+    if (b % 17 == 0) x[b * 32 + 3] = std::numeric_limits<float>::infinity();
+    if (b % 19 == 0) x[b * 32 + 30] = -std::numeric_limits<float>::quiet_NaN();
+    if (b % 23 == 0) x[b * 32 + 5] = std::numeric_limits<float>::denorm_min();
+  }
+  std::vector<std::int8_t> q(x.size()), q_scalar(x.size());
+  std::vector<float> d(blocks), d_scalar(blocks);
+  k::quantize_int8_input(q.data(), d.data(), x.data(), x.size());
+  k::scalar::quantize_int8_input(q_scalar.data(), d_scalar.data(), x.data(), x.size());
+  CHECK(q == q_scalar);
+  CHECK(std::memcmp(d.data(), d_scalar.data(), blocks * 4) == 0);
+}
+
 TEST_CASE("quantize_int8_input: the block scale, ties to even, zeros and non-finite blocks") {
   std::vector<float> x(128, 0.0f);
   // Block 0: max 127 gives d = 1, so q = round(x) exactly, ties to even.
