@@ -20,6 +20,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -118,6 +119,24 @@ void BM_DecodeQ4_TinyLlama(benchmark::State& state) {
   BM_DecodeQuantized(state, calm::bench::random_checkpoint(calm::bench::kTinyLlama), kQ4);
 }
 
+// Runs turn(k) for k = 0 and 1 each iteration, in alternating order (0 first, then 1 first),
+// and returns the seconds each took in all.
+template <class Turn>
+std::array<double, 2> alternate(benchmark::State& state, Turn&& turn) {
+  std::array<double, 2> seconds{};
+  bool zero_first = true;
+  for (auto _ : state) {
+    for (int i = 0; i < 2; ++i) {
+      const int k = (i == 0) == zero_first ? 0 : 1;
+      const auto t0 = std::chrono::steady_clock::now();
+      turn(k);
+      seconds[k] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    zero_first = !zero_first;
+  }
+  return seconds;
+}
+
 // Prefill of a 64-token prompt, bf16 and quantized (Linear::apply_batch of each) alternately.
 // Counter: q8_over_bf16 (q4_over_bf16), the ratio of prompt tokens/s.
 void BM_PrefillQuantized(benchmark::State& state, const Quantized& quantized) {
@@ -129,18 +148,7 @@ void BM_PrefillQuantized(benchmark::State& state, const Quantized& quantized) {
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
   std::vector<float> x(bf16.hidden_size());
-  double tb = 0, tq = 0;
-  bool bf16_first = true;
-  for (auto _ : state) {
-    for (int k = 0; k < 2; ++k) {
-      calm::LlamaSession& s = (k == 0) == bf16_first ? bf16 : q8;
-      const auto t0 = std::chrono::steady_clock::now();
-      s.prefill(prompt, 0, x);
-      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      (&s == &bf16 ? tb : tq) += dt;
-    }
-    bf16_first = !bf16_first;
-  }
+  const auto [tb, tq] = alternate(state, [&](int k) { (k == 0 ? bf16 : q8).prefill(prompt, 0, x); });
   const double n = double(state.iterations()) * kPromptTokens;
   state.counters["bf16_prompt_tok/s"] = n / tb;
   state.counters[quantized.name + "_prompt_tok/s"] = n / tq;
@@ -161,19 +169,10 @@ void BM_PrefillDotAmx(benchmark::State& state, calm::WeightFormat format) {
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
   std::vector<float> x(s.hidden_size());
-  double t_amx = 0, t_avx = 0;
-  bool amx_first = true;
-  for (auto _ : state) {
-    for (int k = 0; k < 2; ++k) {
-      const bool amx = (k == 0) == amx_first;
-      calm::kernels::amx::enable(amx);
-      s.truncate(0);
-      const auto t0 = std::chrono::steady_clock::now();
-      s.prefill(prompt, 0, x);
-      (amx ? t_amx : t_avx) += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
-    amx_first = !amx_first;
-  }
+  const auto [t_amx, t_avx] = alternate(state, [&](int k) {
+    calm::kernels::amx::enable(k == 0);
+    s.prefill(prompt, 0, x);
+  });
   calm::kernels::amx::enable(true);
   const double n = double(state.iterations()) * kPromptTokens;
   state.counters["amx_prompt_tok/s"] = n / t_amx;
@@ -255,21 +254,21 @@ void BM_VerifyCostTinyLlamaQ8(benchmark::State& state) {
   static const auto m = tiny_llama(calm::WeightFormat::q8_0);
   verify_cost(state, m);
 }
-// Args: n, amx (1: batches on AMX tiles where the process may; 0: the AVX-512 kernels). Counter
-// amx: whether the tiles ran.
-void BM_VerifyCostTinyLlamaQ8Dot(benchmark::State& state) {
-  static const auto m = tiny_llama(calm::WeightFormat::q8_0_dot);
+// verify_cost with range(1) choosing the unit of the batches (1: AMX tiles where the process
+// may; 0: the AVX-512 kernels). Counter amx: whether the tiles ran.
+void verify_cost_amx(benchmark::State& state, const std::shared_ptr<const calm::LlamaModel>& model) {
   calm::kernels::amx::enable(state.range(1) != 0);
-  verify_cost(state, m);
+  verify_cost(state, model);
   state.counters["amx"] = calm::kernels::amx::usable();
   calm::kernels::amx::enable(true);
 }
+void BM_VerifyCostTinyLlamaQ8Dot(benchmark::State& state) {
+  static const auto m = tiny_llama(calm::WeightFormat::q8_0_dot);
+  verify_cost_amx(state, m);
+}
 void BM_VerifyCostTinyLlamaQ4Dot(benchmark::State& state) {
   static const auto m = tiny_llama(calm::WeightFormat::q4_0_dot);
-  calm::kernels::amx::enable(state.range(1) != 0);
-  verify_cost(state, m);
-  state.counters["amx"] = calm::kernels::amx::usable();
-  calm::kernels::amx::enable(true);
+  verify_cost_amx(state, m);
 }
 
 void BM_PrefillQ4_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ4); }

@@ -118,8 +118,8 @@ void check_int8_dot_kernels(const typename C::unit* q, const float* d, std::size
       CHECK(std::memcmp(one.data(), want.data() + t * rows, rows * 4) == 0);
     }
     std::vector<float> batch(n * rows);
-    // On the AVX-512 path batches of blocks stored as AMX tiles read them run on AMX where the
-    // process may: with it and without it (switched off), and the AMX kernel itself from n = 1.
+    // On the AVX-512 path batches run on AMX where the process may: with it and without it
+    // (switched off), and the AMX kernel itself from n = 1.
     const bool amx = P == Int8DotPath::avx512vnni && k::amx::usable();
     for (const bool amx_on : {true, false}) {
       if (!amx_on && !amx) continue;
@@ -134,14 +134,12 @@ void check_int8_dot_kernels(const typename C::unit* q, const float* d, std::size
       k::amx::enable(true);
     }
 #if CALM_AMX_INT8_BUILT
-    if constexpr (C::kAmxTiles) {
-      if (amx) {
-        for (std::size_t m = 1; m <= n; ++m) {
-          CAPTURE(m);
-          std::fill(batch.begin(), batch.end(), 0.0f);
-          k::detail::matvec_batch_int8_amx<C>(batch.data(), q, d, x, m, rows, cols, pool);
-          CHECK(std::memcmp(batch.data(), want.data(), m * rows * 4) == 0);
-        }
+    if (amx) {
+      for (std::size_t m = 1; m <= n; ++m) {
+        CAPTURE(m);
+        std::fill(batch.begin(), batch.end(), 0.0f);
+        k::detail::matvec_batch_int8_amx<C>(batch.data(), q, d, x, m, rows, cols, pool);
+        CHECK(std::memcmp(batch.data(), want.data(), m * rows * 4) == 0);
       }
     }
 #endif

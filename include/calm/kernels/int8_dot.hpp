@@ -19,7 +19,7 @@
 //   using unit; units                 the block's payload (C::unit elements, C::units of them)
 //   offset                            w_j = code_j - offset: the kernels add k = -offset * sum(q_x)
 //                                     per block (computed with x) to sum(code_j * q_x,j)
-//   kAmxTiles, kAmxMinVectors         batches of kAmxMinVectors or more may run on AMX-INT8
+//   kAmxMinVectors                    batches of kAmxMinVectors or more may run on AMX-INT8
 //                                     tiles (the rows' blocks as tile A: 16 rows x 32 code
 //                                     bytes): a tile product costs about the same for 1 vector
 //                                     as for 16, so the smallest batches stay on AVX-512
@@ -394,6 +394,13 @@ inline std::size_t int8_input_stride(std::size_t cols) noexcept {
   return cols;
 }
 
+// k of one quantized block of x: -offset * the sum of its 32 q_x (exact in int32).
+inline std::int32_t x_offset_term(int offset, const std::int8_t* block) noexcept {
+  std::int32_t sum = 0;
+  for (std::size_t j = 0; j < kBlockWeights; ++j) sum += block[j];
+  return -offset * sum;
+}
+
 // The thread-local quantized copy of x(n, cols) a call works on for blocks C (stride
 // int8_input_stride, on the AVX-512 path in C's layout), with k = -C::offset * each block's sum
 // of q when the offset is not 0; tasks get the pointers.
@@ -418,22 +425,16 @@ inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t
     for (std::size_t b = nb; b < stride_blocks; ++b) dt[b] = 0.0f;
     if constexpr (offset != 0) {
       std::int32_t* kt = k.data() + t * stride_blocks;
-      for (std::size_t b = 0; b < stride_blocks; ++b) {
-        std::int32_t sum = 0;
-        if (b < nb)
-          for (std::size_t j = 0; j < kBlockWeights; ++j) sum += pt[b * kBlockWeights + j];
-        kt[b] = -offset * sum;
-      }
+      for (std::size_t b = 0; b < stride_blocks; ++b)
+        kt[b] = b < nb ? x_offset_term(offset, pt + b * kBlockWeights) : 0;
     }
     if constexpr (interleave) C::interleave_x(pt, q.data() + t * stride, cols, stride);
   }
   return {q.data(), d.data(), k.data()};
 }
 
-
 #if CALM_AMX_INT8_BUILT
-// The AMX-INT8 path of a batch (blocks types with kAmxTiles: the weights are the int8 codes of
-// their blocks, stored row after row). A tile product takes 16 weight rows' block b (tile A:
+// The AMX-INT8 path of a batch. A tile product takes 16 weight rows' block b (tile A:
 // 16 rows of 32 bytes, read where the row stores them) against 16 vectors' quantized block b
 // (tile B: 8 rows of 16 x 4 bytes, x's copy laid out for it) and gives the 16 x 16 exact sums
 // s_b in an int32 tile (tdpbssd: signed bytes both sides). The f32 steps then run on those
@@ -466,9 +467,12 @@ inline AmxInput amx_int8_input(const float* x, std::size_t n, std::size_t cols, 
   std::int8_t* q = q_buffer.data();
   float* d = d_buffer.data();
   std::int32_t* k = k_buffer.data();
-  std::fill_n(q, groups * nb * 32 * G, std::int8_t{0});
-  std::fill_n(d, groups * nb * G, 0.0f);
-  std::fill_n(k, groups * nb * G, 0);
+  if (n % G != 0) {  // the last group's missing vectors read as zeros
+    const std::size_t last = groups - 1;
+    std::fill_n(q + last * nb * 32 * G, nb * 32 * G, std::int8_t{0});
+    std::fill_n(d + last * nb * G, nb * G, 0.0f);
+    if constexpr (Offset != 0) std::fill_n(k + last * nb * G, nb * G, 0);
+  }
   const auto vectors = [&](std::size_t v0, std::size_t v1) {
     thread_local AlignedBuffer<std::int8_t> plain;
     thread_local AlignedBuffer<float> plain_d;
@@ -482,11 +486,7 @@ inline AmxInput amx_int8_input(const float* x, std::size_t n, std::size_t cols, 
         const std::int8_t* src = plain.data() + b * kBlockWeights;
         for (std::size_t i = 0; i < 8; ++i) std::memcpy(tile + 4 * G * i, src + 4 * i, 4);
         d[(g * nb + b) * G + t] = plain_d[b];
-        if constexpr (Offset != 0) {
-          std::int32_t sum = 0;
-          for (std::size_t j = 0; j < kBlockWeights; ++j) sum += src[j];
-          k[(g * nb + b) * G + t] = -Offset * sum;
-        }
+        if constexpr (Offset != 0) k[(g * nb + b) * G + t] = x_offset_term(Offset, src);
       }
     }
   };
@@ -625,7 +625,6 @@ inline void amx_int8_rows(float* y, std::size_t y_stride, const typename C::unit
 template <class C>
 void matvec_batch_int8_amx(float* y, const typename C::unit* q, const float* d, const float* x,
                            std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool) {
-  static_assert(C::kAmxTiles, "int8 dot: these blocks have no AMX path");
   if (n == 0 || rows == 0) return;
   const auto run = [&]<std::size_t G>() {
     const AmxInput xq = amx_int8_input<C::offset, G>(x, n, cols, pool);
@@ -686,7 +685,6 @@ void matvec_int8_dot(float* y, const typename C::unit* q, const float* d, const 
   matvec_int8_dot<C, P>(std::span<const BlockSegment<C>>(&segment, 1), x, cols, pool);
 }
 
-
 // Y(n, rows) = X(n, cols) W^T, row t bitwise matvec_int8_dot(x_t); every weight row is read
 // from memory once for all n vectors. On the AVX-512 path, n >= C::kAmxMinVectors runs on AMX
 // tiles where the process may (the same bits).
@@ -696,7 +694,7 @@ void matvec_batch_int8_dot(float* y, const typename C::unit* q, const float* d, 
                            ThreadPool* pool = nullptr) {
   if (n == 0 || rows == 0) return;
 #if CALM_AMX_INT8_BUILT
-  if constexpr (P == Int8DotPath::avx512vnni && C::kAmxTiles) {
+  if constexpr (P == Int8DotPath::avx512vnni) {
     if (n >= C::kAmxMinVectors && amx::usable())
       return detail::matvec_batch_int8_amx<C>(y, q, d, x, n, rows, cols, pool);
   }

@@ -374,12 +374,10 @@ inline void matmul_bf16_amx(float* y, const bf16* w, const std::uint16_t* x_bf16
       const std::size_t m1 = rows - r > 16 ? (rows - r - 16 < 16 ? rows - r - 16 : 16) : 0;
       if (m0 != configured_m0 || m1 != configured_m1) {
         amx::TileConfig cfg;
-        const std::size_t m[4] = {m0, m0, m1, m1};  // C0, C1 rows of A0; C2, C3 rows of A1
-        for (int t = 0; t < 4; ++t) cfg.rows[t] = static_cast<std::uint8_t>(m[t]), cfg.colsb[t] = 64;
-        cfg.rows[4] = static_cast<std::uint8_t>(m0), cfg.colsb[4] = 64;
-        cfg.rows[5] = static_cast<std::uint8_t>(m1), cfg.colsb[5] = m1 ? 64 : 0;
-        for (int t = 6; t < 8; ++t) cfg.rows[t] = 16, cfg.colsb[t] = 64;
-        if (m1 == 0) cfg.colsb[2] = cfg.colsb[3] = 0;
+        // Rows of tiles C0, C1 (A0's), C2, C3 (A1's), A0, A1, B0, B1; a tile of 0 rows is unused.
+        const std::size_t m[8] = {m0, m0, m1, m1, m0, m1, 16, 16};
+        for (int t = 0; t < 8; ++t)
+          cfg.rows[t] = static_cast<std::uint8_t>(m[t]), cfg.colsb[t] = m[t] ? 64 : 0;
         _tile_loadconfig(&cfg);
         configured_m0 = m0;
         configured_m1 = m1;

@@ -33,7 +33,6 @@ struct Int8Q4Blocks {
   static constexpr std::size_t units = Q4Codec::units;
   static constexpr int offset = Q4Codec::x_offset;
   // AMX tiles read bytes: a row group's blocks are written out as codes first (amx_codes).
-  static constexpr bool kAmxTiles = true;
   static constexpr bool kAmxReadsStored = false;
   // One exact pass over n tokens in decode steps, TinyLlama shape, AMX / AVX-512 VNNI (Xeon, L3
   // 480 MB, 1 thread): n = 4 2.29 / 1.56, 8 2.48 / 3.03, 16 3.16 / 5.72 (a step streams half

@@ -26,7 +26,6 @@ struct Int8Q8Blocks {
   using unit = std::int8_t;
   static constexpr std::size_t units = kBlockWeights;
   static constexpr int offset = 0;
-  static constexpr bool kAmxTiles = true;
   static constexpr bool kAmxReadsStored = true;  // int8 codes, row after row: tile A reads them
   // One exact pass over n tokens in decode steps, TinyLlama shape, AMX / AVX-512 VNNI (Xeon, L3
   // 480 MB, 1 thread): n = 2 1.37 / 1.12, 4 1.41 / 1.63, 8 1.50 / 2.45, 16 1.84 / 4.20.
