@@ -254,21 +254,13 @@ void BM_VerifyCostTinyLlamaQ8(benchmark::State& state) {
   static const auto m = tiny_llama(calm::WeightFormat::q8_0);
   verify_cost(state, m);
 }
-// verify_cost with range(1) choosing the unit of the batches (1: AMX tiles where the process
-// may; 0: the AVX-512 kernels). Counter amx: whether the tiles ran.
-void verify_cost_amx(benchmark::State& state, const std::shared_ptr<const calm::LlamaModel>& model) {
-  calm::kernels::amx::enable(state.range(1) != 0);
-  verify_cost(state, model);
-  state.counters["amx"] = calm::kernels::amx::usable();
-  calm::kernels::amx::enable(true);
-}
 void BM_VerifyCostTinyLlamaQ8Dot(benchmark::State& state) {
   static const auto m = tiny_llama(calm::WeightFormat::q8_0_dot);
-  verify_cost_amx(state, m);
+  calm::bench::verify_cost_amx(state, m, calm::Products::matvec);
 }
 void BM_VerifyCostTinyLlamaQ4Dot(benchmark::State& state) {
   static const auto m = tiny_llama(calm::WeightFormat::q4_0_dot);
-  verify_cost_amx(state, m);
+  calm::bench::verify_cost_amx(state, m, calm::Products::matvec);
 }
 
 void BM_PrefillQ4_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ4); }

@@ -195,12 +195,13 @@ void BM_VerifyCostTinyLlama(benchmark::State& state) {
   verify_cost(state, m);
 }
 // The same on the bf16 dot product (WeightFormat::bf16_dot: activations rounded to bf16, one
-// arithmetic for every n).
+// arithmetic for every n), each row bitwise the row alone (Products::matvec). Args: n, amx (1:
+// AMX-BF16 tiles where the process may, 0: the vdpbf16ps chain).
 void BM_VerifyCostTinyLlamaBf16Dot(benchmark::State& state) {
   static const auto m =
       calm::LlamaModel::load(calm::bench::random_checkpoint(calm::bench::kTinyLlama),
                              {.max_context = 256, .weights = calm::WeightFormat::bf16_dot});
-  verify_cost(state, m);
+  calm::bench::verify_cost_amx(state, m, calm::Products::matvec);
 }
 
 // The sibling (calm::bench::sibling_model(): tools/train_sibling.sh, 49 MB of bf16 weights):
@@ -506,8 +507,8 @@ BENCHMARK(BM_VerifyCostTinyLlama)
     ->ArgNames({"n", "matvec"})
     ->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_VerifyCostTinyLlamaBf16Dot)
-    ->ArgsProduct({{1, 2, 4, 8, 16}, {1}})
-    ->ArgNames({"n", "matvec"})
+    ->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}})
+    ->ArgNames({"n", "amx"})
     ->Iterations(5)->Unit(benchmark::kMillisecond);
 
 BENCHMARK(BM_SiblingStatic)

@@ -63,6 +63,17 @@ inline void verify_cost(benchmark::State& state, const std::shared_ptr<const Lla
   state.counters["step_ms"] = 1e3 * one_s / double(state.iterations());
 }
 
+// verify_cost with range(1) choosing the unit (1: AMX tiles where the process may; 0: the
+// AVX-512 kernels). For the int8 formats only the unit changes; for bf16_dot the arithmetic
+// changes with it, step and pass alike. Counter amx: whether the tiles could run.
+inline void verify_cost_amx(benchmark::State& state, const std::shared_ptr<const LlamaModel>& model,
+                            Products products) {
+  kernels::amx::enable(state.range(1) != 0);
+  verify_cost(state, model, products);
+  state.counters["amx"] = kernels::amx::usable();
+  kernels::amx::enable(true);
+}
+
 // The bundled model's larger sibling (tools/train_sibling.sh: 24.6 M parameters, 49 MB of bf16
 // weights, beyond the 32 MB L3 of many hosts), not committed: $CALM_SIBLING, default
 // models/shakespeare-8l-wide; empty when it is not there.

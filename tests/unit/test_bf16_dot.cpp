@@ -111,6 +111,21 @@ TEST_CASE("round_to_bf16: nearest even, denormals to zero, NaN and infinities ke
   CHECK((nan & 0x7f80) == 0x7f80);
   CHECK((nan & 0x007f) != 0);
   CHECK((k::round_to_bf16(from_bits(0x7f800001u)) & 0x0040) != 0);  // a signalling NaN, quieted
+  // The array form (vcvtne2ps2bf16 where built, 32 at a time, then element by element) gives
+  // each element's bits: ties, denormals, NaNs, infinities, and random values; lengths with a tail.
+  std::mt19937 rng(5);
+  std::vector<float> x(32 * 40 + 13);
+  std::uniform_real_distribution<float> d(-4.0f, 4.0f);
+  const std::uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x3f808001u, 0x3f807fffu, 0x7f7fffffu,
+                                   0xff800000u, 0x00000001u, 0x80400000u, 0x00800000u, 0x7f800001u,
+                                   0xffc00000u, 0x80000000u, 0x007fffffu, 0x33800000u};
+  for (std::size_t i = 0; i < x.size(); ++i)
+    x[i] = i % 3 == 0 ? from_bits(special[(i / 3) % 14]) : d(rng);
+  for (const std::size_t n : {x.size(), std::size_t{31}, std::size_t{64}}) {
+    std::vector<std::uint16_t> out(n);
+    k::round_to_bf16(out.data(), x.data(), n);
+    for (std::size_t i = 0; i < n; ++i) REQUIRE(out[i] == k::round_to_bf16(x[i]));
+  }
 }
 
 TEST_CASE("the scalar twin computes vdpbf16ps's arithmetic (float64 reading of each step)") {
@@ -221,6 +236,84 @@ TEST_CASE("bf16 dot: denormal inputs read as zero and denormal results flush to 
     });
   }
 }
+
+#if CALM_AMX_BF16_BUILT
+// DotPath::amx (AMX-BF16 tiles: the process's arithmetic where it may use them): its bits are
+// the tile unit's own, so it is checked for what the exactness of speculation needs -- each row
+// of an n-vector call bitwise the row alone, for every n (across 16-vector groups), row count
+// (across 16-row tiles and 32-row blocks), thread count, segments and gathered rows -- and
+// against the scalar twin within the tolerance of two f32 sums of the same exact products
+// (each at most cols / 2 roundings of 2^-24 of the running sum of |w x|).
+TEST_CASE("bf16 dot on AMX tiles: every row of a batch is the row alone, near the twin") {
+  if (!k::amx::bf16_usable()) {
+    MESSAGE("no AMX-BF16 in this process: DotPath::host is the vdpbf16ps chain (checked above)");
+    return;
+  }
+  std::mt19937 rng(23);
+  calm::ThreadPool two(2), three(3);
+  std::size_t differ = 0, outputs = 0;
+  for (const bool specials : {false, true}) {
+    for (const std::size_t rows : {1u, 15u, 16u, 17u, 33u, 64u, 70u}) {
+      for (const std::size_t cols : {32u, 96u, 2048u + 64u}) {
+        CAPTURE(specials);
+        CAPTURE(rows);
+        CAPTURE(cols);
+        const std::size_t n = 35;
+        const auto w = weights(rows * cols, rng, specials);
+        const auto x = inputs(n * cols, rng, specials);
+        std::vector<float> alone(n * rows), twin(rows);
+        for (std::size_t t = 0; t < n; ++t) {
+          float* a = alone.data() + t * rows;
+          k::matvec_bf16_dot<DotPath::amx>(a, w.data(), x.data() + t * cols, rows, cols);
+          // The default path is the tiles here.
+          std::vector<float> host(rows);
+          k::matvec_bf16_dot(host.data(), w.data(), x.data() + t * cols, rows, cols, &two);
+          REQUIRE(std::memcmp(host.data(), a, rows * 4) == 0);
+          k::matvec_bf16_dot<DotPath::scalar>(twin.data(), w.data(), x.data() + t * cols, rows, cols);
+          for (std::size_t r = 0; r < rows; ++r) {
+            double abs_sum = 0;
+            for (std::size_t c = 0; c < cols; ++c)
+              abs_sum += std::fabs(double(calm::to_float(w[r * cols + c])) *
+                                   double(calm::to_float(calm::bf16{k::round_to_bf16(x[t * cols + c])})));
+            if (abs_sum > 1e38) continue;  // overflows f32 in some order: no bound to state
+            REQUIRE(std::fabs(double(a[r]) - double(twin[r])) <= double(cols) * 0x1p-24 * abs_sum + 1e-30);
+            differ += bits(a[r]) != bits(twin[r]);
+            ++outputs;
+          }
+        }
+        for (calm::ThreadPool* pool : {static_cast<calm::ThreadPool*>(nullptr), &two, &three})
+          for (const std::size_t m : {1u, 2u, 8u, 15u, 16u, 17u, 32u, 35u}) {
+            CAPTURE(m);
+            std::vector<float> batch(m * rows, -1.0f);
+            k::matvec_batch_bf16_dot<DotPath::amx>(batch.data(), w.data(), x.data(), m, rows, cols, pool);
+            REQUIRE(std::memcmp(batch.data(), alone.data(), m * rows * 4) == 0);
+          }
+        const std::vector<std::uint32_t> picked = {std::uint32_t(rows - 1), 0, 0, std::uint32_t(rows / 2)};
+        std::vector<float> g(picked.size());
+        k::matvec_gather_bf16_dot<DotPath::amx>(g.data(), w.data(), x.data(), picked, cols);
+        for (std::size_t i = 0; i < picked.size(); ++i) CHECK(bits(g[i]) == bits(alone[picked[i]]));
+        std::vector<float> ya(rows), yb(rows);
+        const calm::kernels::MatvecSegment<bf16> segs[] = {{ya.data(), w.data(), rows},
+                                                           {yb.data(), w.data(), rows}};
+        k::matvec_bf16_dot<DotPath::amx>(std::span(segs), x.data(), cols, &three);
+        CHECK(std::memcmp(ya.data(), alone.data(), rows * 4) == 0);
+        CHECK(std::memcmp(yb.data(), alone.data(), rows * 4) == 0);
+      }
+    }
+  }
+  MESSAGE("AMX-BF16 against the vdpbf16ps chain: " << differ << " of " << outputs << " outputs differ in bits");
+  // Switched off, the default path is the chain again: the twin's bits.
+  const std::size_t rows = 20, cols = 64;
+  const auto w = weights(rows * cols, rng, false);
+  const auto x = inputs(cols, rng, false);
+  std::vector<float> host(rows), twin(rows);
+  k::amx::enable(false);
+  k::matvec_bf16_dot(host.data(), w.data(), x.data(), rows, cols);
+  k::amx::enable(true);
+  k::matvec_bf16_dot<DotPath::scalar>(twin.data(), w.data(), x.data(), rows, cols);
+  CHECK(std::memcmp(host.data(), twin.data(), rows * 4) == 0);
+}
+#endif
 
 TEST_CASE("bf16_dot weights: the model against the float64 reference, and what is converted") {
   // Measured (every path gives the same bits): the worst relative error of any state and exit

@@ -1,6 +1,7 @@
 // bf16-dot: weights held as bf16 and multiplied on the bf16 dot product (kernels/bf16_dot.hpp):
-// activations rounded to bf16 once per product, vdpbf16ps's arithmetic on every host, each row
-// of a batch bitwise the row alone. Loaded from any checkpoint dtype (LlamaOptions::weights =
+// activations rounded to bf16 once per product, AMX-BF16 tiles where the process may use them
+// and vdpbf16ps's arithmetic (on every other host the same bits), each row of a batch bitwise the
+// row alone. Loaded from any checkpoint dtype (LlamaOptions::weights =
 // WeightFormat::bf16_dot; a bf16 checkpoint's weights are taken as they are, f32 and f16 are
 // rounded to nearest even). Needs cols % 32 == 0, as the quantized formats do (block = 32).
 #pragma once
@@ -53,7 +54,8 @@ struct BF16Dot {
                            ThreadPool* pool) {
     kernels::matvec_batch_bf16_dot(y, weights(w), x, n, w.rows, w.cols, pool);
   }
-  // The prefill runs the same per-row products (every weight row read once for all tokens).
+  // The prefill runs the same per-row products (every weight row read once for all tokens; on
+  // AMX, 32 rows by 32 tokens a pass).
   static void matmul(float* y, const Matrix& w, const float* x, std::size_t n, ThreadPool* pool) {
     kernels::matvec_batch_bf16_dot(y, weights(w), x, n, w.rows, w.cols, pool);
   }

@@ -1,16 +1,25 @@
-// bf16 dot products with one arithmetic for every batch size and every host: y = W x with W in
-// bf16 and x rounded to bf16 once per call, each output computed as AVX512-BF16's vdpbf16ps
-// computes it (docs/design.md §15):
+// bf16 dot products with one arithmetic for every batch size: y = W x with W in bf16 and x
+// rounded to bf16 once per call. Two arithmetics (docs/design.md §15, §16):
+//
+// The chain, on every host: each output computed as AVX512-BF16's vdpbf16ps computes it:
 //   - 16 f32 lanes; a step takes 32 columns [c, c + 32): lane i adds w[c+2i+1] * x[c+2i+1], then
 //     w[c+2i] * x[c+2i], each a fused multiply-add (the product of two bf16 is exact in f32)
 //     rounded to nearest even, with denormal inputs read as zero and denormal results flushed to
 //     zero;
 //   - the steps run in column order, one accumulator per (row, vector);
 //   - the 16 lanes are summed in one fixed order (sum_lanes16).
-// So row r of an n-vector call is bitwise row r computed alone, for any n, row grouping or
-// thread count, and the paths give the same bits: vdpbf16ps itself (AVX512-BF16), and emulations
-// of it with f32 FMAs under MXCSR's flush-to-zero and denormals-are-zero on AVX-512F, AVX2 + FMA
-// and in scalar code (the twin the tests compare against). cols must be a multiple of 32.
+// Its paths give the same bits: vdpbf16ps itself (AVX512-BF16), and emulations of it with f32
+// FMAs under MXCSR's flush-to-zero and denormals-are-zero on AVX-512F, AVX2 + FMA and in scalar
+// code (the twin the tests compare against).
+//
+// AMX-BF16 tiles, where the process may use them (kernels/bf16_amx.hpp): the same exact products,
+// summed in the tile unit's own order; within f32 rounding of the chain, not its bits.
+//
+// Either way row r of an n-vector call is bitwise row r computed alone, for any n, row grouping
+// or thread count: what keeps speculative verification exact. DotPath::host (the default) takes
+// the tiles where amx::bf16_usable(), for every n: one vector costs about what it costs on
+// vdpbf16ps and 8 cost little more, where the chain's cost grows with n. cols must be a multiple
+// of 32.
 //
 // Against the f32-activation kernels (matvec.hpp) this rounds x to bf16 (a relative error
 // <= 2^-9 per element) and runs twice the multiply-adds per instruction: where weights stream
@@ -26,6 +35,8 @@
 #include "calm/core/aligned.hpp"
 #include "calm/core/dtype.hpp"
 #include "calm/core/thread_pool.hpp"
+#include "calm/kernels/amx.hpp"
+#include "calm/kernels/bf16_amx.hpp"
 #include "calm/kernels/load.hpp"
 #include "calm/kernels/matvec.hpp"
 #include "calm/kernels/row_groups.hpp"
@@ -52,11 +63,27 @@ inline std::uint16_t round_to_bf16(float f) noexcept {
   return static_cast<std::uint16_t>(u >> 16);
 }
 inline void round_to_bf16(std::uint16_t* out, const float* x, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) out[i] = round_to_bf16(x[i]);
+  std::size_t i = 0;
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+  // vcvtne2ps2bf16 rounds as above: nearest even, denormal inputs to a zero of their sign, a NaN
+  // to its quiet NaN (tests/unit/test_bf16_dot.cpp compares the two on special values).
+  for (; i + 32 <= n; i += 32) {
+    const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+    _mm512_storeu_si512(out + i, (__m512i)b);
+  }
+#endif
+  for (; i < n; ++i) out[i] = round_to_bf16(x[i]);
 }
 
-// The paths of the bf16 dot product; every one gives the same bits.
-enum class DotPath { avx512bf16, avx512, avx2, scalar };
+// The paths of the bf16 dot product. avx512bf16, avx512, avx2 and scalar run vdpbf16ps's chain
+// (above) and give the same bits; amx runs AMX-BF16 tiles (kernels/bf16_amx.hpp), whose
+// accumulation inside a tile is the hardware's own: its bits are its own, and like the chain's
+// each row of a batch is bitwise the row alone. host, the default, is the process's arithmetic:
+// amx where the build, the CPU and Linux allow it (amx::bf16_usable()), otherwise kHostDotPath.
+// Decoding and verification must run in one arithmetic, so amx::enable() is not switched while
+// a bf16_dot model generates.
+enum class DotPath { host, amx, avx512bf16, avx512, avx2, scalar };
+// The best chain path this build compiles.
 inline constexpr DotPath kHostDotPath =
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
     DotPath::avx512bf16;
@@ -215,30 +242,51 @@ inline const std::uint16_t* rounded_input(const float* x, std::size_t n, std::si
   return buffer.data();
 }
 
+// Whether path P runs on AMX tiles in this call: amx always (the caller made sure the process
+// may), host where it may.
+template <DotPath P>
+inline bool on_tiles() noexcept {
+  if constexpr (P == DotPath::amx) {
+    static_assert(P == DotPath::amx && CALM_AMX_BF16_BUILT, "DotPath::amx: this build has no AMX-BF16 kernels");
+    return true;
+  } else if constexpr (P == DotPath::host) {
+    return amx::bf16_usable();
+  } else {
+    return false;
+  }
+}
+// The chain path P stands for when not on tiles.
+template <DotPath P>
+inline constexpr DotPath kChainPath = P == DotPath::host || P == DotPath::amx ? kHostDotPath : P;
+
 }  // namespace detail
 
 // For each segment, y(rows) = W(rows, cols) x(cols): one pass over every segment's rows, split
 // statically over the pool's threads as matvec.hpp does.
-template <DotPath P = kHostDotPath>
+template <DotPath P = DotPath::host>
 void matvec_bf16_dot(std::span<const MatvecSegment<bf16>> segments, const float* x,
                      std::size_t cols, ThreadPool* pool = nullptr) {
-  const std::uint16_t* xb = detail::rounded_input(x, 1, cols);
-  std::size_t groups = 0;
-  for (const MatvecSegment<bf16>& s : segments) groups += detail::row_groups(s.rows);
+  const std::uint16_t* xb = detail::rounded_input(x, 1, cols);  // one vector: already packed
   const auto bits = [](const MatvecSegment<bf16>& s) {
     return reinterpret_cast<const std::uint16_t*>(s.w);
   };
+#if CALM_AMX_BF16_BUILT
+  if (detail::on_tiles<P>()) return detail::amx_bf16::matvec(segments, bits, xb, cols, pool);
+#endif
+  constexpr DotPath C = detail::kChainPath<P>;
+  std::size_t groups = 0;
+  for (const MatvecSegment<bf16>& s : segments) groups += detail::row_groups(s.rows);
   detail::split_groups(groups, pool, [&](std::size_t g0, std::size_t g1) {
     const detail::FlushDenormals guard;
     detail::walk_segment_groups(
         segments, cols, g0, g1, bits,
         [&]<std::size_t R>(const MatvecSegment<bf16>& seg, std::size_t r, const std::uint16_t* next) {
-          detail::dot_bf16_rows<P, R, 1, detail::kPrefetchOwn>(seg.y + r, 0, bits(seg) + r * cols, next, xb, 0,
+          detail::dot_bf16_rows<C, R, 1, detail::kPrefetchOwn>(seg.y + r, 0, bits(seg) + r * cols, next, xb, 0,
                                                cols);
         });
   });
 }
-template <DotPath P = kHostDotPath>
+template <DotPath P = DotPath::host>
 void matvec_bf16_dot(float* y, const bf16* w, const float* x, std::size_t rows, std::size_t cols,
                      ThreadPool* pool = nullptr) {
   const MatvecSegment<bf16> segment{y, w, rows};
@@ -247,19 +295,26 @@ void matvec_bf16_dot(float* y, const bf16* w, const float* x, std::size_t rows, 
 
 // Y(n, rows) = X(n, cols) W^T, row t bitwise matvec_bf16_dot(x_t); every weight row is read from
 // memory once for all n vectors (the later tiles find it in L1 and prefetch the next rows).
-template <DotPath P = kHostDotPath>
+template <DotPath P = DotPath::host>
 void matvec_batch_bf16_dot(float* y, const bf16* w, const float* x, std::size_t n,
                            std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
   if (n == 0 || rows == 0) return;
   const std::uint16_t* xb = detail::rounded_input(x, n, cols);
   const auto* wb = reinterpret_cast<const std::uint16_t*>(w);
+#if CALM_AMX_BF16_BUILT
+  if (detail::on_tiles<P>()) {
+    const std::uint16_t* packed = n == 1 ? xb : detail::amx_bf16::pack(xb, cols, n, cols);
+    return detail::amx_bf16::matmul(y, wb, packed, n, rows, cols, pool);
+  }
+#endif
+  constexpr DotPath C = detail::kChainPath<P>;
   detail::split_groups(detail::row_groups(rows), pool, [&](std::size_t g0, std::size_t g1) {
     const detail::FlushDenormals guard;
     detail::walk_row_pairs(rows, g0, g1, [&]<std::size_t R>(std::size_t r) {
       const std::uint16_t* wr = wb + r * cols;
-      detail::walk_tiles<detail::kDotTile<P>>(n, [&]<std::size_t V, bool First>(std::size_t t) {
+      detail::walk_tiles<detail::kDotTile<C>>(n, [&]<std::size_t V, bool First>(std::size_t t) {
         constexpr int prefetch = First ? detail::kPrefetchOwn : detail::kPrefetchNext;
-        detail::dot_bf16_rows<P, R, V, prefetch>(y + t * rows + r, rows, wr, wr + R * cols,
+        detail::dot_bf16_rows<C, R, V, prefetch>(y + t * rows + r, rows, wr, wr + R * cols,
                                                  xb + t * cols, cols, cols);
       });
     });
@@ -267,16 +322,20 @@ void matvec_batch_bf16_dot(float* y, const bf16* w, const float* x, std::size_t 
 }
 
 // y(k) = row rows[k] of W x(cols), each bitwise matvec_bf16_dot's; one thread.
-template <DotPath P = kHostDotPath>
+template <DotPath P = DotPath::host>
 void matvec_gather_bf16_dot(float* y, const bf16* w, const float* x,
                             std::span<const std::uint32_t> rows, std::size_t cols) {
   const std::uint16_t* xb = detail::rounded_input(x, 1, cols);
   const auto* wb = reinterpret_cast<const std::uint16_t*>(w);
+#if CALM_AMX_BF16_BUILT
+  if (detail::on_tiles<P>()) return detail::amx_bf16::gather(y, wb, xb, rows, cols);
+#endif
+  constexpr DotPath C = detail::kChainPath<P>;
   const detail::FlushDenormals guard;
   for (std::size_t k = 0; k < rows.size(); ++k) {
     const std::uint16_t* row = wb + std::size_t{rows[k]} * cols;
     const std::uint16_t* next = k + 1 < rows.size() ? wb + std::size_t{rows[k + 1]} * cols : row + cols;
-    detail::dot_bf16_rows<P, 1, 1, detail::kPrefetchOwn>(y + k, 0, row, next, xb, 0, cols);
+    detail::dot_bf16_rows<C, 1, 1, detail::kPrefetchOwn>(y + k, 0, row, next, xb, 0, cols);
   }
 }
 

@@ -10,7 +10,7 @@
 // __AVX512BF16__ (and for f32/f16 weights) matmul widens weights to f32 exactly and accumulates
 // in f32 like matvec, but in another order (register-blocked tiles on AVX2 and wider, see
 // matmul_rows_tiled): prefill then differs from decode by f32 rounding only. Where the process
-// may use AMX-BF16 (kernels/amx.hpp), bf16 weights take its tiles instead (matmul_bf16_amx: the
+// may use AMX-BF16 (kernels/amx.hpp), bf16 weights take its tiles instead (kernels/bf16_amx.hpp: the
 // same bf16 activations, the tile unit's own f32 accumulation; docs/design.md §16).
 #pragma once
 
@@ -25,6 +25,7 @@
 #include "calm/core/dtype.hpp"
 #include "calm/core/thread_pool.hpp"
 #include "calm/kernels/amx.hpp"
+#include "calm/kernels/bf16_amx.hpp"
 #include "calm/kernels/load.hpp"
 #include "calm/kernels/matvec.hpp"
 #include "calm/kernels/row_groups.hpp"
@@ -339,96 +340,7 @@ inline void matmul_rows_bf16(float* y, const bf16* w, const std::uint16_t* x, st
 #if CALM_AMX_BF16_BUILT
 // Prompts from this many tokens take the AMX-BF16 tiles (where the process may, cols % 32 == 0).
 inline constexpr std::size_t kAmxBf16MinTokens = 8;
-
-// Y = X W^T on AMX-BF16 tiles, from x_bf16 (n, cols) (X rounded to bf16, as the vdpbf16ps path
-// rounds it): tdpbf16ps multiplies bf16 pairs into f32 tiles, 16 weight rows (tile A: 32
-// columns of each, read where the rows are) by 16 tokens (tile B: X's 16 column pairs for 16
-// tokens, copied into that layout once per call), summed over all columns in the tile. Its f32
-// accumulation order is the hardware's own (docs/design.md §16): prefill need not match
-// decoding bit for bit, only within the bf16 path's tolerance. Rows go to threads in blocks of
-// 32 (two A tiles), tokens in pairs of 16-token groups (two B tiles): four f32 tiles per pass.
-inline void matmul_bf16_amx(float* y, const bf16* w, const std::uint16_t* x_bf16, std::size_t n,
-                            std::size_t rows, std::size_t cols, ThreadPool* pool) {
-  const std::size_t steps = cols / 32, groups = (n + 15) / 16;
-  // xb[(g steps + s) 512 + 32 p + 2 t + j] = X[16 g + t][32 s + 2 p + j] (zeros past n).
-  thread_local AlignedBuffer<std::uint16_t> xb_buffer;
-  xb_buffer.reserve_discard(groups * steps * 512);
-  std::uint16_t* xb = xb_buffer.data();
-  std::fill_n(xb, groups * steps * 512, std::uint16_t{0});
-  for (std::size_t t = 0; t < n; ++t) {
-    const std::uint16_t* src = x_bf16 + t * cols;
-    std::uint16_t* dst = xb + (t / 16) * steps * 512 + 2 * (t % 16);
-    for (std::size_t s = 0; s < steps; ++s)
-      for (std::size_t p = 0; p < 16; ++p) {
-        dst[s * 512 + 32 * p] = src[32 * s + 2 * p];
-        dst[s * 512 + 32 * p + 1] = src[32 * s + 2 * p + 1];
-      }
-  }
-  const auto* wb = reinterpret_cast<const std::uint16_t*>(w);
-  const long w_stride = static_cast<long>(cols * 2);
-  split_groups((rows + 31) / 32, pool, [&](std::size_t b0, std::size_t b1) {
-    alignas(64) float c[4][16][16];
-    std::size_t configured_m0 = 0, configured_m1 = ~std::size_t{0};
-    for (std::size_t blk = b0; blk < b1; ++blk) {
-      const std::size_t r = 32 * blk, m0 = rows - r < 16 ? rows - r : 16;
-      const std::size_t m1 = rows - r > 16 ? (rows - r - 16 < 16 ? rows - r - 16 : 16) : 0;
-      if (m0 != configured_m0 || m1 != configured_m1) {
-        amx::TileConfig cfg;
-        // Rows of tiles C0, C1 (A0's), C2, C3 (A1's), A0, A1, B0, B1; a tile of 0 rows is unused.
-        const std::size_t m[8] = {m0, m0, m1, m1, m0, m1, 16, 16};
-        for (int t = 0; t < 8; ++t)
-          cfg.rows[t] = static_cast<std::uint8_t>(m[t]), cfg.colsb[t] = m[t] ? 64 : 0;
-        _tile_loadconfig(&cfg);
-        configured_m0 = m0;
-        configured_m1 = m1;
-      }
-      const std::uint16_t* a0 = wb + r * cols;
-      const std::uint16_t* a1 = a0 + 16 * cols;
-      for (std::size_t g = 0; g < groups; g += 2) {
-        const bool two = g + 1 < groups;
-        const std::uint16_t* x0 = xb + g * steps * 512;
-        const std::uint16_t* x1 = x0 + steps * 512;
-        __asm__ volatile("" ::: "memory");  // GCC 12's tile loads declare no memory input
-        _tile_zero(0);
-        if (two) _tile_zero(1);
-        if (m1) {
-          _tile_zero(2);
-          if (two) _tile_zero(3);
-        }
-        for (std::size_t s = 0; s < steps; ++s) {
-          _tile_loadd(4, a0 + 32 * s, w_stride);
-          _tile_loadd(6, x0 + s * 512, 64);
-          _tile_dpbf16ps(0, 4, 6);
-          if (two) {
-            _tile_loadd(7, x1 + s * 512, 64);
-            _tile_dpbf16ps(1, 4, 7);
-          }
-          if (m1) {
-            _tile_loadd(5, a1 + 32 * s, w_stride);
-            _tile_dpbf16ps(2, 5, 6);
-            if (two) _tile_dpbf16ps(3, 5, 7);
-          }
-        }
-        _tile_stored(0, c[0], 64);
-        if (two) _tile_stored(1, c[1], 64);
-        if (m1) {
-          _tile_stored(2, c[2], 64);
-          if (two) _tile_stored(3, c[3], 64);
-        }
-        // c[2 a + h][o][t] = Y[16 (g + h) + t][r + 16 a + o]
-        for (std::size_t h = 0; h < (two ? 2u : 1u); ++h) {
-          const std::size_t t0 = 16 * (g + h), count = n - t0 < 16 ? n - t0 : 16;
-          for (std::size_t a = 0; a < (m1 ? 2u : 1u); ++a)
-            for (std::size_t t = 0; t < count; ++t)
-              for (std::size_t o = 0; o < (a ? m1 : m0); ++o)
-                y[(t0 + t) * rows + r + 16 * a + o] = c[2 * a + h][o][t];
-        }
-      }
-    }
-    if (configured_m0 != 0) _tile_release();
-  });
-}
-#endif  // CALM_AMX_BF16_BUILT
+#endif
 
 #endif  // __AVX512BF16__
 
@@ -455,7 +367,9 @@ void matmul(float* y, const T* w, const float* x, std::size_t n, std::size_t row
 #if CALM_AMX_BF16_BUILT
   if constexpr (use_bf16_dot) {
     if (n >= detail::kAmxBf16MinTokens && cols % 32 == 0 && rows > 0 && amx::bf16_usable())
-      return detail::matmul_bf16_amx(y, w, x_rounded, n, rows, cols, pool);
+      return detail::amx_bf16::matmul(y, reinterpret_cast<const std::uint16_t*>(w),
+                                      detail::amx_bf16::pack(x_rounded, x_stride, n, cols), n, rows,
+                                      cols, pool);
   }
 #endif
   detail::split_rows(rows, pool, [&](std::size_t r0, std::size_t r1) {
