@@ -442,10 +442,20 @@ inline Int8Input quantized_int8_input(const float* x, std::size_t n, std::size_t
 // = fma(float(s_b), d_w,b * d_x,b, acc[b mod 8]), the 8 combined in the one fixed order. So
 // every row is bitwise what the other paths give, for any number of vectors.
 //
-// x's copy for the tiles: vectors in groups of G = 8 or 16 (the last zero-padded); per group g
-// and block b, 8 G-vector rows q[(g nb + b) 32 G + 4 G i + 4 t + j] = q_x of vector G g + t at
-// element 32 b + 4 i + j (tile B: 8 rows of 4 G bytes), the G vectors' scales d[(g nb + b) G +
-// t] and, for blocks with an offset, k[(g nb + b) G + t] = -offset * the block's sum of q_x.
+// Up to 8 vectors (and an even number of blocks a row) the tiles take two blocks at once: tile A
+// is 16 rows of 64 bytes (blocks b and b + 1, side by side in each row) and tile B is
+// block-diagonal, 16 rows of 8 vectors for block b then 8 zero columns (its first 8 rows, the
+// bytes of block b) and 8 zero columns then 8 vectors for block b + 1 (its last 8 rows), so one
+// tdpbssd gives both blocks' sums, 16 rows x (2 blocks x 8 vectors): half the tile loads and
+// products per block, and one f32 vector per weight row takes both blocks' steps.
+//
+// x's copy for the tiles: vectors in groups of G = 8 or 16 (the last zero-padded), the G
+// vectors' scales d[(g nb + b) G + t] and, for blocks with an offset, k[(g nb + b) G + t] =
+// -offset * the block's sum of q_x. G = 16: per group g and block b, 8 rows
+// q[(g nb + b) 32 G + 4 G i + 4 t + j] = q_x of vector G g + t at element 32 b + 4 i + j (tile B:
+// 8 rows of 64 bytes). G = 8 (paired): per group g and pair p of blocks, tile B's 16 rows of 64
+// bytes at q[(g nb / 2 + p) 1024]: row 8 h + i holds at bytes 32 h + 4 t + j q_x of vector
+// 8 g + t at element 32 (2 p + h) + 4 i + j, zeros elsewhere.
 struct AmxInput {
   const std::int8_t* q;
   const float* d;
@@ -460,16 +470,19 @@ inline AmxInput amx_int8_input(const float* x, std::size_t n, std::size_t cols, 
   thread_local AlignedBuffer<float> d_buffer;
   thread_local AlignedBuffer<std::int32_t> k_buffer;
   const std::size_t nb = cols / kBlockWeights, groups = (n + G - 1) / G;
-  q_buffer.reserve_discard(groups * nb * 32 * G);
+  constexpr bool paired = G == 8;
+  const std::size_t group_bytes = nb * 32 * G * (paired ? 2 : 1);
+  q_buffer.reserve_discard(groups * group_bytes);
   d_buffer.reserve_discard(groups * nb * G);
   k_buffer.reserve_discard(groups * nb * G);
   // Plain pointers for the tasks: inside a worker thread, the buffers name that thread's copies.
   std::int8_t* q = q_buffer.data();
   float* d = d_buffer.data();
   std::int32_t* k = k_buffer.data();
+  if constexpr (paired) std::fill_n(q, groups * group_bytes, std::int8_t{0});  // the zero halves
   if (n % G != 0) {  // the last group's missing vectors read as zeros
     const std::size_t last = groups - 1;
-    std::fill_n(q + last * nb * 32 * G, nb * 32 * G, std::int8_t{0});
+    if constexpr (!paired) std::fill_n(q + last * group_bytes, group_bytes, std::int8_t{0});
     std::fill_n(d + last * nb * G, nb * G, 0.0f);
     if constexpr (Offset != 0) std::fill_n(k + last * nb * G, nb * G, 0);
   }
@@ -482,9 +495,14 @@ inline AmxInput amx_int8_input(const float* x, std::size_t n, std::size_t cols, 
       quantize_int8_input(plain.data(), plain_d.data(), x + v * cols, cols);
       const std::size_t g = v / G, t = v % G;
       for (std::size_t b = 0; b < nb; ++b) {
-        std::int8_t* tile = q + (g * nb + b) * 32 * G + 4 * t;
         const std::int8_t* src = plain.data() + b * kBlockWeights;
-        for (std::size_t i = 0; i < 8; ++i) std::memcpy(tile + 4 * G * i, src + 4 * i, 4);
+        if constexpr (paired) {
+          std::int8_t* tile = q + g * group_bytes + (b / 2) * 1024 + (b % 2) * (8 * 64 + 32) + 4 * t;
+          for (std::size_t i = 0; i < 8; ++i) std::memcpy(tile + 64 * i, src + 4 * i, 4);
+        } else {
+          std::int8_t* tile = q + (g * nb + b) * 32 * G + 4 * t;
+          for (std::size_t i = 0; i < 8; ++i) std::memcpy(tile + 4 * G * i, src + 4 * i, 4);
+        }
         d[(g * nb + b) * G + t] = plain_d[b];
         if constexpr (Offset != 0) k[(g * nb + b) * G + t] = x_offset_term(Offset, src);
       }
@@ -499,26 +517,28 @@ inline AmxInput amx_int8_input(const float* x, std::size_t n, std::size_t cols, 
   return {q, d, k, groups};
 }
 
-// Tiles for m weight rows and groups of G vectors: 0-3 the sums of four blocks (m rows of G
-// int32), 4-5 weight blocks (A: m rows of 32 bytes), 6-7 x's blocks (B: 8 rows of 4 G bytes).
+// Tiles for m weight rows and groups of G vectors: 0-3 sums (m rows of 16 int32: one block of
+// 16 vectors, or two blocks of 8), 4-5 weight blocks (A: m rows of 32 bytes, or 64 paired), 6-7
+// x's blocks (B: 8 rows of 64 bytes, or 16 paired).
 template <std::size_t G>
 inline amx::TileConfig amx_int8_config(std::size_t rows) noexcept {
+  constexpr bool paired = G == 8;
   amx::TileConfig c;
-  for (int t = 0; t < 4; ++t) c.rows[t] = static_cast<std::uint8_t>(rows), c.colsb[t] = 4 * G;
-  for (int t = 4; t < 6; ++t) c.rows[t] = static_cast<std::uint8_t>(rows), c.colsb[t] = 32;
-  for (int t = 6; t < 8; ++t) c.rows[t] = 8, c.colsb[t] = 4 * G;
+  for (int t = 0; t < 4; ++t) c.rows[t] = static_cast<std::uint8_t>(rows), c.colsb[t] = 64;
+  for (int t = 4; t < 6; ++t) c.rows[t] = static_cast<std::uint8_t>(rows), c.colsb[t] = paired ? 64 : 32;
+  for (int t = 6; t < 8; ++t) c.rows[t] = paired ? 16 : 8, c.colsb[t] = 64;
   return c;
 }
 
-// Block `from + T` of the weight rows (a_at(block), a_stride bytes between rows) against x's
-// group tile into sum tile T (A in tile 4 or 5, B in 6 or 7): signed codes by tdpbssd, unsigned
-// ones (blocks with an offset) by tdpbusd. GCC's tile intrinsics paste the tile number into the
-// instruction, so each T is written out.
-#define CALM_AMX_INT8_BLOCK(T, A, B)                                           \
+// Tile product T (sums in tile T, A in tile 4 or 5, B in 6 or 7): the weight rows at
+// a_at(first block), a_stride bytes between rows, against x's tile B at b_at; signed codes by
+// tdpbssd, unsigned ones (blocks with an offset) by tdpbusd. GCC's tile intrinsics paste the
+// tile number into the instruction, so each T is written out.
+#define CALM_AMX_INT8_PRODUCT(T, A, B)                                         \
   do {                                                                         \
     _tile_zero(T);                                                             \
-    _tile_loadd(A, a_at(from + T), static_cast<long>(a_stride));               \
-    _tile_loadd(B, xg + (b0 + from + T) * 32 * G, 4 * G);                      \
+    _tile_loadd(A, a_at(from + T * per_tile), static_cast<long>(a_stride));    \
+    _tile_loadd(B, b_at(from + T * per_tile), 64);                             \
     if constexpr (C::offset == 0)                                              \
       _tile_dpbssd(T, A, B);                                                   \
     else                                                                       \
@@ -528,31 +548,38 @@ inline amx::TileConfig amx_int8_config(std::size_t rows) noexcept {
 // y[v * y_stride + o] for the m <= 16 rows at q (scales d, nb blocks each) and the vectors of
 // x's group g (`count` <= G of them), the configuration of amx_int8_config<G>(m) loaded. Blocks
 // whose codes are stored as bytes (C::kAmxReadsStored) go to tile A from where they are; others
-// are written out as bytes first (C::amx_codes), 8 blocks of the m rows at a time. The f32
-// steps take 16 / G rows per vector (G lanes each). First: the rows come from memory
-// (prefetched kPrefetchBytes ahead, into the rows after them at a row's end); later groups find
-// them in the caches.
+// are written out as bytes first (C::amx_codes), 8 blocks of the m rows at a time. The f32 steps
+// take one f32 vector per row and block (16 vectors' lanes) or, paired (G = 8), per row and two
+// blocks (lanes 8 h + t: block b0 + 2 p + h of vector t, whose partial sum is lane t of
+// accumulator 2 p + h). The tile products of the next 8 blocks are issued before the f32 steps
+// of these (two buffers of sums), so that their loads are in flight meanwhile. First: the first
+// vector group, which streams the rows from memory.
 template <class C, std::size_t G>
 inline void amx_int8_rows(float* y, std::size_t y_stride, const typename C::unit* q,
                           const float* d, std::size_t m, std::size_t nb, AmxInput x,
                           std::size_t g, std::size_t count, bool first) noexcept {
   static_assert(G == 8 || G == 16);
   using Unit = typename C::unit;
-  constexpr std::size_t P = 16 / G;  // rows per vector of the f32 steps
+  constexpr bool paired = G == 8;
+  constexpr std::size_t per_tile = paired ? 2 : 1;                 // blocks per tile product
+  constexpr std::size_t slots = kInt8DotLanes / per_tile;         // accumulators per row
   const std::size_t row = nb * C::units;  // units per row
-  const std::size_t pairs = (m + P - 1) / P;
-  alignas(64) std::int32_t sums[8][16][G];
-  alignas(64) float acc[16 / P][kInt8DotLanes][16];
+  // Sums of two chunks of 8 blocks: the tiles fill one while the f32 steps read the other.
+  alignas(64) std::int32_t sums[2][slots][16][16];
+  alignas(64) float acc[16][slots][16];
   alignas(64) std::int8_t codes[C::kAmxReadsStored ? 1 : 16][kInt8DotLanes * kBlockWeights];
-  if (m % P != 0) std::fill_n(&sums[0][0][0], sizeof(sums) / 4, 0);  // a half-used pair reads zeros
-  for (std::size_t o = 0; o < pairs; ++o)
-    for (std::size_t l = 0; l < kInt8DotLanes; ++l) _mm512_store_ps(acc[o][l], _mm512_setzero_ps());
-  const std::int8_t* xg = x.q + g * nb * 32 * G;
+  for (std::size_t o = 0; o < m; ++o)
+    for (std::size_t l = 0; l < slots; ++l) _mm512_store_ps(acc[o][l], _mm512_setzero_ps());
+  const std::int8_t* xg = x.q + g * nb * 32 * 16;  // a group's bytes: 32 G per block, twice paired
   const float* dg = x.d + g * nb * G;
   const std::int32_t* kg = x.k + g * nb * G;
-  for (std::size_t b0 = 0; b0 < nb; b0 += kInt8DotLanes) {
+  // The tile products of the chunk from block b0 into sums[buf].
+  const auto products = [&](std::size_t b0, std::size_t buf) {
     const std::size_t blocks = nb - b0 < kInt8DotLanes ? nb - b0 : kInt8DotLanes;
-    if (first) {
+    // Unpaired, the rows of the first group come from memory (prefetched kPrefetchBytes ahead,
+    // into the rows after them at a row's end; later groups find them in the caches). Paired,
+    // prefetching measured slower than the hardware's streams alone.
+    if (!paired && first) {
       constexpr std::size_t step = kInt8DotLanes * C::units, line = 64 / sizeof(Unit);
       const std::size_t ahead = kPrefetchBytes / sizeof(Unit), c = b0 * C::units + ahead;
       for (std::size_t o = 0; o < m; ++o)
@@ -567,61 +594,89 @@ inline void amx_int8_rows(float* y, std::size_t y_stride, const typename C::unit
       if constexpr (C::kAmxReadsStored) return q + (b0 + block) * C::units;
       return codes[0] + block * kBlockWeights;
     };
+    const auto b_at = [&](std::size_t block) -> const void* {
+      return xg + (b0 + block) * 32 * 16;  // 8 rows of 16 vectors, or half a paired tile
+    };
     const std::size_t a_stride = C::kAmxReadsStored ? row * sizeof(Unit) : sizeof(codes[0]);
     // GCC 12's tile loads are asm statements that declare no memory input: make every store
     // before them (x's copy, the codes) happen first.
     __asm__ volatile("" ::: "memory");
-    for (std::size_t from = 0; from < blocks; from += 4) {
-      const std::size_t left = blocks - from;
-      CALM_AMX_INT8_BLOCK(0, 4, 6);
-      if (left > 1) CALM_AMX_INT8_BLOCK(1, 5, 7);
-      if (left > 2) CALM_AMX_INT8_BLOCK(2, 4, 6);
-      if (left > 3) CALM_AMX_INT8_BLOCK(3, 5, 7);
-      _tile_stored(0, sums[from], 4 * G);
-      if (left > 1) _tile_stored(1, sums[from + 1], 4 * G);
-      if (left > 2) _tile_stored(2, sums[from + 2], 4 * G);
-      if (left > 3) _tile_stored(3, sums[from + 3], 4 * G);
+    for (std::size_t from = 0; from < blocks; from += 4 * per_tile) {
+      const std::size_t left = (blocks - from) / per_tile;  // paired: nb is even
+      CALM_AMX_INT8_PRODUCT(0, 4, 6);
+      if (left > 1) CALM_AMX_INT8_PRODUCT(1, 5, 7);
+      if (left > 2) CALM_AMX_INT8_PRODUCT(2, 4, 6);
+      if (left > 3) CALM_AMX_INT8_PRODUCT(3, 5, 7);
+      const std::size_t p = from / per_tile;
+      _tile_stored(0, sums[buf][p], 64);
+      if (left > 1) _tile_stored(1, sums[buf][p + 1], 64);
+      if (left > 2) _tile_stored(2, sums[buf][p + 2], 64);
+      if (left > 3) _tile_stored(3, sums[buf][p + 3], 64);
     }
-    // b0 is a multiple of 8: block b0 + k goes to lane k. A vector holds rows P o .. P o + P - 1,
-    // G vectors each.
-    for (std::size_t o = 0; o < pairs; ++o) {
-      const float* dw = d + P * o * nb + b0;
-      for (std::size_t k = 0; k < blocks; ++k) {
-        __m512i si = _mm512_load_si512(&sums[k][P * o][0]);
-        __m512 dx, dwv;
-        if constexpr (G == 16) {
-          dx = _mm512_load_ps(dg + (b0 + k) * G);
-          dwv = _mm512_set1_ps(dw[k]);
-          if constexpr (C::offset != 0) si = _mm512_add_epi32(si, _mm512_load_si512(kg + (b0 + k) * G));
+    __asm__ volatile("" ::: "memory");  // and its tile stores no memory output
+  };
+  // The f32 steps of the chunk from b0 (a multiple of 8: block b0 + k goes to accumulator k),
+  // NP products (0: not known at compile time).
+  const auto f32_steps = [&]<std::size_t NP>(std::size_t b0, std::size_t buf) {
+    const std::size_t blocks = nb - b0 < kInt8DotLanes ? nb - b0 : kInt8DotLanes;
+    const std::size_t np = NP ? NP : blocks / per_tile;
+    // G = 16: block b0 + p's 16 scales of x; paired: blocks b0 + 2p and + 1, 8 each.
+    __m512 dx[slots];
+    __m512i kx[slots];
+#pragma GCC unroll 8
+    for (std::size_t p = 0; p < np; ++p) {
+      dx[p] = _mm512_load_ps(dg + (b0 + per_tile * p) * G);
+      if constexpr (C::offset != 0) kx[p] = _mm512_load_si512(kg + (b0 + per_tile * p) * G);
+    }
+    for (std::size_t o = 0; o < m; ++o) {
+      const float* dw = d + o * nb + b0;
+      __m512 dw8 = _mm512_setzero_ps();  // paired: the row's scales of this chunk's blocks
+      if constexpr (paired)
+        dw8 = _mm512_castps256_ps512(_mm256_maskz_loadu_ps(static_cast<__mmask8>((1u << blocks) - 1), dw));
+#pragma GCC unroll 8
+      for (std::size_t p = 0; p < np; ++p) {
+        __m512i si = _mm512_load_si512(sums[buf][p][o]);
+        if constexpr (C::offset != 0) si = _mm512_add_epi32(si, kx[p]);
+        __m512 dwv;
+        if constexpr (paired) {
+          const int lo = static_cast<int>(2 * p), hi = lo + 1;
+          dwv = _mm512_permutexvar_ps(_mm512_set_epi32(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo), dw8);
         } else {
-          dx = _mm512_broadcast_f32x8(_mm256_load_ps(dg + (b0 + k) * G));
-          // Row P o + 1 of a half-used pair is past m: its scale is never read (lanes unused).
-          const float next = P * o + 1 < m ? dw[nb + k] : 0.0f;
-          dwv = _mm512_insertf32x8(_mm512_set1_ps(dw[k]), _mm256_set1_ps(next), 1);
-          if constexpr (C::offset != 0) {
-            const __m256i kk = _mm256_load_si256(reinterpret_cast<const __m256i*>(kg + (b0 + k) * G));
-            si = _mm512_add_epi32(si, _mm512_inserti64x4(_mm512_castsi256_si512(kk), kk, 1));
-          }
+          dwv = _mm512_set1_ps(dw[p]);
         }
-        const __m512 s = _mm512_cvtepi32_ps(si);
-        _mm512_store_ps(acc[o][k], _mm512_fmadd_ps(s, _mm512_mul_ps(dwv, dx), _mm512_load_ps(acc[o][k])));
+        const __m512 sf = _mm512_cvtepi32_ps(si);
+        _mm512_store_ps(acc[o][p], _mm512_fmadd_ps(sf, _mm512_mul_ps(dwv, dx[p]), _mm512_load_ps(acc[o][p])));
       }
     }
+  };
+  // Software-pipelined: the next chunk's tile loads are in flight while this chunk's f32 steps run.
+  products(0, 0);
+  for (std::size_t b0 = 0, buf = 0; b0 < nb; b0 += kInt8DotLanes, buf ^= 1) {
+    if (b0 + kInt8DotLanes < nb) products(b0 + kInt8DotLanes, buf ^ 1);
+    if (nb - b0 >= kInt8DotLanes)
+      f32_steps.template operator()<slots>(b0, buf);
+    else
+      f32_steps.template operator()<0>(b0, buf);
   }
-  alignas(64) float out[16][16];  // [vector of the f32 steps][lane]
-  for (std::size_t o = 0; o < pairs; ++o) {
-    const auto lane = [&](std::size_t l) { return _mm512_load_ps(acc[o][l]); };
-    const __m512 s = _mm512_add_ps(
-        _mm512_add_ps(_mm512_add_ps(lane(0), lane(4)), _mm512_add_ps(lane(2), lane(6))),
-        _mm512_add_ps(_mm512_add_ps(lane(1), lane(5)), _mm512_add_ps(lane(3), lane(7))));
-    _mm512_store_ps(out[o], s);
+  // The tree ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), per vector lane.
+  alignas(64) float out[16][16];  // [row][vector]
+  for (std::size_t o = 0; o < m; ++o) {
+    const auto slot = [&](std::size_t l) { return _mm512_load_ps(acc[o][l]); };
+    if constexpr (paired) {  // slot p: a_2p in lanes 0-7, a_2p+1 in lanes 8-15
+      const __m512 w = _mm512_add_ps(_mm512_add_ps(slot(0), slot(2)), _mm512_add_ps(slot(1), slot(3)));
+      _mm256_store_ps(out[o], _mm256_add_ps(_mm512_castps512_ps256(w), _mm512_extractf32x8_ps(w, 1)));
+    } else {
+      _mm512_store_ps(out[o], _mm512_add_ps(
+          _mm512_add_ps(_mm512_add_ps(slot(0), slot(4)), _mm512_add_ps(slot(2), slot(6))),
+          _mm512_add_ps(_mm512_add_ps(slot(1), slot(5)), _mm512_add_ps(slot(3), slot(7)))));
+    }
   }
   for (std::size_t t = 0; t < count; ++t)
-    for (std::size_t o = 0; o < m; ++o) y[t * y_stride + o] = out[o / P][(o % P) * G + t];
+    for (std::size_t o = 0; o < m; ++o) y[t * y_stride + o] = out[o][t];
 }
 
 // Y(n, rows) = X(n, cols) W^T on AMX tiles, each row bitwise the other paths' (see above); the
-// rows go to threads in groups of 16, the vectors in groups of 8 (n <= 8) or 16.
+// rows go to threads in groups of 16, the vectors in groups of 8 (n <= 8, blocks paired where a row has an even number) or 16.
 template <class C>
 void matvec_batch_int8_amx(float* y, const typename C::unit* q, const float* d, const float* x,
                            std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool) {
@@ -647,12 +702,12 @@ void matvec_batch_int8_amx(float* y, const typename C::unit* q, const float* d, 
       if (configured != 0) _tile_release();
     });
   };
-  if (n <= 8)
+  if (n <= 8 && (cols / kBlockWeights) % 2 == 0)
     run.template operator()<8>();
   else
     run.template operator()<16>();
 }
-#undef CALM_AMX_INT8_BLOCK
+#undef CALM_AMX_INT8_PRODUCT
 #endif
 }  // namespace detail
 

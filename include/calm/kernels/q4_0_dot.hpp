@@ -35,7 +35,7 @@ struct Int8Q4Blocks {
   // AMX tiles read bytes: a row group's blocks are written out as codes first (amx_codes).
   static constexpr bool kAmxReadsStored = false;
   // One exact pass over n tokens in decode steps, TinyLlama shape, AMX / AVX-512 VNNI (Xeon, L3
-  // 480 MB, 1 thread): n = 4 2.29 / 1.56, 8 2.48 / 3.03, 16 3.16 / 5.72 (a step streams half
+  // 480 MB, 1 thread): n = 4 2.29 / 1.56, 8 2.51 / 2.96, 16 2.86 / 5.56 (a step streams half
   // q8_0's bytes, so the tiles' fixed cost weighs more).
   static constexpr std::size_t kAmxMinVectors = 8;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)

@@ -28,7 +28,8 @@ struct Int8Q8Blocks {
   static constexpr int offset = 0;
   static constexpr bool kAmxReadsStored = true;  // int8 codes, row after row: tile A reads them
   // One exact pass over n tokens in decode steps, TinyLlama shape, AMX / AVX-512 VNNI (Xeon, L3
-  // 480 MB, 1 thread): n = 2 1.37 / 1.12, 4 1.41 / 1.63, 8 1.50 / 2.45, 16 1.84 / 4.20.
+  // 480 MB, 1 thread, paired blocks up to 8 vectors): n = 2 1.28 / 1.17, 4 1.24 / 1.65, 8 1.34 /
+  // 2.40, 16 1.71 / 4.10.
   static constexpr std::size_t kAmxMinVectors = 4;
   [[gnu::always_inline]] static int code(const std::int8_t* block, std::size_t j) noexcept {
     return block[j];
