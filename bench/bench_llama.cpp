@@ -17,11 +17,12 @@ constexpr std::size_t kPromptTokens = 64;
 
 // Decodes one token per iteration after a 64-token prompt (positions 64..64+iterations).
 // Args: threads, weights copied to huge-page memory (1) or read from the file mapping (0).
-void BM_Decode(benchmark::State& state, const calm::bench::ModelShape& shape) {
+void BM_Decode(benchmark::State& state, const calm::bench::ModelShape& shape,
+               calm::WeightFormat weights = calm::WeightFormat::file) {
   const auto threads = static_cast<std::size_t>(state.range(0));
   calm::LlamaSession model = calm::LlamaSession::load(
       calm::bench::random_checkpoint(shape), threads,
-      {.max_context = 2048, .copy_weights = state.range(1) != 0});
+      {.max_context = 2048, .copy_weights = state.range(1) != 0, .weights = weights});
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
   std::vector<float> x(model.hidden_size()), logits(model.vocab_size());
@@ -42,10 +43,11 @@ void BM_Decode(benchmark::State& state, const calm::bench::ModelShape& shape) {
 }
 
 // Prefill of a 64-token prompt: GFLOP/s of the matrix-matrix products (2 · params · tokens).
-void BM_Prefill(benchmark::State& state, const calm::bench::ModelShape& shape) {
+void BM_Prefill(benchmark::State& state, const calm::bench::ModelShape& shape,
+                calm::WeightFormat weights = calm::WeightFormat::file) {
   const auto threads = static_cast<std::size_t>(state.range(0));
   calm::LlamaSession model = calm::LlamaSession::load(calm::bench::random_checkpoint(shape), threads,
-                                                       {.max_context = 2048});
+                                                       {.max_context = 2048, .weights = weights});
   std::vector<int> prompt(kPromptTokens);
   std::iota(prompt.begin(), prompt.end(), 3);
   std::vector<float> x(model.hidden_size());
@@ -73,6 +75,12 @@ BENCHMARK_CAPTURE(BM_Decode, llama32_1b, calm::bench::kLlama32_1B)
 BENCHMARK_CAPTURE(BM_Decode, small, calm::bench::kSmall)
     ->ArgsProduct({{1, 2}, {1, 0}})->ArgNames({"threads", "copy"})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Prefill, tinyllama, calm::bench::kTinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
+// The same checkpoint on the bf16 dot product (WeightFormat::bf16_dot: AMX-BF16 tiles where the
+// process may, for decoding too; the vdpbf16ps chain elsewhere).
+BENCHMARK_CAPTURE(BM_Decode, tinyllama_bf16_dot, calm::bench::kTinyLlama, calm::WeightFormat::bf16_dot)
+    ->ArgsProduct({{1, 2}, {1}})->ArgNames({"threads", "copy"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Prefill, tinyllama_bf16_dot, calm::bench::kTinyLlama, calm::WeightFormat::bf16_dot)
+    ->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Prefill, small, calm::bench::kSmall)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -37,16 +37,15 @@ if [[ ! -f $scratch/tinyllama-q8_0.gguf ]]; then
 fi
 [[ -f $scratch/tinyllama-q4_0.gguf ]] ||
   "$peer/build/bin/llama-quantize" "$scratch/tinyllama-bf16.gguf" "$scratch/tinyllama-q4_0.gguf" q4_0
-# Alternately: llama.cpp bf16, calm bf16, llama.cpp q8_0, calm q8_0 (and q8_0_dot's prefill),
-# llama.cpp q4_0, calm q4_0 (and q4_0_dot's prefill); THREADS threads; decode and a 64-token
-# prefill.
+# Alternately: llama.cpp bf16, calm bf16 and bf16_dot, llama.cpp q8_0, calm q8_0 and q8_0_dot,
+# llama.cpp q4_0, calm q4_0 and q4_0_dot; THREADS threads; decode and a 64-token prefill.
 for ((r = 1; r <= rounds; ++r)); do
   echo "== round $r, $t thread(s)"
   "$peer/build/bin/llama-bench" -m "$scratch/tinyllama-bf16.gguf" -t "$t" -p 64 -n 32 -r 3 | grep -E 'pp64|tg32'
   "$calm_build/bench/bench_llama" --benchmark_min_time=2 \
-    --benchmark_filter="BM_(Decode/tinyllama/threads:$t/copy:1|Prefill/tinyllama/threads:$t)/" | grep BM_
+    --benchmark_filter="BM_(Decode/tinyllama(_bf16_dot)?/threads:$t/copy:1|Prefill/tinyllama(_bf16_dot)?/threads:$t)/" | grep BM_
   "$peer/build/bin/llama-bench" -m "$scratch/tinyllama-q8_0.gguf" -t "$t" -p 64 -n 32 -r 3 | grep -E 'pp64|tg32'
-  "$calm_build/bench/bench_q8_0" --benchmark_filter="BM_(DecodeQ8|PrefillQ8|PrefillQ8Dot)_TinyLlama/threads:$t/" | grep BM_
+  "$calm_build/bench/bench_q8_0" --benchmark_filter="BM_(DecodeQ8|DecodeQ8DotVsQ8|PrefillQ8|PrefillQ8Dot)_TinyLlama/threads:$t/" | grep BM_
   "$peer/build/bin/llama-bench" -m "$scratch/tinyllama-q4_0.gguf" -t "$t" -p 64 -n 32 -r 3 | grep -E 'pp64|tg32'
-  "$calm_build/bench/bench_q8_0" --benchmark_filter="BM_(DecodeQ4|PrefillQ4|PrefillQ4Dot)_TinyLlama/threads:$t/" | grep BM_
+  "$calm_build/bench/bench_q8_0" --benchmark_filter="BM_(DecodeQ4|DecodeQ4DotVsQ4|PrefillQ4|PrefillQ4Dot)_TinyLlama/threads:$t/" | grep BM_
 done
