@@ -398,9 +398,9 @@ BENCHMARK(BM_PrefillQ4DotAmx_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Uni
 BENCHMARK(BM_PrefillQ4_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DecodeQ8DotVsQ8_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 BENCHMARK(BM_VerifyCostTinyLlamaQ8)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->ArgName("n")->Iterations(5)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_VerifyCostTinyLlamaQ8Dot)->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}})->ArgNames({"n", "amx"})->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_VerifyCostTinyLlamaQ8Dot)->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}, {1, 2}})->ArgNames({"n", "amx", "threads"})->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DecodeQ4DotVsQ4_TinyLlama)->Arg(1)->Arg(2)->ArgName("threads")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
-BENCHMARK(BM_VerifyCostTinyLlamaQ4Dot)->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}})->ArgNames({"n", "amx"})->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_VerifyCostTinyLlamaQ4Dot)->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}, {1, 2}})->ArgNames({"n", "amx", "threads"})->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Matvec)->Args({2048, 5632})->Args({5632, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -507,8 +507,8 @@ BENCHMARK(BM_VerifyCostTinyLlama)
     ->ArgNames({"n", "matvec"})
     ->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_VerifyCostTinyLlamaBf16Dot)
-    ->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}})
-    ->ArgNames({"n", "amx"})
+    ->ArgsProduct({{1, 2, 4, 8, 16}, {1, 0}, {1, 2}})
+    ->ArgNames({"n", "amx", "threads"})
     ->Iterations(5)->Unit(benchmark::kMillisecond);
 
 BENCHMARK(BM_SiblingStatic)

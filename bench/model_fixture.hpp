@@ -34,9 +34,9 @@ inline std::vector<std::vector<int>> bundled_test_prompts(std::size_t count,
 // with `products`, over one decode step's time, interleaved, after a 64-token prompt. Counters
 // pass_over_step, per_token_over_step, step_ms.
 inline void verify_cost(benchmark::State& state, const std::shared_ptr<const LlamaModel>& model,
-                        Products products) {
+                        Products products, std::size_t threads = 1) {
   const std::size_t n = std::size_t(state.range(0));
-  LlamaSession s(model);
+  LlamaSession s(model, {.pool = threads > 1 ? std::make_shared<ThreadPool>(threads) : nullptr});
   const std::size_t h = model->hidden_size(), L = model->num_layers();
   std::vector<int> prompt(64);
   std::iota(prompt.begin(), prompt.end(), 3);
@@ -64,12 +64,13 @@ inline void verify_cost(benchmark::State& state, const std::shared_ptr<const Lla
 }
 
 // verify_cost with range(1) choosing the unit (1: AMX tiles where the process may; 0: the
-// AVX-512 kernels). For the int8 formats only the unit changes; for bf16_dot the arithmetic
-// changes with it, step and pass alike. Counter amx: whether the tiles could run.
+// AVX-512 kernels) and range(2) the threads. For the int8 formats only the unit changes; for
+// bf16_dot the arithmetic changes with it, step and pass alike. Counter amx: whether the tiles
+// could run.
 inline void verify_cost_amx(benchmark::State& state, const std::shared_ptr<const LlamaModel>& model,
                             Products products) {
   kernels::amx::enable(state.range(1) != 0);
-  verify_cost(state, model, products);
+  verify_cost(state, model, products, std::size_t(state.range(2)));
   state.counters["amx"] = kernels::amx::usable();
   kernels::amx::enable(true);
 }
