@@ -94,6 +94,24 @@ std::vector<float> inputs(std::size_t n, std::mt19937& rng, bool specials) {
   return x;
 }
 
+// Path P's gathered rows (in any order, one twice) and two segments sharing x_0 in one pass
+// (pool's threads): each the bits of its row in `alone` (x_0's rows computed alone).
+template <DotPath P>
+void check_gather_and_segments(const std::vector<bf16>& w, const std::vector<float>& x,
+                               std::size_t rows, std::size_t cols, const float* alone,
+                               calm::ThreadPool* pool) {
+  const std::vector<std::uint32_t> picked = {std::uint32_t(rows - 1), 0, 0, std::uint32_t(rows / 2)};
+  std::vector<float> g(picked.size());
+  k::matvec_gather_bf16_dot<P>(g.data(), w.data(), x.data(), picked, cols);
+  for (std::size_t i = 0; i < picked.size(); ++i) CHECK(bits(g[i]) == bits(alone[picked[i]]));
+  std::vector<float> ya(rows), yb(rows);
+  const calm::kernels::MatvecSegment<bf16> segs[] = {{ya.data(), w.data(), rows},
+                                                     {yb.data(), w.data(), rows}};
+  k::matvec_bf16_dot<P>(std::span(segs), x.data(), cols, pool);
+  CHECK(std::memcmp(ya.data(), alone, rows * 4) == 0);
+  CHECK(std::memcmp(yb.data(), alone, rows * 4) == 0);
+}
+
 }  // namespace
 
 TEST_CASE("round_to_bf16: nearest even, denormals to zero, NaN and infinities kept") {
@@ -189,19 +207,7 @@ TEST_CASE("bf16 dot: every path gives the scalar twin's bits, rows of a batch ar
                 CHECK(std::memcmp(batch.data(), twin.data(), m * rows * 4) == 0);
               }
             }
-            // A few rows, in any order: each the bits of its row in matvec.
-            const std::vector<std::uint32_t> picked = {std::uint32_t(rows - 1), 0, 0};
-            std::vector<float> g(picked.size());
-            k::matvec_gather_bf16_dot<P>(g.data(), w.data(), x.data(), picked, cols);
-            for (std::size_t i = 0; i < picked.size(); ++i)
-              CHECK(bits(g[i]) == bits(twin[picked[i]]));
-            // Segments: two matrices sharing x in one pass, each its own matvec's bits.
-            std::vector<float> ya(rows), yb(rows);
-            const calm::kernels::MatvecSegment<bf16> segs[] = {{ya.data(), w.data(), rows},
-                                                               {yb.data(), w.data(), rows}};
-            k::matvec_bf16_dot<P>(std::span(segs), x.data(), cols, &two);
-            CHECK(std::memcmp(ya.data(), twin.data(), rows * 4) == 0);
-            CHECK(std::memcmp(yb.data(), twin.data(), rows * 4) == 0);
+            check_gather_and_segments<P>(w, x, rows, cols, twin.data(), &two);
           });
         }
       }
@@ -288,16 +294,7 @@ TEST_CASE("bf16 dot on AMX tiles: every row of a batch is the row alone, near th
             k::matvec_batch_bf16_dot<DotPath::amx>(batch.data(), w.data(), x.data(), m, rows, cols, pool);
             REQUIRE(std::memcmp(batch.data(), alone.data(), m * rows * 4) == 0);
           }
-        const std::vector<std::uint32_t> picked = {std::uint32_t(rows - 1), 0, 0, std::uint32_t(rows / 2)};
-        std::vector<float> g(picked.size());
-        k::matvec_gather_bf16_dot<DotPath::amx>(g.data(), w.data(), x.data(), picked, cols);
-        for (std::size_t i = 0; i < picked.size(); ++i) CHECK(bits(g[i]) == bits(alone[picked[i]]));
-        std::vector<float> ya(rows), yb(rows);
-        const calm::kernels::MatvecSegment<bf16> segs[] = {{ya.data(), w.data(), rows},
-                                                           {yb.data(), w.data(), rows}};
-        k::matvec_bf16_dot<DotPath::amx>(std::span(segs), x.data(), cols, &three);
-        CHECK(std::memcmp(ya.data(), alone.data(), rows * 4) == 0);
-        CHECK(std::memcmp(yb.data(), alone.data(), rows * 4) == 0);
+        check_gather_and_segments<DotPath::amx>(w, x, rows, cols, alone.data(), &three);
       }
     }
   }

@@ -14,6 +14,7 @@
 // same bf16 activations, the tile unit's own f32 accumulation; docs/design.md §16).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -26,6 +27,7 @@
 #include "calm/core/thread_pool.hpp"
 #include "calm/kernels/amx.hpp"
 #include "calm/kernels/bf16_amx.hpp"
+#include "calm/kernels/bf16_dot.hpp"
 #include "calm/kernels/load.hpp"
 #include "calm/kernels/matvec.hpp"
 #include "calm/kernels/row_groups.hpp"
@@ -300,15 +302,9 @@ inline void bf16_tile_rows(int nr, float* y, std::size_t y_stride, const std::ui
 inline void round_to_bf16(std::uint16_t* out, const float* x, std::size_t n, std::size_t cols,
                           std::size_t x_stride) noexcept {
   for (std::size_t t = 0; t < n; ++t) {
-    const float* src = x + t * cols;
     std::uint16_t* dst = out + t * x_stride;
-    std::size_t c = 0;
-    for (; c + 32 <= cols; c += 32) {
-      const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + c + 16), _mm512_loadu_ps(src + c));
-      _mm512_storeu_si512(dst + c, (__m512i)b);
-    }
-    for (; c < cols; ++c) dst[c] = to_bf16(src[c]).bits;
-    for (; c < x_stride; ++c) dst[c] = 0;
+    kernels::round_to_bf16(dst, x + t * cols, cols);  // bf16_dot.hpp's rounding, 32 at a time
+    std::fill(dst + cols, dst + x_stride, std::uint16_t{0});
   }
 }
 
