@@ -1,8 +1,9 @@
 // The block-format kernels (kernels/blocks.hpp) over every codec (q8_0, q4_0): matvec against
 // the exact product of the dequantized weights and against the scalar twin, over rows, cols
 // and misalignment; the same bits for any thread count, segmenting, batch size and gather; the
-// row dequantization exact; and the prefill (matmul_blocks: f32 panels and tiles) against the
-// exact product within f32 rounding, bitwise across thread counts.
+// row dequantization exact; and the prefill (matmul_blocks: f32 panels and tiles, and on AMX-BF16
+// the weights dequantized to bf16 on tiles) against the exact product of what each path
+// multiplies, within f32 rounding, bitwise across thread counts.
 #include <calm/core/thread_pool.hpp>
 #include <calm/kernels/q4_0.hpp>
 #include <calm/kernels/blocks.hpp>
@@ -187,8 +188,21 @@ TEST_CASE("block quantizers: scales too small for a finite reciprocal give zero 
   CHECK(kk[0] == 0);
 }
 
+namespace {
+
+// Switches the AMX kernels off for a scope (and back on, also when a check throws).
+struct AmxOff {
+  AmxOff() { k::amx::enable(false); }
+  ~AmxOff() { k::amx::enable(true); }
+  AmxOff(const AmxOff&) = delete;
+  AmxOff& operator=(const AmxOff&) = delete;
+};
+
+}  // namespace
+
 TEST_CASE_TEMPLATE("matmul_blocks (prefill) against the exact product, within f32 rounding", C,
                    k::Q8Codec, k::Q4Codec) {
+  const AmxOff f32_paths;  // AMX-BF16's tiles are checked below
   for (std::size_t n : {1u, 7u, 8u, 9u, 33u}) {  // below and above the tiles' 8 tokens
     for (std::size_t rows : {1u, 5u, 64u, 301u}) {
       for (std::size_t cols : {32u, 64u, 2080u}) {
@@ -219,3 +233,49 @@ TEST_CASE_TEMPLATE("matmul_blocks (prefill) against the exact product, within f3
     }
   }
 }
+
+#if CALM_AMX_BF16_BUILT
+// On AMX-BF16 (n >= kAmxBf16MinTokens) the prefill multiplies bf16(d_b * w_j) by bf16(x) and sums
+// in f32: against that exact product (the roundings written out in scalar code) within f32
+// rounding, whatever the row and token counts around the 16- and 32-row tiles; bitwise across
+// thread counts; and against the unrounded product within the two bf16 roundings (2^-8 per
+// product).
+TEST_CASE_TEMPLATE("matmul_blocks on AMX-BF16 tiles: the product of the bf16-rounded weights and x", C,
+                   k::Q8Codec, k::Q4Codec) {
+  if (!k::amx::bf16_usable()) {
+    MESSAGE("no AMX-BF16 in this process: matmul_blocks runs the f32 tiles (checked above)");
+    return;
+  }
+  calm::ThreadPool three(3);
+  for (std::size_t n : {8u, 9u, 17u, 33u}) {
+    for (std::size_t rows : {1u, 5u, 16u, 17u, 33u, 64u, 301u}) {
+      for (std::size_t cols : {32u, 64u, 2080u}) {
+        CAPTURE(n);
+        CAPTURE(rows);
+        CAPTURE(cols);
+        REQUIRE(k::detail::blocks_on_amx(n, rows));
+        const Quantized<C> m(random_floats(rows * cols, 41, 0.05f), rows, cols);
+        const std::vector<float> x = random_floats(n * cols, 42);
+        std::vector<float> y(n * rows), y3(n * rows);
+        k::matmul_blocks<C>(y.data(), m.q.data(), m.d.data(), x.data(), n, rows, cols);
+        k::matmul_blocks<C>(y3.data(), m.q.data(), m.d.data(), x.data(), n, rows, cols, &three);
+        CHECK(std::memcmp(y.data(), y3.data(), y.size() * 4) == 0);
+        for (std::size_t t = 0; t < n; ++t)
+          for (std::size_t r = 0; r < rows; ++r) {
+            double rounded = 0, exact = 0, mag = 0;
+            for (std::size_t c = 0; c < cols; ++c) {
+              const float w = static_cast<float>(m.weight(r, c)), xc = x[t * cols + c];
+              const double p = double(calm::to_float(calm::to_bf16(w))) * calm::to_float(calm::to_bf16(xc));
+              rounded += p;
+              exact += double(w) * xc;
+              mag += std::fabs(p);
+            }
+            const float got = y[t * rows + r];
+            CHECK(std::fabs(got - rounded) <= calm::test::sum_tolerance(cols, float(mag)));
+            CHECK(std::fabs(got - exact) <= 0x1p-8 * mag + calm::test::sum_tolerance(cols, float(mag)));
+          }
+      }
+    }
+  }
+}
+#endif

@@ -8,6 +8,7 @@
 #include <calm/kernels/matmul.hpp>
 #include <calm/kernels/matvec.hpp>
 #include <calm/kernels/q8_0.hpp>
+#include <calm/kernels/q8_0_dot.hpp>
 
 #include <doctest/doctest.h>
 
@@ -181,6 +182,27 @@ TEST_CASE("formats: a q8_0 Linear runs the q8_0 kernels bit for bit") {
         return k::dequantize_row_q8_0(y, q + 3 * cols, d + 3 * (cols / k::kQ8Block), cols);
     }
   });
+}
+
+TEST_CASE("formats: q8_0_dot's prefill is the blocks on AMX-BF16 from 16 tokens where the process may, else its batch") {
+  const std::size_t rows = 37, cols = 128;
+  const Weights<calm::bf16> w(rows, cols, 4);
+  calm::Linear lin = q8(w.q, w.d, rows, cols);
+  lin.format = f::Id::q8_0_dot;
+  std::mt19937 rng(9);
+  for (std::size_t n : {8u, 15u, 16u, 17u}) {  // around kAmxPrefillMinTokens
+    CAPTURE(n);
+    std::vector<float> x(n * cols), a(n * rows), b(n * rows, 1.0f);
+    calm::test::fill(x.data(), x.size(), rng);
+    lin.apply_batch(a.data(), x.data(), n, nullptr);
+#if CALM_AMX_BF16_BUILT
+    if (n >= f::Q8_0Dot::kAmxPrefillMinTokens && k::detail::blocks_on_amx(n, rows))
+      k::detail::matmul_blocks_amx<k::Q8Codec>(b.data(), w.q.data(), w.d.data(), x.data(), n, rows, cols, nullptr);
+    else
+#endif
+      k::matvec_batch_int8_dot<k::Int8Q8Blocks>(b.data(), w.q.data(), w.d.data(), x.data(), n, rows, cols);
+    CHECK(same(a, b));
+  }
 }
 
 TEST_CASE("formats: apply_shared_input gives each output's own apply, in every format") {

@@ -446,7 +446,66 @@ void matvec_batch_blocks(float* y, const typename C::unit* q, const float* d, co
   run(x);
 }
 
-// Y(n, rows) = X(n, cols) W^T, the prefill product. With AVX2 or AVX-512 and at least
+namespace detail {
+
+#if defined(__AVX512BF16__)
+// out(m, cols) := bf16(d_b * w_j) for the m rows at q, d, round to nearest even (d_b * w_j itself
+// is exact in f32): a relative error <= 2^-9 per weight on top of the format's.
+template <class C>
+inline void dequantize_rows_bf16(std::uint16_t* out, const typename C::unit* q, const float* d,
+                                 std::size_t m, std::size_t cols) noexcept {
+  using Arch = xsimd::default_arch;
+  static_assert(kIsAvx512<Arch> && fbatch<Arch>::size * 2 == kBlockWeights);
+  const std::size_t nb = cols / kBlockWeights;
+  for (std::size_t r = 0; r < m; ++r)
+    for (std::size_t b = 0; b < nb; ++b) {
+      fbatch<Arch> w[2];
+      C::template decode<Arch>(q + (r * nb + b) * C::units, w);
+      const __m512 scale = _mm512_set1_ps(d[r * nb + b]);
+      const __m512bh pairs = _mm512_cvtne2ps_pbh(_mm512_mul_ps(w[1], scale), _mm512_mul_ps(w[0], scale));
+      _mm512_storeu_si512(out + r * cols + b * kBlockWeights, reinterpret_cast<const __m512i&>(pairs));
+    }
+}
+#endif
+
+#if CALM_AMX_BF16_BUILT
+// The prefill of a block format on AMX-BF16 tiles: W dequantized to bf16 (dequantize_rows_bf16)
+// 32 rows at a time into this thread's panel, which stays in L2 while every token passes over it
+// (bf16_amx.hpp's block: 32 rows by 32 tokens a pass); X rounded to bf16 once per call, as the
+// bf16 prefill does. Each weight is decoded once per call, not once per token, and the products
+// run on the tile unit instead of per-block integer sums and f32 steps. The numerics are the
+// bf16 prefill's on the dequantized weights: not decode's (prefill never is), and every output is
+// computed by one thread, so the results do not depend on the thread count.
+template <class C>
+inline void matmul_blocks_amx(float* y, const typename C::unit* q, const float* d, const float* x,
+                              std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool) {
+  thread_local AlignedBuffer<std::uint16_t> x_bf16;  // the caller's; tasks get `packed`
+  x_bf16.reserve_discard(n * cols);
+  round_to_bf16(x_bf16.data(), x, n, cols, cols);
+  const std::uint16_t* packed = amx_bf16::pack(x_bf16.data(), cols, n, cols);
+  const std::size_t nb = cols / kBlockWeights, block_rows = amx_bf16::kBlockRows;
+  split_groups((rows + block_rows - 1) / block_rows, pool, [&](std::size_t b0, std::size_t b1) {
+    thread_local AlignedBuffer<std::uint16_t> panel;
+    panel.reserve_discard(block_rows * cols);
+    amx_bf16::Tiles tiles;
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t r = block_rows * b, m = rows - r < block_rows ? rows - r : block_rows;
+      dequantize_rows_bf16<C>(panel.data(), q + r * nb * C::units, d + r * nb, m, cols);
+      amx_bf16::block(y + r, rows, panel.data(), m, cols, packed, n, tiles);
+    }
+  });
+}
+
+// Whether a block format's prefill of n tokens takes matmul_blocks_amx.
+inline bool blocks_on_amx(std::size_t n, std::size_t rows) noexcept {
+  return n >= kAmxBf16MinTokens && rows > 0 && amx::bf16_usable();
+}
+#endif
+
+}  // namespace detail
+
+// Y(n, rows) = X(n, cols) W^T, the prefill product. Where the process may use AMX-BF16 and at
+// least kAmxBf16MinTokens tokens, on its tiles (detail::matmul_blocks_amx). With AVX2 or AVX-512 and at least
 // kMatmulTileMinTokens tokens it runs matmul.hpp's register-blocked f32 tiles, each micro-panel
 // (16 rows x 256 columns on AVX2) decoded from the blocks straight into L1 scratch and then
 // transposed as a dense panel is: every weight is decoded once per call instead of once per
@@ -457,6 +516,10 @@ void matvec_batch_blocks(float* y, const typename C::unit* q, const float* d, co
 template <class C, class Arch = xsimd::default_arch>
 void matmul_blocks(float* y, const typename C::unit* q, const float* d, const float* x,
                    std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
+#if CALM_AMX_BF16_BUILT
+  if constexpr (detail::kIsAvx512<Arch>)
+    if (detail::blocks_on_amx(n, rows)) return detail::matmul_blocks_amx<C>(y, q, d, x, n, rows, cols, pool);
+#endif
   if constexpr (detail::kHasTiledMatmul<Arch>) {
     if (n >= detail::kMatmulTileMinTokens && rows > 0) {
       detail::split_rows(rows, pool, [&](std::size_t r0, std::size_t r1) {

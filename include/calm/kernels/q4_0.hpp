@@ -13,7 +13,8 @@
 // The kernels are kernels/blocks.hpp's with this codec (Q4Codec). Decode quantizes x to int8 blocks and
 // takes integer dot products (the error of x's quantization is a fifteenth of the 4-bit
 // weights'; docs/design.md §13); prefill keeps x in f32 and decodes micro-panels of W for
-// matmul.hpp's tiles (matmul_blocks).
+// matmul.hpp's tiles (matmul_blocks), or where the process may use AMX-BF16 dequantizes W to bf16
+// for its tiles (matmul_blocks_amx: x rounded to bf16, as the bf16 prefill does).
 #pragma once
 
 #include <cmath>

@@ -23,11 +23,12 @@
 // same order whatever the grouping, the thread count or the number of vectors (matvec_batch),
 // so the results are bitwise independent of all three.
 //
-// matmul_q8_0, Y = X W^T for a block of tokens (prefill), is compute-bound: with AVX-512 BF16 it
-// dequantizes panels of W to bf16 (d * q rounded to nearest even, a relative error <= 2^-9 per
-// weight on top of q8_0's) and runs matmul.hpp's vdpbf16ps tiles on them, which round X to
-// bf16 as the bf16 prefill does; elsewhere blocks.hpp's f32 panels (matmul_blocks), and for
-// fewer than 8 tokens matvec_batch_q8_0.
+// matmul_q8_0, Y = X W^T for a block of tokens (prefill), is compute-bound: where the process may
+// use AMX-BF16, blocks.hpp's matmul_blocks_amx (W dequantized to bf16 32 rows at a time, on
+// tiles); else with AVX-512 BF16 it dequantizes panels of W to bf16 (d * q rounded to nearest
+// even, a relative error <= 2^-9 per weight on top of q8_0's) and runs matmul.hpp's vdpbf16ps
+// tiles on them, which round X to bf16 as the bf16 prefill does; elsewhere blocks.hpp's f32
+// panels (matmul_blocks), and for fewer than 8 tokens matvec_batch_q8_0.
 #pragma once
 
 #include <cmath>
@@ -156,22 +157,6 @@ namespace detail {
 
 #if defined(__AVX512BF16__)
 
-// out(rows, cols) := bf16(d_b * q_j), round to nearest even (d * q itself is exact in f32).
-inline void dequantize_rows_bf16(std::uint16_t* out, const std::int8_t* q, const float* d,
-                                 std::size_t rows, std::size_t cols) noexcept {
-  const std::size_t nb = cols / kQ8Block;
-  for (std::size_t r = 0; r < rows; ++r)
-    for (std::size_t b = 0; b < nb; ++b) {
-      const std::int8_t* qb = q + r * cols + b * kQ8Block;
-      const __m512 scale = _mm512_set1_ps(d[r * nb + b]);
-      const __m512 lo = _mm512_mul_ps(
-          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qb)))), scale);
-      const __m512 hi = _mm512_mul_ps(
-          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qb + 16)))), scale);
-      _mm512_storeu_si512(out + r * cols + b * kQ8Block, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-    }
-}
-
 // Rows per dequantized panel: 256 KiB of bf16, in L2 while all tokens pass over it.
 inline std::size_t q8_panel_rows(std::size_t cols) noexcept {
   const std::size_t p = (std::size_t{1} << 17) / (cols ? cols : 1) / kMatvecRows * kMatvecRows;
@@ -255,6 +240,10 @@ void matvec_batch_q8_0(float* y, const std::int8_t* q, const float* d, const flo
 template <class Arch = xsimd::default_arch>
 void matmul_q8_0(float* y, const std::int8_t* q, const float* d, const float* x, std::size_t n,
                  std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
+#if CALM_AMX_BF16_BUILT
+  if constexpr (detail::kIsAvx512<Arch>)
+    if (detail::blocks_on_amx(n, rows)) return detail::matmul_blocks_amx<Q8Codec>(y, q, d, x, n, rows, cols, pool);
+#endif
 #if defined(__AVX512BF16__)
   if constexpr (detail::kIsAvx512<Arch>) {
     if (n >= kQ8MatmulMinTokens && rows > 0) {
@@ -270,7 +259,7 @@ void matmul_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
         w_bf16.reserve_discard(panel * cols);
         for (std::size_t p = r0; p < r1; p += panel) {
           const std::size_t m = r1 - p < panel ? r1 - p : panel;
-          detail::dequantize_rows_bf16(w_bf16.data(), q + p * cols, d + p * nb, m, cols);
+          detail::dequantize_rows_bf16<Q8Codec>(w_bf16.data(), q + p * cols, d + p * nb, m, cols);
           detail::matmul_rows_bf16(y + p, reinterpret_cast<const bf16*>(w_bf16.data()), x_rounded,
                                    x_stride, n, 0, m, rows, cols);
         }
