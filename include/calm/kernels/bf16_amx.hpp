@@ -103,10 +103,25 @@ class Tiles {
   std::size_t m0_ = 0, m1_ = 0, c0_ = 0, c1_ = 0;
 };
 
+// No work between the tile steps of a block.
+struct NoWork {
+  void operator()() const noexcept {}
+};
+
+// How many times block(..., between) calls `between` for n vectors of cols columns: once per
+// 32-column step of each pass.
+inline std::size_t block_steps(std::size_t n, std::size_t cols) noexcept {
+  return (n + 2 * kTileVectors - 1) / (2 * kTileVectors) * (cols / 32);
+}
+
 // Rows [0, m) (m <= 32) of a weight block w (row stride cols) times all n packed vectors:
 // y[t * y_stride + i] for row i and vector t. Two row groups and two vector groups per pass.
+// between() runs after each step's tile products are issued (block_steps times in all): vector
+// work placed there runs while the tile unit computes.
+template <class Between = NoWork>
 inline void block(float* y, std::size_t y_stride, const std::uint16_t* w, std::size_t m,
-                  std::size_t cols, const std::uint16_t* packed, std::size_t n, Tiles& tiles) {
+                  std::size_t cols, const std::uint16_t* packed, std::size_t n, Tiles& tiles,
+                  Between&& between = {}) {
   const std::size_t steps = cols / 32, groups = (n + kTileVectors - 1) / kTileVectors;
   const std::size_t m0 = m < kTileRows ? m : kTileRows, m1 = m - m0;
   const long w_stride = static_cast<long>(cols * 2);
@@ -139,6 +154,7 @@ inline void block(float* y, std::size_t y_stride, const std::uint16_t* w, std::s
         _tile_dpbf16ps(CALM_AMX_C2, CALM_AMX_A1, CALM_AMX_B0);
         if (c1) _tile_dpbf16ps(CALM_AMX_C3, CALM_AMX_A1, CALM_AMX_B1);
       }
+      between();
     }
     _tile_stored(CALM_AMX_C0, c[0], 64);
     if (c1) _tile_stored(CALM_AMX_C1, c[1], 64);

@@ -259,7 +259,7 @@ void matmul_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
         w_bf16.reserve_discard(panel * cols);
         for (std::size_t p = r0; p < r1; p += panel) {
           const std::size_t m = r1 - p < panel ? r1 - p : panel;
-          detail::dequantize_rows_bf16<Q8Codec>(w_bf16.data(), q + p * cols, d + p * nb, m, cols);
+          detail::dequantize_blocks_bf16<Q8Codec>(w_bf16.data(), q + p * cols, d + p * nb, m * nb);
           detail::matmul_rows_bf16(y + p, reinterpret_cast<const bf16*>(w_bf16.data()), x_rounded,
                                    x_stride, n, 0, m, rows, cols);
         }
