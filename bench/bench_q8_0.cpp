@@ -157,8 +157,9 @@ void BM_PrefillQuantized(benchmark::State& state, const Quantized& quantized) {
 void BM_PrefillQ8_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ8); }
 void BM_PrefillQ8Dot_TinyLlama(benchmark::State& state) { BM_PrefillQuantized(state, kQ8Dot); }
 
-// An int8-dot format's prefill of a 64-token prompt with its batches on AMX tiles and on the
-// AVX-512 kernels (amx::enable), alternately; the outputs are the same bits. Counters:
+// An int8-dot format's prefill of a 64-token prompt on AMX (its blocks dequantized to bf16 on
+// AMX-BF16 tiles, kernels/blocks.hpp) and on the AVX-512 int8 kernels (amx::enable),
+// alternately; within the bf16 prefill's tolerance of each other, not the same bits. Counters:
 // amx_prompt_tok/s, avx512_prompt_tok/s, amx_over_avx512; amx 0 where the process may not use
 // AMX (then both turns run the AVX-512 kernels).
 void BM_PrefillDotAmx(benchmark::State& state, calm::WeightFormat format) {
