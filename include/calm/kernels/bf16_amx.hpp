@@ -49,14 +49,15 @@ inline const std::uint16_t* pack(const std::uint16_t* x, std::size_t x_stride, s
   for (std::size_t g = 0; g < groups; ++g) {
     const std::size_t c = group_size(g, n);
     std::uint32_t* dst = reinterpret_cast<std::uint32_t*>(out + group_offset(g, cols));
-    for (std::size_t t = 0; t < c; ++t) {
-      const std::uint16_t* src = x + (kTileVectors * g + t) * x_stride;
-      for (std::size_t q = 0; q < cols / 2; ++q) {
+    const std::uint16_t* src = x + kTileVectors * g * x_stride;
+    // Written in order (c sources read side by side): a vector at a time, each store went to
+    // another line (8% of q8_0_dot's prefill in perf).
+    for (std::size_t q = 0; q < cols / 2; ++q)
+      for (std::size_t t = 0; t < c; ++t) {
         std::uint32_t pair;
-        __builtin_memcpy(&pair, src + 2 * q, 4);
+        __builtin_memcpy(&pair, src + t * x_stride + 2 * q, 4);
         dst[q * c + t] = pair;
       }
-    }
   }
   return out;
 }
