@@ -184,7 +184,7 @@ TEST_CASE("formats: a q8_0 Linear runs the q8_0 kernels bit for bit") {
   });
 }
 
-TEST_CASE("formats: q8_0_dot's prefill is the blocks on AMX-BF16 from 16 tokens where the process may, else its batch") {
+TEST_CASE("formats: q8_0_dot's prefill is AMX-BF16 tiles from 16 tokens where it may, else its batch") {
   const std::size_t rows = 37, cols = 128;
   const Weights<calm::bf16> w(rows, cols, 4);
   calm::Linear lin = q8(w.q, w.d, rows, cols);
@@ -197,10 +197,12 @@ TEST_CASE("formats: q8_0_dot's prefill is the blocks on AMX-BF16 from 16 tokens 
     lin.apply_batch(a.data(), x.data(), n, nullptr);
 #if CALM_AMX_BF16_BUILT
     if (n >= f::Q8_0Dot::kAmxPrefillMinTokens && k::detail::blocks_on_amx(n, rows))
-      k::detail::matmul_blocks_amx<k::Q8Codec>(b.data(), w.q.data(), w.d.data(), x.data(), n, rows, cols, nullptr);
+      k::detail::matmul_blocks_amx<k::Q8Codec>(b.data(), w.q.data(), w.d.data(), x.data(), n, rows,
+                                               cols, nullptr);
     else
 #endif
-      k::matvec_batch_int8_dot<k::Int8Q8Blocks>(b.data(), w.q.data(), w.d.data(), x.data(), n, rows, cols);
+      k::matvec_batch_int8_dot<k::Int8Q8Blocks>(b.data(), w.q.data(), w.d.data(), x.data(), n, rows,
+                                                cols);
     CHECK(same(a, b));
   }
 }

@@ -172,31 +172,40 @@ TEST_CASE("matvec_gather_q8_0: each listed row the bits of matvec_q8_0, the scal
 }
 
 TEST_CASE("matmul_q8_0 (prefill) against the exact product and across thread counts") {
-  for (std::size_t n : {1u, 15u, 16u, 17u, 33u}) {
-    for (std::size_t rows : {1u, 5u, 64u, 301u}) {
-      for (std::size_t cols : {32u, 64u, 2080u}) {
-        CAPTURE(n);
-        CAPTURE(rows);
-        CAPTURE(cols);
-        const Q8Matrix m(random_floats(rows * cols, 31, 0.05f), rows, cols);
-        const std::vector<float> x = random_floats(n * cols, 32);
-        std::vector<float> y(n * rows), y3(n * rows);
-        k::matmul_q8_0(y.data(), m.q.data(), m.d.data(), x.data(), n, rows, cols);
-        calm::ThreadPool pool(3);
-        k::matmul_q8_0(y3.data(), m.q.data(), m.d.data(), x.data(), n, rows, cols, &pool);
-        CHECK(std::memcmp(y.data(), y3.data(), y.size() * 4) == 0);
-        // bf16 panels (AVX-512 BF16, n >= 16) round weights and x to bf16: <= 2^-8 relative
-        // per product; the matvec path is exact to f32 rounding.
-        for (std::size_t t = 0; t < n; ++t)
-          for (std::size_t r = 0; r < rows; ++r) {
-            double exact = 0, mag = 0;
-            for (std::size_t c = 0; c < cols; ++c) {
-              const double p = double(m.d[(r * cols + c) / 32]) * m.q[r * cols + c] * x[t * cols + c];
-              exact += p;
-              mag += std::fabs(p);
+  // Both paths of an AMX-BF16 host: its tiles, and the vdpbf16ps panels (or f32) without them.
+  struct AmxBack {
+    ~AmxBack() { k::amx::enable(true); }
+  } restore;
+  for (bool amx : {true, false}) {
+    CAPTURE(amx);
+    k::amx::enable(amx);
+    for (std::size_t n : {1u, 15u, 16u, 17u, 33u}) {
+      for (std::size_t rows : {1u, 5u, 64u, 301u}) {
+        for (std::size_t cols : {32u, 64u, 2080u}) {
+          CAPTURE(n);
+          CAPTURE(rows);
+          CAPTURE(cols);
+          const Q8Matrix m(random_floats(rows * cols, 31, 0.05f), rows, cols);
+          const std::vector<float> x = random_floats(n * cols, 32);
+          std::vector<float> y(n * rows), y3(n * rows);
+          k::matmul_q8_0(y.data(), m.q.data(), m.d.data(), x.data(), n, rows, cols);
+          calm::ThreadPool pool(3);
+          k::matmul_q8_0(y3.data(), m.q.data(), m.d.data(), x.data(), n, rows, cols, &pool);
+          CHECK(std::memcmp(y.data(), y3.data(), y.size() * 4) == 0);
+          // AMX-BF16 tiles (n >= 8) and bf16 panels (AVX-512 BF16, n >= 16) round weights and x
+          // to bf16: <= 2^-8 relative per product; the matvec path is exact to f32 rounding.
+          for (std::size_t t = 0; t < n; ++t)
+            for (std::size_t r = 0; r < rows; ++r) {
+              double exact = 0, mag = 0;
+              for (std::size_t c = 0; c < cols; ++c) {
+                const double p =
+                    double(m.d[(r * cols + c) / 32]) * m.q[r * cols + c] * x[t * cols + c];
+                exact += p;
+                mag += std::fabs(p);
+              }
+              CHECK(std::fabs(y[t * rows + r] - exact) <= 8e-3 * mag + 1e-30);
             }
-            CHECK(std::fabs(y[t * rows + r] - exact) <= 8e-3 * mag + 1e-30);
-          }
+        }
       }
     }
   }

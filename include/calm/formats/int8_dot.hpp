@@ -34,7 +34,7 @@ struct Int8DotFormat : BlockFormat<Codec> {
   }
   // Prompts from this many tokens take the blocks dequantized to bf16 on AMX-BF16 tiles where the
   // process may; shorter ones the exact batch. TinyLlama's 5632 x 2048 q8_0 matrix (in L3, Xeon,
-  // 1 thread), the batch's time over the tiles': n = 8 0.63, 12 1.03, 16 1.02, 24 1.47, 64 1.60.
+  // 1 thread), the batch's time over the tiles': n = 8 0.71, 12 1.11, 16 1.07, 24 1.39, 64 1.67.
   static constexpr std::size_t kAmxPrefillMinTokens = 16;
 
   // The prefill runs the same per-row products (every weight row read once for all tokens), or
@@ -44,7 +44,8 @@ struct Int8DotFormat : BlockFormat<Codec> {
   static void matmul(float* y, const Matrix& w, const float* x, std::size_t n, ThreadPool* pool) {
 #if CALM_AMX_BF16_BUILT
     if (n >= kAmxPrefillMinTokens && kernels::detail::blocks_on_amx(n, w.rows))
-      return kernels::detail::matmul_blocks_amx<Codec>(y, Base::units(w), w.scales, x, n, w.rows, w.cols, pool);
+      return kernels::detail::matmul_blocks_amx<Codec>(y, Base::units(w), w.scales, x, n, w.rows,
+                                                       w.cols, pool);
 #endif
     matvec_batch(y, w, x, n, pool);
   }

@@ -449,10 +449,11 @@ void matvec_batch_blocks(float* y, const typename C::unit* q, const float* d, co
 namespace detail {
 
 #if defined(__AVX512BF16__)
-// Blocks [0, count) of a matrix's blocks, row after row, into bf16: out[32 i + j] := bf16(d_i * w_j)
-// of block i, round to nearest even (d_i * w_j itself is exact in f32): a relative error <= 2^-9
-// per weight on top of the format's. Prefetches the blocks 2 KiB of payload ahead (from memory
-// the hardware prefetcher alone reached 8 GB/s on a Xeon core, 10.9 with it).
+// Blocks [0, count) of a matrix's blocks, row after row, into bf16: out[32 i + j] :=
+// bf16(d_i * w_j) of block i, round to nearest even (d_i * w_j itself is exact in f32): a
+// relative error <= 2^-9 per weight on top of the format's. Prefetches the blocks 2 KiB of
+// payload ahead (from memory the hardware prefetcher alone reached 8 GB/s on a Xeon core, 10.9
+// with it).
 template <class C>
 inline void dequantize_blocks_bf16(std::uint16_t* out, const typename C::unit* q, const float* d,
                                    std::size_t count) noexcept {
@@ -468,7 +469,8 @@ inline void dequantize_blocks_bf16(std::uint16_t* out, const typename C::unit* q
     fbatch<Arch> w[2];
     C::template decode<Arch>(q + i * C::units, w);
     const __m512 scale = _mm512_set1_ps(d[i]);
-    const __m512bh pairs = _mm512_cvtne2ps_pbh(_mm512_mul_ps(w[1], scale), _mm512_mul_ps(w[0], scale));
+    const __m512bh pairs =
+        _mm512_cvtne2ps_pbh(_mm512_mul_ps(w[1], scale), _mm512_mul_ps(w[0], scale));
     _mm512_storeu_si512(out + i * kBlockWeights, reinterpret_cast<const __m512i&>(pairs));
   }
 }
@@ -497,25 +499,33 @@ inline void matmul_blocks_amx(float* y, const typename C::unit* q, const float* 
     thread_local AlignedBuffer<std::uint16_t> panels;
     panels.reserve_discard(2 * block_rows * cols);
     std::uint16_t* panel[2] = {panels.data(), panels.data() + block_rows * cols};
-    const auto rows_of = [&](std::size_t b) { return rows - block_rows * b < block_rows ? rows - block_rows * b : block_rows; };
+    const auto rows_of = [&](std::size_t b) {
+      return rows - block_rows * b < block_rows ? rows - block_rows * b : block_rows;
+    };
     const auto blocks_of = [&](std::size_t b) { return block_rows * b * nb; };  // first block of W
-    dequantize_blocks_bf16<C>(panel[0], q + blocks_of(b0) * C::units, d + blocks_of(b0), rows_of(b0) * nb);
+    dequantize_blocks_bf16<C>(panel[0], q + blocks_of(b0) * C::units, d + blocks_of(b0),
+                              rows_of(b0) * nb);
     amx_bf16::Tiles tiles;
     for (std::size_t b = b0; b < b1; ++b) {
       std::uint16_t* now = panel[(b - b0) % 2];
       std::uint16_t* next = panel[(b - b0 + 1) % 2];
       // The next rows' blocks, in `steps` slices (the last slices may be empty).
-      const std::size_t total = b + 1 < b1 ? rows_of(b + 1) * nb : 0, slice = (total + steps - 1) / steps;
+      const std::size_t total = b + 1 < b1 ? rows_of(b + 1) * nb : 0;
+      const std::size_t slice = (total + steps - 1) / steps;
       const typename C::unit* next_q = total ? q + blocks_of(b + 1) * C::units : q;
       const float* next_d = total ? d + blocks_of(b + 1) : d;
       std::size_t done = 0;
       const auto dequantize_slice = [&] {
         const std::size_t k = total - done < slice ? total - done : slice;
-        dequantize_blocks_bf16<C>(next + done * kBlockWeights, next_q + done * C::units, next_d + done, k);
+        dequantize_blocks_bf16<C>(next + done * kBlockWeights, next_q + done * C::units,
+                                  next_d + done, k);
         done += k;
       };
-      amx_bf16::block(y + block_rows * b, rows, now, rows_of(b), cols, packed, n, tiles, dequantize_slice);
-      if (done < total) dequantize_blocks_bf16<C>(next + done * kBlockWeights, next_q + done * C::units, next_d + done, total - done);
+      amx_bf16::block(y + block_rows * b, rows, now, rows_of(b), cols, packed, n, tiles,
+                      dequantize_slice);
+      if (done < total)
+        dequantize_blocks_bf16<C>(next + done * kBlockWeights, next_q + done * C::units,
+                                  next_d + done, total - done);
     }
   });
 }
@@ -529,20 +539,21 @@ inline bool blocks_on_amx(std::size_t n, std::size_t rows) noexcept {
 }  // namespace detail
 
 // Y(n, rows) = X(n, cols) W^T, the prefill product. Where the process may use AMX-BF16 and at
-// least kAmxBf16MinTokens tokens, on its tiles (detail::matmul_blocks_amx). With AVX2 or AVX-512 and at least
-// kMatmulTileMinTokens tokens it runs matmul.hpp's register-blocked f32 tiles, each micro-panel
-// (16 rows x 256 columns on AVX2) decoded from the blocks straight into L1 scratch and then
-// transposed as a dense panel is: every weight is decoded once per call instead of once per
-// token, and the arithmetic is that of f32 weights (d_b * w_j is exact in f32), one fma chain
-// per output over the columns in order -- so, like the f32 prefill, it differs from decode's
-// order by f32 rounding only. Otherwise matvec_batch_blocks. Every output is computed by one
-// thread: the results do not depend on the thread count.
+// least kAmxBf16MinTokens tokens, on its tiles (detail::matmul_blocks_amx). Else, with AVX2 or
+// AVX-512 and at least kMatmulTileMinTokens tokens it runs matmul.hpp's register-blocked f32
+// tiles, each micro-panel (16 rows x 256 columns on AVX2) decoded from the blocks straight into
+// L1 scratch and then transposed as a dense panel is: every weight is decoded once per call
+// instead of once per token, and the arithmetic is that of f32 weights (d_b * w_j is exact in
+// f32), one fma chain per output over the columns in order -- so, like the f32 prefill, it
+// differs from decode's order by f32 rounding only. Otherwise matvec_batch_blocks. Every output
+// is computed by one thread: the results do not depend on the thread count.
 template <class C, class Arch = xsimd::default_arch>
 void matmul_blocks(float* y, const typename C::unit* q, const float* d, const float* x,
                    std::size_t n, std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
 #if CALM_AMX_BF16_BUILT
   if constexpr (detail::kIsAvx512<Arch>)
-    if (detail::blocks_on_amx(n, rows)) return detail::matmul_blocks_amx<C>(y, q, d, x, n, rows, cols, pool);
+    if (detail::blocks_on_amx(n, rows))
+      return detail::matmul_blocks_amx<C>(y, q, d, x, n, rows, cols, pool);
 #endif
   if constexpr (detail::kHasTiledMatmul<Arch>) {
     if (n >= detail::kMatmulTileMinTokens && rows > 0) {

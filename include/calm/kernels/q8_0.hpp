@@ -242,7 +242,8 @@ void matmul_q8_0(float* y, const std::int8_t* q, const float* d, const float* x,
                  std::size_t rows, std::size_t cols, ThreadPool* pool = nullptr) {
 #if CALM_AMX_BF16_BUILT
   if constexpr (detail::kIsAvx512<Arch>)
-    if (detail::blocks_on_amx(n, rows)) return detail::matmul_blocks_amx<Q8Codec>(y, q, d, x, n, rows, cols, pool);
+    if (detail::blocks_on_amx(n, rows))
+      return detail::matmul_blocks_amx<Q8Codec>(y, q, d, x, n, rows, cols, pool);
 #endif
 #if defined(__AVX512BF16__)
   if constexpr (detail::kIsAvx512<Arch>) {
